@@ -1,0 +1,515 @@
+//! The pipeline manifest (`pipelines/*.yaml`): dataset, pretrained model and preprocessing, the
+//! sweep of topologies and each stage's parameters. Unknown keys are errors with line and column,
+//! and `--set key.path=value` overrides apply before the manifest is checked.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_norway::Value;
+
+use crate::{CoreError, Result};
+
+/// A whole pipeline manifest.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// A short name; written into every artifact's provenance.
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// The seed every seeded choice derives from (splits, selections, training).
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Where the pipeline's outputs go; defaults to `runs/<name>`.
+    #[serde(default)]
+    pub out_dir: Option<PathBuf>,
+    pub dataset: DatasetSpec,
+    pub model: ModelSpec,
+    pub sweep: SweepSpec,
+    #[serde(default)]
+    pub slice: SliceParams,
+    #[serde(default)]
+    pub extract: ExtractParams,
+}
+
+fn default_seed() -> u64 {
+    42
+}
+
+/// The dataset and how it is split.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetSpec {
+    pub format: DatasetFormat,
+    /// A CIFAR-10 folder (plain or .gz batch files, or the official tarball) or an image folder.
+    pub path: PathBuf,
+    /// Resize every image to `[height, width]` (bilinear). Without it, images of mixed sizes
+    /// are an error rather than a silent resize.
+    #[serde(default)]
+    pub resize: Option<[u32; 2]>,
+    pub splits: SplitSizes,
+}
+
+/// Supported dataset layouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatasetFormat {
+    /// CIFAR-10 in the official binary layout.
+    Cifar10Binary,
+    /// One subfolder per class holding PNG or JPEG files.
+    ImageFolder,
+}
+
+/// Number of images per split, drawn stratified by class.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitSizes {
+    /// Images the cloud network trains on.
+    pub train: usize,
+    /// The attacker's own pool: same distribution, disjoint from `train`.
+    pub attacker: usize,
+    /// Images the cloud network is tested on and the attacker tries to rebuild.
+    pub test: usize,
+}
+
+/// The pretrained model and its preprocessing.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    pub path: PathBuf,
+    /// The image input's name; defaults to the model's only image input.
+    #[serde(default)]
+    pub input: Option<String>,
+    /// The square input size images are resized to.
+    pub input_size: u32,
+    #[serde(default)]
+    pub preprocess: Preprocess,
+}
+
+/// Exact preprocessing of RGB u8 pixels into the model's input:
+/// `x = (pixel * scale - mean[c]) / std[c]`, channels in `channel_order`, NCHW.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Preprocess {
+    #[serde(default)]
+    pub channel_order: ChannelOrder,
+    #[serde(default = "one")]
+    pub scale: f32,
+    #[serde(default)]
+    pub mean: [f32; 3],
+    #[serde(default = "ones")]
+    pub std: [f32; 3],
+}
+
+fn one() -> f32 {
+    1.0
+}
+fn ones() -> [f32; 3] {
+    [1.0; 3]
+}
+
+impl Default for Preprocess {
+    fn default() -> Self {
+        Self {
+            channel_order: ChannelOrder::Rgb,
+            scale: 1.0,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+        }
+    }
+}
+
+/// Channel order of the model's input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelOrder {
+    #[default]
+    Rgb,
+    Bgr,
+}
+
+/// A channel count in a sweep: a number, or `all` channels at the cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum ChannelCount {
+    Count(u32),
+    All(AllKeyword),
+}
+
+/// The literal `all`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AllKeyword {
+    All,
+}
+
+impl ChannelCount {
+    /// Resolves against the number of channels at the cut.
+    pub fn resolve(self, cut_channels: u32) -> u32 {
+        match self {
+            ChannelCount::Count(d) => d,
+            ChannelCount::All(_) => cut_channels,
+        }
+    }
+}
+
+impl std::fmt::Display for ChannelCount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChannelCount::Count(d) => write!(f, "{d}"),
+            ChannelCount::All(_) => f.write_str("all"),
+        }
+    }
+}
+
+/// The topologies to characterize: the grid `cuts x channels`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepSpec {
+    /// Cut names: friendly layer names (`conv1`, `fire3`) or ONNX tensor names.
+    pub cuts: Vec<String>,
+    pub channels: Vec<ChannelCount>,
+}
+
+/// How the secret channel selection is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SelectionMethod {
+    /// Uniform without replacement, seeded.
+    #[default]
+    Random,
+    /// PrivyNet's hierarchical selection: keep the top fraction of channels by Fisher
+    /// discriminant ratio on the user's labelled training images, then draw at random from them.
+    FisherRandom,
+}
+
+impl std::fmt::Display for SelectionMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SelectionMethod::Random => "random",
+            SelectionMethod::FisherRandom => "fisher-random",
+        })
+    }
+}
+
+/// Parameters of the slice stage.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SliceParams {
+    #[serde(default)]
+    pub method: SelectionMethod,
+    /// For `fisher-random`: the fraction of channels, by Fisher score, that D are drawn from.
+    #[serde(default = "default_top_fraction")]
+    pub top_fraction: f64,
+    /// For `fisher-random`: how many training images score the channels.
+    #[serde(default = "default_fisher_images")]
+    pub fisher_images: usize,
+}
+
+fn default_top_fraction() -> f64 {
+    0.5
+}
+fn default_fisher_images() -> usize {
+    1000
+}
+
+impl Default for SliceParams {
+    fn default() -> Self {
+        Self {
+            method: SelectionMethod::Random,
+            top_fraction: default_top_fraction(),
+            fisher_images: default_fisher_images(),
+        }
+    }
+}
+
+/// Storage type of features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeatureDtype {
+    #[default]
+    Float32,
+    Float16,
+}
+
+/// Parameters of the extract stage.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtractParams {
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    #[serde(default = "default_splits")]
+    pub splits: Vec<String>,
+    #[serde(default)]
+    pub dtype: FeatureDtype,
+    /// ONNX Runtime intra-op threads; defaults to the machine's cores.
+    #[serde(default)]
+    pub threads: Option<usize>,
+}
+
+fn default_batch() -> usize {
+    128
+}
+fn default_splits() -> Vec<String> {
+    vec!["train".into(), "attacker".into(), "test".into()]
+}
+
+impl Default for ExtractParams {
+    fn default() -> Self {
+        Self {
+            batch_size: default_batch(),
+            splits: default_splits(),
+            dtype: FeatureDtype::Float32,
+            threads: None,
+        }
+    }
+}
+
+/// The split names images can carry.
+pub const SPLITS: [&str; 3] = ["train", "attacker", "test"];
+
+impl Manifest {
+    /// Reads a manifest file and applies `key.path=value` overrides.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| CoreError::io(path, e))?;
+        Self::parse(path, &text, overrides)
+    }
+
+    /// Parses manifest text; `path` is only used in messages.
+    pub fn parse(path: &Path, text: &str, overrides: &[String]) -> Result<Self> {
+        // Parse the text as written first, so errors carry its line and column.
+        let manifest: Manifest = serde_norway::from_str(text).map_err(|e| yaml_err(path, &e))?;
+        let manifest = if overrides.is_empty() {
+            manifest
+        } else {
+            let mut value: Value =
+                serde_norway::from_str(text).map_err(|e| yaml_err(path, &e))?;
+            for expr in overrides {
+                apply_override(&mut value, expr)?;
+            }
+            serde_norway::from_value(value).map_err(|e| CoreError::ManifestValue {
+                path: path.to_path_buf(),
+                message: format!("after --set {}: {e}", overrides.join(" --set ")),
+            })?
+        };
+        manifest.validate(path)?;
+        Ok(manifest)
+    }
+
+    /// The folder the pipeline's outputs go to.
+    pub fn out_dir(&self) -> PathBuf {
+        self.out_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("runs").join(&self.name))
+    }
+
+    fn validate(&self, path: &Path) -> Result<()> {
+        let bad = |message: String| CoreError::ManifestValue {
+            path: path.to_path_buf(),
+            message,
+        };
+        if self.name.trim().is_empty() {
+            return Err(bad("`name` must not be empty".into()));
+        }
+        let s = self.dataset.splits;
+        if s.train == 0 || s.test == 0 {
+            return Err(bad(
+                "`dataset.splits.train` and `dataset.splits.test` must be at least 1".into(),
+            ));
+        }
+        if self.model.input_size == 0 {
+            return Err(bad("`model.input_size` must be at least 1".into()));
+        }
+        if self.model.preprocess.std.iter().any(|&v| v == 0.0) {
+            return Err(bad("`model.preprocess.std` must not contain 0".into()));
+        }
+        if self.sweep.cuts.is_empty() || self.sweep.channels.is_empty() {
+            return Err(bad(
+                "`sweep.cuts` and `sweep.channels` must each list at least one value".into(),
+            ));
+        }
+        if self.sweep.channels.contains(&ChannelCount::Count(0)) {
+            return Err(bad("`sweep.channels` must not contain 0".into()));
+        }
+        if !(self.slice.top_fraction > 0.0 && self.slice.top_fraction <= 1.0) {
+            return Err(bad(format!(
+                "`slice.top_fraction` must be in (0, 1], got {}",
+                self.slice.top_fraction
+            )));
+        }
+        if self.extract.batch_size == 0 {
+            return Err(bad("`extract.batch_size` must be at least 1".into()));
+        }
+        for split in &self.extract.splits {
+            if !SPLITS.contains(&split.as_str()) {
+                return Err(bad(format!(
+                    "`extract.splits` names `{split}`, expected one of {}",
+                    SPLITS.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn yaml_err(path: &Path, e: &serde_norway::Error) -> CoreError {
+    let (line, column) = e
+        .location()
+        .map(|l| (l.line(), l.column()))
+        .unwrap_or((0, 0));
+    let message = e.to_string();
+    // The YAML error text repeats the position; keep it once, in front.
+    let message = match message.find(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message,
+    };
+    CoreError::Manifest {
+        path: path.to_path_buf(),
+        line,
+        column,
+        message,
+    }
+}
+
+/// Applies one `a.b.c=value` override to a YAML tree. The value is parsed as YAML, so numbers,
+/// lists and strings all work (`--set sweep.channels=[8,all]`).
+pub fn apply_override(root: &mut Value, expr: &str) -> Result<()> {
+    let bad = |message: &str| CoreError::Override {
+        expr: expr.to_string(),
+        message: message.to_string(),
+    };
+    let (key, raw) = expr
+        .split_once('=')
+        .ok_or_else(|| bad("expected KEY=VALUE, e.g. extract.batch_size=64"))?;
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(bad("the key has an empty part"));
+    }
+    let value: Value = serde_norway::from_str(raw).map_err(|e| bad(&e.to_string()))?;
+    let mut node = root;
+    for (i, part) in parts.iter().enumerate() {
+        if node.is_null() {
+            *node = Value::Mapping(Default::default());
+        }
+        let map = node.as_mapping_mut().ok_or_else(|| {
+            bad(&format!(
+                "`{}` is not a mapping, so it has no key `{part}`",
+                parts[..i].join(".")
+            ))
+        })?;
+        let k = Value::String(part.to_string());
+        if i + 1 == parts.len() {
+            map.insert(k, value);
+            return Ok(());
+        }
+        node = map.entry(k).or_insert(Value::Null);
+    }
+    unreachable!("the loop returns at the last key part")
+}
+
+/// The `--manifest` and `--set` arguments every stage binary takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ManifestArgs {
+    /// Pipeline manifest (YAML) to take parameters from.
+    #[arg(long, value_name = "PATH")]
+    pub manifest: Option<PathBuf>,
+    /// Override a manifest value, e.g. `--set extract.batch_size=64` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+impl ManifestArgs {
+    /// Loads the manifest, if one was given.
+    pub fn load(&self) -> Result<Option<Manifest>> {
+        match &self.manifest {
+            Some(p) => Manifest::load(p, &self.set).map(Some),
+            None if !self.set.is_empty() => Err(CoreError::Override {
+                expr: self.set.join(" "),
+                message: "--set needs --manifest".into(),
+            }),
+            None => Ok(None),
+        }
+    }
+
+    /// The manifest's name for provenance, or `-` when run from flags alone.
+    pub fn label(&self) -> String {
+        self.manifest
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "-".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "\
+name: t
+dataset:
+  format: cifar10-binary
+  path: data/cifar-10
+  splits: {train: 10, attacker: 5, test: 5}
+model:
+  path: m.onnx
+  input_size: 32
+sweep:
+  cuts: [conv1]
+  channels: [8, all]
+";
+
+    #[test]
+    fn parses_defaults() {
+        let m = Manifest::parse(Path::new("t.yaml"), BASE, &[]).unwrap();
+        assert_eq!(m.seed, 42);
+        assert_eq!(m.sweep.channels[1], ChannelCount::All(AllKeyword::All));
+        assert_eq!(m.out_dir(), PathBuf::from("runs/t"));
+    }
+
+    #[test]
+    fn unknown_key_has_line_and_column() {
+        let text = BASE.replace("  input_size: 32", "  input_size: 32\n  inptu: x");
+        let e = Manifest::parse(Path::new("t.yaml"), &text, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("t.yaml:9:3: "), "{e}");
+        assert!(e.contains("unknown field `inptu`"), "{e}");
+    }
+
+    #[test]
+    fn overrides_apply_and_typos_fail() {
+        let m = Manifest::parse(
+            Path::new("t.yaml"),
+            BASE,
+            &["extract.batch_size=7".into(), "sweep.channels=[4]".into()],
+        )
+        .unwrap();
+        assert_eq!(m.extract.batch_size, 7);
+        assert_eq!(m.sweep.channels, vec![ChannelCount::Count(4)]);
+        let e = Manifest::parse(Path::new("t.yaml"), BASE, &["extract.batchsize=7".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("batchsize"), "{e}");
+        let e = Manifest::parse(Path::new("t.yaml"), BASE, &["seed".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("KEY=VALUE"), "{e}");
+    }
+
+    #[test]
+    fn zero_channels_is_refused() {
+        let text = BASE.replace("[8, all]", "[0]");
+        let e = Manifest::parse(Path::new("t.yaml"), &text, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sweep.channels"), "{e}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_batch_size_override_roundtrips(n in 1usize..100_000) {
+            let m = Manifest::parse(Path::new("t.yaml"), BASE, &[format!("extract.batch_size={n}")]).unwrap();
+            proptest::prop_assert_eq!(m.extract.batch_size, n);
+        }
+    }
+}
