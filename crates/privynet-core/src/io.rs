@@ -67,6 +67,13 @@ impl AtomicFile {
 }
 
 fn commit_tmp(tmp: NamedTempFile, path: &Path) -> Result<()> {
+    // Temporary files are created owner-only; a finished artifact gets ordinary permissions.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| CoreError::io(path, e))?;
+    }
     tmp.as_file().sync_all().map_err(|e| CoreError::io(path, e))?;
     tmp.persist(path)
         .map_err(|e| CoreError::io(path, e.error))?;
@@ -327,6 +334,16 @@ pub fn dataset_parts(path: &Path) -> Result<Vec<PathBuf>> {
             std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder"),
         ))
     }
+}
+
+/// The number of rows in a Parquet file, from its footer.
+pub fn parquet_rows(path: &Path) -> Result<u64> {
+    let file = File::open(path).map_err(|e| CoreError::io(path, e))?;
+    let b = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| CoreError::Parquet {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    Ok(b.metadata().file_metadata().num_rows().max(0) as u64)
 }
 
 /// Opens one Parquet file of `kind` for streaming, checking its schema, with an optional column

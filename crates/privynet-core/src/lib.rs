@@ -9,11 +9,13 @@ pub mod logging;
 pub mod manifest;
 pub mod provenance;
 pub mod schema;
+pub mod topology;
 
 pub use error::{CoreError, Result};
 pub use manifest::Manifest;
 pub use provenance::Provenance;
 pub use schema::{ArtifactKind, Zone};
+pub use topology::Topology;
 
 /// The version of the toolkit, written into every artifact's provenance.
 pub const TOOL_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -91,6 +91,10 @@ pub struct ModelSpec {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Preprocess {
+    /// How images whose size differs from `model.input_size` are resized; `none` makes such
+    /// an image an error, so a resize is never silent.
+    #[serde(default)]
+    pub resize: ResizeMode,
     #[serde(default)]
     pub channel_order: ChannelOrder,
     #[serde(default = "one")]
@@ -111,12 +115,24 @@ fn ones() -> [f32; 3] {
 impl Default for Preprocess {
     fn default() -> Self {
         Self {
+            resize: ResizeMode::None,
             channel_order: ChannelOrder::Rgb,
             scale: 1.0,
             mean: [0.0; 3],
             std: [1.0; 3],
         }
     }
+}
+
+/// How an image is brought to the model's input size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResizeMode {
+    /// Images must already have the input size.
+    #[default]
+    None,
+    /// Bilinear interpolation (the `image` crate's triangle filter).
+    Bilinear,
 }
 
 /// Channel order of the model's input.

@@ -1,1 +1,37 @@
-//! placeholder
+//! Slice stage library: ONNX graph surgery that cuts a pretrained CNN into the local network,
+//! shape and cost inference for its cut points, and the secret channel selection.
+
+pub mod analyze;
+pub mod model;
+pub mod select;
+pub mod surgery;
+pub mod tables;
+
+use std::path::PathBuf;
+
+/// Errors of the slice stage; each names the model, node or cut it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum SliceError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not an ONNX model: {message}")]
+    NotOnnx { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Model { path: PathBuf, message: String },
+    #[error("node `{node}` (op {op}): {message}")]
+    Op {
+        node: String,
+        op: String,
+        message: String,
+    },
+    #[error("no cut point named `{name}` in the model; nearest: {suggestions}")]
+    UnknownCut { name: String, suggestions: String },
+    #[error("{0}")]
+    Selection(String),
+    #[error(transparent)]
+    Core(#[from] privynet_core::CoreError),
+}

@@ -1,0 +1,114 @@
+//! The topology of one local network (cut, channel count, shapes, local cost): what may be said
+//! about it without revealing the channel selection. Carried in features metadata so a reader
+//! can check it was given the features it expects.
+
+use std::path::Path;
+
+use arrow::array::{Array, Int64Array, StringArray};
+use serde::{Deserialize, Serialize};
+
+use crate::{ArtifactKind, CoreError, Result};
+
+/// The topology of one local network: what may be said about it without the selection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Topology {
+    pub cut: String,
+    pub layer: Option<String>,
+    pub input_size: i64,
+    pub cut_channels: i64,
+    pub channels: i64,
+    pub method: String,
+    pub height: i64,
+    pub width: i64,
+    pub feature_len: i64,
+    pub macs: i64,
+    pub params: i64,
+    pub weight_bytes: i64,
+}
+
+impl Topology {
+    /// Names the first field that differs from `other`, with both values.
+    pub fn mismatch(&self, other: &Topology) -> Option<String> {
+        let a = serde_json::to_value(self).expect("a topology should serialise");
+        let b = serde_json::to_value(other).expect("a topology should serialise");
+        let (a, b) = (a.as_object()?, b.as_object()?);
+        a.iter().find_map(|(k, v)| {
+            let w = &b[k];
+            (v != w).then(|| format!("`{k}` is {v} in the file, expected {w}"))
+        })
+    }
+}
+
+
+impl Topology {
+    /// Reads the one row of a `topology.arrow`.
+    pub fn read(path: &Path) -> Result<Self> {
+        let (_, batches) = crate::io::read_arrow(path, ArtifactKind::Topology)?;
+        let b = batches
+            .iter()
+            .find(|b| b.num_rows() > 0)
+            .ok_or_else(|| CoreError::Invalid {
+                path: path.to_path_buf(),
+                message: "the topology table has no row".into(),
+            })?;
+        let s = |name: &str| {
+            b.column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                .expect("a checked topology has this utf8 column")
+        };
+        let i = |name: &str| {
+            b.column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+                .expect("a checked topology has this int64 column")
+                .value(0)
+        };
+        let layer = s("layer");
+        Ok(Self {
+            cut: s("cut").value(0).to_string(),
+            layer: (!layer.is_null(0)).then(|| layer.value(0).to_string()),
+            input_size: i("input_size"),
+            cut_channels: i("cut_channels"),
+            channels: i("channels"),
+            method: s("method").value(0).to_string(),
+            height: i("height"),
+            width: i("width"),
+            feature_len: i("feature_len"),
+            macs: i("macs"),
+            params: i("params"),
+            weight_bytes: i("weight_bytes"),
+        })
+    }
+
+    /// A short label such as `fire3-d8`.
+    pub fn label(&self) -> String {
+        format!("{}-d{}", self.layer.as_deref().unwrap_or(&self.cut).replace('/', "_"), self.channels)
+    }
+}
+
+/// Checks that a features file (or every part of a folder of parts) was made for `expected`,
+/// naming the first field of the topology that differs.
+pub fn check_features(path: &Path, expected: &Topology) -> Result<()> {
+    for part in crate::io::dataset_parts(path)? {
+        let schema = crate::io::read_schema(&part)?;
+        ArtifactKind::Features.schema()?.check(&part, &schema)?;
+        let raw = schema
+            .metadata()
+            .get("privynet.topology")
+            .expect("a checked features file has privynet.topology");
+        let found: Topology = serde_json::from_str(raw).map_err(|e| CoreError::Invalid {
+            path: part.clone(),
+            message: format!("`privynet.topology` metadata is not a topology: {e}"),
+        })?;
+        if let Some(diff) = found.mismatch(expected) {
+            return Err(CoreError::Invalid {
+                path: part,
+                message: format!(
+                    "these features were made for topology {} but {} was expected: {diff}",
+                    found.label(),
+                    expected.label()
+                ),
+            });
+        }
+    }
+    Ok(())
+}

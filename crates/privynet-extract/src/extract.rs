@@ -1,0 +1,349 @@
+//! The streaming extraction loop: image batches in, ONNX Runtime, feature row groups out. Only
+//! one batch of images and features is held at a time, so memory does not grow with the number
+//! of images.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{
+    Array, ArrayRef, FixedSizeListArray, Float16Array, Float32Array, Int32Array, Int64Array,
+    RecordBatch, StringArray,
+};
+use arrow::datatypes::{DataType, Field, Schema};
+use ndarray::ArrayView4;
+
+use privynet_core::io::{ArtifactWriter, open_parquet, parquet_rows};
+use privynet_core::manifest::{FeatureDtype, Preprocess};
+use privynet_core::{ArtifactKind, Provenance, Topology};
+
+use crate::ExtractError;
+use crate::preprocess::preprocess_into;
+use crate::runtime::Runner;
+
+/// Everything one extraction needs.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ExtractConfig {
+    pub images: PathBuf,
+    pub model: PathBuf,
+    pub output: PathBuf,
+    /// The topology the local network implements; its shape is checked against the output.
+    pub topology: Option<Topology>,
+    pub preprocess: Preprocess,
+    pub input_size: u32,
+    pub splits: Vec<String>,
+    pub batch_size: usize,
+    pub dtype: FeatureDtype,
+    pub threads: Option<usize>,
+    /// `(k, n)`: keep only the rows whose id is k modulo n.
+    pub shard: Option<(u64, u64)>,
+}
+
+/// What an extraction did.
+#[derive(Debug, Clone)]
+pub struct ExtractReport {
+    pub rows: usize,
+    pub shape: [usize; 3],
+    pub seconds: f64,
+}
+
+/// The `features` Arrow schema for feature vectors of `len` values.
+pub fn features_schema(len: usize, dtype: FeatureDtype) -> Schema {
+    let item = match dtype {
+        FeatureDtype::Float32 => DataType::Float32,
+        FeatureDtype::Float16 => DataType::Float16,
+    };
+    Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("label", DataType::Int32, false),
+        Field::new("split", DataType::Utf8, false),
+        Field::new(
+            "features",
+            DataType::FixedSizeList(Arc::new(Field::new("item", item, false)), len as i32),
+            false,
+        ),
+    ])
+}
+
+/// Builds a features batch from ids, labels, splits and the flat values (rows x len).
+pub fn features_batch(
+    schema: arrow::datatypes::SchemaRef,
+    ids: Vec<i64>,
+    labels: Vec<i32>,
+    splits: Vec<String>,
+    values: Vec<f32>,
+    len: usize,
+    dtype: FeatureDtype,
+) -> RecordBatch {
+    let (item, array): (DataType, ArrayRef) = match dtype {
+        FeatureDtype::Float32 => (DataType::Float32, Arc::new(Float32Array::from(values))),
+        FeatureDtype::Float16 => (
+            DataType::Float16,
+            Arc::new(Float16Array::from_iter_values(
+                values.into_iter().map(half::f16::from_f32),
+            )),
+        ),
+    };
+    let list = FixedSizeListArray::try_new(
+        Arc::new(Field::new("item", item, false)),
+        len as i32,
+        array,
+        None,
+    )
+    .expect("the values should hold rows * len items");
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(ids)),
+            Arc::new(Int32Array::from(labels)),
+            Arc::new(StringArray::from(splits)),
+            Arc::new(list),
+        ],
+    )
+    .expect("columns should match the features schema")
+}
+
+fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> &'a T {
+    b.column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .expect("a checked images batch has this column")
+}
+
+/// Runs the local network over the chosen splits of `images.parquet` and writes `features.parquet`.
+pub fn extract(cfg: &ExtractConfig, mut provenance: Provenance) -> Result<ExtractReport, ExtractError> {
+    let start = Instant::now();
+    let mut runner = Runner::open(&cfg.model, crate::FEATURES_OUTPUT, cfg.threads)?;
+    let (_, reader) = open_parquet(
+        &cfg.images,
+        ArtifactKind::Images,
+        Some(&["id", "label", "split", "height", "width", "pixels"]),
+        cfg.batch_size,
+    )?;
+    let total = parquet_rows(&cfg.images)?;
+    let bar = privynet_core::logging::progress(total, "images");
+    bar.set_message("extract");
+    provenance.add_input(&cfg.images)?;
+    provenance.add_input(&cfg.model)?;
+    provenance.set(
+        "preprocess",
+        serde_json::to_string(&cfg.preprocess).expect("preprocess should serialise"),
+    );
+    provenance.set(
+        "topology",
+        serde_json::to_string(&cfg.topology).expect("a topology should serialise"),
+    );
+    let size = cfg.input_size as usize;
+    let per_image = 3 * size * size;
+    let mut writer: Option<(ArtifactWriter, [usize; 3])> = None;
+    let mut input = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| ExtractError::Input {
+            path: cfg.images.clone(),
+            message: e.to_string(),
+        })?;
+        bar.inc(batch.num_rows() as u64);
+        let ids = col::<Int64Array>(&batch, "id");
+        let labels = col::<Int32Array>(&batch, "label");
+        let split = col::<StringArray>(&batch, "split");
+        let hs = col::<Int32Array>(&batch, "height");
+        let ws = col::<Int32Array>(&batch, "width");
+        let pixels = col::<FixedSizeListArray>(&batch, "pixels");
+        let rows: Vec<usize> = (0..batch.num_rows())
+            .filter(|&r| cfg.splits.iter().any(|s| s == split.value(r)))
+            .filter(|&r| {
+                cfg.shard
+                    .is_none_or(|(k, n)| (ids.value(r) as u64) % n == k)
+            })
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        input.clear();
+        input.resize(rows.len() * per_image, 0.0f32);
+        for (i, &r) in rows.iter().enumerate() {
+            let px = pixels.value(r);
+            let px = px
+                .as_any()
+                .downcast_ref::<arrow::array::UInt8Array>()
+                .expect("a checked images file has u8 pixels");
+            preprocess_into(
+                px.values(),
+                hs.value(r) as u32,
+                ws.value(r) as u32,
+                &cfg.preprocess,
+                cfg.input_size,
+                &mut input[i * per_image..(i + 1) * per_image],
+            )
+            .map_err(|e| ExtractError::Input {
+                path: cfg.images.clone(),
+                message: format!("image id {}: {e}", ids.value(r)),
+            })?;
+        }
+        let x = ArrayView4::from_shape((rows.len(), 3, size, size), &input)
+            .expect("the input buffer should have the batch's shape");
+        let y = runner.run(x)?;
+        let shape = [y.shape()[1], y.shape()[2], y.shape()[3]];
+        let len = shape.iter().product::<usize>();
+        if writer.is_none() {
+            if let Some(t) = &cfg.topology {
+                let want = [t.channels as usize, t.height as usize, t.width as usize];
+                if want != shape {
+                    return Err(ExtractError::Model {
+                        path: cfg.model.clone(),
+                        message: format!(
+                            "outputs features of shape {shape:?} (C, H, W) at input size {}, but the topology {} says {want:?}",
+                            cfg.input_size,
+                            t.label()
+                        ),
+                    });
+                }
+            }
+            provenance.set(
+                "feature_shape",
+                format!("{},{},{}", shape[0], shape[1], shape[2]),
+            );
+            let w = ArtifactWriter::create(
+                &cfg.output,
+                ArtifactKind::Features,
+                features_schema(len, cfg.dtype),
+                &provenance,
+            )?;
+            writer = Some((w, shape));
+        }
+        let (w, _) = writer.as_mut().expect("the writer was just created");
+        let values = y
+            .as_slice()
+            .expect("ONNX Runtime output should be contiguous")
+            .to_vec();
+        let out = features_batch(
+            w.schema(),
+            rows.iter().map(|&r| ids.value(r)).collect(),
+            rows.iter().map(|&r| labels.value(r)).collect(),
+            rows.iter().map(|&r| split.value(r).to_string()).collect(),
+            values,
+            len,
+            cfg.dtype,
+        );
+        w.write(&out)?;
+    }
+    bar.finish_and_clear();
+    let Some((w, shape)) = writer else {
+        return Err(ExtractError::Input {
+            path: cfg.images.clone(),
+            message: format!(
+                "no images in the splits [{}]{}",
+                cfg.splits.join(", "),
+                cfg.shard
+                    .map(|(k, n)| format!(" in shard {k}/{n}"))
+                    .unwrap_or_default()
+            ),
+        });
+    };
+    let rows = w.finish()?;
+    Ok(ExtractReport {
+        rows,
+        shape,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Checks that `path` is not a folder of parts when one file is wanted, for clear messages.
+pub fn ensure_parent(path: &Path) -> Result<(), ExtractError> {
+    if path.is_dir() {
+        return Err(ExtractError::Input {
+            path: path.to_path_buf(),
+            message: "is a folder; expected a .parquet file path".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Reads how many rows of each split a features dataset holds (for summaries).
+pub fn split_counts(batches: &[RecordBatch]) -> std::collections::BTreeMap<String, usize> {
+    let mut m = std::collections::BTreeMap::new();
+    for b in batches {
+        let s = col::<StringArray>(b, "split");
+        for i in 0..s.len() {
+            *m.entry(s.value(i).to_string()).or_insert(0) += 1;
+        }
+    }
+    m
+}
+
+/// Runs a network over the first `limit` images of one split and returns, per image, the
+/// spatial mean of every output channel, with the labels. Used to score channels.
+pub fn channel_means(
+    model: &Path,
+    images: &Path,
+    split: &str,
+    limit: usize,
+    preprocess: &Preprocess,
+    input_size: u32,
+    threads: Option<usize>,
+) -> Result<(Vec<Vec<f32>>, Vec<i32>), ExtractError> {
+    let mut runner = Runner::open(model, crate::FEATURES_OUTPUT, threads)?;
+    let (_, reader) = open_parquet(
+        images,
+        ArtifactKind::Images,
+        Some(&["label", "split", "height", "width", "pixels"]),
+        128,
+    )?;
+    let size = input_size as usize;
+    let per_image = 3 * size * size;
+    let (mut acts, mut labels) = (Vec::new(), Vec::new());
+    for batch in reader {
+        if labels.len() >= limit {
+            break;
+        }
+        let batch = batch.map_err(|e| ExtractError::Input {
+            path: images.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let split_col = col::<StringArray>(&batch, "split");
+        let rows: Vec<usize> = (0..batch.num_rows())
+            .filter(|&r| split_col.value(r) == split)
+            .take(limit - labels.len())
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let hs = col::<Int32Array>(&batch, "height");
+        let ws = col::<Int32Array>(&batch, "width");
+        let pixels = col::<FixedSizeListArray>(&batch, "pixels");
+        let lab = col::<Int32Array>(&batch, "label");
+        let mut input = vec![0.0f32; rows.len() * per_image];
+        for (i, &r) in rows.iter().enumerate() {
+            let px = pixels.value(r);
+            let px = px
+                .as_any()
+                .downcast_ref::<arrow::array::UInt8Array>()
+                .expect("a checked images file has u8 pixels");
+            preprocess_into(
+                px.values(),
+                hs.value(r) as u32,
+                ws.value(r) as u32,
+                preprocess,
+                input_size,
+                &mut input[i * per_image..(i + 1) * per_image],
+            )
+            .map_err(|e| ExtractError::Input {
+                path: images.to_path_buf(),
+                message: e.to_string(),
+            })?;
+            labels.push(lab.value(r));
+        }
+        let x = ArrayView4::from_shape((rows.len(), 3, size, size), &input)
+            .expect("the input buffer should have the batch's shape");
+        let y = runner.run(x)?;
+        for img in y.outer_iter() {
+            acts.push(img.outer_iter().map(|ch| ch.mean().unwrap_or(0.0)).collect());
+        }
+    }
+    if labels.is_empty() {
+        return Err(ExtractError::Input {
+            path: images.to_path_buf(),
+            message: format!("no `{split}` images to score channels on"),
+        });
+    }
+    Ok((acts, labels))
+}

@@ -1,0 +1,156 @@
+//! Seeded, stratified split assignment. Each split takes from every class in proportion to the
+//! class's share of its pool (largest remainder), so a small run keeps the class balance.
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+
+use privynet_core::manifest::SplitSizes;
+
+use crate::{Dataset, IngestError, Record};
+
+/// Images assigned to splits, each list sorted by id.
+#[derive(Debug, Default)]
+pub struct Splits {
+    pub train: Vec<Record>,
+    pub attacker: Vec<Record>,
+    pub test: Vec<Record>,
+}
+
+/// Per-class quotas for drawing `n` images from a pool with `counts` per class.
+pub fn quotas(counts: &[usize], n: usize) -> Vec<usize> {
+    let total: usize = counts.iter().sum();
+    if total == 0 {
+        return vec![0; counts.len()];
+    }
+    let mut q: Vec<usize> = counts.iter().map(|&c| c * n / total).collect();
+    let mut rem: Vec<(usize, usize)> = counts
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| ((c * n) % total, i))
+        .collect();
+    // Largest remainder first; ties go to the lower class index so the result is deterministic.
+    rem.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut left = n - q.iter().sum::<usize>();
+    for (_, i) in rem {
+        if left == 0 {
+            break;
+        }
+        if q[i] < counts[i] {
+            q[i] += 1;
+            left -= 1;
+        }
+    }
+    q
+}
+
+/// Draws `sizes.len()` disjoint stratified subsets from `pool`, in order; returns them sorted by id.
+fn draw(
+    pool: Vec<Record>,
+    classes: usize,
+    sizes: &[usize],
+    seed: u64,
+) -> Vec<Vec<Record>> {
+    let mut by_class: Vec<Vec<Record>> = vec![Vec::new(); classes];
+    for r in pool {
+        by_class[r.label as usize].push(r);
+    }
+    let counts: Vec<usize> = by_class.iter().map(Vec::len).collect();
+    let per_split: Vec<Vec<usize>> = sizes.iter().map(|&n| quotas(&counts, n)).collect();
+    let mut out: Vec<Vec<Record>> = vec![Vec::new(); sizes.len()];
+    for (c, mut members) in by_class.into_iter().enumerate() {
+        // One stream per class, so a class's draw does not depend on the other classes.
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(c as u64 + 1)));
+        members.shuffle(&mut rng);
+        let mut it = members.into_iter();
+        for (s, quota) in per_split.iter().enumerate() {
+            out[s].extend(it.by_ref().take(quota[c]));
+        }
+    }
+    for split in &mut out {
+        split.sort_by_key(|r| r.id);
+    }
+    out
+}
+
+/// Assigns images to the train, attacker and test splits.
+pub fn split(data: Dataset, sizes: SplitSizes, seed: u64) -> Result<Splits, IngestError> {
+    let classes = data.class_names.len();
+    let have = data.train_pool.len();
+    match data.test_pool {
+        Some(test_pool) => {
+            if sizes.train + sizes.attacker > have {
+                return Err(IngestError::Split(format!(
+                    "requested train {} + attacker {} = {} images from the training set, which has {have}",
+                    sizes.train,
+                    sizes.attacker,
+                    sizes.train + sizes.attacker
+                )));
+            }
+            if sizes.test > test_pool.len() {
+                return Err(IngestError::Split(format!(
+                    "requested {} test images, the test set has {}",
+                    sizes.test,
+                    test_pool.len()
+                )));
+            }
+            let mut a = draw(data.train_pool, classes, &[sizes.attacker, sizes.train], seed);
+            let mut t = draw(test_pool, classes, &[sizes.test], seed.wrapping_add(1));
+            let train = a.pop().expect("two splits were drawn");
+            let attacker = a.pop().expect("two splits were drawn");
+            Ok(Splits {
+                train,
+                attacker,
+                test: t.pop().expect("one split was drawn"),
+            })
+        }
+        None => {
+            let want = sizes.train + sizes.attacker + sizes.test;
+            if want > have {
+                return Err(IngestError::Split(format!(
+                    "requested train {} + attacker {} + test {} = {want} images, the dataset has {have}",
+                    sizes.train, sizes.attacker, sizes.test
+                )));
+            }
+            let mut s = draw(
+                data.train_pool,
+                classes,
+                &[sizes.test, sizes.attacker, sizes.train],
+                seed,
+            );
+            let train = s.pop().expect("three splits were drawn");
+            let attacker = s.pop().expect("three splits were drawn");
+            let test = s.pop().expect("three splits were drawn");
+            Ok(Splits {
+                train,
+                attacker,
+                test,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotas_sum_and_keep_balance() {
+        assert_eq!(quotas(&[10, 10, 10], 6), vec![2, 2, 2]);
+        assert_eq!(quotas(&[10, 10, 10], 7).iter().sum::<usize>(), 7);
+        assert_eq!(quotas(&[1, 0, 99], 100), vec![1, 0, 99]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn quotas_never_exceed_counts(counts in proptest::collection::vec(0usize..50, 1..12), frac in 0.0f64..=1.0) {
+            let total: usize = counts.iter().sum();
+            let n = (total as f64 * frac) as usize;
+            let q = quotas(&counts, n);
+            proptest::prop_assert_eq!(q.iter().sum::<usize>(), n);
+            for (a, b) in q.iter().zip(&counts) {
+                proptest::prop_assert!(a <= b);
+            }
+        }
+    }
+}

@@ -1,0 +1,415 @@
+//! Shape and cost inference over a CNN graph for a given square input size: every candidate cut
+//! point with its (C, H, W) and the cumulative local cost of computing it (multiply-accumulates,
+//! parameters, weight bytes). An op it does not know stops the inference with an error naming
+//! the op, rather than a wrong number.
+
+use std::collections::{HashMap, HashSet};
+
+use onnx_protobuf::{AttributeProto, NodeProto};
+
+use crate::SliceError;
+use crate::model::Model;
+
+/// One candidate cut point.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct CutPoint {
+    /// Position among the cut points, in graph order.
+    pub index: usize,
+    /// The ONNX tensor name.
+    pub name: String,
+    /// A friendly layer name (`conv1`, `fire2`) where one exists.
+    pub layer: Option<String>,
+    pub op: String,
+    pub channels: i64,
+    pub height: i64,
+    pub width: i64,
+    /// Multiply-accumulates per image of every node needed for this tensor (Conv and Gemm;
+    /// pooling and activations do no multiply-accumulates).
+    pub macs: i64,
+    /// Parameters of every node needed for this tensor.
+    pub params: i64,
+    /// Bytes of those parameters as stored in the model file.
+    pub weight_bytes: i64,
+}
+
+impl CutPoint {
+    /// The friendly name if there is one, else the tensor name.
+    pub fn label(&self) -> &str {
+        self.layer.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// The result of analysing a model at one input size.
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    pub input_size: i64,
+    pub points: Vec<CutPoint>,
+    /// The first node whose op is not supported, if inference stopped early: (node, op).
+    pub stopped_at: Option<(String, String)>,
+}
+
+fn attr<'a>(n: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
+    n.attribute.iter().find(|a| a.name == name)
+}
+fn ints(n: &NodeProto, name: &str) -> Option<Vec<i64>> {
+    attr(n, name).map(|a| a.ints.clone())
+}
+fn int(n: &NodeProto, name: &str, default: i64) -> i64 {
+    attr(n, name).map_or(default, |a| a.i)
+}
+fn node_label(n: &NodeProto) -> String {
+    if n.name.is_empty() {
+        n.output.first().cloned().unwrap_or_default()
+    } else {
+        n.name.clone()
+    }
+}
+
+fn op_err(n: &NodeProto, message: impl Into<String>) -> SliceError {
+    SliceError::Op {
+        node: node_label(n),
+        op: n.op_type.clone(),
+        message: message.into(),
+    }
+}
+
+/// Spatial output size of a windowed op (conv or pool) along one axis.
+fn window_out(
+    n: &NodeProto,
+    size: i64,
+    k: i64,
+    s: i64,
+    d: i64,
+    pad_begin: i64,
+    pad_end: i64,
+    ceil: bool,
+) -> Result<i64, SliceError> {
+    let auto = attr(n, "auto_pad")
+        .map(|a| String::from_utf8_lossy(&a.s).into_owned())
+        .unwrap_or_default();
+    let eff = d * (k - 1) + 1;
+    let out = match auto.as_str() {
+        "SAME_UPPER" | "SAME_LOWER" => (size + s - 1) / s,
+        "VALID" => (size - eff) / s + 1,
+        _ => {
+            let span = size + pad_begin + pad_end - eff;
+            if span < 0 {
+                return Err(op_err(
+                    n,
+                    format!("the window ({eff}) is larger than the padded input ({})", size + pad_begin + pad_end),
+                ));
+            }
+            if ceil {
+                let mut o = (span + s - 1) / s + 1;
+                // ONNX (like PyTorch) drops a last window that would start in the end padding.
+                if (o - 1) * s >= size + pad_begin {
+                    o -= 1;
+                }
+                o
+            } else {
+                span / s + 1
+            }
+        }
+    };
+    if out < 1 {
+        return Err(op_err(n, format!("output size {out} for input size {size}")));
+    }
+    Ok(out)
+}
+
+/// Analyses the model for square inputs of `input_size`.
+pub fn analyze(model: &Model, input_size: i64) -> Result<Analysis, SliceError> {
+    let graph = model.proto.graph.as_ref().expect("a loaded model has a graph");
+    let inits: HashMap<&str, &onnx_protobuf::TensorProto> = graph
+        .initializer
+        .iter()
+        .map(|t| (t.name.as_str(), t))
+        .collect();
+    // Shapes without the batch dimension.
+    let mut shapes: HashMap<String, Vec<i64>> = HashMap::new();
+    let channels_in = graph
+        .input
+        .iter()
+        .find(|i| i.name == model.input)
+        .and_then(crate::model::dims)
+        .and_then(|d| d.get(1).copied().flatten())
+        .unwrap_or(3);
+    shapes.insert(model.input.clone(), vec![channels_in, input_size, input_size]);
+    for (name, t) in &inits {
+        shapes.insert((*name).to_string(), t.dims.clone());
+    }
+    // Per node: its own MACs, parameter count and stored bytes.
+    let mut node_cost: Vec<(i64, i64, i64)> = Vec::with_capacity(graph.node.len());
+    let mut producer: HashMap<&str, usize> = HashMap::new();
+    let mut stopped_at = None;
+    let mut analysed = 0;
+    for (i, n) in graph.node.iter().enumerate() {
+        let input_shape = |k: usize| -> Result<Vec<i64>, SliceError> {
+            let name = n
+                .input
+                .get(k)
+                .ok_or_else(|| op_err(n, format!("missing input {k}")))?;
+            shapes
+                .get(name)
+                .cloned()
+                .ok_or_else(|| op_err(n, format!("the shape of input `{name}` is unknown")))
+        };
+        let mut macs = 0i64;
+        let out: Vec<i64> = match n.op_type.as_str() {
+            "Conv" => {
+                let x = input_shape(0)?;
+                let w = input_shape(1)?;
+                if x.len() != 3 || w.len() != 4 {
+                    return Err(op_err(n, "only 2-D convolutions over NCHW are supported"));
+                }
+                let group = int(n, "group", 1);
+                let k = ints(n, "kernel_shape").unwrap_or_else(|| vec![w[2], w[3]]);
+                let s = ints(n, "strides").unwrap_or_else(|| vec![1, 1]);
+                let d = ints(n, "dilations").unwrap_or_else(|| vec![1, 1]);
+                let p = ints(n, "pads").unwrap_or_else(|| vec![0, 0, 0, 0]);
+                if w[1] * group != x[0] {
+                    return Err(op_err(
+                        n,
+                        format!("weights expect {} input channels, got {}", w[1] * group, x[0]),
+                    ));
+                }
+                let h = window_out(n, x[1], k[0], s[0], d[0], p[0], p[2], false)?;
+                let wd = window_out(n, x[2], k[1], s[1], d[1], p[1], p[3], false)?;
+                macs = w[0] * h * wd * w[1] * k[0] * k[1];
+                vec![w[0], h, wd]
+            }
+            "MaxPool" | "AveragePool" => {
+                let x = input_shape(0)?;
+                if x.len() != 3 {
+                    return Err(op_err(n, "only 2-D pooling over NCHW is supported"));
+                }
+                let k = ints(n, "kernel_shape")
+                    .ok_or_else(|| op_err(n, "no kernel_shape attribute"))?;
+                let s = ints(n, "strides").unwrap_or_else(|| vec![1, 1]);
+                let d = ints(n, "dilations").unwrap_or_else(|| vec![1, 1]);
+                let p = ints(n, "pads").unwrap_or_else(|| vec![0, 0, 0, 0]);
+                let ceil = int(n, "ceil_mode", 0) == 1;
+                let h = window_out(n, x[1], k[0], s[0], d[0], p[0], p[2], ceil)?;
+                let w = window_out(n, x[2], k[1], s[1], d[1], p[1], p[3], ceil)?;
+                vec![x[0], h, w]
+            }
+            "GlobalAveragePool" | "GlobalMaxPool" => {
+                let x = input_shape(0)?;
+                vec![x[0], 1, 1]
+            }
+            "Relu" | "LeakyRelu" | "Sigmoid" | "Clip" | "Dropout" | "Identity"
+            | "BatchNormalization" | "Softmax" | "Tanh" => input_shape(0)?,
+            "Add" | "Sum" | "Mul" | "Max" => {
+                // Activations broadcast against per-channel constants: the larger shape wins.
+                let mut best = Vec::new();
+                for k in 0..n.input.len() {
+                    let s = input_shape(k)?;
+                    if s.len() > best.len() {
+                        best = s;
+                    }
+                }
+                best
+            }
+            "Concat" => {
+                let axis = int(n, "axis", 1);
+                let first = input_shape(0)?;
+                // Batch is dim 0 in ONNX; our shapes drop it, so axis 1 is index 0.
+                let rank = first.len() as i64 + 1;
+                let axis = if axis < 0 { axis + rank } else { axis };
+                if axis != 1 {
+                    return Err(op_err(n, format!("only concatenation over channels (axis 1) is supported, got axis {axis}")));
+                }
+                let mut c = 0;
+                for k in 0..n.input.len() {
+                    let s = input_shape(k)?;
+                    if s[1..] != first[1..] {
+                        return Err(op_err(n, "inputs differ in spatial size"));
+                    }
+                    c += s[0];
+                }
+                let mut out = first.clone();
+                out[0] = c;
+                out
+            }
+            "Flatten" => {
+                let x = input_shape(0)?;
+                vec![x.iter().product()]
+            }
+            "Gemm" => {
+                let a = input_shape(0)?;
+                let b = input_shape(1)?;
+                let trans_b = int(n, "transB", 0) == 1;
+                let (k, m) = if trans_b { (b[1], b[0]) } else { (b[0], b[1]) };
+                if a.iter().product::<i64>() != k {
+                    return Err(op_err(n, format!("input has {} features, weights expect {k}", a.iter().product::<i64>())));
+                }
+                macs = k * m;
+                vec![m]
+            }
+            other => {
+                stopped_at = Some((node_label(n), other.to_string()));
+                break;
+            }
+        };
+        let (mut params, mut bytes) = (0i64, 0i64);
+        for inp in &n.input {
+            if let Some(t) = inits.get(inp.as_str()) {
+                params += t.dims.iter().product::<i64>();
+                bytes += *model.stored_bytes.get(inp).unwrap_or(&0) as i64;
+            }
+        }
+        node_cost.push((macs, params, bytes));
+        for o in &n.output {
+            shapes.insert(o.clone(), out.clone());
+            producer.insert(o.as_str(), i);
+        }
+        // Dropout's optional mask output is not an activation; only the first output counts.
+        analysed = i + 1;
+    }
+
+    let layers = friendly_names(&graph.node[..analysed]);
+    let mut points = Vec::new();
+    for n in &graph.node[..analysed] {
+        let Some(name) = n.output.first() else {
+            continue;
+        };
+        let shape = &shapes[name];
+        if shape.len() != 3 {
+            continue;
+        }
+        // Cumulative cost over the ancestors of this tensor, not a graph-order prefix, so
+        // branches that the cut does not need are not charged.
+        let needed = ancestors(&graph.node, &producer, name);
+        let (mut macs, mut params, mut bytes) = (0, 0, 0);
+        for &j in &needed {
+            macs += node_cost[j].0;
+            params += node_cost[j].1;
+            bytes += node_cost[j].2;
+        }
+        points.push(CutPoint {
+            index: points.len(),
+            name: name.clone(),
+            layer: layers.get(name.as_str()).cloned(),
+            op: n.op_type.clone(),
+            channels: shape[0],
+            height: shape[1],
+            width: shape[2],
+            macs,
+            params,
+            weight_bytes: bytes,
+        });
+    }
+    Ok(Analysis {
+        input_size,
+        points,
+        stopped_at,
+    })
+}
+
+/// Indices of the nodes needed to compute `tensor`.
+pub fn ancestors(
+    nodes: &[NodeProto],
+    producer: &HashMap<&str, usize>,
+    tensor: &str,
+) -> HashSet<usize> {
+    let mut needed = HashSet::new();
+    let mut stack = vec![tensor.to_string()];
+    while let Some(t) = stack.pop() {
+        if let Some(&i) = producer.get(t.as_str())
+            && needed.insert(i)
+        {
+            stack.extend(nodes[i].input.iter().filter(|s| !s.is_empty()).cloned());
+        }
+    }
+    needed
+}
+
+/// Friendly layer names: the stem of a tensor name (the part before the first `/`, else the
+/// name without a trailing `_<digits>`), given to the last tensor of each stem in graph order.
+/// SqueezeNet's `conv1_1`, `conv1_2` become `conv1` at `conv1_2` (after the ReLU), and
+/// `fire2/...` becomes `fire2` at `fire2/concat_1`.
+pub fn friendly_names(nodes: &[NodeProto]) -> HashMap<&str, String> {
+    fn stem(name: &str) -> &str {
+        if let Some((head, _)) = name.split_once('/') {
+            return head;
+        }
+        match name.rsplit_once('_') {
+            Some((head, tail)) if !tail.is_empty() && tail.bytes().all(|b| b.is_ascii_digit()) => {
+                head
+            }
+            _ => name,
+        }
+    }
+    let mut last: HashMap<&str, &str> = HashMap::new();
+    for n in nodes {
+        if let Some(o) = n.output.first() {
+            last.insert(stem(o), o.as_str());
+        }
+    }
+    last.into_iter()
+        .filter(|(s, o)| s != o)
+        .map(|(s, o)| (o, s.to_string()))
+        .collect()
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+impl Analysis {
+    /// Finds a cut point by friendly layer name or tensor name; an unknown name gets the three
+    /// nearest names in the error.
+    pub fn find(&self, name: &str) -> Result<&CutPoint, SliceError> {
+        if let Some(p) = self
+            .points
+            .iter()
+            .find(|p| p.layer.as_deref() == Some(name) || p.name == name)
+        {
+            return Ok(p);
+        }
+        let mut names: Vec<&str> = self
+            .points
+            .iter()
+            .flat_map(|p| p.layer.as_deref().into_iter().chain([p.name.as_str()]))
+            .collect();
+        names.sort_by_key(|n| (levenshtein(name, n), *n));
+        names.dedup();
+        let mut suggestions = names
+            .iter()
+            .take(3)
+            .map(|s| format!("`{s}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if let Some((node, op)) = &self.stopped_at {
+            suggestions.push_str(&format!(
+                " (cut points after node `{node}` are not listed: op {op} is not supported)"
+            ));
+        }
+        Err(SliceError::UnknownCut {
+            name: name.to_string(),
+            suggestions,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levenshtein_basics() {
+        assert_eq!(levenshtein("fire3", "fire3"), 0);
+        assert_eq!(levenshtein("fier3", "fire3"), 2);
+        assert_eq!(levenshtein("", "abc"), 3);
+    }
+}

@@ -1,0 +1,165 @@
+//! Graph surgery: keep only the nodes and weights needed to compute the cut tensor, append the
+//! channel selection (a `Gather` over the channel axis with the selected indices), and expose it
+//! as the single output `features`. The opset and IR version are kept; stale value infos are
+//! dropped, since their shapes belong to the model's original input size.
+
+use std::collections::{HashMap, HashSet};
+
+use onnx_protobuf::tensor_proto::DataType;
+use onnx_protobuf::tensor_shape_proto::Dimension;
+use onnx_protobuf::tensor_shape_proto::dimension::Value as Dim;
+use onnx_protobuf::type_proto::{Tensor, Value as TypeValue};
+use onnx_protobuf::{
+    AttributeProto, Message, ModelProto, NodeProto, TensorProto, TensorShapeProto, TypeProto,
+    ValueInfoProto, attribute_proto::AttributeType,
+};
+
+use crate::SliceError;
+use crate::analyze::ancestors;
+use crate::model::Model;
+
+/// The name of the local network's only output.
+pub const OUTPUT: &str = "features";
+const INDICES: &str = "privynet_selection_indices";
+
+fn dim_param(name: &str) -> Dimension {
+    let mut d = Dimension::new();
+    d.value = Some(Dim::DimParam(name.to_string()));
+    d
+}
+fn dim_value(v: i64) -> Dimension {
+    let mut d = Dimension::new();
+    d.value = Some(Dim::DimValue(v));
+    d
+}
+
+fn tensor_value_info(name: &str, dims: Vec<Dimension>) -> ValueInfoProto {
+    let mut shape = TensorShapeProto::new();
+    shape.dim = dims;
+    let mut tt = Tensor::new();
+    tt.elem_type = DataType::FLOAT as i32;
+    tt.shape = Some(shape).into();
+    let mut ty = TypeProto::new();
+    ty.value = Some(TypeValue::TensorType(tt));
+    let mut vi = ValueInfoProto::new();
+    vi.name = name.to_string();
+    vi.type_ = Some(ty).into();
+    vi
+}
+
+/// Builds the local network: the model up to `cut`, then the channels in `selection` (in that
+/// order) as the output `features` of shape [N, D, H, W].
+pub fn local_network(model: &Model, cut: &str, selection: &[i64]) -> Result<ModelProto, SliceError> {
+    if selection.is_empty() {
+        return Err(SliceError::Selection("the selection is empty".into()));
+    }
+    let mut proto = model.proto.clone();
+    let graph = proto.graph.as_mut().expect("a loaded model has a graph");
+    let producer: HashMap<&str, usize> = graph
+        .node
+        .iter()
+        .enumerate()
+        .flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i)))
+        .collect();
+    if !producer.contains_key(cut) {
+        return Err(SliceError::UnknownCut {
+            name: cut.to_string(),
+            suggestions: "(no node produces this tensor)".into(),
+        });
+    }
+    let needed = ancestors(&graph.node, &producer, cut);
+    let mut nodes: Vec<NodeProto> = graph
+        .node
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| needed.contains(i))
+        .map(|(_, n)| n.clone())
+        .collect();
+    let used: HashSet<String> = nodes.iter().flat_map(|n| n.input.iter().cloned()).collect();
+    graph.initializer.retain(|t| used.contains(&t.name));
+    let kept: HashSet<String> = graph.initializer.iter().map(|t| t.name.clone()).collect();
+
+    // The image input gets symbolic batch and spatial dims, so any input size runs.
+    let image = graph
+        .input
+        .iter()
+        .find(|i| i.name == model.input)
+        .cloned()
+        .expect("the image input was found on load");
+    let channels = crate::model::dims(&image)
+        .and_then(|d| d.get(1).copied().flatten())
+        .unwrap_or(3);
+    let image = tensor_value_info(
+        &model.input,
+        vec![dim_param("N"), dim_value(channels), dim_param("H"), dim_param("W")],
+    );
+    // IR < 4 requires every initializer to be listed among the graph inputs too.
+    let mut inputs = vec![image];
+    if proto.ir_version < 4 {
+        inputs.extend(
+            graph
+                .input
+                .iter()
+                .filter(|i| kept.contains(&i.name))
+                .cloned(),
+        );
+    }
+
+    let mut indices = TensorProto::new();
+    indices.name = INDICES.to_string();
+    indices.data_type = DataType::INT64 as i32;
+    indices.dims = vec![selection.len() as i64];
+    indices.raw_data = selection.iter().flat_map(|v| v.to_le_bytes()).collect();
+    if proto.ir_version < 4 {
+        let mut shape = TensorShapeProto::new();
+        shape.dim = vec![dim_value(selection.len() as i64)];
+        let mut tt = Tensor::new();
+        tt.elem_type = DataType::INT64 as i32;
+        tt.shape = Some(shape).into();
+        let mut ty = TypeProto::new();
+        ty.value = Some(TypeValue::TensorType(tt));
+        let mut vi = ValueInfoProto::new();
+        vi.name = INDICES.to_string();
+        vi.type_ = Some(ty).into();
+        inputs.push(vi);
+    }
+    graph.initializer.push(indices);
+
+    let mut axis = AttributeProto::new();
+    axis.name = "axis".into();
+    axis.type_ = AttributeType::INT.into();
+    axis.i = 1;
+    let mut gather = NodeProto::new();
+    gather.op_type = "Gather".into();
+    gather.name = "privynet_channel_selection".into();
+    gather.input = vec![cut.to_string(), INDICES.to_string()];
+    gather.output = vec![OUTPUT.to_string()];
+    gather.attribute = vec![axis];
+    nodes.push(gather);
+
+    graph.node = nodes;
+    graph.input = inputs;
+    graph.output = vec![tensor_value_info(
+        OUTPUT,
+        vec![
+            dim_param("N"),
+            dim_value(selection.len() as i64),
+            dim_param("FH"),
+            dim_param("FW"),
+        ],
+    )];
+    graph.value_info.clear();
+    graph.name = format!("{}_local", graph.name);
+    proto.doc_string = format!(
+        "PrivyNet local network: the pretrained model up to `{cut}`, then a secret selection of {} channels.",
+        selection.len()
+    );
+    Ok(proto)
+}
+
+/// Serialises a model.
+pub fn to_bytes(proto: &ModelProto) -> Result<Vec<u8>, SliceError> {
+    proto
+        .write_to_bytes()
+        .map_err(|e| SliceError::Selection(format!("serialising the local network: {e}")))
+}
