@@ -112,3 +112,17 @@ pub fn check_features(path: &Path, expected: &Topology) -> Result<()> {
     }
     Ok(())
 }
+
+/// Reads the channel indices of a `selection.arrow` (a LOCAL artifact), in output order.
+pub fn read_selection(path: &Path) -> Result<Vec<i64>> {
+    let (_, batches) = crate::io::read_arrow(path, ArtifactKind::Selection)?;
+    let mut out = Vec::new();
+    for b in batches {
+        let col = b
+            .column_by_name("channel")
+            .and_then(|c| c.as_any().downcast_ref::<arrow::array::Int32Array>())
+            .expect("a checked selection has an int32 channel column");
+        out.extend(col.values().iter().map(|&v| i64::from(v)));
+    }
+    Ok(out)
+}

@@ -145,17 +145,3 @@ pub fn write_selection(
     write_artifact(path, ArtifactKind::Selection, schema, &p, &[b])?;
     Ok(())
 }
-
-/// Reads the channel indices of a `selection.arrow`, in output order.
-pub fn read_selection(path: &Path) -> Result<Vec<i64>, SliceError> {
-    let (_, batches) = privynet_core::io::read_arrow(path, ArtifactKind::Selection)?;
-    let mut out = Vec::new();
-    for b in batches {
-        let col = b
-            .column_by_name("channel")
-            .and_then(|c| c.as_any().downcast_ref::<Int32Array>())
-            .expect("a checked selection has an int32 channel column");
-        out.extend(col.values().iter().map(|&v| i64::from(v)));
-    }
-    Ok(out)
-}

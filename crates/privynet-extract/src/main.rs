@@ -1,0 +1,167 @@
+//! `privynet-extract`: runs the local network over images.parquet and writes features.parquet,
+//! or derives a narrower channel count from a wider extraction at the same cut.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+
+use privynet_core::manifest::{FeatureDtype, ManifestArgs, Preprocess};
+use privynet_core::{Provenance, Topology};
+use privynet_extract::extract::{ExtractConfig, extract};
+
+/// Turn images into features with the local network (ONNX Runtime), streaming to Parquet.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    #[command(flatten)]
+    manifest: ManifestArgs,
+    /// images.parquet (default: <out_dir>/images.parquet from the manifest).
+    #[arg(long)]
+    images: Option<PathBuf>,
+    /// The local network (local.onnx from privynet-slice).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// topology.arrow of the local network; its shape is checked and stored with the features.
+    #[arg(long)]
+    topology: Option<PathBuf>,
+    /// Output features file.
+    #[arg(long, short)]
+    output: PathBuf,
+    /// Splits to extract, comma-separated (overrides `extract.splits`).
+    #[arg(long, value_delimiter = ',')]
+    splits: Option<Vec<String>>,
+    /// Images per ONNX Runtime call (overrides `extract.batch_size`).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Storage type of the features (overrides `extract.dtype`).
+    #[arg(long, value_enum)]
+    dtype: Option<Dtype>,
+    /// ONNX Runtime threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Square model input size (overrides `model.input_size`).
+    #[arg(long)]
+    input_size: Option<u32>,
+    /// Write only shard K of N (rows whose id is K modulo N), e.g. `--shard 0/4`.
+    #[arg(long, value_parser = parse_shard)]
+    shard: Option<(u64, u64)>,
+    /// Derive from these wider features (same cut, nested selection) instead of running the network.
+    #[arg(long, requires_all = ["wide_selection", "selection", "topology"])]
+    derive_from: Option<PathBuf>,
+    /// selection.arrow the wider features were made with.
+    #[arg(long)]
+    wide_selection: Option<PathBuf>,
+    /// selection.arrow of the narrower topology.
+    #[arg(long)]
+    selection: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Dtype {
+    Float32,
+    Float16,
+}
+
+fn parse_shard(s: &str) -> Result<(u64, u64), String> {
+    let (k, n) = s.split_once('/').ok_or("expected K/N, e.g. 0/4")?;
+    let k: u64 = k.trim().parse().map_err(|_| "K is not a number")?;
+    let n: u64 = n.trim().parse().map_err(|_| "N is not a number")?;
+    if n == 0 || k >= n {
+        return Err(format!("shard {k}/{n}: expected 0 <= K < N"));
+    }
+    Ok((k, n))
+}
+
+fn main() {
+    privynet_core::logging::init();
+    if let Err(e) = run(Args::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    let manifest = args.manifest.load()?;
+    let topology = args
+        .topology
+        .as_ref()
+        .map(|p| Topology::read(p).with_context(|| format!("reading {}", p.display())))
+        .transpose()?;
+    let prov = Provenance::new("extract", &args.manifest.label());
+    if let Some(wide) = &args.derive_from {
+        let read = |p: &PathBuf| {
+            privynet_core::topology::read_selection(p).with_context(|| format!("reading {}", p.display()))
+        };
+        let wide_sel = read(args.wide_selection.as_ref().expect("clap requires it"))?;
+        let narrow_sel = read(args.selection.as_ref().expect("clap requires it"))?;
+        let topo = topology.expect("clap requires --topology with --derive-from");
+        let prov = prov.with_params(&serde_json::json!({
+            "derive_from": wide.display().to_string(),
+            "channels": narrow_sel.len(),
+        }));
+        let rows = privynet_extract::derive::derive(wide, &wide_sel, &narrow_sel, &topo, &args.output, prov)
+            .with_context(|| format!("deriving {} from {}", args.output.display(), wide.display()))?;
+        tracing::info!(rows, "derived {} ({} channels)", args.output.display(), narrow_sel.len());
+        println!("{}", args.output.display());
+        return Ok(());
+    }
+    let params = manifest.as_ref().map(|m| m.extract.clone()).unwrap_or_default();
+    let images = args
+        .images
+        .clone()
+        .or_else(|| manifest.as_ref().map(|m| m.out_dir().join("images.parquet")))
+        .context("no images: pass --images or --manifest")?;
+    let model = args.model.clone().context("no local network: pass --model local.onnx")?;
+    let input_size = args
+        .input_size
+        .or(manifest.as_ref().map(|m| m.model.input_size))
+        .or(topology.as_ref().map(|t| t.input_size as u32))
+        .context("no input size: pass --input-size, --topology or --manifest")?;
+    let preprocess: Preprocess = manifest
+        .as_ref()
+        .map(|m| m.model.preprocess.clone())
+        .unwrap_or_default();
+    if manifest.is_none() {
+        tracing::warn!("no manifest: preprocessing is RGB, raw 0-255, no mean or std");
+    }
+    let dtype = match args.dtype {
+        Some(Dtype::Float32) => FeatureDtype::Float32,
+        Some(Dtype::Float16) => FeatureDtype::Float16,
+        None => params.dtype,
+    };
+    if dtype == FeatureDtype::Float16 {
+        bail!("float16 feature storage is refused: polars reads Float16 Parquet columns only with a cast, and features must open in polars as they are; use float32");
+    }
+    let cfg = ExtractConfig {
+        images,
+        model,
+        output: args.output.clone(),
+        topology,
+        preprocess,
+        input_size,
+        splits: args.splits.clone().unwrap_or(params.splits),
+        batch_size: args.batch_size.unwrap_or(params.batch_size),
+        dtype,
+        threads: args.threads.or(params.threads),
+        shard: args.shard,
+    };
+    for s in &cfg.splits {
+        if !privynet_core::manifest::SPLITS.contains(&s.as_str()) {
+            bail!("--splits names `{s}`, expected some of train, attacker, test");
+        }
+    }
+    let prov = prov.with_params(&cfg);
+    let report = extract(&cfg, prov)
+        .with_context(|| format!("extracting features from {}", cfg.images.display()))?;
+    tracing::info!(
+        rows = report.rows,
+        shape = format!("{:?}", report.shape),
+        seconds = format!("{:.1}", report.seconds),
+        images_per_s = format!("{:.0}", report.rows as f64 / report.seconds.max(1e-9)),
+        "wrote {}",
+        cfg.output.display()
+    );
+    println!("{}", cfg.output.display());
+    Ok(())
+}
