@@ -51,7 +51,11 @@ fi
 fetch() { # fetch URL DEST
   if [[ -f "$2" ]]; then return 0; fi
   echo "downloading $1" >&2
-  curl -fL --retry 3 -o "$2.partial" "$1"
+  if ! curl -fL --retry 2 -o "$2.partial" "$1"; then
+    rm -f "$2.partial"
+    echo "error: could not download $1; on a machine without internet, point DATA_MIRROR at a folder laid out like data/ (e.g. DATA_MIRROR=../shared/data make data)" >&2
+    exit 1
+  fi
   mv "$2.partial" "$2"
 }
 

@@ -14,10 +14,12 @@ const LIB: &str = "libonnxruntime.so";
 
 /// Where the library is looked for, in order.
 pub fn candidates() -> Vec<PathBuf> {
-    let mut out = Vec::new();
+    // An explicit ORT_DYLIB_PATH is the only place looked at: a user who names a library
+    // wants that one, not a silent fallback.
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
-        out.push(PathBuf::from(p));
+        return vec![PathBuf::from(p)];
     }
+    let mut out = Vec::new();
     // Walk up from the binary (target/release/privynet-x) and from the working directory to
     // find the repository's cache.
     let mut roots = Vec::new();
@@ -122,6 +124,23 @@ impl Runner {
             session,
             output: output.to_string(),
         })
+    }
+
+    /// Runs a batch and returns every output of the model by name (for checks against the
+    /// full model's intermediate tensors).
+    pub fn run_all(
+        &mut self,
+        x: ArrayView4<'_, f32>,
+    ) -> Result<std::collections::BTreeMap<String, ndarray::ArrayD<f32>>, ExtractError> {
+        let tensor = TensorRef::from_array_view(x)?;
+        let outputs = self
+            .session
+            .run(ort::inputs![self.input.as_str() => tensor])?;
+        let mut out = std::collections::BTreeMap::new();
+        for (name, value) in outputs.iter() {
+            out.insert(name.to_string(), value.try_extract_array::<f32>()?.to_owned());
+        }
+        Ok(out)
     }
 
     /// Runs a batch [N, C, H, W] and returns the output [N, D, H', W'].

@@ -55,8 +55,19 @@ fn draw(
     for r in pool {
         by_class[r.label as usize].push(r);
     }
-    let counts: Vec<usize> = by_class.iter().map(Vec::len).collect();
-    let per_split: Vec<Vec<usize>> = sizes.iter().map(|&n| quotas(&counts, n)).collect();
+    // Each split draws from what the earlier splits left, so the quotas of all splits together
+    // never exceed a class's count (independent roundings could).
+    let mut left: Vec<usize> = by_class.iter().map(Vec::len).collect();
+    let per_split: Vec<Vec<usize>> = sizes
+        .iter()
+        .map(|&n| {
+            let q = quotas(&left, n);
+            for (l, k) in left.iter_mut().zip(&q) {
+                *l -= k;
+            }
+            q
+        })
+        .collect();
     let mut out: Vec<Vec<Record>> = vec![Vec::new(); sizes.len()];
     for (c, mut members) in by_class.into_iter().enumerate() {
         // One stream per class, so a class's draw does not depend on the other classes.
@@ -133,6 +144,21 @@ pub fn split(data: Dataset, sizes: SplitSizes, seed: u64) -> Result<Splits, Inge
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn splits_that_take_the_whole_pool_take_every_image() {
+        let pool: Vec<Record> = (0..30)
+            .map(|i| Record {
+                id: i,
+                label: (i % 7 % 3) as i32,
+                source: String::new(),
+                pixels: vec![],
+            })
+            .collect();
+        let out = draw(pool, 3, &[20, 5, 5], 1);
+        let sizes: Vec<usize> = out.iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![20, 5, 5]);
+    }
 
     #[test]
     fn quotas_sum_and_keep_balance() {

@@ -1,1 +1,195 @@
-fn main() {}
+//! `privynet`: runs a pipeline manifest (`run`), says what is stale and why (`status`), and
+//! shows any artifact (`show`).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+use privynet::dag::{self, Stage};
+use privynet::exec::{self, Decision, Outcome, RunOptions};
+use privynet::lock::LockFile;
+
+/// PrivyNet-rs: privacy-preserving split training, one stage binary per step.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run a pipeline manifest: every stale node of its DAG, in dependency order.
+    Run {
+        manifest: PathBuf,
+        /// Override a manifest value (repeatable), e.g. `--set extract.batch_size=64`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Run only this stage's nodes (their inputs must exist).
+        #[arg(long)]
+        stage: Option<String>,
+        /// With --stage: only this topology (e.g. fire3-d8).
+        #[arg(long)]
+        topology: Option<String>,
+        /// Run this stage's nodes and everything they depend on.
+        #[arg(long, conflicts_with = "stage")]
+        until: Option<String>,
+        /// Run the selected nodes even when up to date.
+        #[arg(long)]
+        force: bool,
+        /// Nodes to run at once (default: half the cores; stages use all cores themselves).
+        #[arg(short, long)]
+        jobs: Option<usize>,
+    },
+    /// Show which nodes are stale and why, without running anything.
+    Status {
+        manifest: PathBuf,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Show an artifact's kind, schema, provenance and first rows.
+    Show {
+        path: PathBuf,
+        /// Rows to show.
+        #[arg(long, default_value_t = 5)]
+        rows: usize,
+    },
+}
+
+fn main() {
+    privynet_core::logging::init();
+    match run(Cli::parse()) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn bin_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the privynet binary")?;
+    Ok(exe
+        .parent()
+        .context("the binary has no folder")?
+        .to_path_buf())
+}
+
+fn stage_arg(name: &str) -> Result<Stage> {
+    if let Some(s) = Stage::from_name(name) {
+        return Ok(s);
+    }
+    if Stage::NOT_YET.contains(&name) {
+        bail!("stage `{name}` is not part of the toolkit yet; available stages: ingest, slice, extract");
+    }
+    bail!("no stage named `{name}`; stages: ingest, slice, extract");
+}
+
+fn run(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Cmd::Show { path, rows } => {
+            print!("{}", privynet::show::render(&path, rows)?);
+            Ok(0)
+        }
+        Cmd::Status { manifest, set } => status(&manifest, &set),
+        Cmd::Run {
+            manifest,
+            set,
+            stage,
+            topology,
+            until,
+            force,
+            jobs,
+        } => {
+            let t = Instant::now();
+            let dag = dag::build(&manifest, &set)
+                .with_context(|| format!("planning {}", manifest.display()))?;
+            let selected: Option<HashSet<usize>> = match (&stage, &until) {
+                (Some(s), _) => {
+                    let nodes = dag.select(stage_arg(s)?, topology.as_deref());
+                    if nodes.is_empty() {
+                        bail!("no `{s}` node{}", topology.map(|t| format!(" for topology `{t}`")).unwrap_or_default());
+                    }
+                    Some(nodes.into_iter().collect())
+                }
+                (None, Some(u)) => Some(dag.closure(&dag.select(stage_arg(u)?, topology.as_deref()))),
+                (None, None) => None,
+            };
+            let forced: HashSet<usize> = if force {
+                selected.clone().unwrap_or_else(|| (0..dag.nodes.len()).collect())
+            } else {
+                HashSet::new()
+            };
+            let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+            let opts = RunOptions {
+                selected,
+                force: forced,
+                jobs: jobs.unwrap_or((cores / 2).max(1)),
+                bin_dir: bin_dir()?,
+            };
+            println!("pipeline {} -> {}", manifest.display(), dag.out_dir.display());
+            let outcomes = exec::run(&dag, &opts)?;
+            let count = |f: fn(&Outcome) -> bool| outcomes.values().filter(|o| f(o)).count();
+            let failed = count(|o| matches!(o, Outcome::Failed { .. } | Outcome::Blocked { .. }));
+            println!(
+                "done in {:.1}s: {} ran, {} up to date, {} failed, {} blocked",
+                t.elapsed().as_secs_f64(),
+                count(|o| matches!(o, Outcome::Ran { .. })),
+                count(|o| matches!(o, Outcome::Skipped)),
+                count(|o| matches!(o, Outcome::Failed { .. })),
+                count(|o| matches!(o, Outcome::Blocked { .. })),
+            );
+            let mut ran: Vec<(f64, &str)> = outcomes
+                .iter()
+                .filter_map(|(i, o)| match o {
+                    Outcome::Ran { seconds, .. } => Some((*seconds, dag.nodes[*i].id.as_str())),
+                    _ => None,
+                })
+                .collect();
+            if !ran.is_empty() {
+                ran.sort_by(|a, b| b.0.total_cmp(&a.0));
+                println!("wall time per node:");
+                for (s, id) in ran {
+                    println!("  {id:<28} {s:>7.1}s");
+                }
+            }
+            if stage.is_none() && until.is_none() {
+                println!(
+                    "not yet part of the pipeline: {} (stages still to come)",
+                    Stage::NOT_YET.join(", ")
+                );
+            }
+            Ok(if failed > 0 { 1 } else { 0 })
+        }
+    }
+}
+
+fn status(manifest: &Path, set: &[String]) -> Result<i32> {
+    let dag = dag::build(manifest, set).with_context(|| format!("planning {}", manifest.display()))?;
+    let mut lock = LockFile::load(&dag.out_dir)?;
+    let bins = bin_dir()?;
+    let mut stale: HashSet<usize> = HashSet::new();
+    for i in dag.order()? {
+        let n = &dag.nodes[i];
+        let upstream = n.deps.iter().find(|d| stale.contains(d));
+        let line = if let Some(d) = upstream {
+            stale.insert(i);
+            format!("stale    {:<28} (upstream {} will rerun)", n.id, dag.nodes[*d].id)
+        } else {
+            let bin = exec::binary(&bins, n.stage.binary())?;
+            match exec::decide(&dag, &mut lock, i, &bin)? {
+                Decision::UpToDate => format!("ok       {:<28}", n.id),
+                Decision::Run(why) => {
+                    stale.insert(i);
+                    format!("stale    {:<28} ({why})", n.id)
+                }
+            }
+        };
+        println!("  {line}");
+    }
+    println!("{} of {} nodes stale", stale.len(), dag.nodes.len());
+    Ok(0)
+}

@@ -1,0 +1,66 @@
+# PrivyNet-rs: one command runs the pipeline, one runs exactly what CI runs.
+#
+#   make pipeline                 run pipelines/cifar10-squeezenet.yaml end to end
+#   make smoke                    the same on a few hundred images
+#   make test                     fmt check + clippy -D warnings + all tests (what CI runs)
+#   make bench                    benchmarks that print figures
+#   make data [DATA_MIRROR=DIR]   CIFAR-10 and SqueezeNet 1.1 under data/, checksummed
+#   make ingest|slice|extract     rerun one stage of MANIFEST (TOPOLOGY=fire3-d8 for one)
+#   make status                   what is stale in MANIFEST and why
+#
+# Every target builds with the release profile, so tests, pipeline and bench share one build.
+
+CARGO    ?= cargo
+MANIFEST ?= pipelines/cifar10-squeezenet.yaml
+BIN      := target/release
+TOPOLOGY ?=
+JOBS     ?=
+
+RUN_FLAGS := $(if $(TOPOLOGY),--topology $(TOPOLOGY)) $(if $(JOBS),-j $(JOBS))
+
+.PHONY: all build ort data pipeline smoke status test lint fmt bench clean distclean \
+        ingest slice extract
+
+all: build
+
+ort:
+	@scripts/install-ort.sh
+
+data:
+	@scripts/fetch-data.sh
+
+build: ort
+	$(CARGO) build --release --workspace --bins
+
+pipeline: build data
+	$(BIN)/privynet run $(MANIFEST) $(RUN_FLAGS)
+
+smoke: build data
+	$(BIN)/privynet run pipelines/smoke.yaml $(RUN_FLAGS)
+
+status: build
+	$(BIN)/privynet status $(MANIFEST)
+
+ingest slice extract: build data
+	$(BIN)/privynet run $(MANIFEST) --stage $@ $(RUN_FLAGS)
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+
+test: ort data lint
+	$(CARGO) build --release --workspace --bins
+	$(CARGO) test --release --workspace
+
+bench: build data
+	$(CARGO) run --release -p privynet-bench --bin privynet-bench
+
+clean:
+	rm -rf runs
+
+distclean: clean
+	rm -rf target .cache
+	find data -mindepth 1 ! -name README.md ! -name checksums.sha256 -delete

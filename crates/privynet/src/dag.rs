@@ -1,0 +1,501 @@
+//! Expanding a manifest into the pipeline DAG: ingest once; per topology of the sweep a slice;
+//! per cut one extraction at the widest channel count and a derivation for each narrower one.
+//! Each node is one stage-binary invocation with exactly the arguments it needs.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use privynet_core::manifest::Manifest;
+use privynet_core::{ArtifactKind, Zone};
+use privynet_slice::{analyze, model};
+use serde_json::{Value, json};
+
+use crate::RunError;
+
+/// Stages, in pipeline order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Stage {
+    Ingest,
+    Slice,
+    Extract,
+}
+
+impl Stage {
+    /// Every stage the runner knows, and the stages still to come (named in messages).
+    pub const ALL: [Stage; 3] = [Stage::Ingest, Stage::Slice, Stage::Extract];
+    pub const NOT_YET: [&'static str; 4] = ["train", "attack", "characterize", "optimize"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Ingest => "ingest",
+            Stage::Slice => "slice",
+            Stage::Extract => "extract",
+        }
+    }
+
+    pub fn binary(self) -> &'static str {
+        match self {
+            Stage::Ingest => "privynet-ingest",
+            Stage::Slice => "privynet-slice",
+            Stage::Extract => "privynet-extract",
+        }
+    }
+
+    /// The zone a stage runs in: a cloud stage must never read a local artifact.
+    pub fn zone(self) -> Zone {
+        match self {
+            Stage::Ingest | Stage::Slice | Stage::Extract => Zone::Local,
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Stage> {
+        Stage::ALL.into_iter().find(|st| st.name() == s)
+    }
+}
+
+/// One input of a node: a file and the artifact kind it holds (for the zone check).
+#[derive(Debug, Clone)]
+pub struct Input {
+    pub path: PathBuf,
+    pub kind: Option<ArtifactKind>,
+}
+
+/// One node of the DAG.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// `stage` or `stage/topology`, e.g. `slice/fire3-d8`.
+    pub id: String,
+    pub stage: Stage,
+    pub topology: Option<String>,
+    pub inputs: Vec<Input>,
+    pub outputs: Vec<PathBuf>,
+    /// The parameters this node reads, by key; compared with the lock file's record.
+    pub params: BTreeMap<String, Value>,
+    /// Arguments to the stage binary.
+    pub args: Vec<String>,
+    /// Indices of the nodes that produce this node's inputs.
+    pub deps: Vec<usize>,
+}
+
+/// The expanded pipeline.
+#[derive(Debug, Clone)]
+pub struct Dag {
+    pub nodes: Vec<Node>,
+    pub out_dir: PathBuf,
+}
+
+/// A topology of the sweep, resolved against the model.
+#[derive(Debug, Clone)]
+pub struct SweepPoint {
+    pub cut: String,
+    pub label: String,
+    pub channels: i64,
+    pub cut_channels: i64,
+}
+
+fn dir_label(cut: &analyze::CutPoint, d: i64) -> String {
+    format!("{}-d{d}", cut.label().replace('/', "_"))
+}
+
+/// Resolves the sweep against the model: every cut must exist and every D must fit.
+pub fn resolve_sweep(m: &Manifest) -> Result<Vec<SweepPoint>, RunError> {
+    let model = model::load(&m.model.path, m.model.input.as_deref())?;
+    let a = analyze::analyze(&model, i64::from(m.model.input_size))?;
+    let mut out = Vec::new();
+    for cut in &m.sweep.cuts {
+        let p = a.find(cut)?;
+        let mut ds: Vec<i64> = m
+            .sweep
+            .channels
+            .iter()
+            .map(|c| i64::from(c.resolve(p.channels as u32)))
+            .collect();
+        ds.sort_unstable();
+        ds.dedup();
+        for d in ds {
+            if d > p.channels {
+                return Err(RunError::Dag(format!(
+                    "sweep asks for {d} channels at `{cut}`, which has {} channels",
+                    p.channels
+                )));
+            }
+            out.push(SweepPoint {
+                cut: cut.clone(),
+                label: dir_label(p, d),
+                channels: d,
+                cut_channels: p.channels,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// Builds the DAG for a manifest file (the path is passed to every stage binary).
+pub fn build(manifest_path: &Path, overrides: &[String]) -> Result<Dag, RunError> {
+    let m = Manifest::load(manifest_path, overrides)?;
+    let sweep = resolve_sweep(&m)?;
+    let out = m.out_dir();
+    let mpath = s(manifest_path);
+    let mut base_args = vec!["--manifest".to_string(), mpath];
+    for o in overrides {
+        base_args.push("--set".into());
+        base_args.push(o.clone());
+    }
+    let mut nodes: Vec<Node> = Vec::new();
+    let images = out.join("images.parquet");
+    let v = |x: &dyn erased::Ser| x.to_value();
+    nodes.push(Node {
+        id: "ingest".into(),
+        stage: Stage::Ingest,
+        topology: None,
+        inputs: vec![Input {
+            path: m.dataset.path.clone(),
+            kind: None,
+        }],
+        outputs: vec![images.clone()],
+        params: BTreeMap::from([
+            ("dataset".into(), v(&m.dataset)),
+            ("seed".into(), json!(m.seed)),
+        ]),
+        args: base_args.clone(),
+        deps: vec![],
+    });
+    let fisher = m.slice.method == privynet_core::manifest::SelectionMethod::FisherRandom;
+    // Per cut: the widest D in the sweep is extracted; the others are derived from it.
+    let mut widest: HashMap<&str, i64> = HashMap::new();
+    for p in &sweep {
+        let w = widest.entry(p.cut.as_str()).or_insert(0);
+        *w = (*w).max(p.channels);
+    }
+    for p in &sweep {
+        let dir = out.join(&p.label);
+        let mut inputs = vec![Input {
+            path: m.model.path.clone(),
+            kind: None,
+        }];
+        let mut params = BTreeMap::from([
+            ("model".into(), v(&m.model.path)),
+            ("model.input".into(), v(&m.model.input)),
+            ("model.input_size".into(), json!(m.model.input_size)),
+            ("slice".into(), v(&m.slice)),
+            ("seed".into(), json!(m.seed)),
+            ("cut".into(), json!(p.cut)),
+            ("channels".into(), json!(p.channels)),
+        ]);
+        let deps = vec![];
+        if fisher {
+            inputs.push(Input {
+                path: images.clone(),
+                kind: Some(ArtifactKind::Images),
+            });
+            params.insert("model.preprocess".into(), v(&m.model.preprocess));
+        }
+        let mut args = base_args.clone();
+        args.extend([
+            "--cut".into(),
+            p.cut.clone(),
+            "--channels".into(),
+            p.channels.to_string(),
+            "--images".into(),
+            s(&images),
+            "--output".into(),
+            s(&dir),
+        ]);
+        nodes.push(Node {
+            id: format!("slice/{}", p.label),
+            stage: Stage::Slice,
+            topology: Some(p.label.clone()),
+            inputs,
+            outputs: vec![
+                dir.join("local.onnx"),
+                dir.join("topology.arrow"),
+                dir.join("selection.arrow"),
+            ],
+            params,
+            args,
+            deps,
+        });
+    }
+    for p in &sweep {
+        let dir = out.join(&p.label);
+        let wide_d = widest[p.cut.as_str()];
+        let wide = sweep
+            .iter()
+            .find(|q| q.cut == p.cut && q.channels == wide_d)
+            .expect("the widest D of a cut is in the sweep");
+        let wdir = out.join(&wide.label);
+        let features = dir.join("features.parquet");
+        let mut args = base_args.clone();
+        let (inputs, params, deps) = if p.channels == wide_d {
+            args.extend([
+                "--images".into(),
+                s(&images),
+                "--model".into(),
+                s(&dir.join("local.onnx")),
+                "--topology".into(),
+                s(&dir.join("topology.arrow")),
+                "--output".into(),
+                s(&features),
+            ]);
+            (
+                vec![
+                    Input { path: images.clone(), kind: Some(ArtifactKind::Images) },
+                    Input { path: dir.join("local.onnx"), kind: None },
+                    Input { path: dir.join("topology.arrow"), kind: Some(ArtifactKind::Topology) },
+                ],
+                BTreeMap::from([
+                    ("model.preprocess".into(), v(&m.model.preprocess)),
+                    ("model.input_size".into(), json!(m.model.input_size)),
+                    ("extract".into(), v(&m.extract)),
+                ]),
+                vec![],
+            )
+        } else {
+            args.extend([
+                "--derive-from".into(),
+                s(&wdir.join("features.parquet")),
+                "--wide-selection".into(),
+                s(&wdir.join("selection.arrow")),
+                "--selection".into(),
+                s(&dir.join("selection.arrow")),
+                "--topology".into(),
+                s(&dir.join("topology.arrow")),
+                "--output".into(),
+                s(&features),
+            ]);
+            (
+                vec![
+                    Input { path: wdir.join("features.parquet"), kind: Some(ArtifactKind::Features) },
+                    Input { path: wdir.join("selection.arrow"), kind: Some(ArtifactKind::Selection) },
+                    Input { path: dir.join("selection.arrow"), kind: Some(ArtifactKind::Selection) },
+                    Input { path: dir.join("topology.arrow"), kind: Some(ArtifactKind::Topology) },
+                ],
+                BTreeMap::new(),
+                vec![],
+            )
+        };
+        nodes.push(Node {
+            id: format!("extract/{}", p.label),
+            stage: Stage::Extract,
+            topology: Some(p.label.clone()),
+            inputs,
+            outputs: vec![features],
+            params,
+            args,
+            deps,
+        });
+    }
+    for n in &mut nodes {
+        n.params = flatten(std::mem::take(&mut n.params));
+    }
+    let mut dag = Dag { nodes, out_dir: out };
+    dag.link()?;
+    dag.check_zones()?;
+    Ok(dag)
+}
+
+/// Flattens nested parameter objects into dotted keys, so a change is reported by its exact
+/// key (`slice.top_fraction`, not `slice`).
+fn flatten(params: BTreeMap<String, Value>) -> BTreeMap<String, Value> {
+    fn go(prefix: String, v: Value, out: &mut BTreeMap<String, Value>) {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    go(format!("{prefix}.{k}"), v, out);
+                }
+            }
+            other => {
+                out.insert(prefix, other);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (k, v) in params {
+        go(k, v, &mut out);
+    }
+    out
+}
+
+/// Lets the DAG builder turn any serialisable parameter into JSON in one call.
+mod erased {
+    pub trait Ser {
+        fn to_value(&self) -> serde_json::Value;
+    }
+    impl<T: serde::Serialize> Ser for T {
+        fn to_value(&self) -> serde_json::Value {
+            serde_json::to_value(self).expect("manifest values should serialise")
+        }
+    }
+}
+
+impl Dag {
+    /// Recomputes every node's dependencies from its inputs and the other nodes' outputs, and
+    /// checks that the graph is acyclic and that every input is either produced by a node or
+    /// an external file that exists.
+    pub fn link(&mut self) -> Result<(), RunError> {
+        let producer: HashMap<PathBuf, usize> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, n)| n.outputs.iter().map(move |o| (o.clone(), i)))
+            .collect();
+        for i in 0..self.nodes.len() {
+            let mut deps = Vec::new();
+            for inp in &self.nodes[i].inputs {
+                match producer.get(&inp.path) {
+                    Some(&j) => deps.push(j),
+                    None if inp.path.exists() => {}
+                    None => {
+                        return Err(RunError::Dag(format!(
+                            "node `{}` reads {}, which no node produces and which does not exist (a dangling input{})",
+                            self.nodes[i].id,
+                            inp.path.display(),
+                            if self.nodes[i].stage == Stage::Ingest { "; run `make data`" } else { "" }
+                        )));
+                    }
+                }
+            }
+            deps.sort_unstable();
+            deps.dedup();
+            self.nodes[i].deps = deps;
+        }
+        self.order().map(|_| ())
+    }
+
+    /// A topological order of the nodes, or an error naming a cycle.
+    pub fn order(&self) -> Result<Vec<usize>, RunError> {
+        let n = self.nodes.len();
+        let mut state = vec![0u8; n]; // 0 new, 1 on stack, 2 done
+        let mut order = Vec::with_capacity(n);
+        fn visit(
+            dag: &Dag,
+            i: usize,
+            state: &mut [u8],
+            order: &mut Vec<usize>,
+            path: &mut Vec<usize>,
+        ) -> Result<(), RunError> {
+            match state[i] {
+                2 => return Ok(()),
+                1 => {
+                    let start = path.iter().position(|&p| p == i).unwrap_or(0);
+                    let cycle: Vec<&str> = path[start..]
+                        .iter()
+                        .chain([&i])
+                        .map(|&k| dag.nodes[k].id.as_str())
+                        .collect();
+                    return Err(RunError::Dag(format!(
+                        "the pipeline has a cycle: {}",
+                        cycle.join(" -> ")
+                    )));
+                }
+                _ => {}
+            }
+            state[i] = 1;
+            path.push(i);
+            for &d in &dag.nodes[i].deps {
+                visit(dag, d, state, order, path)?;
+            }
+            path.pop();
+            state[i] = 2;
+            order.push(i);
+            Ok(())
+        }
+        for i in 0..n {
+            visit(self, i, &mut state, &mut order, &mut Vec::new())?;
+        }
+        Ok(order)
+    }
+
+    /// Refuses any edge that feeds a local artifact into a cloud stage.
+    pub fn check_zones(&self) -> Result<(), RunError> {
+        for n in &self.nodes {
+            if n.stage.zone() != Zone::Cloud {
+                continue;
+            }
+            for inp in &n.inputs {
+                if let Some(kind) = inp.kind
+                    && kind.zone()? == Zone::Local
+                {
+                    return Err(RunError::Dag(format!(
+                        "zone violation: cloud stage node `{}` would read {} ({} artifact, LOCAL zone); local artifacts never go to the cloud",
+                        n.id,
+                        inp.path.display(),
+                        kind
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The indices of `targets` and everything they depend on.
+    pub fn closure(&self, targets: &[usize]) -> HashSet<usize> {
+        let mut seen = HashSet::new();
+        let mut stack: Vec<usize> = targets.to_vec();
+        while let Some(i) = stack.pop() {
+            if seen.insert(i) {
+                stack.extend(&self.nodes[i].deps);
+            }
+        }
+        seen
+    }
+
+    /// Indices of the nodes of a stage, optionally of one topology.
+    pub fn select(&self, stage: Stage, topology: Option<&str>) -> Vec<usize> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.stage == stage)
+            .filter(|(_, n)| topology.is_none_or(|t| n.topology.as_deref() == Some(t)))
+            .map(|(i, _)| i)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, stage: Stage, inputs: &[(&str, Option<ArtifactKind>)], outputs: &[&str]) -> Node {
+        Node {
+            id: id.into(),
+            stage,
+            topology: None,
+            inputs: inputs
+                .iter()
+                .map(|(p, k)| Input { path: PathBuf::from(p), kind: *k })
+                .collect(),
+            outputs: outputs.iter().map(PathBuf::from).collect(),
+            params: BTreeMap::new(),
+            args: vec![],
+            deps: vec![],
+        }
+    }
+
+    #[test]
+    fn cycle_is_named() {
+        let mut dag = Dag {
+            nodes: vec![
+                node("a", Stage::Slice, &[("/nonexistent/b.out", None)], &["/nonexistent/a.out"]),
+                node("b", Stage::Slice, &[("/nonexistent/a.out", None)], &["/nonexistent/b.out"]),
+            ],
+            out_dir: PathBuf::from("x"),
+        };
+        let e = dag.link().unwrap_err().to_string();
+        assert!(e.contains("cycle") && e.contains("a -> b -> a") || e.contains("b -> a -> b"), "{e}");
+    }
+
+    #[test]
+    fn dangling_input_is_named() {
+        let mut dag = Dag {
+            nodes: vec![node("a", Stage::Slice, &[("/nonexistent/zzz", None)], &["/nonexistent/a.out"])],
+            out_dir: PathBuf::from("x"),
+        };
+        let e = dag.link().unwrap_err().to_string();
+        assert!(e.contains("dangling") && e.contains("/nonexistent/zzz"), "{e}");
+    }
+}

@@ -1,0 +1,88 @@
+//! End-to-end tests of `privynet run` on pipelines/smoke.yaml through the real binaries.
+
+use privynet_e2e::*;
+
+fn lines_with<'a>(out: &'a str, word: &str) -> Vec<&'a str> {
+    out.lines().filter(|l| l.trim_start().starts_with(word)).collect()
+}
+
+#[test]
+fn smoke_pipeline_runs_then_skips_then_reruns_only_what_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = smoke_manifest(dir.path(), "");
+    let ms = m.to_str().unwrap();
+    let first = run("privynet", &["run", ms]);
+    ok(&first);
+    let out = stdout(&first);
+    assert_eq!(lines_with(&out, "ran").len(), 9, "{out}");
+    let o = dir.path().join("out");
+    for t in ["conv1-d8", "conv1-d64", "fire3-d8", "fire3-d128"] {
+        assert!(o.join(t).join("features.parquet").is_file(), "{t}");
+    }
+    assert!(o.join("events.jsonl").is_file());
+
+    let second = run("privynet", &["run", ms]);
+    ok(&second);
+    let out = stdout(&second);
+    assert_eq!(lines_with(&out, "skipped").len(), 9, "{out}");
+    assert!(lines_with(&out, "ran").is_empty(), "{out}");
+
+    // An output deleted by hand: only its node reruns.
+    std::fs::remove_file(o.join("fire3-d8/features.parquet")).unwrap();
+    let st = stdout(&run("privynet", &["status", ms]));
+    assert!(st.contains("extract/fire3-d8") && st.contains("missing"), "{st}");
+    let third = stdout(&run("privynet", &["run", ms]));
+    let ran = lines_with(&third, "ran");
+    assert_eq!(ran.len(), 1, "{third}");
+    assert!(ran[0].contains("extract/fire3-d8") && ran[0].contains("missing"), "{third}");
+
+    // A parameter of one stage: only that stage's nodes and their dependants rerun; ingest and
+    // slice stay up to date.
+    let fourth = stdout(&run("privynet", &["run", ms, "--set", "extract.batch_size=32"]));
+    let ran = lines_with(&fourth, "ran");
+    assert_eq!(ran.len(), 4, "{fourth}");
+    assert!(ran.iter().all(|l| l.contains("extract/")), "{fourth}");
+    assert_eq!(ran.iter().filter(|l| l.contains("`extract.batch_size` changed")).count(), 2, "{fourth}");
+    assert_eq!(lines_with(&fourth, "skipped").len(), 5, "{fourth}");
+
+    // One stage alone, forced.
+    let fifth = stdout(&run("privynet", &["run", ms, "--stage", "slice", "--topology", "fire3-d8", "--force"]));
+    assert_eq!(lines_with(&fifth, "ran").len(), 1, "{fifth}");
+}
+
+#[test]
+fn a_cut_the_model_lacks_is_caught_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = smoke_manifest(dir.path(), "");
+    let o = run("privynet", &["run", m.to_str().unwrap(), "--set", "sweep.cuts=[conv1, fire33]"]);
+    fails_with(&o, &["`fire33`", "`fire3`"]);
+    assert!(!dir.path().join("out").exists());
+}
+
+#[test]
+fn a_missing_stage_binary_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let lonely = dir.path().join("bin");
+    std::fs::create_dir_all(&lonely).unwrap();
+    std::fs::copy(bin("privynet"), lonely.join("privynet")).unwrap();
+    let m = smoke_manifest(dir.path(), "");
+    let o = std::process::Command::new(lonely.join("privynet"))
+        .args(["run", m.to_str().unwrap()])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    fails_with(&o, &["stage binary `privynet-ingest` not found"]);
+}
+
+#[test]
+fn show_prints_schema_and_provenance() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = smoke_manifest(dir.path(), "");
+    ok(&run("privynet", &["run", m.to_str().unwrap(), "--until", "slice", "--set", "sweep.cuts=[conv1]"]));
+    let o = run("privynet", &["show", dir.path().join("out/conv1-d8/selection.arrow").to_str().unwrap()]);
+    ok(&o);
+    let s = stdout(&o);
+    assert!(s.contains("kind: selection (zone: local)"), "{s}");
+    assert!(s.contains("privynet.stage: slice"), "{s}");
+    assert!(s.contains("channel"), "{s}");
+}

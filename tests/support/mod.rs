@@ -1,0 +1,111 @@
+//! Helpers for the end-to-end tests: locating the built stage binaries and the data, running
+//! a binary and reading what it wrote, and making tiny datasets.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A built stage binary (`make test` builds them before running tests).
+pub fn bin(name: &str) -> PathBuf {
+    let p = root().join("target/release").join(name);
+    assert!(
+        p.is_file(),
+        "{} is not built: run `cargo build --release --workspace --bins` (make test does)",
+        p.display()
+    );
+    p
+}
+
+/// A file under data/ (filled by `make data`).
+pub fn data(rel: &str) -> PathBuf {
+    let p = root().join("data").join(rel);
+    assert!(
+        p.exists(),
+        "{} is missing: run `make data` (with DATA_MIRROR=../shared/data offline)",
+        p.display()
+    );
+    p
+}
+
+/// The real SqueezeNet 1.1 (original fp16 file).
+pub fn squeezenet() -> PathBuf {
+    data("models/squeezenet1.1_fp16_opset7.onnx")
+}
+
+/// The real first CIFAR-10 training batch.
+pub fn cifar_batch1() -> PathBuf {
+    data("cifar-10/batches-bin-from-jpeg-q75/data_batch_1.bin.gz")
+}
+
+/// Runs a binary from the repository root and returns its output.
+pub fn run(name: &str, args: &[&str]) -> Output {
+    Command::new(bin(name))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("the binary should start")
+}
+
+/// The output's stderr as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The output's stdout as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Asserts success, printing stderr otherwise.
+pub fn ok(o: &Output) {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        stdout(o),
+        stderr(o)
+    );
+}
+
+/// Asserts failure with a message containing every `needle`.
+pub fn fails_with(o: &Output, needles: &[&str]) {
+    assert!(!o.status.success(), "expected failure, got success:\n{}", stderr(o));
+    let e = stderr(o);
+    for n in needles {
+        assert!(e.contains(n), "stderr lacks `{n}`:\n{e}");
+    }
+}
+
+/// Writes a manifest for the smoke slice of real data into `dir`, with outputs under `dir/out`.
+pub fn smoke_manifest(dir: &Path, extra: &str) -> PathBuf {
+    let text = std::fs::read_to_string(root().join("pipelines/smoke.yaml"))
+        .expect("pipelines/smoke.yaml should exist");
+    let text = format!("{text}\nout_dir: {}\n{extra}", dir.join("out").display());
+    let p = dir.join("manifest.yaml");
+    std::fs::write(&p, text).expect("the temp dir should be writable");
+    p
+}
+
+/// Reads every batch of an Arrow IPC or Parquet artifact of `kind`.
+pub fn read_all(
+    path: &Path,
+    kind: privynet_core::ArtifactKind,
+) -> Vec<arrow::array::RecordBatch> {
+    if path.extension().is_some_and(|e| e == "parquet") {
+        let (_, r) = privynet_core::io::open_parquet(path, kind, None, 8192).expect("readable parquet");
+        r.collect::<Result<Vec<_>, _>>().expect("readable batches")
+    } else {
+        privynet_core::io::read_arrow(path, kind).expect("readable arrow").1
+    }
+}
+
+/// A column of a batch, downcast.
+pub fn col<'a, T: 'static>(b: &'a arrow::array::RecordBatch, name: &str) -> &'a T {
+    b.column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .unwrap_or_else(|| panic!("no column `{name}` of the expected type"))
+}
