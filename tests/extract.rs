@@ -9,11 +9,23 @@ use privynet_e2e::*;
 /// Ingests the smoke slice and slices fire3 with `d` channels into `dir`.
 fn prepare(dir: &Path, cut: &str, d: &str) -> (PathBuf, PathBuf) {
     let m = smoke_manifest(dir, "");
-    ok(&run("privynet-ingest", &["--manifest", m.to_str().unwrap()]));
+    ok(&run(
+        "privynet-ingest",
+        &["--manifest", m.to_str().unwrap()],
+    ));
     let out = dir.join(format!("{cut}-{d}"));
     ok(&run(
         "privynet-slice",
-        &["--manifest", m.to_str().unwrap(), "--cut", cut, "--channels", d, "--output", out.to_str().unwrap()],
+        &[
+            "--manifest",
+            m.to_str().unwrap(),
+            "--cut",
+            cut,
+            "--channels",
+            d,
+            "--output",
+            out.to_str().unwrap(),
+        ],
     ));
     (m, out)
 }
@@ -26,8 +38,14 @@ fn one_images_features_match_ort_on_a_hand_built_tensor() {
     ok(&run(
         "privynet-extract",
         &[
-            "--manifest", m.to_str().unwrap(), "--model", topo.join("local.onnx").to_str().unwrap(),
-            "--topology", topo.join("topology.arrow").to_str().unwrap(), "--output", features.to_str().unwrap(),
+            "--manifest",
+            m.to_str().unwrap(),
+            "--model",
+            topo.join("local.onnx").to_str().unwrap(),
+            "--topology",
+            topo.join("topology.arrow").to_str().unwrap(),
+            "--output",
+            features.to_str().unwrap(),
         ],
     ));
     // The first image of the file, by hand: HWC RGB u8 -> NCHW BGR float, raw 0-255.
@@ -35,7 +53,12 @@ fn one_images_features_match_ort_on_a_hand_built_tensor() {
     let b = &images[0];
     let id = col::<Int64Array>(b, "id").value(0);
     let px = col::<FixedSizeListArray>(b, "pixels").value(0);
-    let px = px.as_any().downcast_ref::<UInt8Array>().unwrap().values().to_vec();
+    let px = px
+        .as_any()
+        .downcast_ref::<UInt8Array>()
+        .unwrap()
+        .values()
+        .to_vec();
     let mut x = vec![0f32; 3 * 32 * 32];
     for p in 0..32 * 32 {
         for c in 0..3 {
@@ -47,14 +70,24 @@ fn one_images_features_match_ort_on_a_hand_built_tensor() {
         .iter()
         .find_map(|fb| {
             let ids = col::<Int64Array>(fb, "id");
-            (0..fb.num_rows()).find(|&i| ids.value(i) == id).map(|i| (fb, i))
+            (0..fb.num_rows())
+                .find(|&i| ids.value(i) == id)
+                .map(|i| (fb, i))
         })
         .expect("the first image is in the features");
     let got = col::<FixedSizeListArray>(fb, "features").value(row);
-    let got = got.as_any().downcast_ref::<Float32Array>().unwrap().values().to_vec();
+    let got = got
+        .as_any()
+        .downcast_ref::<Float32Array>()
+        .unwrap()
+        .values()
+        .to_vec();
     assert_eq!(got.len(), 8 * 15 * 15);
     let want = hand_features(&topo.join("local.onnx"), &x);
-    let diff = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    let diff = got
+        .iter()
+        .zip(&want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
     assert!(diff < 1e-4, "max diff {diff}");
 }
 
@@ -63,7 +96,8 @@ fn one_images_features_match_ort_on_a_hand_built_tensor() {
 fn hand_features(local: &Path, x: &[f32]) -> Vec<f32> {
     // conv1 of SqueezeNet 1.1: 64 filters 3x3, stride 2, no padding, then ReLU; the local
     // network keeps the selected channels in order.
-    let sel = privynet_core::topology::read_selection(&local.with_file_name("selection.arrow")).unwrap();
+    let sel =
+        privynet_core::topology::read_selection(&local.with_file_name("selection.arrow")).unwrap();
     let (w, b) = conv1_weights();
     let mut out = Vec::new();
     for &ch in &sel {
@@ -74,7 +108,8 @@ fn hand_features(local: &Path, x: &[f32]) -> Vec<f32> {
                 for c in 0..3 {
                     for ky in 0..3 {
                         for kx in 0..3 {
-                            s += w[((ch * 3 + c) * 3 + ky) * 3 + kx] * x[c * 1024 + (oy * 2 + ky) * 32 + ox * 2 + kx];
+                            s += w[((ch * 3 + c) * 3 + ky) * 3 + kx]
+                                * x[c * 1024 + (oy * 2 + ky) * 32 + ox * 2 + kx];
                         }
                     }
                 }
@@ -92,7 +127,10 @@ fn conv1_weights() -> (Vec<f32>, Vec<f32>) {
     let find = |name: &str, n: usize| -> Vec<f32> {
         // A TensorProto stores its name (field 8) before raw_data (field 9, length-delimited).
         let key = name.as_bytes();
-        let pos = bytes.windows(key.len() + 2).position(|w| w[0] == 0x42 && w[1] as usize == key.len() && &w[2..] == key).expect("tensor name");
+        let pos = bytes
+            .windows(key.len() + 2)
+            .position(|w| w[0] == 0x42 && w[1] as usize == key.len() && &w[2..] == key)
+            .expect("tensor name");
         let mut i = pos + 2 + key.len();
         assert_eq!(bytes[i], 0x4a, "raw_data follows the name");
         i += 1;
@@ -107,7 +145,10 @@ fn conv1_weights() -> (Vec<f32>, Vec<f32>) {
             }
         }
         assert_eq!(len, n * 4);
-        bytes[i..i + len].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+        bytes[i..i + len]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
     };
     (find("conv1_w_0", 64 * 27), find("conv1_b_0", 64))
 }
@@ -120,14 +161,45 @@ fn bad_inputs_are_named() {
     let out = dir.path().join("f.parquet");
     let os = out.to_str().unwrap();
     // A model whose output is not named `features`: the original SqueezeNet.
-    let o = run("privynet-extract", &["--manifest", ms, "--model", data("models/squeezenet1.1_fp32_opset17.onnx").to_str().unwrap(), "--output", os]);
+    let o = run(
+        "privynet-extract",
+        &[
+            "--manifest",
+            ms,
+            "--model",
+            data("models/squeezenet1.1_fp32_opset17.onnx")
+                .to_str()
+                .unwrap(),
+            "--output",
+            os,
+        ],
+    );
     fails_with(&o, &["no output named `features`"]);
     // Images whose size the manifest does not say how to resize.
-    let o = run("privynet-extract", &["--manifest", ms, "--set", "model.input_size=64", "--model", topo.join("local.onnx").to_str().unwrap(), "--output", os]);
+    let o = run(
+        "privynet-extract",
+        &[
+            "--manifest",
+            ms,
+            "--set",
+            "model.input_size=64",
+            "--model",
+            topo.join("local.onnx").to_str().unwrap(),
+            "--output",
+            os,
+        ],
+    );
     fails_with(&o, &["32x32", "input_size is 64", "resize"]);
     // A missing ONNX Runtime library says how to install it.
     let o = std::process::Command::new(bin("privynet-extract"))
-        .args(["--manifest", ms, "--model", topo.join("local.onnx").to_str().unwrap(), "--output", os])
+        .args([
+            "--manifest",
+            ms,
+            "--model",
+            topo.join("local.onnx").to_str().unwrap(),
+            "--output",
+            os,
+        ])
         .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")
         .current_dir(root())
         .output()
@@ -135,9 +207,26 @@ fn bad_inputs_are_named() {
     fails_with(&o, &["ONNX Runtime library not found", "make ort"]);
     assert!(!out.exists());
     // With resize declared, a 64x64 input runs and gives conv1 at 31x31.
-    ok(&run("privynet-extract", &["--manifest", ms, "--set", "model.input_size=64", "--set", "model.preprocess.resize=bilinear", "--model", topo.join("local.onnx").to_str().unwrap(), "--output", os]));
+    ok(&run(
+        "privynet-extract",
+        &[
+            "--manifest",
+            ms,
+            "--set",
+            "model.input_size=64",
+            "--set",
+            "model.preprocess.resize=bilinear",
+            "--model",
+            topo.join("local.onnx").to_str().unwrap(),
+            "--output",
+            os,
+        ],
+    ));
     let f = read_all(&out, ArtifactKind::Features);
-    assert_eq!(col::<FixedSizeListArray>(&f[0], "features").value_length(), 8 * 31 * 31);
+    assert_eq!(
+        col::<FixedSizeListArray>(&f[0], "features").value_length(),
+        8 * 31 * 31
+    );
 }
 
 #[test]
@@ -148,19 +237,40 @@ fn wrong_topology_is_named_and_shards_read_as_one() {
     let parts = dir.path().join("parts");
     for k in 0..3 {
         let p = parts.join(format!("part-{k}-of-3.parquet"));
-        ok(&run("privynet-extract", &[
-            "--manifest", ms, "--model", topo8.join("local.onnx").to_str().unwrap(),
-            "--topology", topo8.join("topology.arrow").to_str().unwrap(),
-            "--shard", &format!("{k}/3"), "--output", p.to_str().unwrap(),
-        ]));
+        ok(&run(
+            "privynet-extract",
+            &[
+                "--manifest",
+                ms,
+                "--model",
+                topo8.join("local.onnx").to_str().unwrap(),
+                "--topology",
+                topo8.join("topology.arrow").to_str().unwrap(),
+                "--shard",
+                &format!("{k}/3"),
+                "--output",
+                p.to_str().unwrap(),
+            ],
+        ));
     }
     let whole = dir.path().join("whole.parquet");
-    ok(&run("privynet-extract", &[
-        "--manifest", ms, "--model", topo8.join("local.onnx").to_str().unwrap(),
-        "--topology", topo8.join("topology.arrow").to_str().unwrap(), "--output", whole.to_str().unwrap(),
-    ]));
+    ok(&run(
+        "privynet-extract",
+        &[
+            "--manifest",
+            ms,
+            "--model",
+            topo8.join("local.onnx").to_str().unwrap(),
+            "--topology",
+            topo8.join("topology.arrow").to_str().unwrap(),
+            "--output",
+            whole.to_str().unwrap(),
+        ],
+    ));
     let ids = |p: &Path| {
-        let mut v: Vec<i64> = privynet_core::io::dataset_parts(p).unwrap().iter()
+        let mut v: Vec<i64> = privynet_core::io::dataset_parts(p)
+            .unwrap()
+            .iter()
             .flat_map(|part| read_all(part, ArtifactKind::Features))
             .flat_map(|b| col::<Int64Array>(&b, "id").values().to_vec())
             .collect();
@@ -171,11 +281,32 @@ fn wrong_topology_is_named_and_shards_read_as_one() {
     assert_eq!(ids(&whole).len(), 400);
     // Read against another topology: the mismatch is named.
     let topo32 = dir.path().join("fire3-32");
-    ok(&run("privynet-slice", &["--manifest", ms, "--cut", "fire3", "--channels", "32", "--output", topo32.to_str().unwrap()]));
+    ok(&run(
+        "privynet-slice",
+        &[
+            "--manifest",
+            ms,
+            "--cut",
+            "fire3",
+            "--channels",
+            "32",
+            "--output",
+            topo32.to_str().unwrap(),
+        ],
+    ));
     let expected = privynet_core::Topology::read(&topo32.join("topology.arrow")).unwrap();
-    let e = privynet_core::topology::check_features(&parts, &expected).unwrap_err().to_string();
-    assert!(e.contains("`channels` is 8 in the file, expected 32"), "{e}");
-    privynet_core::topology::check_features(&whole, &privynet_core::Topology::read(&topo8.join("topology.arrow")).unwrap()).unwrap();
+    let e = privynet_core::topology::check_features(&parts, &expected)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("`channels` is 8 in the file, expected 32"),
+        "{e}"
+    );
+    privynet_core::topology::check_features(
+        &whole,
+        &privynet_core::Topology::read(&topo8.join("topology.arrow")).unwrap(),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -183,12 +314,41 @@ fn killed_extract_leaves_no_final_file() {
     let dir = tempfile::tempdir().unwrap();
     let m = smoke_manifest(dir.path(), "");
     let ms = m.to_str().unwrap();
-    ok(&run("privynet-ingest", &["--manifest", ms, "--set", "dataset.splits={train: 5000, attacker: 0, test: 1000}"]));
+    ok(&run(
+        "privynet-ingest",
+        &[
+            "--manifest",
+            ms,
+            "--set",
+            "dataset.splits={train: 5000, attacker: 0, test: 1000}",
+        ],
+    ));
     let topo = dir.path().join("conv1-64");
-    ok(&run("privynet-slice", &["--manifest", ms, "--cut", "conv1", "--channels", "all", "--output", topo.to_str().unwrap()]));
+    ok(&run(
+        "privynet-slice",
+        &[
+            "--manifest",
+            ms,
+            "--cut",
+            "conv1",
+            "--channels",
+            "all",
+            "--output",
+            topo.to_str().unwrap(),
+        ],
+    ));
     let out = topo.join("features.parquet");
     let mut child = std::process::Command::new(bin("privynet-extract"))
-        .args(["--manifest", ms, "--model", topo.join("local.onnx").to_str().unwrap(), "--batch-size", "16", "--output", out.to_str().unwrap()])
+        .args([
+            "--manifest",
+            ms,
+            "--model",
+            topo.join("local.onnx").to_str().unwrap(),
+            "--batch-size",
+            "16",
+            "--output",
+            out.to_str().unwrap(),
+        ])
         .current_dir(root())
         .stderr(std::process::Stdio::null())
         .spawn()

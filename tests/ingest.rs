@@ -12,10 +12,18 @@ fn real_first_batch_keeps_its_class_counts_and_stratifies() {
     let o = run(
         "privynet-ingest",
         &[
-            "--format", "cifar10-binary",
-            "--dataset", cifar_batch1().to_str().unwrap(),
-            "--train", "9000", "--attacker", "500", "--test", "500",
-            "--output", out.to_str().unwrap(),
+            "--format",
+            "cifar10-binary",
+            "--dataset",
+            cifar_batch1().to_str().unwrap(),
+            "--train",
+            "9000",
+            "--attacker",
+            "500",
+            "--test",
+            "500",
+            "--output",
+            out.to_str().unwrap(),
         ],
     );
     ok(&o);
@@ -27,11 +35,15 @@ fn real_first_batch_keeps_its_class_counts_and_stratifies() {
         let splits = col::<StringArray>(b, "split");
         for i in 0..b.num_rows() {
             counts[labels.value(i) as usize] += 1;
-            per_split.entry(splits.value(i).to_string()).or_default()[labels.value(i) as usize] += 1;
+            per_split.entry(splits.value(i).to_string()).or_default()[labels.value(i) as usize] +=
+                1;
         }
     }
     // The per-class counts of data_batch_1 from ../shared/data/SOURCES.md.
-    assert_eq!(counts, [1005, 974, 1032, 1016, 999, 937, 1030, 1001, 1025, 981]);
+    assert_eq!(
+        counts,
+        [1005, 974, 1032, 1016, 999, 937, 1030, 1001, 1025, 981]
+    );
     // Stratified: the 500 test images follow the class shares within one image.
     for (c, &n) in per_split["test"].iter().enumerate() {
         let want = counts[c] as f64 * 500.0 / 10_000.0;
@@ -52,9 +64,20 @@ fn same_seed_same_file_other_seed_other_split() {
         ok(&run(
             "privynet-ingest",
             &[
-                "--format", "cifar10-binary", "--dataset", cifar_batch1().to_str().unwrap(),
-                "--train", "100", "--attacker", "50", "--test", "50", "--seed", seed,
-                "--output", out.to_str().unwrap(),
+                "--format",
+                "cifar10-binary",
+                "--dataset",
+                cifar_batch1().to_str().unwrap(),
+                "--train",
+                "100",
+                "--attacker",
+                "50",
+                "--test",
+                "50",
+                "--seed",
+                seed,
+                "--output",
+                out.to_str().unwrap(),
             ],
         ));
         out
@@ -79,15 +102,30 @@ fn image_folder_roundtrips_pixels() {
     for (c, class) in ["cat", "dog"].iter().enumerate() {
         std::fs::create_dir_all(root.join(class)).unwrap();
         for k in 0..3 {
-            write_png(&root.join(class).join(format!("{k}.png")), 4, 5, (c * 100 + k) as u8);
+            write_png(
+                &root.join(class).join(format!("{k}.png")),
+                4,
+                5,
+                (c * 100 + k) as u8,
+            );
         }
     }
     let out = dir.path().join("images.parquet");
     ok(&run(
         "privynet-ingest",
         &[
-            "--format", "image-folder", "--dataset", root.to_str().unwrap(),
-            "--train", "2", "--attacker", "2", "--test", "2", "--output", out.to_str().unwrap(),
+            "--format",
+            "image-folder",
+            "--dataset",
+            root.to_str().unwrap(),
+            "--train",
+            "2",
+            "--attacker",
+            "2",
+            "--test",
+            "2",
+            "--output",
+            out.to_str().unwrap(),
         ],
     ));
     let batches = read_all(&out, ArtifactKind::Images);
@@ -118,19 +156,35 @@ fn image_folder_refuses_non_images_and_silent_resizes() {
     let out = dir.path().join("images.parquet");
     let args = |extra: &[&'static str]| {
         let mut v = vec![
-            "--format", "image-folder", "--dataset", root.to_str().unwrap(),
-            "--train", "1", "--test", "1", "--output", out.to_str().unwrap(),
+            "--format",
+            "image-folder",
+            "--dataset",
+            root.to_str().unwrap(),
+            "--train",
+            "1",
+            "--test",
+            "1",
+            "--output",
+            out.to_str().unwrap(),
         ];
         v.extend_from_slice(extra);
         v.into_iter().map(String::from).collect::<Vec<_>>()
     };
-    let run_args = |a: Vec<String>| run("privynet-ingest", &a.iter().map(String::as_str).collect::<Vec<_>>());
+    let run_args = |a: Vec<String>| {
+        run(
+            "privynet-ingest",
+            &a.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+    };
     fails_with(&run_args(args(&[])), &["a/1.png", "6x4", "resize"]);
     assert!(!out.exists());
     ok(&run_args(args(&["--resize", "4,4"])));
     std::fs::write(root.join("a/notes.txt"), "not an image").unwrap();
     std::fs::remove_file(&out).unwrap();
-    fails_with(&run_args(args(&["--resize", "4,4"])), &["notes.txt", "not a readable PNG or JPEG"]);
+    fails_with(
+        &run_args(args(&["--resize", "4,4"])),
+        &["notes.txt", "not a readable PNG or JPEG"],
+    );
     assert!(!out.exists());
 }
 
@@ -142,17 +196,50 @@ fn truncated_cifar_file_and_oversized_splits_are_refused() {
     let out = dir.path().join("images.parquet");
     let o = run(
         "privynet-ingest",
-        &["--format", "cifar10-binary", "--dataset", bad.to_str().unwrap(), "--train", "1", "--test", "1", "--output", out.to_str().unwrap()],
+        &[
+            "--format",
+            "cifar10-binary",
+            "--dataset",
+            bad.to_str().unwrap(),
+            "--train",
+            "1",
+            "--test",
+            "1",
+            "--output",
+            out.to_str().unwrap(),
+        ],
     );
     fails_with(&o, &["data_batch_1.bin", "truncated", "3073"]);
     let o = run(
         "privynet-ingest",
-        &["--format", "cifar10-binary", "--dataset", cifar_batch1().to_str().unwrap(), "--train", "9999", "--test", "2", "--output", out.to_str().unwrap()],
+        &[
+            "--format",
+            "cifar10-binary",
+            "--dataset",
+            cifar_batch1().to_str().unwrap(),
+            "--train",
+            "9999",
+            "--test",
+            "2",
+            "--output",
+            out.to_str().unwrap(),
+        ],
     );
     fails_with(&o, &["10001 images", "has 10000"]);
     let o = run(
         "privynet-ingest",
-        &["--format", "cifar10-binary", "--dataset", "/nonexistent/cifar", "--train", "1", "--test", "1", "--output", out.to_str().unwrap()],
+        &[
+            "--format",
+            "cifar10-binary",
+            "--dataset",
+            "/nonexistent/cifar",
+            "--train",
+            "1",
+            "--test",
+            "1",
+            "--output",
+            out.to_str().unwrap(),
+        ],
     );
     fails_with(&o, &["/nonexistent/cifar", "make data"]);
     assert!(!out.exists());
@@ -165,7 +252,15 @@ fn manifest_typo_names_key_line_and_column() {
     let o = run("privynet-ingest", &["--manifest", m.to_str().unwrap()]);
     fails_with(&o, &["manifest.yaml:", "unknown field `extrct`"]);
     let m = smoke_manifest(dir.path(), "");
-    let o = run("privynet-ingest", &["--manifest", m.to_str().unwrap(), "--set", "dataset.splits.trian=5"]);
+    let o = run(
+        "privynet-ingest",
+        &[
+            "--manifest",
+            m.to_str().unwrap(),
+            "--set",
+            "dataset.splits.trian=5",
+        ],
+    );
     fails_with(&o, &["trian"]);
 }
 
@@ -175,10 +270,18 @@ fn killed_ingest_leaves_no_file_at_the_final_path() {
     let out = dir.path().join("images.parquet");
     let mut child = std::process::Command::new(bin("privynet-ingest"))
         .args([
-            "--format", "cifar10-binary",
-            "--dataset", data("cifar-10").to_str().unwrap(),
-            "--train", "45000", "--attacker", "5000", "--test", "10000",
-            "--output", out.to_str().unwrap(),
+            "--format",
+            "cifar10-binary",
+            "--dataset",
+            data("cifar-10").to_str().unwrap(),
+            "--train",
+            "45000",
+            "--attacker",
+            "5000",
+            "--test",
+            "10000",
+            "--output",
+            out.to_str().unwrap(),
         ])
         .stderr(std::process::Stdio::null())
         .spawn()

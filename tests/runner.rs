@@ -3,7 +3,9 @@
 use privynet_e2e::*;
 
 fn lines_with<'a>(out: &'a str, word: &str) -> Vec<&'a str> {
-    out.lines().filter(|l| l.trim_start().starts_with(word)).collect()
+    out.lines()
+        .filter(|l| l.trim_start().starts_with(word))
+        .collect()
 }
 
 #[test]
@@ -30,23 +32,49 @@ fn smoke_pipeline_runs_then_skips_then_reruns_only_what_changed() {
     // An output deleted by hand: only its node reruns.
     std::fs::remove_file(o.join("fire3-d8/features.parquet")).unwrap();
     let st = stdout(&run("privynet", &["status", ms]));
-    assert!(st.contains("extract/fire3-d8") && st.contains("missing"), "{st}");
+    assert!(
+        st.contains("extract/fire3-d8") && st.contains("missing"),
+        "{st}"
+    );
     let third = stdout(&run("privynet", &["run", ms]));
     let ran = lines_with(&third, "ran");
     assert_eq!(ran.len(), 1, "{third}");
-    assert!(ran[0].contains("extract/fire3-d8") && ran[0].contains("missing"), "{third}");
+    assert!(
+        ran[0].contains("extract/fire3-d8") && ran[0].contains("missing"),
+        "{third}"
+    );
 
     // A parameter of one stage: only that stage's nodes and their dependants rerun; ingest and
     // slice stay up to date.
-    let fourth = stdout(&run("privynet", &["run", ms, "--set", "extract.batch_size=32"]));
+    let fourth = stdout(&run(
+        "privynet",
+        &["run", ms, "--set", "extract.batch_size=32"],
+    ));
     let ran = lines_with(&fourth, "ran");
     assert_eq!(ran.len(), 4, "{fourth}");
     assert!(ran.iter().all(|l| l.contains("extract/")), "{fourth}");
-    assert_eq!(ran.iter().filter(|l| l.contains("`extract.batch_size` changed")).count(), 2, "{fourth}");
+    assert_eq!(
+        ran.iter()
+            .filter(|l| l.contains("`extract.batch_size` changed"))
+            .count(),
+        2,
+        "{fourth}"
+    );
     assert_eq!(lines_with(&fourth, "skipped").len(), 5, "{fourth}");
 
     // One stage alone, forced.
-    let fifth = stdout(&run("privynet", &["run", ms, "--stage", "slice", "--topology", "fire3-d8", "--force"]));
+    let fifth = stdout(&run(
+        "privynet",
+        &[
+            "run",
+            ms,
+            "--stage",
+            "slice",
+            "--topology",
+            "fire3-d8",
+            "--force",
+        ],
+    ));
     assert_eq!(lines_with(&fifth, "ran").len(), 1, "{fifth}");
 }
 
@@ -54,7 +82,15 @@ fn smoke_pipeline_runs_then_skips_then_reruns_only_what_changed() {
 fn a_cut_the_model_lacks_is_caught_before_anything_runs() {
     let dir = tempfile::tempdir().unwrap();
     let m = smoke_manifest(dir.path(), "");
-    let o = run("privynet", &["run", m.to_str().unwrap(), "--set", "sweep.cuts=[conv1, fire33]"]);
+    let o = run(
+        "privynet",
+        &[
+            "run",
+            m.to_str().unwrap(),
+            "--set",
+            "sweep.cuts=[conv1, fire33]",
+        ],
+    );
     fails_with(&o, &["`fire33`", "`fire3`"]);
     assert!(!dir.path().join("out").exists());
 }
@@ -78,8 +114,27 @@ fn a_missing_stage_binary_is_named() {
 fn show_prints_schema_and_provenance() {
     let dir = tempfile::tempdir().unwrap();
     let m = smoke_manifest(dir.path(), "");
-    ok(&run("privynet", &["run", m.to_str().unwrap(), "--until", "slice", "--set", "sweep.cuts=[conv1]"]));
-    let o = run("privynet", &["show", dir.path().join("out/conv1-d8/selection.arrow").to_str().unwrap()]);
+    ok(&run(
+        "privynet",
+        &[
+            "run",
+            m.to_str().unwrap(),
+            "--until",
+            "slice",
+            "--set",
+            "sweep.cuts=[conv1]",
+        ],
+    ));
+    let o = run(
+        "privynet",
+        &[
+            "show",
+            dir.path()
+                .join("out/conv1-d8/selection.arrow")
+                .to_str()
+                .unwrap(),
+        ],
+    );
     ok(&o);
     let s = stdout(&o);
     assert!(s.contains("kind: selection (zone: local)"), "{s}");

@@ -73,7 +73,11 @@ pub fn ok(o: &Output) {
 
 /// Asserts failure with a message containing every `needle`.
 pub fn fails_with(o: &Output, needles: &[&str]) {
-    assert!(!o.status.success(), "expected failure, got success:\n{}", stderr(o));
+    assert!(
+        !o.status.success(),
+        "expected failure, got success:\n{}",
+        stderr(o)
+    );
     let e = stderr(o);
     for n in needles {
         assert!(e.contains(n), "stderr lacks `{n}`:\n{e}");
@@ -91,15 +95,15 @@ pub fn smoke_manifest(dir: &Path, extra: &str) -> PathBuf {
 }
 
 /// Reads every batch of an Arrow IPC or Parquet artifact of `kind`.
-pub fn read_all(
-    path: &Path,
-    kind: privynet_core::ArtifactKind,
-) -> Vec<arrow::array::RecordBatch> {
+pub fn read_all(path: &Path, kind: privynet_core::ArtifactKind) -> Vec<arrow::array::RecordBatch> {
     if path.extension().is_some_and(|e| e == "parquet") {
-        let (_, r) = privynet_core::io::open_parquet(path, kind, None, 8192).expect("readable parquet");
+        let (_, r) =
+            privynet_core::io::open_parquet(path, kind, None, 8192).expect("readable parquet");
         r.collect::<Result<Vec<_>, _>>().expect("readable batches")
     } else {
-        privynet_core::io::read_arrow(path, kind).expect("readable arrow").1
+        privynet_core::io::read_arrow(path, kind)
+            .expect("readable arrow")
+            .1
     }
 }
 

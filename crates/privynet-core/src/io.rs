@@ -74,7 +74,9 @@ fn commit_tmp(tmp: NamedTempFile, path: &Path) -> Result<()> {
         std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
             .map_err(|e| CoreError::io(path, e))?;
     }
-    tmp.as_file().sync_all().map_err(|e| CoreError::io(path, e))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| CoreError::io(path, e))?;
     tmp.persist(path)
         .map_err(|e| CoreError::io(path, e.error))?;
     // Make the rename itself durable.
@@ -272,12 +274,11 @@ pub fn read_schema(path: &Path) -> Result<SchemaRef> {
         })?;
         Ok(b.schema().clone())
     } else {
-        let r = arrow::ipc::reader::FileReader::try_new(file, None).map_err(|e| {
-            CoreError::Arrow {
+        let r =
+            arrow::ipc::reader::FileReader::try_new(file, None).map_err(|e| CoreError::Arrow {
                 path: path.to_path_buf(),
                 source: e,
-            }
-        })?;
+            })?;
         Ok(r.schema())
     }
 }
@@ -427,7 +428,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("selection.arrow");
         let (schema, batch) = selection_batch();
-        let mut w = ArtifactWriter::create(&path, ArtifactKind::Selection, schema, &prov()).unwrap();
+        let mut w =
+            ArtifactWriter::create(&path, ArtifactKind::Selection, schema, &prov()).unwrap();
         w.write(&batch).unwrap();
         drop(w);
         assert!(!path.exists());
@@ -440,7 +442,9 @@ mod tests {
         let path = dir.path().join("selection.arrow");
         let (schema, batch) = selection_batch();
         write_artifact(&path, ArtifactKind::Selection, schema, &prov(), &[batch]).unwrap();
-        let e = read_arrow(&path, ArtifactKind::Topology).unwrap_err().to_string();
+        let e = read_arrow(&path, ArtifactKind::Topology)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`selection` artifact"), "{e}");
     }
 
@@ -452,7 +456,10 @@ mod tests {
         let e = ArtifactWriter::create(&path, ArtifactKind::Selection, schema, &prov())
             .unwrap_err()
             .to_string();
-        assert!(e.contains("`position` has type int64, expected int32"), "{e}");
+        assert!(
+            e.contains("`position` has type int64, expected int32"),
+            "{e}"
+        );
         assert!(!path.exists());
     }
 }

@@ -298,8 +298,7 @@ impl Manifest {
         let manifest = if overrides.is_empty() {
             manifest
         } else {
-            let mut value: Value =
-                serde_norway::from_str(text).map_err(|e| yaml_err(path, &e))?;
+            let mut value: Value = serde_norway::from_str(text).map_err(|e| yaml_err(path, &e))?;
             for expr in overrides {
                 apply_override(&mut value, expr)?;
             }
@@ -336,7 +335,7 @@ impl Manifest {
         if self.model.input_size == 0 {
             return Err(bad("`model.input_size` must be at least 1".into()));
         }
-        if self.model.preprocess.std.iter().any(|&v| v == 0.0) {
+        if self.model.preprocess.std.contains(&0.0) {
             return Err(bad("`model.preprocess.std` must not contain 0".into()));
         }
         if self.sweep.cuts.is_empty() || self.sweep.channels.is_empty() {

@@ -114,8 +114,9 @@ impl ArtifactKind {
     /// The parsed schema of this kind. The YAML is compiled in, so a malformed schema file is a
     /// build defect; it is still reported as an error rather than a panic.
     pub fn schema(self) -> Result<&'static ArtifactSchema> {
-        static CACHE: OnceLock<BTreeMap<ArtifactKind, std::result::Result<ArtifactSchema, String>>> =
-            OnceLock::new();
+        static CACHE: OnceLock<
+            BTreeMap<ArtifactKind, std::result::Result<ArtifactSchema, String>>,
+        > = OnceLock::new();
         let cache = CACHE.get_or_init(|| {
             ArtifactKind::ALL
                 .into_iter()
@@ -271,7 +272,10 @@ mod tests {
             "{msg}"
         );
         let schema = Schema::new(vec![Field::new("channel", DataType::Int32, false)]);
-        let msg = spec.check(Path::new("x.arrow"), &schema).unwrap_err().to_string();
+        let msg = spec
+            .check(Path::new("x.arrow"), &schema)
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("missing field `position`"), "{msg}");
     }
 

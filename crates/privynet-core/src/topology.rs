@@ -39,7 +39,6 @@ impl Topology {
     }
 }
 
-
 impl Topology {
     /// Reads the one row of a `topology.arrow`.
     pub fn read(path: &Path) -> Result<Self> {
@@ -81,7 +80,11 @@ impl Topology {
 
     /// A short label such as `fire3-d8`.
     pub fn label(&self) -> String {
-        format!("{}-d{}", self.layer.as_deref().unwrap_or(&self.cut).replace('/', "_"), self.channels)
+        format!(
+            "{}-d{}",
+            self.layer.as_deref().unwrap_or(&self.cut).replace('/', "_"),
+            self.channels
+        )
     }
 }
 

@@ -3,9 +3,11 @@
 //! the wide features are exactly the D-channel local network's output, and in CHW layout those
 //! are the first D*H*W values of each row. The prefix property is checked, never assumed.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use arrow::array::{Array, FixedSizeListArray, Float16Array, Float32Array, Int32Array, Int64Array, StringArray};
+use arrow::array::{
+    Array, FixedSizeListArray, Float16Array, Float32Array, Int32Array, Int64Array, StringArray,
+};
 
 use privynet_core::io::{ArtifactWriter, dataset_parts, open_parquet, read_schema};
 use privynet_core::manifest::FeatureDtype;
@@ -20,7 +22,7 @@ pub fn derive(
     wide_selection: &[i64],
     narrow_selection: &[i64],
     narrow: &Topology,
-    output: &PathBuf,
+    output: &Path,
     mut provenance: Provenance,
 ) -> Result<usize, ExtractError> {
     let d = narrow_selection.len();
@@ -51,7 +53,10 @@ pub fn derive(
         format!("{},{},{}", narrow.channels, narrow.height, narrow.width),
     );
     provenance.add_input(wide)?;
-    let dtype = match schema0.field_with_name("features").map(|f| f.data_type().clone()) {
+    let dtype = match schema0
+        .field_with_name("features")
+        .map(|f| f.data_type().clone())
+    {
         Ok(arrow::datatypes::DataType::FixedSizeList(item, _))
             if *item.data_type() == arrow::datatypes::DataType::Float16 =>
         {
@@ -59,7 +64,12 @@ pub fn derive(
         }
         _ => FeatureDtype::Float32,
     };
-    let mut w = ArtifactWriter::create(output, ArtifactKind::Features, features_schema(len, dtype), &provenance)?;
+    let mut w = ArtifactWriter::create(
+        output,
+        ArtifactKind::Features,
+        features_schema(len, dtype),
+        &provenance,
+    )?;
     for part in parts {
         let (_, reader) = open_parquet(&part, ArtifactKind::Features, None, 1024)?;
         for b in reader {
@@ -95,14 +105,25 @@ pub fn derive(
                     values.extend(f.values()[o..o + len].iter().map(|v| v.to_f32()));
                 }
             }
-            let ids = b.column_by_name("id").and_then(|c| c.as_any().downcast_ref::<Int64Array>()).expect("checked");
-            let labels = b.column_by_name("label").and_then(|c| c.as_any().downcast_ref::<Int32Array>()).expect("checked");
-            let splits = b.column_by_name("split").and_then(|c| c.as_any().downcast_ref::<StringArray>()).expect("checked");
+            let ids = b
+                .column_by_name("id")
+                .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+                .expect("checked");
+            let labels = b
+                .column_by_name("label")
+                .and_then(|c| c.as_any().downcast_ref::<Int32Array>())
+                .expect("checked");
+            let splits = b
+                .column_by_name("split")
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                .expect("checked");
             let out = features_batch(
                 w.schema(),
                 ids.values().to_vec(),
                 labels.values().to_vec(),
-                (0..splits.len()).map(|i| splits.value(i).to_string()).collect(),
+                (0..splits.len())
+                    .map(|i| splits.value(i).to_string())
+                    .collect(),
                 values,
                 len,
                 dtype,

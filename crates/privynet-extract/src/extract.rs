@@ -110,7 +110,10 @@ fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> &'a T {
 }
 
 /// Runs the local network over the chosen splits of `images.parquet` and writes `features.parquet`.
-pub fn extract(cfg: &ExtractConfig, mut provenance: Provenance) -> Result<ExtractReport, ExtractError> {
+pub fn extract(
+    cfg: &ExtractConfig,
+    mut provenance: Provenance,
+) -> Result<ExtractReport, ExtractError> {
     let start = Instant::now();
     let mut runner = Runner::open(&cfg.model, crate::FEATURES_OUTPUT, cfg.threads)?;
     let (_, reader) = open_parquet(
@@ -336,7 +339,11 @@ pub fn channel_means(
             .expect("the input buffer should have the batch's shape");
         let y = runner.run(x)?;
         for img in y.outer_iter() {
-            acts.push(img.outer_iter().map(|ch| ch.mean().unwrap_or(0.0)).collect());
+            acts.push(
+                img.outer_iter()
+                    .map(|ch| ch.mean().unwrap_or(0.0))
+                    .collect(),
+            );
         }
     }
     if labels.is_empty() {

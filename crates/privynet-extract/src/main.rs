@@ -91,7 +91,8 @@ fn run(args: Args) -> Result<()> {
     let prov = Provenance::new("extract", &args.manifest.label());
     if let Some(wide) = &args.derive_from {
         let read = |p: &PathBuf| {
-            privynet_core::topology::read_selection(p).with_context(|| format!("reading {}", p.display()))
+            privynet_core::topology::read_selection(p)
+                .with_context(|| format!("reading {}", p.display()))
         };
         let wide_sel = read(args.wide_selection.as_ref().expect("clap requires it"))?;
         let narrow_sel = read(args.selection.as_ref().expect("clap requires it"))?;
@@ -100,19 +101,41 @@ fn run(args: Args) -> Result<()> {
             "derive_from": wide.display().to_string(),
             "channels": narrow_sel.len(),
         }));
-        let rows = privynet_extract::derive::derive(wide, &wide_sel, &narrow_sel, &topo, &args.output, prov)
-            .with_context(|| format!("deriving {} from {}", args.output.display(), wide.display()))?;
-        tracing::info!(rows, "derived {} ({} channels)", args.output.display(), narrow_sel.len());
+        let rows = privynet_extract::derive::derive(
+            wide,
+            &wide_sel,
+            &narrow_sel,
+            &topo,
+            &args.output,
+            prov,
+        )
+        .with_context(|| format!("deriving {} from {}", args.output.display(), wide.display()))?;
+        tracing::info!(
+            rows,
+            "derived {} ({} channels)",
+            args.output.display(),
+            narrow_sel.len()
+        );
         println!("{}", args.output.display());
         return Ok(());
     }
-    let params = manifest.as_ref().map(|m| m.extract.clone()).unwrap_or_default();
+    let params = manifest
+        .as_ref()
+        .map(|m| m.extract.clone())
+        .unwrap_or_default();
     let images = args
         .images
         .clone()
-        .or_else(|| manifest.as_ref().map(|m| m.out_dir().join("images.parquet")))
+        .or_else(|| {
+            manifest
+                .as_ref()
+                .map(|m| m.out_dir().join("images.parquet"))
+        })
         .context("no images: pass --images or --manifest")?;
-    let model = args.model.clone().context("no local network: pass --model local.onnx")?;
+    let model = args
+        .model
+        .clone()
+        .context("no local network: pass --model local.onnx")?;
     let input_size = args
         .input_size
         .or(manifest.as_ref().map(|m| m.model.input_size))
@@ -131,7 +154,9 @@ fn run(args: Args) -> Result<()> {
         None => params.dtype,
     };
     if dtype == FeatureDtype::Float16 {
-        bail!("float16 feature storage is refused: polars reads Float16 Parquet columns only with a cast, and features must open in polars as they are; use float32");
+        bail!(
+            "float16 feature storage is refused: polars reads Float16 Parquet columns only with a cast, and features must open in polars as they are; use float32"
+        );
     }
     let cfg = ExtractConfig {
         images,

@@ -47,7 +47,8 @@ pub fn preprocess_into(
             ResizeMode::Bilinear => {
                 let img = image::RgbImage::from_raw(width, height, pixels.to_vec())
                     .expect("pixels should hold height*width*3 bytes");
-                resized = image::imageops::resize(&img, size, size, FilterType::Triangle).into_raw();
+                resized =
+                    image::imageops::resize(&img, size, size, FilterType::Triangle).into_raw();
                 &resized
             }
         }

@@ -102,7 +102,11 @@ impl Runner {
                 path: path.to_path_buf(),
                 message: format!("ONNX Runtime cannot load it: {e}"),
             })?;
-        let outputs: Vec<String> = session.outputs().iter().map(|o| o.name().to_string()).collect();
+        let outputs: Vec<String> = session
+            .outputs()
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect();
         if !outputs.iter().any(|o| o == output) {
             return Err(ExtractError::Model {
                 path: path.to_path_buf(),
@@ -112,11 +116,19 @@ impl Runner {
                 ),
             });
         }
-        let inputs: Vec<String> = session.inputs().iter().map(|o| o.name().to_string()).collect();
+        let inputs: Vec<String> = session
+            .inputs()
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect();
         let [input] = inputs.as_slice() else {
             return Err(ExtractError::Model {
                 path: path.to_path_buf(),
-                message: format!("expected one input, found {}: {}", inputs.len(), inputs.join(", ")),
+                message: format!(
+                    "expected one input, found {}: {}",
+                    inputs.len(),
+                    inputs.join(", ")
+                ),
             });
         };
         Ok(Self {
@@ -138,7 +150,10 @@ impl Runner {
             .run(ort::inputs![self.input.as_str() => tensor])?;
         let mut out = std::collections::BTreeMap::new();
         for (name, value) in outputs.iter() {
-            out.insert(name.to_string(), value.try_extract_array::<f32>()?.to_owned());
+            out.insert(
+                name.to_string(),
+                value.try_extract_array::<f32>()?.to_owned(),
+            );
         }
         Ok(out)
     }

@@ -43,7 +43,7 @@ pub fn parse_batch(
     first_id: i64,
     name: &str,
 ) -> Result<Vec<Record>, IngestError> {
-    if bytes.len() % RECORD != 0 || bytes.is_empty() {
+    if !bytes.len().is_multiple_of(RECORD) || bytes.is_empty() {
         return Err(IngestError::Truncated {
             path: path.to_path_buf(),
             len: bytes.len() as u64,
@@ -190,9 +190,9 @@ pub fn read(path: &Path) -> Result<Dataset, IngestError> {
     let name = test_file.file_name().unwrap_or_default().to_string_lossy();
     let test = parse_batch(&test_file, &bytes, 50_000, &name)?;
     let names = match find_file(path, "batches.meta.txt") {
-        Some(meta) => parse_meta(
-            &std::fs::read_to_string(&meta).map_err(|e| IngestError::io(&meta, e))?,
-        ),
+        Some(meta) => {
+            parse_meta(&std::fs::read_to_string(&meta).map_err(|e| IngestError::io(&meta, e))?)
+        }
         None => default_names(),
     };
     if names.len() != 10 {

@@ -57,9 +57,7 @@ pub fn read(root: &Path, resize: Option<[u32; 2]>) -> Result<Dataset, IngestErro
                 Some(_) => rgb,
                 None => {
                     match &size {
-                        Some((h, w, first))
-                            if (*h, *w) != (rgb.height(), rgb.width()) =>
-                        {
+                        Some((h, w, first)) if (*h, *w) != (rgb.height(), rgb.width()) => {
                             return Err(IngestError::Dataset {
                                 path: file.clone(),
                                 message: format!(

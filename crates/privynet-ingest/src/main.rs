@@ -90,11 +90,18 @@ fn run(args: Args) -> Result<()> {
             .or(ds.map(|d| d.splits.test))
             .context("no test size: pass --test or --manifest")?,
     };
-    let seed = args.seed.or(manifest.as_ref().map(|m| m.seed)).unwrap_or(42);
+    let seed = args
+        .seed
+        .or(manifest.as_ref().map(|m| m.seed))
+        .unwrap_or(42);
     let output = args
         .output
         .clone()
-        .or_else(|| manifest.as_ref().map(|m| m.out_dir().join("images.parquet")))
+        .or_else(|| {
+            manifest
+                .as_ref()
+                .map(|m| m.out_dir().join("images.parquet"))
+        })
         .context("no output: pass --output or --manifest")?;
 
     let start = Instant::now();

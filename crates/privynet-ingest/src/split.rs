@@ -45,12 +45,7 @@ pub fn quotas(counts: &[usize], n: usize) -> Vec<usize> {
 }
 
 /// Draws `sizes.len()` disjoint stratified subsets from `pool`, in order; returns them sorted by id.
-fn draw(
-    pool: Vec<Record>,
-    classes: usize,
-    sizes: &[usize],
-    seed: u64,
-) -> Vec<Vec<Record>> {
+fn draw(pool: Vec<Record>, classes: usize, sizes: &[usize], seed: u64) -> Vec<Vec<Record>> {
     let mut by_class: Vec<Vec<Record>> = vec![Vec::new(); classes];
     for r in pool {
         by_class[r.label as usize].push(r);
@@ -71,7 +66,8 @@ fn draw(
     let mut out: Vec<Vec<Record>> = vec![Vec::new(); sizes.len()];
     for (c, mut members) in by_class.into_iter().enumerate() {
         // One stream per class, so a class's draw does not depend on the other classes.
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(c as u64 + 1)));
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(c as u64 + 1)));
         members.shuffle(&mut rng);
         let mut it = members.into_iter();
         for (s, quota) in per_split.iter().enumerate() {
@@ -105,7 +101,12 @@ pub fn split(data: Dataset, sizes: SplitSizes, seed: u64) -> Result<Splits, Inge
                     test_pool.len()
                 )));
             }
-            let mut a = draw(data.train_pool, classes, &[sizes.attacker, sizes.train], seed);
+            let mut a = draw(
+                data.train_pool,
+                classes,
+                &[sizes.attacker, sizes.train],
+                seed,
+            );
             let mut t = draw(test_pool, classes, &[sizes.test], seed.wrapping_add(1));
             let train = a.pop().expect("two splits were drawn");
             let attacker = a.pop().expect("two splits were drawn");

@@ -3,7 +3,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{FixedSizeListArray, Int32Array, Int64Array, RecordBatch, StringArray, UInt8Array};
+use arrow::array::{
+    FixedSizeListArray, Int32Array, Int64Array, RecordBatch, StringArray, UInt8Array,
+};
 use arrow::datatypes::{DataType, Field, Schema};
 
 use privynet_core::io::ArtifactWriter;
@@ -83,9 +85,13 @@ fn batch(
         .map_err(|e| IngestError::Split(format!("building the pixel column: {e}")))?;
     let columns: Vec<arrow::array::ArrayRef> = vec![
         Arc::new(Int64Array::from_iter_values(records.iter().map(|r| r.id))),
-        Arc::new(Int32Array::from_iter_values(records.iter().map(|r| r.label))),
+        Arc::new(Int32Array::from_iter_values(
+            records.iter().map(|r| r.label),
+        )),
         Arc::new(StringArray::from_iter_values(
-            records.iter().map(|r| class_names[r.label as usize].as_str()),
+            records
+                .iter()
+                .map(|r| class_names[r.label as usize].as_str()),
         )),
         Arc::new(StringArray::from_iter_values(std::iter::repeat_n(split, n))),
         Arc::new(StringArray::from_iter_values(

@@ -73,17 +73,10 @@ fn op_err(n: &NodeProto, message: impl Into<String>) -> SliceError {
     }
 }
 
-/// Spatial output size of a windowed op (conv or pool) along one axis.
-fn window_out(
-    n: &NodeProto,
-    size: i64,
-    k: i64,
-    s: i64,
-    d: i64,
-    pad_begin: i64,
-    pad_end: i64,
-    ceil: bool,
-) -> Result<i64, SliceError> {
+/// Spatial output size of a windowed op (conv or pool) along one axis; `w` is
+/// `[kernel, stride, dilation, pad_begin, pad_end]`.
+fn window_out(n: &NodeProto, size: i64, w: [i64; 5], ceil: bool) -> Result<i64, SliceError> {
+    let [k, s, d, pad_begin, pad_end] = w;
     let auto = attr(n, "auto_pad")
         .map(|a| String::from_utf8_lossy(&a.s).into_owned())
         .unwrap_or_default();
@@ -96,7 +89,10 @@ fn window_out(
             if span < 0 {
                 return Err(op_err(
                     n,
-                    format!("the window ({eff}) is larger than the padded input ({})", size + pad_begin + pad_end),
+                    format!(
+                        "the window ({eff}) is larger than the padded input ({})",
+                        size + pad_begin + pad_end
+                    ),
                 ));
             }
             if ceil {
@@ -112,14 +108,21 @@ fn window_out(
         }
     };
     if out < 1 {
-        return Err(op_err(n, format!("output size {out} for input size {size}")));
+        return Err(op_err(
+            n,
+            format!("output size {out} for input size {size}"),
+        ));
     }
     Ok(out)
 }
 
 /// Analyses the model for square inputs of `input_size`.
 pub fn analyze(model: &Model, input_size: i64) -> Result<Analysis, SliceError> {
-    let graph = model.proto.graph.as_ref().expect("a loaded model has a graph");
+    let graph = model
+        .proto
+        .graph
+        .as_ref()
+        .expect("a loaded model has a graph");
     let inits: HashMap<&str, &onnx_protobuf::TensorProto> = graph
         .initializer
         .iter()
@@ -134,7 +137,10 @@ pub fn analyze(model: &Model, input_size: i64) -> Result<Analysis, SliceError> {
         .and_then(crate::model::dims)
         .and_then(|d| d.get(1).copied().flatten())
         .unwrap_or(3);
-    shapes.insert(model.input.clone(), vec![channels_in, input_size, input_size]);
+    shapes.insert(
+        model.input.clone(),
+        vec![channels_in, input_size, input_size],
+    );
     for (name, t) in &inits {
         shapes.insert((*name).to_string(), t.dims.clone());
     }
@@ -170,11 +176,15 @@ pub fn analyze(model: &Model, input_size: i64) -> Result<Analysis, SliceError> {
                 if w[1] * group != x[0] {
                     return Err(op_err(
                         n,
-                        format!("weights expect {} input channels, got {}", w[1] * group, x[0]),
+                        format!(
+                            "weights expect {} input channels, got {}",
+                            w[1] * group,
+                            x[0]
+                        ),
                     ));
                 }
-                let h = window_out(n, x[1], k[0], s[0], d[0], p[0], p[2], false)?;
-                let wd = window_out(n, x[2], k[1], s[1], d[1], p[1], p[3], false)?;
+                let h = window_out(n, x[1], [k[0], s[0], d[0], p[0], p[2]], false)?;
+                let wd = window_out(n, x[2], [k[1], s[1], d[1], p[1], p[3]], false)?;
                 macs = w[0] * h * wd * w[1] * k[0] * k[1];
                 vec![w[0], h, wd]
             }
@@ -189,8 +199,8 @@ pub fn analyze(model: &Model, input_size: i64) -> Result<Analysis, SliceError> {
                 let d = ints(n, "dilations").unwrap_or_else(|| vec![1, 1]);
                 let p = ints(n, "pads").unwrap_or_else(|| vec![0, 0, 0, 0]);
                 let ceil = int(n, "ceil_mode", 0) == 1;
-                let h = window_out(n, x[1], k[0], s[0], d[0], p[0], p[2], ceil)?;
-                let w = window_out(n, x[2], k[1], s[1], d[1], p[1], p[3], ceil)?;
+                let h = window_out(n, x[1], [k[0], s[0], d[0], p[0], p[2]], ceil)?;
+                let w = window_out(n, x[2], [k[1], s[1], d[1], p[1], p[3]], ceil)?;
                 vec![x[0], h, w]
             }
             "GlobalAveragePool" | "GlobalMaxPool" => {
@@ -217,7 +227,12 @@ pub fn analyze(model: &Model, input_size: i64) -> Result<Analysis, SliceError> {
                 let rank = first.len() as i64 + 1;
                 let axis = if axis < 0 { axis + rank } else { axis };
                 if axis != 1 {
-                    return Err(op_err(n, format!("only concatenation over channels (axis 1) is supported, got axis {axis}")));
+                    return Err(op_err(
+                        n,
+                        format!(
+                            "only concatenation over channels (axis 1) is supported, got axis {axis}"
+                        ),
+                    ));
                 }
                 let mut c = 0;
                 for k in 0..n.input.len() {
@@ -241,7 +256,13 @@ pub fn analyze(model: &Model, input_size: i64) -> Result<Analysis, SliceError> {
                 let trans_b = int(n, "transB", 0) == 1;
                 let (k, m) = if trans_b { (b[1], b[0]) } else { (b[0], b[1]) };
                 if a.iter().product::<i64>() != k {
-                    return Err(op_err(n, format!("input has {} features, weights expect {k}", a.iter().product::<i64>())));
+                    return Err(op_err(
+                        n,
+                        format!(
+                            "input has {} features, weights expect {k}",
+                            a.iter().product::<i64>()
+                        ),
+                    ));
                 }
                 macs = k * m;
                 vec![m]

@@ -93,15 +93,25 @@ fn run(args: Args) -> Result<()> {
     let method = match args.method {
         Some(Method::Random) => SelectionMethod::Random,
         Some(Method::FisherRandom) => SelectionMethod::FisherRandom,
-        None => manifest.as_ref().map_or(SelectionMethod::Random, |m| m.slice.method),
+        None => manifest
+            .as_ref()
+            .map_or(SelectionMethod::Random, |m| m.slice.method),
     };
-    let seed = args.seed.or(manifest.as_ref().map(|m| m.seed)).unwrap_or(42);
-    let slice_params = manifest.as_ref().map(|m| m.slice.clone()).unwrap_or_default();
+    let seed = args
+        .seed
+        .or(manifest.as_ref().map(|m| m.seed))
+        .unwrap_or(42);
+    let slice_params = manifest
+        .as_ref()
+        .map(|m| m.slice.clone())
+        .unwrap_or_default();
 
     let m = model::load(&model_path, input_name.as_deref())
         .with_context(|| format!("loading {}", model_path.display()))?;
     if m.was_fp16 {
-        tracing::info!("fp16 weights upcast to fp32 (exact); the local network computes and outputs fp32");
+        tracing::info!(
+            "fp16 weights upcast to fp32 (exact); the local network computes and outputs fp32"
+        );
     }
     let analysis = analyze::analyze(&m, i64::from(input_size))?;
     let point = analysis.find(&cut)?.clone();
@@ -123,10 +133,24 @@ fn run(args: Args) -> Result<()> {
             let images = args
                 .images
                 .clone()
-                .or_else(|| manifest.as_ref().map(|m| m.out_dir().join("images.parquet")))
+                .or_else(|| {
+                    manifest
+                        .as_ref()
+                        .map(|m| m.out_dir().join("images.parquet"))
+                })
                 .context("fisher-random needs labelled images: pass --images images.parquet")?;
             prov.add_input(&images)?;
-            let scores = fisher(&m, &point, &images, manifest.as_ref().map(|m| m.model.preprocess.clone()).unwrap_or_default(), input_size, slice_params.fisher_images)?;
+            let scores = fisher(
+                &m,
+                &point,
+                &images,
+                manifest
+                    .as_ref()
+                    .map(|m| m.model.preprocess.clone())
+                    .unwrap_or_default(),
+                input_size,
+                slice_params.fisher_images,
+            )?;
             (
                 select::fisher_order(&scores, slice_params.top_fraction, seed),
                 Some(scores),
@@ -195,11 +219,21 @@ fn fisher(
     let path = dir.path().join("full.onnx");
     std::fs::write(&path, surgery::to_bytes(&full)?).context("writing a temporary model")?;
     let (acts, labels) = privynet_extract::extract::channel_means(
-        &path, images, "train", limit, &preprocess, input_size, None,
+        &path,
+        images,
+        "train",
+        limit,
+        &preprocess,
+        input_size,
+        None,
     )
     .with_context(|| format!("scoring channels on {}", images.display()))?;
     let classes = labels.iter().copied().max().unwrap_or(0) as usize + 1;
-    tracing::info!(images = labels.len(), "scored {} channels by Fisher ratio", point.channels);
+    tracing::info!(
+        images = labels.len(),
+        "scored {} channels by Fisher ratio",
+        point.channels
+    );
     Ok(select::fisher_scores(&acts, &labels, classes))
 }
 
@@ -227,7 +261,9 @@ fn list(args: &Args, path: &std::path::Path, input: Option<&str>, input_size: u3
         );
     }
     if let Some((node, op)) = &a.stopped_at {
-        eprintln!("note: listing stops at node `{node}`: op {op} is not supported by the shape and cost inference");
+        eprintln!(
+            "note: listing stops at node `{node}`: op {op} is not supported by the shape and cost inference"
+        );
     }
     if let Some(out) = &args.output {
         let mut prov = Provenance::new("slice", &args.manifest.label());

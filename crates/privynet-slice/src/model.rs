@@ -5,9 +5,9 @@
 use std::path::{Component, Path};
 
 use onnx_protobuf::tensor_proto::{DataLocation, DataType};
-use protobuf::Enum;
 use onnx_protobuf::type_proto::Value as TypeValue;
 use onnx_protobuf::{Message, ModelProto, TensorProto, ValueInfoProto};
+use protobuf::Enum;
 
 use crate::SliceError;
 
@@ -75,7 +75,10 @@ pub fn elem_bytes(data_type: i32) -> u64 {
 
 /// Inlines external tensor data, refusing any location that would read outside the model's folder.
 fn load_external_data(proto: &mut ModelProto, path: &Path, dir: &Path) -> Result<(), SliceError> {
-    let graph = proto.graph.as_mut().expect("checked: the model has a graph");
+    let graph = proto
+        .graph
+        .as_mut()
+        .expect("checked: the model has a graph");
     for t in &mut graph.initializer {
         if t.data_location.enum_value_or_default() != DataLocation::EXTERNAL {
             continue;
@@ -88,13 +91,19 @@ fn load_external_data(proto: &mut ModelProto, path: &Path, dir: &Path) -> Result
         };
         let location = get("location").ok_or_else(|| SliceError::Model {
             path: path.to_path_buf(),
-            message: format!("initializer `{}` has external data without a location", t.name),
+            message: format!(
+                "initializer `{}` has external data without a location",
+                t.name
+            ),
         })?;
         let rel = Path::new(&location);
         let escapes = rel.is_absolute()
-            || rel
-                .components()
-                .any(|c| matches!(c, Component::ParentDir | Component::RootDir | Component::Prefix(_)));
+            || rel.components().any(|c| {
+                matches!(
+                    c,
+                    Component::ParentDir | Component::RootDir | Component::Prefix(_)
+                )
+            });
         if escapes {
             return Err(SliceError::Model {
                 path: path.to_path_buf(),
@@ -168,7 +177,10 @@ pub fn tensor_f32(t: &TensorProto) -> Option<Vec<f32>> {
 /// Upcasts fp16 initializers and fp16 inputs, outputs and value infos to fp32. fp16 to fp32 is
 /// exact, so the local network computes with the very weights the model holds, in fp32.
 fn upcast_fp16(proto: &mut ModelProto) -> bool {
-    let graph = proto.graph.as_mut().expect("checked: the model has a graph");
+    let graph = proto
+        .graph
+        .as_mut()
+        .expect("checked: the model has a graph");
     let mut any = false;
     for t in &mut graph.initializer {
         if t.data_type == DataType::FLOAT16 as i32 {
@@ -219,7 +231,10 @@ fn find_image_input(
     path: &Path,
     wanted: Option<&str>,
 ) -> Result<String, SliceError> {
-    let graph = proto.graph.as_ref().expect("checked: the model has a graph");
+    let graph = proto
+        .graph
+        .as_ref()
+        .expect("checked: the model has a graph");
     let inits: std::collections::HashSet<&str> =
         graph.initializer.iter().map(|t| t.name.as_str()).collect();
     let candidates: Vec<&ValueInfoProto> = graph

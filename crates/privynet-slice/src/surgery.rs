@@ -49,7 +49,11 @@ fn tensor_value_info(name: &str, dims: Vec<Dimension>) -> ValueInfoProto {
 
 /// Builds the local network: the model up to `cut`, then the channels in `selection` (in that
 /// order) as the output `features` of shape [N, D, H, W].
-pub fn local_network(model: &Model, cut: &str, selection: &[i64]) -> Result<ModelProto, SliceError> {
+pub fn local_network(
+    model: &Model,
+    cut: &str,
+    selection: &[i64],
+) -> Result<ModelProto, SliceError> {
     if selection.is_empty() {
         return Err(SliceError::Selection("the selection is empty".into()));
     }
@@ -91,7 +95,12 @@ pub fn local_network(model: &Model, cut: &str, selection: &[i64]) -> Result<Mode
         .unwrap_or(3);
     let image = tensor_value_info(
         &model.input,
-        vec![dim_param("N"), dim_value(channels), dim_param("H"), dim_param("W")],
+        vec![
+            dim_param("N"),
+            dim_value(channels),
+            dim_param("H"),
+            dim_param("W"),
+        ],
     );
     // IR < 4 requires every initializer to be listed among the graph inputs too.
     let mut inputs = vec![image];

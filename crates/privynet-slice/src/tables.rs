@@ -42,10 +42,18 @@ pub fn write_cut_points(
     let b = batch(
         &schema,
         vec![
-            Arc::new(Int32Array::from_iter_values(points.iter().map(|p| p.index as i32))),
-            Arc::new(StringArray::from_iter_values(points.iter().map(|p| p.name.as_str()))),
-            Arc::new(StringArray::from_iter(points.iter().map(|p| p.layer.as_deref()))),
-            Arc::new(StringArray::from_iter_values(points.iter().map(|p| p.op.as_str()))),
+            Arc::new(Int32Array::from_iter_values(
+                points.iter().map(|p| p.index as i32),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                points.iter().map(|p| p.name.as_str()),
+            )),
+            Arc::new(StringArray::from_iter(
+                points.iter().map(|p| p.layer.as_deref()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                points.iter().map(|p| p.op.as_str()),
+            )),
             i64s(|p| p.channels),
             i64s(|p| p.height),
             i64s(|p| p.width),
@@ -78,7 +86,11 @@ pub fn topology(p: &CutPoint, input_size: i64, d: i64, method: &str) -> Topology
 }
 
 /// Writes `topology.arrow` (one row).
-pub fn write_topology(path: &Path, t: &Topology, provenance: &Provenance) -> Result<(), SliceError> {
+pub fn write_topology(
+    path: &Path,
+    t: &Topology,
+    provenance: &Provenance,
+) -> Result<(), SliceError> {
     let schema = Schema::new(vec![
         Field::new("cut", DataType::Utf8, false),
         Field::new("layer", DataType::Utf8, true),
@@ -135,7 +147,9 @@ pub fn write_selection(
         &schema,
         vec![
             Arc::new(Int32Array::from_iter_values(0..s.channels.len() as i32)),
-            Arc::new(Int32Array::from_iter_values(s.channels.iter().map(|&c| c as i32))),
+            Arc::new(Int32Array::from_iter_values(
+                s.channels.iter().map(|&c| c as i32),
+            )),
             Arc::new(Float64Array::from(scores)),
         ],
     );

@@ -30,7 +30,9 @@ fn full_with_all_cuts(dir: &std::path::Path, cuts: &[String]) -> std::path::Path
 fn image(seed: u64, size: usize) -> Array4<f32> {
     let mut s = seed;
     Array4::from_shape_fn((2, 3, size, size), |_| {
-        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((s >> 33) % 256) as f32
     })
 }
@@ -42,7 +44,10 @@ fn totals_and_friendly_names() {
     assert_eq!(m.input, "data_0");
     let a = analyze::analyze(&m, 32).unwrap();
     let last = a.points.last().unwrap();
-    assert_eq!(last.params, 1_235_496, "SqueezeNet 1.1 has 1,235,496 parameters");
+    assert_eq!(
+        last.params, 1_235_496,
+        "SqueezeNet 1.1 has 1,235,496 parameters"
+    );
     assert_eq!(last.weight_bytes, 2 * 1_235_496, "stored as fp16");
     let shape = |n: &str| {
         let p = a.find(n).unwrap();
@@ -71,11 +76,17 @@ fn every_cut_matches_the_full_model() {
         let reference = full_runner.run_all(x.view()).unwrap();
         for (k, p) in a.points.iter().enumerate() {
             let d = 1 + (k * 7) % p.channels as usize;
-            let sel = select::take(&select::random_order(p.channels as usize, k as u64), d, &p.name).unwrap();
+            let sel = select::take(
+                &select::random_order(p.channels as usize, k as u64),
+                d,
+                &p.name,
+            )
+            .unwrap();
             let local = surgery::local_network(&m, &p.name, &sel).unwrap();
             let path = dir.path().join("local.onnx");
             std::fs::write(&path, surgery::to_bytes(&local).unwrap()).unwrap();
-            let mut r = privynet_extract::runtime::Runner::open(&path, "features", Some(2)).unwrap();
+            let mut r =
+                privynet_extract::runtime::Runner::open(&path, "features", Some(2)).unwrap();
             let y = r.run(x.view()).unwrap();
             assert_eq!(
                 y.shape(),

@@ -37,14 +37,22 @@ fn tiny_model_shapes_costs_and_values() {
     let mut runner = privynet_extract::runtime::Runner::open(&lp, "features", Some(1)).unwrap();
     let x: Vec<f32> = (0..2 * 36).map(|i| ((i * 37 % 11) as f32) - 5.0).collect();
     let y = runner
-        .run(Array4::from_shape_vec((1, 2, 6, 6), x.clone()).unwrap().view())
+        .run(
+            Array4::from_shape_vec((1, 2, 6, 6), x.clone())
+                .unwrap()
+                .view(),
+        )
         .unwrap();
     assert_eq!(y.shape(), &[1, 2, 6, 6]);
     let want = tiny_r1(&x, 6, 6);
     for (pos, ch) in [2usize, 0].iter().enumerate() {
         for p in 0..36 {
             let got = y[[0, pos, p / 6, p % 6]];
-            assert!((got - want[ch * 36 + p]).abs() < 1e-5, "channel {ch} pixel {p}: {got} vs {}", want[ch * 36 + p]);
+            assert!(
+                (got - want[ch * 36 + p]).abs() < 1e-5,
+                "channel {ch} pixel {p}: {got} vs {}",
+                want[ch * 36 + p]
+            );
         }
     }
 }
@@ -55,7 +63,10 @@ fn not_onnx_unknown_cut_and_bad_d() {
     let junk = dir.path().join("junk.onnx");
     std::fs::write(&junk, b"this is not a protobuf \xff\xff\xff").unwrap();
     let e = model::load(&junk, None).unwrap_err().to_string();
-    assert!(e.contains("junk.onnx") && e.contains("not an ONNX model"), "{e}");
+    assert!(
+        e.contains("junk.onnx") && e.contains("not an ONNX model"),
+        "{e}"
+    );
 
     let path = save(dir.path(), &tiny_model());
     let m = model::load(&path, None).unwrap();
@@ -83,12 +94,22 @@ fn external_data_outside_the_model_folder_is_refused() {
     t.external_data = vec![loc];
     let path = save(dir.path(), &m);
     let e = model::load(&path, None).unwrap_err().to_string();
-    assert!(e.contains("outside the model's folder") && e.contains("../../etc/passwd"), "{e}");
+    assert!(
+        e.contains("outside the model's folder") && e.contains("../../etc/passwd"),
+        "{e}"
+    );
 
     // Inside the folder it is read.
     let t = &mut m.graph.as_mut().unwrap().initializer[1];
     t.external_data[0].value = "b.bin".into();
-    std::fs::write(dir.path().join("b.bin"), [0.5f32, -0.5, 0.0].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>()).unwrap();
+    std::fs::write(
+        dir.path().join("b.bin"),
+        [0.5f32, -0.5, 0.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
     let path = save(dir.path(), &m);
     let loaded = model::load(&path, None).unwrap();
     assert_eq!(loaded.proto.graph.initializer[1].raw_data.len(), 12);

@@ -243,9 +243,18 @@ pub fn build(manifest_path: &Path, overrides: &[String]) -> Result<Dag, RunError
             ]);
             (
                 vec![
-                    Input { path: images.clone(), kind: Some(ArtifactKind::Images) },
-                    Input { path: dir.join("local.onnx"), kind: None },
-                    Input { path: dir.join("topology.arrow"), kind: Some(ArtifactKind::Topology) },
+                    Input {
+                        path: images.clone(),
+                        kind: Some(ArtifactKind::Images),
+                    },
+                    Input {
+                        path: dir.join("local.onnx"),
+                        kind: None,
+                    },
+                    Input {
+                        path: dir.join("topology.arrow"),
+                        kind: Some(ArtifactKind::Topology),
+                    },
                 ],
                 BTreeMap::from([
                     ("model.preprocess".into(), v(&m.model.preprocess)),
@@ -269,10 +278,22 @@ pub fn build(manifest_path: &Path, overrides: &[String]) -> Result<Dag, RunError
             ]);
             (
                 vec![
-                    Input { path: wdir.join("features.parquet"), kind: Some(ArtifactKind::Features) },
-                    Input { path: wdir.join("selection.arrow"), kind: Some(ArtifactKind::Selection) },
-                    Input { path: dir.join("selection.arrow"), kind: Some(ArtifactKind::Selection) },
-                    Input { path: dir.join("topology.arrow"), kind: Some(ArtifactKind::Topology) },
+                    Input {
+                        path: wdir.join("features.parquet"),
+                        kind: Some(ArtifactKind::Features),
+                    },
+                    Input {
+                        path: wdir.join("selection.arrow"),
+                        kind: Some(ArtifactKind::Selection),
+                    },
+                    Input {
+                        path: dir.join("selection.arrow"),
+                        kind: Some(ArtifactKind::Selection),
+                    },
+                    Input {
+                        path: dir.join("topology.arrow"),
+                        kind: Some(ArtifactKind::Topology),
+                    },
                 ],
                 BTreeMap::new(),
                 vec![],
@@ -292,7 +313,10 @@ pub fn build(manifest_path: &Path, overrides: &[String]) -> Result<Dag, RunError
     for n in &mut nodes {
         n.params = flatten(std::mem::take(&mut n.params));
     }
-    let mut dag = Dag { nodes, out_dir: out };
+    let mut dag = Dag {
+        nodes,
+        out_dir: out,
+    };
     dag.link()?;
     dag.check_zones()?;
     Ok(dag)
@@ -354,7 +378,11 @@ impl Dag {
                             "node `{}` reads {}, which no node produces and which does not exist (a dangling input{})",
                             self.nodes[i].id,
                             inp.path.display(),
-                            if self.nodes[i].stage == Stage::Ingest { "; run `make data`" } else { "" }
+                            if self.nodes[i].stage == Stage::Ingest {
+                                "; run `make data`"
+                            } else {
+                                ""
+                            }
                         )));
                     }
                 }
@@ -460,14 +488,22 @@ impl Dag {
 mod tests {
     use super::*;
 
-    fn node(id: &str, stage: Stage, inputs: &[(&str, Option<ArtifactKind>)], outputs: &[&str]) -> Node {
+    fn node(
+        id: &str,
+        stage: Stage,
+        inputs: &[(&str, Option<ArtifactKind>)],
+        outputs: &[&str],
+    ) -> Node {
         Node {
             id: id.into(),
             stage,
             topology: None,
             inputs: inputs
                 .iter()
-                .map(|(p, k)| Input { path: PathBuf::from(p), kind: *k })
+                .map(|(p, k)| Input {
+                    path: PathBuf::from(p),
+                    kind: *k,
+                })
                 .collect(),
             outputs: outputs.iter().map(PathBuf::from).collect(),
             params: BTreeMap::new(),
@@ -480,22 +516,43 @@ mod tests {
     fn cycle_is_named() {
         let mut dag = Dag {
             nodes: vec![
-                node("a", Stage::Slice, &[("/nonexistent/b.out", None)], &["/nonexistent/a.out"]),
-                node("b", Stage::Slice, &[("/nonexistent/a.out", None)], &["/nonexistent/b.out"]),
+                node(
+                    "a",
+                    Stage::Slice,
+                    &[("/nonexistent/b.out", None)],
+                    &["/nonexistent/a.out"],
+                ),
+                node(
+                    "b",
+                    Stage::Slice,
+                    &[("/nonexistent/a.out", None)],
+                    &["/nonexistent/b.out"],
+                ),
             ],
             out_dir: PathBuf::from("x"),
         };
         let e = dag.link().unwrap_err().to_string();
-        assert!(e.contains("cycle") && e.contains("a -> b -> a") || e.contains("b -> a -> b"), "{e}");
+        assert!(
+            e.contains("cycle") && e.contains("a -> b -> a") || e.contains("b -> a -> b"),
+            "{e}"
+        );
     }
 
     #[test]
     fn dangling_input_is_named() {
         let mut dag = Dag {
-            nodes: vec![node("a", Stage::Slice, &[("/nonexistent/zzz", None)], &["/nonexistent/a.out"])],
+            nodes: vec![node(
+                "a",
+                Stage::Slice,
+                &[("/nonexistent/zzz", None)],
+                &["/nonexistent/a.out"],
+            )],
             out_dir: PathBuf::from("x"),
         };
         let e = dag.link().unwrap_err().to_string();
-        assert!(e.contains("dangling") && e.contains("/nonexistent/zzz"), "{e}");
+        assert!(
+            e.contains("dangling") && e.contains("/nonexistent/zzz"),
+            "{e}"
+        );
     }
 }

@@ -63,7 +63,10 @@ pub fn decide(dag: &Dag, lock: &mut LockFile, i: usize, bin: &Path) -> Result<De
     };
     let bin_hash = lock.hash(bin)?.unwrap_or_default();
     if rec.binary != bin_hash {
-        return Ok(Decision::Run(format!("binary {} changed", n.stage.binary())));
+        return Ok(Decision::Run(format!(
+            "binary {} changed",
+            n.stage.binary()
+        )));
     }
     for (k, v) in &n.params {
         if rec.params.get(k) != Some(v) {
@@ -88,7 +91,9 @@ pub fn decide(dag: &Dag, lock: &mut LockFile, i: usize, bin: &Path) -> Result<De
         match lock.hash(out)? {
             None => return Ok(Decision::Run(format!("output {key} missing"))),
             Some(h) if rec.outputs.get(&key) != Some(&h) => {
-                return Ok(Decision::Run(format!("output {key} changed since it was written")));
+                return Ok(Decision::Run(format!(
+                    "output {key} changed since it was written"
+                )));
             }
             Some(_) => {}
         }
@@ -124,7 +129,9 @@ pub fn command_line(dag: &Dag, i: usize, bin_dir: &Path) -> String {
     let n = &dag.nodes[i];
     let mut parts = vec![bin_dir.join(n.stage.binary()).display().to_string()];
     parts.extend(n.args.iter().map(|a| {
-        if a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=,:".contains(c)) {
+        if a.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=,:".contains(c))
+        {
             a.clone()
         } else {
             format!("'{}'", a.replace('\'', "'\\''"))
@@ -162,9 +169,9 @@ pub fn run(dag: &Dag, opts: &RunOptions) -> Result<BTreeMap<usize, Outcome>, Run
                 continue;
             }
             let deps = &dag.nodes[i].deps;
-            let pending_dep = deps.iter().any(|d| {
-                considered.contains(d) && !outcomes.contains_key(d)
-            });
+            let pending_dep = deps
+                .iter()
+                .any(|d| considered.contains(d) && !outcomes.contains_key(d));
             if pending_dep {
                 continue;
             }
@@ -192,7 +199,13 @@ pub fn run(dag: &Dag, opts: &RunOptions) -> Result<BTreeMap<usize, Outcome>, Run
             match decision {
                 Decision::UpToDate => {
                     println!("  skipped  {:<28} (up to date)", dag.nodes[i].id);
-                    event(&dag.out_dir, &dag.nodes[i].id, "skipped", "up to date", None);
+                    event(
+                        &dag.out_dir,
+                        &dag.nodes[i].id,
+                        "skipped",
+                        "up to date",
+                        None,
+                    );
                     outcomes.insert(i, Outcome::Skipped);
                 }
                 Decision::Run(reason) => {
@@ -202,7 +215,10 @@ pub fn run(dag: &Dag, opts: &RunOptions) -> Result<BTreeMap<usize, Outcome>, Run
                     running.insert(i);
                     let tx = tx.clone();
                     let args = dag.nodes[i].args.clone();
-                    let log = dag.out_dir.join("logs").join(format!("{}.log", log_name(&dag.nodes[i].id)));
+                    let log = dag
+                        .out_dir
+                        .join("logs")
+                        .join(format!("{}.log", log_name(&dag.nodes[i].id)));
                     std::thread::spawn(move || {
                         let t = Instant::now();
                         let res = run_process(&bin, &args, &log);
@@ -255,7 +271,10 @@ pub fn run(dag: &Dag, opts: &RunOptions) -> Result<BTreeMap<usize, Outcome>, Run
             }
             Err(message) => {
                 println!("  FAILED   {:<28} {message}", n.id);
-                println!("           rerun by hand: {}", command_line(dag, i, &opts.bin_dir));
+                println!(
+                    "           rerun by hand: {}",
+                    command_line(dag, i, &opts.bin_dir)
+                );
                 event(&dag.out_dir, &n.id, "failed", &message, None);
                 outcomes.insert(i, Outcome::Failed { message });
             }
@@ -274,7 +293,8 @@ pub fn run(dag: &Dag, opts: &RunOptions) -> Result<BTreeMap<usize, Outcome>, Run
 }
 
 fn run_process(bin: &Path, args: &[String], log: &Path) -> Result<(), String> {
-    let file = std::fs::File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+    let file =
+        std::fs::File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
     let err = file.try_clone().map_err(|e| e.to_string())?;
     let status = Command::new(bin)
         .args(args)
@@ -292,7 +312,10 @@ fn run_process(bin: &Path, args: &[String], log: &Path) -> Result<(), String> {
         Err(format!(
             "exited with {status}; log {}:\n{}",
             log.display(),
-            tail.iter().map(|l| format!("           | {l}")).collect::<Vec<_>>().join("\n")
+            tail.iter()
+                .map(|l| format!("           | {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
         ))
     }
 }

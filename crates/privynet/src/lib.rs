@@ -12,7 +12,9 @@ pub mod show;
 pub enum RunError {
     #[error("{0}")]
     Dag(String),
-    #[error("stage binary `{name}` not found at {path} (build it with `cargo build --release --workspace`, or `make build`)")]
+    #[error(
+        "stage binary `{name}` not found at {path} (build it with `cargo build --release --workspace`, or `make build`)"
+    )]
     MissingBinary { name: String, path: String },
     #[error(transparent)]
     Core(#[from] privynet_core::CoreError),

@@ -83,7 +83,9 @@ fn stage_arg(name: &str) -> Result<Stage> {
         return Ok(s);
     }
     if Stage::NOT_YET.contains(&name) {
-        bail!("stage `{name}` is not part of the toolkit yet; available stages: ingest, slice, extract");
+        bail!(
+            "stage `{name}` is not part of the toolkit yet; available stages: ingest, slice, extract"
+        );
     }
     bail!("no stage named `{name}`; stages: ingest, slice, extract");
 }
@@ -111,15 +113,24 @@ fn run(cli: Cli) -> Result<i32> {
                 (Some(s), _) => {
                     let nodes = dag.select(stage_arg(s)?, topology.as_deref());
                     if nodes.is_empty() {
-                        bail!("no `{s}` node{}", topology.map(|t| format!(" for topology `{t}`")).unwrap_or_default());
+                        bail!(
+                            "no `{s}` node{}",
+                            topology
+                                .map(|t| format!(" for topology `{t}`"))
+                                .unwrap_or_default()
+                        );
                     }
                     Some(nodes.into_iter().collect())
                 }
-                (None, Some(u)) => Some(dag.closure(&dag.select(stage_arg(u)?, topology.as_deref()))),
+                (None, Some(u)) => {
+                    Some(dag.closure(&dag.select(stage_arg(u)?, topology.as_deref())))
+                }
                 (None, None) => None,
             };
             let forced: HashSet<usize> = if force {
-                selected.clone().unwrap_or_else(|| (0..dag.nodes.len()).collect())
+                selected
+                    .clone()
+                    .unwrap_or_else(|| (0..dag.nodes.len()).collect())
             } else {
                 HashSet::new()
             };
@@ -130,7 +141,11 @@ fn run(cli: Cli) -> Result<i32> {
                 jobs: jobs.unwrap_or((cores / 2).max(1)),
                 bin_dir: bin_dir()?,
             };
-            println!("pipeline {} -> {}", manifest.display(), dag.out_dir.display());
+            println!(
+                "pipeline {} -> {}",
+                manifest.display(),
+                dag.out_dir.display()
+            );
             let outcomes = exec::run(&dag, &opts)?;
             let count = |f: fn(&Outcome) -> bool| outcomes.values().filter(|o| f(o)).count();
             let failed = count(|o| matches!(o, Outcome::Failed { .. } | Outcome::Blocked { .. }));
@@ -168,7 +183,8 @@ fn run(cli: Cli) -> Result<i32> {
 }
 
 fn status(manifest: &Path, set: &[String]) -> Result<i32> {
-    let dag = dag::build(manifest, set).with_context(|| format!("planning {}", manifest.display()))?;
+    let dag =
+        dag::build(manifest, set).with_context(|| format!("planning {}", manifest.display()))?;
     let mut lock = LockFile::load(&dag.out_dir)?;
     let bins = bin_dir()?;
     let mut stale: HashSet<usize> = HashSet::new();
@@ -177,7 +193,10 @@ fn status(manifest: &Path, set: &[String]) -> Result<i32> {
         let upstream = n.deps.iter().find(|d| stale.contains(d));
         let line = if let Some(d) = upstream {
             stale.insert(i);
-            format!("stale    {:<28} (upstream {} will rerun)", n.id, dag.nodes[*d].id)
+            format!(
+                "stale    {:<28} (upstream {} will rerun)",
+                n.id, dag.nodes[*d].id
+            )
         } else {
             let bin = exec::binary(&bins, n.stage.binary())?;
             match exec::decide(&dag, &mut lock, i, &bin)? {

@@ -30,14 +30,21 @@ fn first_rows(path: &Path, n: usize) -> Result<Vec<RecordBatch>, RunError> {
             .collect::<Result<_, _>>()
             .map_err(|e| err(e.to_string()))?
     };
-    Ok(batches.into_iter().map(|b| b.slice(0, n.min(b.num_rows()))).collect())
+    Ok(batches
+        .into_iter()
+        .map(|b| b.slice(0, n.min(b.num_rows())))
+        .collect())
 }
 
 /// Renders an artifact for the terminal.
 pub fn render(path: &Path, rows: usize) -> Result<String, RunError> {
     let schema = privynet_core::io::read_schema(path)?;
     let mut out = String::new();
-    let kind = schema.metadata().get("privynet.kind").cloned().unwrap_or_else(|| "(not a PrivyNet artifact)".into());
+    let kind = schema
+        .metadata()
+        .get("privynet.kind")
+        .cloned()
+        .unwrap_or_else(|| "(not a PrivyNet artifact)".into());
     out.push_str(&format!("{}\nkind: {kind}", path.display()));
     if let Some(k) = privynet_core::ArtifactKind::from_name(&kind) {
         out.push_str(&format!(" (zone: {})", k.zone()?));
@@ -55,10 +62,18 @@ pub fn render(path: &Path, rows: usize) -> Result<String, RunError> {
         ));
     }
     out.push_str("\nprovenance:\n");
-    let mut meta: Vec<_> = schema.metadata().iter().filter(|(k, _)| k.starts_with("privynet.")).collect();
+    let mut meta: Vec<_> = schema
+        .metadata()
+        .iter()
+        .filter(|(k, _)| k.starts_with("privynet."))
+        .collect();
     meta.sort();
     for (k, v) in meta {
-        let v = if v.len() > 200 { format!("{}…", &v[..v.floor_char_boundary(200)]) } else { v.clone() };
+        let v = if v.len() > 200 {
+            format!("{}…", &v[..v.floor_char_boundary(200)])
+        } else {
+            v.clone()
+        };
         out.push_str(&format!("  {k}: {v}\n"));
     }
     // Long list columns would drown the table; show their first values only.
@@ -72,6 +87,8 @@ pub fn render(path: &Path, rows: usize) -> Result<String, RunError> {
         })
         .collect();
     let table = pretty_format_batches(&batches).map_err(|e| RunError::Dag(e.to_string()))?;
-    out.push_str(&format!("\nfirst {rows} rows (long list columns hidden):\n{table}\n"));
+    out.push_str(&format!(
+        "\nfirst {rows} rows (long list columns hidden):\n{table}\n"
+    ));
     Ok(out)
 }

@@ -14,7 +14,9 @@ use onnx_protobuf::{
 
 /// A file under the repository's data/ folder (filled by `make data`).
 pub fn data(rel: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data").join(rel);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../data")
+        .join(rel);
     assert!(p.exists(), "{} is missing: run `make data`", p.display());
     p
 }
@@ -73,14 +75,29 @@ pub fn node(op: &str, inputs: &[&str], output: &str, attrs: Vec<AttributeProto>)
 /// The tiny test CNN: x[N,2,H,W] -> conv3x3 (3 out, pad 1) `c1` -> relu `r1` -> maxpool 2x2
 /// `p1` -> concat(p1, p1) `cat`. Weights are `w[i] = (i % 7 - 3) / 10`, bias `[0.5, -0.5, 0]`.
 pub fn tiny_model() -> ModelProto {
-    let w: Vec<f32> = (0..3 * 2 * 9).map(|i| ((i % 7) as f32 - 3.0) / 10.0).collect();
+    let w: Vec<f32> = (0..3 * 2 * 9)
+        .map(|i| ((i % 7) as f32 - 3.0) / 10.0)
+        .collect();
     let mut g = GraphProto::new();
     g.name = "tiny".into();
-    g.initializer = vec![tensor("w", &[3, 2, 3, 3], &w), tensor("b", &[3], &[0.5, -0.5, 0.0])];
+    g.initializer = vec![
+        tensor("w", &[3, 2, 3, 3], &w),
+        tensor("b", &[3], &[0.5, -0.5, 0.0]),
+    ];
     g.node = vec![
-        node("Conv", &["x", "w", "b"], "c1", vec![ints("kernel_shape", &[3, 3]), ints("pads", &[1, 1, 1, 1])]),
+        node(
+            "Conv",
+            &["x", "w", "b"],
+            "c1",
+            vec![ints("kernel_shape", &[3, 3]), ints("pads", &[1, 1, 1, 1])],
+        ),
         node("Relu", &["c1"], "r1", vec![]),
-        node("MaxPool", &["r1"], "p1", vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])]),
+        node(
+            "MaxPool",
+            &["r1"],
+            "p1",
+            vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])],
+        ),
         {
             let mut n = node("Concat", &["p1", "p1"], "cat", vec![]);
             let mut a = AttributeProto::new();
@@ -104,7 +121,9 @@ pub fn tiny_model() -> ModelProto {
 
 /// The tiny model's `r1` (conv + relu) computed by hand, for input x[2][h][w].
 pub fn tiny_r1(x: &[f32], h: usize, w: usize) -> Vec<f32> {
-    let wt: Vec<f32> = (0..3 * 2 * 9).map(|i| ((i % 7) as f32 - 3.0) / 10.0).collect();
+    let wt: Vec<f32> = (0..3 * 2 * 9)
+        .map(|i| ((i % 7) as f32 - 3.0) / 10.0)
+        .collect();
     let b = [0.5f32, -0.5, 0.0];
     let mut out = vec![0.0; 3 * h * w];
     for o in 0..3 {
@@ -116,7 +135,8 @@ pub fn tiny_r1(x: &[f32], h: usize, w: usize) -> Vec<f32> {
                         for kx in 0..3 {
                             let (iy, ix) = (y as i64 + ky as i64 - 1, xx as i64 + kx as i64 - 1);
                             if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
-                                s += wt[((o * 2 + c) * 3 + ky) * 3 + kx] * x[(c * h + iy as usize) * w + ix as usize];
+                                s += wt[((o * 2 + c) * 3 + ky) * 3 + kx]
+                                    * x[(c * h + iy as usize) * w + ix as usize];
                             }
                         }
                     }
