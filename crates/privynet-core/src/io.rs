@@ -13,7 +13,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use tempfile::NamedTempFile;
 
 use crate::schema::Format;
@@ -153,13 +153,20 @@ impl ArtifactWriter {
                     .iter()
                     .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
                     .collect();
-                let props = WriterProperties::builder()
+                let mut props = WriterProperties::builder()
                     .set_compression(Compression::ZSTD(
-                        ZstdLevel::try_new(3).expect("zstd level 3 should be valid"),
+                        ZstdLevel::try_new(1).expect("zstd level 1 should be valid"),
                     ))
                     .set_max_row_group_row_count(Some(4096))
-                    .set_key_value_metadata(Some(kv))
-                    .build();
+                    .set_key_value_metadata(Some(kv));
+                if kind == ArtifactKind::Features {
+                    // Float activations almost never repeat: dictionary encoding and per-page
+                    // statistics cost most of the write time and save nothing.
+                    props = props
+                        .set_dictionary_enabled(false)
+                        .set_statistics_enabled(EnabledStatistics::None);
+                }
+                let props = props.build();
                 Inner::Parquet(
                     ArrowWriter::try_new(tmp, schema.clone(), Some(props)).map_err(|e| {
                         CoreError::Parquet {

@@ -1,0 +1,211 @@
+//! `privynet-bench`: measures the extract stage against ONNX Runtime's own throughput on the
+//! same batches (the ceiling), and the extract stage's peak memory for 10,000 and 60,000 images.
+//! Prints a table; run it with `make bench` after `make build data`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use arrow::array::{Array, FixedSizeListArray, UInt8Array};
+use ndarray::ArrayView4;
+
+use privynet_core::ArtifactKind;
+use privynet_core::manifest::{ChannelOrder, Preprocess, ResizeMode};
+use privynet_extract::preprocess::preprocess_into;
+use privynet_extract::runtime::Runner;
+
+const BATCH: usize = 128;
+
+fn root() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+fn bin(name: &str) -> Result<PathBuf> {
+    let p = root().join("target/release").join(name);
+    if !p.is_file() {
+        bail!("{} is not built; run `make build`", p.display());
+    }
+    Ok(p)
+}
+
+/// Runs a command, polling its peak RSS (VmHWM) from /proc; returns (seconds, peak MiB).
+fn timed(cmd: &mut Command) -> Result<(f64, f64)> {
+    let t = Instant::now();
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?;
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak_kb = 0u64;
+    let status = loop {
+        if let Ok(s) = std::fs::read_to_string(&status_path)
+            && let Some(line) = s.lines().find(|l| l.starts_with("VmHWM:"))
+        {
+            let kb: u64 = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            peak_kb = peak_kb.max(kb);
+        }
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    if !status.success() {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut err);
+        }
+        bail!("{cmd:?} failed: {err}");
+    }
+    Ok((t.elapsed().as_secs_f64(), peak_kb as f64 / 1024.0))
+}
+
+fn preprocess() -> Preprocess {
+    Preprocess {
+        resize: ResizeMode::Bilinear,
+        channel_order: ChannelOrder::Bgr,
+        scale: 1.0,
+        mean: [0.0; 3],
+        std: [1.0; 3],
+    }
+}
+
+/// ONNX Runtime alone on the same preprocessed batches, no I/O: the ceiling.
+fn ceiling(model: &Path, images: &Path, size: u32, n: usize) -> Result<f64> {
+    let batches =
+        privynet_core::io::open_parquet(images, ArtifactKind::Images, Some(&["pixels"]), BATCH)?.1;
+    let per = 3 * (size * size) as usize;
+    let mut inputs: Vec<Vec<f32>> = Vec::new();
+    let mut count = 0;
+    for b in batches {
+        let b = b?;
+        let px = b
+            .column(0)
+            .as_any()
+            .downcast_ref::<FixedSizeListArray>()
+            .context("pixels")?;
+        let mut buf = vec![0f32; b.num_rows() * per];
+        for r in 0..b.num_rows() {
+            let v = px.value(r);
+            let v = v.as_any().downcast_ref::<UInt8Array>().context("u8")?;
+            preprocess_into(
+                v.values(),
+                32,
+                32,
+                &preprocess(),
+                size,
+                &mut buf[r * per..(r + 1) * per],
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        count += b.num_rows();
+        inputs.push(buf);
+        if count >= n {
+            break;
+        }
+    }
+    let mut runner = Runner::open(model, "features", None)?;
+    let s = size as usize;
+    // One warm-up batch, as the pipeline's first batch pays the same start-up.
+    runner.run(ArrayView4::from_shape(
+        (inputs[0].len() / per, 3, s, s),
+        &inputs[0],
+    )?)?;
+    let t = Instant::now();
+    for x in &inputs {
+        runner.run(ArrayView4::from_shape((x.len() / per, 3, s, s), x)?)?;
+    }
+    Ok(count as f64 / t.elapsed().as_secs_f64())
+}
+
+fn main() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let data = root().join("data/cifar-10");
+    let model = root().join("data/models/squeezenet1.1_fp16_opset7.onnx");
+    if !data.exists() || !model.exists() {
+        bail!("data missing: run `make data`");
+    }
+    let manifest = d.join("bench.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "name: bench\nout_dir: {}\ndataset: {{format: cifar10-binary, path: {}, splits: {{train: 45000, attacker: 5000, test: 10000}}}}\nmodel: {{path: {}, input_size: 32, preprocess: {{resize: bilinear, channel_order: bgr}}}}\nsweep: {{cuts: [conv1], channels: [all]}}\nextract: {{batch_size: {BATCH}}}\n",
+            d.display(),
+            data.display(),
+            model.display()
+        ),
+    )?;
+    let m = manifest.to_str().context("utf-8 path")?;
+    let (ingest_s, ingest_mb) =
+        timed(Command::new(bin("privynet-ingest")?).args(["--manifest", m]))?;
+    println!("ingest: 60,000 CIFAR-10 images in {ingest_s:.1} s, peak RSS {ingest_mb:.0} MiB\n");
+    let images = d.join("images.parquet");
+    println!("extract throughput on the 10,000 test images (batch {BATCH}, all cores):");
+    println!(
+        "{:<7} {:>5} {:>18} {:>18} {:>9} {:>12}",
+        "cut", "input", "ort ceiling img/s", "pipeline img/s", "ratio", "peak MiB"
+    );
+    for cut in ["conv1", "fire3", "fire5"] {
+        for size in [32u32, 64] {
+            let out = d.join(format!("{cut}-{size}"));
+            let set = format!("model.input_size={size}");
+            timed(Command::new(bin("privynet-slice")?).args([
+                "--manifest",
+                m,
+                "--set",
+                &set,
+                "--cut",
+                cut,
+                "--channels",
+                "all",
+                "-o",
+                out.to_str().context("path")?,
+            ]))?;
+            let local = out.join("local.onnx");
+            let ceil = ceiling(&local, &images, size, 10_000)?;
+            let f = out.join("features.parquet");
+            let (secs, mb) = timed(Command::new(bin("privynet-extract")?).args([
+                "--manifest",
+                m,
+                "--set",
+                &set,
+                "--splits",
+                "test",
+                "--model",
+                local.to_str().context("path")?,
+                "-o",
+                f.to_str().context("path")?,
+            ]))?;
+            let rate = 10_000.0 / secs;
+            println!(
+                "{cut:<7} {size:>5} {ceil:>18.0} {rate:>18.0} {:>8.0}% {mb:>12.0}",
+                100.0 * rate / ceil
+            );
+            std::fs::remove_file(&f)?;
+        }
+    }
+    println!("\nextract peak memory against image count (fire3, input 32):");
+    let out = d.join("fire3-32");
+    for (splits, n) in [("test", 10_000), ("train,attacker,test", 60_000)] {
+        let f = out.join("features.parquet");
+        let (secs, mb) = timed(Command::new(bin("privynet-extract")?).args([
+            "--manifest",
+            m,
+            "--splits",
+            splits,
+            "--model",
+            out.join("local.onnx").to_str().context("path")?,
+            "-o",
+            f.to_str().context("path")?,
+        ]))?;
+        println!(
+            "  {n:>6} images: {secs:>6.1} s, peak RSS {mb:>5.0} MiB, {:.0} MiB on disk",
+            std::fs::metadata(&f)?.len() as f64 / 1048576.0
+        );
+        std::fs::remove_file(&f)?;
+    }
+    Ok(())
+}
