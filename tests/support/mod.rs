@@ -113,3 +113,56 @@ pub fn col<'a, T: 'static>(b: &'a arrow::array::RecordBatch, name: &str) -> &'a 
         .and_then(|c| c.as_any().downcast_ref::<T>())
         .unwrap_or_else(|| panic!("no column `{name}` of the expected type"))
 }
+
+/// Writes a features file of `rows` (id, label, split, values) with feature shape `shape`.
+pub fn write_features(path: &Path, shape: [usize; 3], rows: &[(i64, i32, &str, Vec<f32>)]) {
+    use arrow::array::{FixedSizeListArray, Float32Array, Int32Array, Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+    let len = shape.iter().product::<usize>();
+    let item = Arc::new(Field::new("item", DataType::Float32, false));
+    let schema = Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("label", DataType::Int32, false),
+        Field::new("split", DataType::Utf8, false),
+        Field::new(
+            "features",
+            DataType::FixedSizeList(item.clone(), len as i32),
+            false,
+        ),
+    ]);
+    let mut p = privynet_core::Provenance::new("test", "-");
+    p.set(
+        "feature_shape",
+        format!("{},{},{}", shape[0], shape[1], shape[2]),
+    );
+    p.set("topology", "null");
+    p.set("preprocess", "{}");
+    let values: Vec<f32> = rows.iter().flat_map(|r| r.3.clone()).collect();
+    let batch = arrow::array::RecordBatch::try_new(
+        Arc::new(schema.clone()),
+        vec![
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+            Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.1))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2))),
+            Arc::new(
+                FixedSizeListArray::try_new(
+                    item,
+                    len as i32,
+                    Arc::new(Float32Array::from(values)),
+                    None,
+                )
+                .unwrap(),
+            ),
+        ],
+    )
+    .unwrap();
+    privynet_core::io::write_artifact(
+        path,
+        privynet_core::ArtifactKind::Features,
+        schema,
+        &p,
+        &[batch],
+    )
+    .unwrap();
+}

@@ -30,6 +30,8 @@ pub struct Manifest {
     pub slice: SliceParams,
     #[serde(default)]
     pub extract: ExtractParams,
+    #[serde(default)]
+    pub train: TrainParams,
 }
 
 fn default_seed() -> u64 {
@@ -281,6 +283,105 @@ impl Default for ExtractParams {
     }
 }
 
+/// The optimizer of a training run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    #[default]
+    Adam,
+    /// SGD with momentum.
+    Sgd,
+}
+
+/// The learning-rate schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// Cosine decay from `lr` to 0 over the epochs.
+    #[default]
+    Cosine,
+    Constant,
+}
+
+/// Parameters of the cloud training stage: the cloud network and its optimizer.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainParams {
+    #[serde(default = "default_epochs")]
+    pub epochs: usize,
+    #[serde(default = "default_train_batch")]
+    pub batch_size: usize,
+    #[serde(default)]
+    pub optimizer: OptimizerKind,
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    /// Momentum, for `sgd`.
+    #[serde(default = "default_momentum")]
+    pub momentum: f64,
+    #[serde(default = "default_weight_decay")]
+    pub weight_decay: f64,
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// Channels of the first conv block; doubled at each downsampling (at most 512).
+    #[serde(default = "default_width")]
+    pub width: usize,
+    /// Conv blocks per resolution.
+    #[serde(default = "default_depth")]
+    pub depth: usize,
+    /// Random horizontal flips of the feature maps.
+    #[serde(default = "default_true")]
+    pub flip: bool,
+    /// Number of classes of the task.
+    #[serde(default = "default_classes")]
+    pub classes: usize,
+}
+
+fn default_epochs() -> usize {
+    10
+}
+fn default_train_batch() -> usize {
+    128
+}
+fn default_lr() -> f64 {
+    1e-3
+}
+fn default_momentum() -> f64 {
+    0.9
+}
+fn default_weight_decay() -> f64 {
+    5e-4
+}
+fn default_width() -> usize {
+    64
+}
+fn default_depth() -> usize {
+    1
+}
+fn default_true() -> bool {
+    true
+}
+fn default_classes() -> usize {
+    10
+}
+
+impl Default for TrainParams {
+    fn default() -> Self {
+        Self {
+            epochs: default_epochs(),
+            batch_size: default_train_batch(),
+            optimizer: OptimizerKind::Adam,
+            lr: default_lr(),
+            momentum: default_momentum(),
+            weight_decay: default_weight_decay(),
+            schedule: Schedule::Cosine,
+            width: default_width(),
+            depth: default_depth(),
+            flip: true,
+            classes: default_classes(),
+        }
+    }
+}
+
 /// The split names images can carry.
 pub const SPLITS: [&str; 3] = ["train", "attacker", "test"];
 
@@ -351,6 +452,15 @@ impl Manifest {
                 "`slice.top_fraction` must be in (0, 1], got {}",
                 self.slice.top_fraction
             )));
+        }
+        let t = &self.train;
+        if t.epochs == 0 || t.batch_size == 0 || t.width == 0 || t.depth == 0 || t.classes < 2 {
+            return Err(bad(
+                "`train.epochs`, `train.batch_size`, `train.width` and `train.depth` must be at least 1, and `train.classes` at least 2".into(),
+            ));
+        }
+        if !(t.lr > 0.0 && t.lr.is_finite()) {
+            return Err(bad(format!("`train.lr` must be positive, got {}", t.lr)));
         }
         if self.extract.batch_size == 0 {
             return Err(bad("`extract.batch_size` must be at least 1".into()));

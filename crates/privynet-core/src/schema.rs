@@ -73,16 +73,20 @@ pub enum ArtifactKind {
     Topology,
     Selection,
     Features,
+    TrainMetrics,
+    TrainSummary,
 }
 
 impl ArtifactKind {
     /// All kinds, for listings and tests.
-    pub const ALL: [ArtifactKind; 5] = [
+    pub const ALL: [ArtifactKind; 7] = [
         ArtifactKind::Images,
         ArtifactKind::CutPoints,
         ArtifactKind::Topology,
         ArtifactKind::Selection,
         ArtifactKind::Features,
+        ArtifactKind::TrainMetrics,
+        ArtifactKind::TrainSummary,
     ];
 
     /// The kind's name, as in its schema file and in `privynet.kind` metadata.
@@ -93,6 +97,8 @@ impl ArtifactKind {
             ArtifactKind::Topology => "topology",
             ArtifactKind::Selection => "selection",
             ArtifactKind::Features => "features",
+            ArtifactKind::TrainMetrics => "train_metrics",
+            ArtifactKind::TrainSummary => "train_summary",
         }
     }
 
@@ -108,6 +114,8 @@ impl ArtifactKind {
             ArtifactKind::Topology => include_str!("../../../schemas/topology.yaml"),
             ArtifactKind::Selection => include_str!("../../../schemas/selection.yaml"),
             ArtifactKind::Features => include_str!("../../../schemas/features.yaml"),
+            ArtifactKind::TrainMetrics => include_str!("../../../schemas/train_metrics.yaml"),
+            ArtifactKind::TrainSummary => include_str!("../../../schemas/train_summary.yaml"),
         }
     }
 

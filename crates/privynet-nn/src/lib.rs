@@ -1,1 +1,21 @@
-//! placeholder
+//! burn models and training loops of PrivyNet-rs: loading features into memory, the cloud
+//! network and its training (the train stage), on burn's pure-Rust flex CPU backend.
+
+pub mod cloud;
+pub mod data;
+pub mod train;
+
+use std::path::PathBuf;
+
+/// Errors of training and of the data it reads.
+#[derive(Debug, thiserror::Error)]
+pub enum NnError {
+    #[error("{path}: {message}")]
+    Data { path: PathBuf, message: String },
+    #[error("{0}")]
+    Training(String),
+    #[error("{path}: {message}")]
+    Save { path: PathBuf, message: String },
+    #[error(transparent)]
+    Core(#[from] privynet_core::CoreError),
+}

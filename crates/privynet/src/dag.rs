@@ -18,18 +18,20 @@ pub enum Stage {
     Ingest,
     Slice,
     Extract,
+    Train,
 }
 
 impl Stage {
     /// Every stage the runner knows, and the stages still to come (named in messages).
-    pub const ALL: [Stage; 3] = [Stage::Ingest, Stage::Slice, Stage::Extract];
-    pub const NOT_YET: [&'static str; 4] = ["train", "attack", "characterize", "optimize"];
+    pub const ALL: [Stage; 4] = [Stage::Ingest, Stage::Slice, Stage::Extract, Stage::Train];
+    pub const NOT_YET: [&'static str; 3] = ["attack", "characterize", "optimize"];
 
     pub fn name(self) -> &'static str {
         match self {
             Stage::Ingest => "ingest",
             Stage::Slice => "slice",
             Stage::Extract => "extract",
+            Stage::Train => "train",
         }
     }
 
@@ -38,6 +40,7 @@ impl Stage {
             Stage::Ingest => "privynet-ingest",
             Stage::Slice => "privynet-slice",
             Stage::Extract => "privynet-extract",
+            Stage::Train => "privynet-train",
         }
     }
 
@@ -45,6 +48,7 @@ impl Stage {
     pub fn zone(self) -> Zone {
         match self {
             Stage::Ingest | Stage::Slice | Stage::Extract => Zone::Local,
+            Stage::Train => Zone::Cloud,
         }
     }
 
@@ -310,6 +314,48 @@ pub fn build(manifest_path: &Path, overrides: &[String]) -> Result<Dag, RunError
             deps,
         });
     }
+    for p in &sweep {
+        let dir = out.join(&p.label);
+        let mut args = base_args.clone();
+        args.extend([
+            "--features".into(),
+            s(&dir.join("features.parquet")),
+            "--topology".into(),
+            s(&dir.join("topology.arrow")),
+            "--output".into(),
+            s(&dir.join("train")),
+        ]);
+        nodes.push(Node {
+            id: format!("train/{}", p.label),
+            stage: Stage::Train,
+            topology: Some(p.label.clone()),
+            inputs: vec![
+                Input {
+                    path: dir.join("features.parquet"),
+                    kind: Some(ArtifactKind::Features),
+                },
+                Input {
+                    path: dir.join("topology.arrow"),
+                    kind: Some(ArtifactKind::Topology),
+                },
+            ],
+            outputs: [
+                "cloud_model.bpk",
+                "cloud_config.json",
+                "train_metrics.arrow",
+                "train_summary.arrow",
+            ]
+            .iter()
+            .map(|f| dir.join("train").join(f))
+            .collect(),
+            params: BTreeMap::from([
+                ("train".into(), v(&m.train)),
+                ("seed".into(), json!(m.seed)),
+            ]),
+            args,
+            deps: vec![],
+        });
+    }
     for n in &mut nodes {
         n.params = flatten(std::mem::take(&mut n.params));
     }
@@ -534,6 +580,33 @@ mod tests {
         let e = dag.link().unwrap_err().to_string();
         assert!(
             e.contains("cycle") && e.contains("a -> b -> a") || e.contains("b -> a -> b"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_local_artifact_into_a_cloud_stage_is_refused() {
+        let mut dag = Dag {
+            nodes: vec![
+                node(
+                    "ingest",
+                    Stage::Ingest,
+                    &[],
+                    &["/nonexistent/images.parquet"],
+                ),
+                node(
+                    "train/x",
+                    Stage::Train,
+                    &[("/nonexistent/images.parquet", Some(ArtifactKind::Images))],
+                    &["/nonexistent/model"],
+                ),
+            ],
+            out_dir: PathBuf::from("x"),
+        };
+        dag.link().unwrap();
+        let e = dag.check_zones().unwrap_err().to_string();
+        assert!(
+            e.contains("zone violation") && e.contains("train/x") && e.contains("images.parquet"),
             "{e}"
         );
     }

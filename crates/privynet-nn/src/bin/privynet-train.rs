@@ -1,0 +1,237 @@
+//! `privynet-train`: the cloud stage. Trains the cloud network on the train split of
+//! features.parquet and tests it on the test split; or, with `--baseline raw`, the same
+//! network on the raw images (a local-only run that says what the split costs in accuracy).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use arrow::array::{Float64Array, Int32Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use clap::Parser;
+
+use privynet_core::io::{read_schema, write_artifact};
+use privynet_core::manifest::{ManifestArgs, TrainParams};
+use privynet_core::{ArtifactKind, Provenance, Topology, Zone};
+use privynet_nn::{data, train};
+
+/// Train the cloud network on features (the cloud never sees images or the selection).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    #[command(flatten)]
+    manifest: ManifestArgs,
+    /// features.parquet (or a folder of parts).
+    #[arg(long, required_unless_present = "baseline")]
+    features: Option<PathBuf>,
+    /// topology.arrow the features must have been made for.
+    #[arg(long)]
+    topology: Option<PathBuf>,
+    /// Train on raw images instead (a local-only, no-privacy baseline).
+    #[arg(long, value_parser = ["raw"])]
+    baseline: Option<String>,
+    /// images.parquet, for `--baseline raw`.
+    #[arg(long)]
+    images: Option<PathBuf>,
+    /// Epochs (overrides `train.epochs`).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Seed (overrides the manifest's `seed`).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Output folder: cloud_model.bpk, cloud_config.json, train_metrics.arrow, train_summary.arrow.
+    #[arg(long, short)]
+    output: PathBuf,
+}
+
+fn main() {
+    privynet_core::logging::init();
+    if let Err(e) = run(Args::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// The cloud stage refuses local artifacts by their own metadata, whatever their file name.
+fn refuse_local(path: &Path) -> Result<()> {
+    for part in privynet_core::io::dataset_parts(path)? {
+        let schema = read_schema(&part)?;
+        let kind = schema
+            .metadata()
+            .get("privynet.kind")
+            .and_then(|k| ArtifactKind::from_name(k));
+        if let Some(k) = kind
+            && k.zone()? == Zone::Local
+        {
+            bail!(
+                "{} is a `{k}` artifact of the LOCAL zone; the cloud training stage never reads local artifacts (raw images, channel selections)",
+                part.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn run(args: Args) -> Result<()> {
+    let manifest = args.manifest.load()?;
+    let mut params: TrainParams = manifest
+        .as_ref()
+        .map(|m| m.train.clone())
+        .unwrap_or_default();
+    if let Some(e) = args.epochs {
+        params.epochs = e;
+    }
+    let seed = args
+        .seed
+        .or(manifest.as_ref().map(|m| m.seed))
+        .unwrap_or(42);
+    let mut prov = Provenance::new("train", &args.manifest.label());
+    let (ds, input, label) = if args.baseline.is_some() {
+        let images = args
+            .images
+            .clone()
+            .or_else(|| {
+                manifest
+                    .as_ref()
+                    .map(|m| m.out_dir().join("images.parquet"))
+            })
+            .context("--baseline raw needs --images images.parquet")?;
+        tracing::warn!("baseline run on raw images: a local-only run, not a cloud stage");
+        let ds = data::load_images(&images, &["train", "test"], params.classes)
+            .with_context(|| format!("loading {}", images.display()))?;
+        (ds, images, "raw".to_string())
+    } else {
+        let features = args.features.clone().expect("clap requires --features");
+        refuse_local(&features)?;
+        let label = match &args.topology {
+            Some(t) => {
+                let topo = Topology::read(t).with_context(|| format!("reading {}", t.display()))?;
+                privynet_core::topology::check_features(&features, &topo)?;
+                topo.label()
+            }
+            None => "features".into(),
+        };
+        let ds = data::load_features(&features, &["train", "test"], params.classes)
+            .with_context(|| format!("loading {}", features.display()))?;
+        (ds, features, label)
+    };
+    prov.add_input(&input)?;
+    let prov = prov.with_params(
+        &serde_json::json!({ "train": params, "seed": seed, "input": input.display().to_string() }),
+    );
+    let tr = ds.split(&input, "train")?;
+    let te = ds.split(&input, "test")?;
+    tracing::info!(
+        train = tr.len(),
+        test = te.len(),
+        shape = format!("{:?}", ds.shape),
+        layout = format!(
+            "{:?}",
+            privynet_nn::cloud::layout(ds.shape, params.width, params.depth)
+        ),
+        "training the cloud network ({label})"
+    );
+    std::fs::create_dir_all(&args.output)
+        .with_context(|| format!("creating {}", args.output.display()))?;
+    let model_path = args.output.join("cloud_model.bpk");
+    let (_, report) = train::train(&params, seed, ds.shape, tr, te, &model_path, |m| {
+        tracing::info!(
+            epoch = m.epoch,
+            train_loss = format!("{:.3}", m.train_loss),
+            train_acc = format!("{:.3}", m.train_accuracy),
+            test_acc = format!("{:.3}", m.test_accuracy),
+            seconds = format!("{:.1}", m.seconds),
+            "epoch done"
+        );
+    })?;
+    let config = serde_json::json!({
+        "input_shape": ds.shape, "train": params, "seed": seed,
+        "layout": privynet_nn::cloud::layout(ds.shape, params.width, params.depth),
+    });
+    privynet_core::io::write_bytes_atomic(
+        &args.output.join("cloud_config.json"),
+        serde_json::to_string_pretty(&config)?.as_bytes(),
+    )?;
+
+    let e = &report.epochs;
+    let f64s = |f: fn(&train::EpochMetrics) -> f64| {
+        Arc::new(Float64Array::from_iter_values(e.iter().map(f)))
+    };
+    let schema = Schema::new(vec![
+        Field::new("epoch", DataType::Int32, false),
+        Field::new("lr", DataType::Float64, false),
+        Field::new("train_loss", DataType::Float64, false),
+        Field::new("train_accuracy", DataType::Float64, false),
+        Field::new("test_loss", DataType::Float64, false),
+        Field::new("test_accuracy", DataType::Float64, false),
+        Field::new("seconds", DataType::Float64, false),
+    ]);
+    let batch = RecordBatch::try_new(
+        Arc::new(schema.clone()),
+        vec![
+            Arc::new(Int32Array::from_iter_values(
+                e.iter().map(|m| m.epoch as i32),
+            )),
+            f64s(|m| m.lr),
+            f64s(|m| m.train_loss),
+            f64s(|m| m.train_accuracy),
+            f64s(|m| m.test_loss),
+            f64s(|m| m.test_accuracy),
+            f64s(|m| m.seconds),
+        ],
+    )?;
+    write_artifact(
+        &args.output.join("train_metrics.arrow"),
+        ArtifactKind::TrainMetrics,
+        schema,
+        &prov,
+        &[batch],
+    )?;
+
+    let last = e.last().context("no epoch ran")?;
+    let best = e
+        .iter()
+        .max_by(|a, b| a.test_accuracy.total_cmp(&b.test_accuracy))
+        .expect("epochs ran");
+    let schema = Schema::new(vec![
+        Field::new("topology", DataType::Utf8, false),
+        Field::new("final_test_accuracy", DataType::Float64, false),
+        Field::new("best_test_accuracy", DataType::Float64, false),
+        Field::new("best_epoch", DataType::Int32, false),
+        Field::new("epochs", DataType::Int32, false),
+        Field::new("train_samples", DataType::Int64, false),
+        Field::new("test_samples", DataType::Int64, false),
+        Field::new("samples_per_second", DataType::Float64, false),
+        Field::new("seconds", DataType::Float64, false),
+    ]);
+    let batch = RecordBatch::try_new(
+        Arc::new(schema.clone()),
+        vec![
+            Arc::new(StringArray::from(vec![label.as_str()])),
+            Arc::new(Float64Array::from(vec![last.test_accuracy])),
+            Arc::new(Float64Array::from(vec![best.test_accuracy])),
+            Arc::new(Int32Array::from(vec![best.epoch as i32])),
+            Arc::new(Int32Array::from(vec![e.len() as i32])),
+            Arc::new(Int64Array::from(vec![tr.len() as i64])),
+            Arc::new(Int64Array::from(vec![te.len() as i64])),
+            Arc::new(Float64Array::from(vec![report.samples_per_second])),
+            Arc::new(Float64Array::from(vec![report.seconds])),
+        ],
+    )?;
+    write_artifact(
+        &args.output.join("train_summary.arrow"),
+        ArtifactKind::TrainSummary,
+        schema,
+        &prov,
+        &[batch],
+    )?;
+    tracing::info!(
+        final_test_accuracy = format!("{:.4}", last.test_accuracy),
+        best_test_accuracy = format!("{:.4}", best.test_accuracy),
+        samples_per_s = format!("{:.0}", report.samples_per_second),
+        seconds = format!("{:.1}", report.seconds),
+        "trained {label}"
+    );
+    println!("{}", args.output.display());
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! End-to-end tests of `privynet-train`: real training on real features beats chance, and bad
+//! input is refused with the rows or split named.
+
+use arrow::array::Float64Array;
+use privynet_core::ArtifactKind;
+use privynet_e2e::*;
+
+#[test]
+fn training_on_real_fire3_features_beats_chance() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = smoke_manifest(dir.path(), "");
+    let ms = m.to_str().unwrap();
+    let sizes = "dataset.splits={train: 2000, attacker: 100, test: 500}";
+    ok(&run(
+        "privynet",
+        &[
+            "run",
+            ms,
+            "--set",
+            sizes,
+            "--set",
+            "sweep.cuts=[fire3]",
+            "--set",
+            "sweep.channels=[all]",
+            "--until",
+            "extract",
+        ],
+    ));
+    let topo = dir.path().join("out/fire3-d128");
+    let out = dir.path().join("train");
+    ok(&run(
+        "privynet-train",
+        &[
+            "--manifest",
+            ms,
+            "--set",
+            sizes,
+            "--set",
+            "train.epochs=3",
+            "--set",
+            "train.width=32",
+            "--features",
+            topo.join("features.parquet").to_str().unwrap(),
+            "--topology",
+            topo.join("topology.arrow").to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ],
+    ));
+    let summary = read_all(&out.join("train_summary.arrow"), ArtifactKind::TrainSummary);
+    let acc = col::<Float64Array>(&summary[0], "final_test_accuracy").value(0);
+    // Chance is 0.10 on CIFAR-10's ten balanced classes.
+    assert!(
+        acc > 0.25,
+        "test accuracy {acc} does not beat chance clearly"
+    );
+    let metrics = read_all(&out.join("train_metrics.arrow"), ArtifactKind::TrainMetrics);
+    assert_eq!(metrics[0].num_rows(), 3);
+    assert!(out.join("cloud_model.bpk").is_file());
+}
+
+fn rows(n: usize, split: &str, start: i64) -> Vec<(i64, i32, &str, Vec<f32>)> {
+    (0..n)
+        .map(|i| {
+            (
+                start + i as i64,
+                (i % 3) as i32,
+                split,
+                vec![i as f32 * 0.1; 8],
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn bad_features_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("f.parquet");
+    let out = dir.path().join("out");
+    let train = |f: &std::path::Path, extra: &[&str]| {
+        let mut a = vec![
+            "--features",
+            f.to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--output",
+            out.to_str().unwrap(),
+        ];
+        a.extend_from_slice(extra);
+        run("privynet-train", &a)
+    };
+    // NaN and infinite values: the rows are named.
+    let mut r = rows(6, "train", 0);
+    r.extend(rows(3, "test", 100));
+    r[2].3[1] = f32::NAN;
+    r[4].3[0] = f32::INFINITY;
+    write_features(&f, [2, 2, 2], &r);
+    fails_with(
+        &train(&f, &[]),
+        &["2 rows hold NaN or infinite", "ids 2, 4"],
+    );
+    // A label outside the class count.
+    let mut r = rows(6, "train", 0);
+    r.extend(rows(3, "test", 100));
+    r[5].1 = 12;
+    write_features(&f, [2, 2, 2], &r);
+    fails_with(&train(&f, &[]), &["id 5", "label 12", "outside 0..10"]);
+    // An empty test split.
+    write_features(&f, [2, 2, 2], &rows(6, "train", 0));
+    fails_with(&train(&f, &[]), &["`test` split is empty"]);
+    assert!(!out.join("train_summary.arrow").exists());
+}
+
+#[test]
+fn a_loss_that_becomes_nan_stops_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("f.parquet");
+    let mut r = rows(64, "train", 0);
+    r.extend(rows(8, "test", 1000));
+    write_features(&f, [2, 2, 2], &r);
+    let m = smoke_manifest(dir.path(), "");
+    let out = dir.path().join("out");
+    let o = run(
+        "privynet-train",
+        &[
+            "--manifest",
+            m.to_str().unwrap(),
+            "--set",
+            "train.optimizer=sgd",
+            "--set",
+            "train.lr=1e38",
+            "--set",
+            "train.schedule=constant",
+            "--set",
+            "train.epochs=5",
+            "--set",
+            "train.batch_size=8",
+            "--features",
+            f.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ],
+    );
+    fails_with(&o, &["the training loss became", "last good model"]);
+    assert!(!out.join("train_summary.arrow").exists());
+}
+
+#[test]
+fn the_cloud_stage_refuses_local_artifacts() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = smoke_manifest(dir.path(), "");
+    ok(&run(
+        "privynet-ingest",
+        &["--manifest", m.to_str().unwrap()],
+    ));
+    let images = dir.path().join("out/images.parquet");
+    let o = run(
+        "privynet-train",
+        &[
+            "--features",
+            images.to_str().unwrap(),
+            "--output",
+            dir.path().join("t").to_str().unwrap(),
+        ],
+    );
+    fails_with(&o, &["`images` artifact of the LOCAL zone"]);
+}
