@@ -32,6 +32,8 @@ pub struct Manifest {
     pub extract: ExtractParams,
     #[serde(default)]
     pub train: TrainParams,
+    #[serde(default)]
+    pub attack: AttackParams,
 }
 
 fn default_seed() -> u64 {
@@ -382,6 +384,85 @@ impl Default for TrainParams {
     }
 }
 
+/// What the simulated attacker knows about the local network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttackMode {
+    /// The pretrained model, the cut and which channels were selected (the worst case).
+    KnownSelection,
+    /// The model, the cut and D, but not which channels: it trains on its own random guess.
+    UnknownSelection,
+    /// The model, the cut and D: it matches each received channel to a pretrained channel by
+    /// per-channel statistics, then trains on the matched channels.
+    MatchedSelection,
+}
+
+impl AttackMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            AttackMode::KnownSelection => "known-selection",
+            AttackMode::UnknownSelection => "unknown-selection",
+            AttackMode::MatchedSelection => "matched-selection",
+        }
+    }
+}
+
+/// Parameters of the attack stage: the attacker's image reconstruction network (IRN).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttackParams {
+    #[serde(default = "default_modes")]
+    pub modes: Vec<AttackMode>,
+    #[serde(default = "default_attack_epochs")]
+    pub epochs: usize,
+    #[serde(default = "default_attack_batch")]
+    pub batch_size: usize,
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    /// Weight of the total-variation term added to the MSE loss (0 turns it off).
+    #[serde(default)]
+    pub tv_weight: f64,
+    /// Channels of the IRN's first layer; by default it follows the cut (D, at least 64, at
+    /// most 256), halved at each upsampling.
+    #[serde(default)]
+    pub width: Option<usize>,
+    /// At most this many attacker-pool images train the IRN (default: the whole pool).
+    #[serde(default)]
+    pub pool: Option<usize>,
+    /// At most this many test images are attacked (default: all).
+    #[serde(default)]
+    pub victims: Option<usize>,
+}
+
+fn default_modes() -> Vec<AttackMode> {
+    vec![
+        AttackMode::KnownSelection,
+        AttackMode::UnknownSelection,
+        AttackMode::MatchedSelection,
+    ]
+}
+fn default_attack_epochs() -> usize {
+    10
+}
+fn default_attack_batch() -> usize {
+    64
+}
+
+impl Default for AttackParams {
+    fn default() -> Self {
+        Self {
+            modes: default_modes(),
+            epochs: default_attack_epochs(),
+            batch_size: default_attack_batch(),
+            lr: default_lr(),
+            tv_weight: 0.0,
+            width: None,
+            pool: None,
+            victims: None,
+        }
+    }
+}
+
 /// The split names images can carry.
 pub const SPLITS: [&str; 3] = ["train", "attacker", "test"];
 
@@ -461,6 +542,12 @@ impl Manifest {
         }
         if !(t.lr > 0.0 && t.lr.is_finite()) {
             return Err(bad(format!("`train.lr` must be positive, got {}", t.lr)));
+        }
+        let a = &self.attack;
+        if a.modes.is_empty() || a.epochs == 0 || a.batch_size == 0 {
+            return Err(bad(
+                "`attack.modes` must list a mode, and `attack.epochs` and `attack.batch_size` must be at least 1".into(),
+            ));
         }
         if self.extract.batch_size == 0 {
             return Err(bad("`extract.batch_size` must be at least 1".into()));

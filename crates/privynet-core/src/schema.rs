@@ -75,11 +75,13 @@ pub enum ArtifactKind {
     Features,
     TrainMetrics,
     TrainSummary,
+    Privacy,
+    AttackSummary,
 }
 
 impl ArtifactKind {
     /// All kinds, for listings and tests.
-    pub const ALL: [ArtifactKind; 7] = [
+    pub const ALL: [ArtifactKind; 9] = [
         ArtifactKind::Images,
         ArtifactKind::CutPoints,
         ArtifactKind::Topology,
@@ -87,6 +89,8 @@ impl ArtifactKind {
         ArtifactKind::Features,
         ArtifactKind::TrainMetrics,
         ArtifactKind::TrainSummary,
+        ArtifactKind::Privacy,
+        ArtifactKind::AttackSummary,
     ];
 
     /// The kind's name, as in its schema file and in `privynet.kind` metadata.
@@ -99,6 +103,8 @@ impl ArtifactKind {
             ArtifactKind::Features => "features",
             ArtifactKind::TrainMetrics => "train_metrics",
             ArtifactKind::TrainSummary => "train_summary",
+            ArtifactKind::Privacy => "privacy",
+            ArtifactKind::AttackSummary => "attack_summary",
         }
     }
 
@@ -116,6 +122,8 @@ impl ArtifactKind {
             ArtifactKind::Features => include_str!("../../../schemas/features.yaml"),
             ArtifactKind::TrainMetrics => include_str!("../../../schemas/train_metrics.yaml"),
             ArtifactKind::TrainSummary => include_str!("../../../schemas/train_summary.yaml"),
+            ArtifactKind::Privacy => include_str!("../../../schemas/privacy.yaml"),
+            ArtifactKind::AttackSummary => include_str!("../../../schemas/attack_summary.yaml"),
         }
     }
 

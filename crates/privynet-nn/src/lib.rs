@@ -1,8 +1,12 @@
 //! burn models and training loops of PrivyNet-rs: loading features into memory, the cloud
 //! network and its training (the train stage), on burn's pure-Rust flex CPU backend.
 
+pub mod attack;
 pub mod cloud;
 pub mod data;
+pub mod irn;
+pub mod matching;
+pub mod metrics;
 pub mod train;
 
 use std::path::PathBuf;

@@ -3,6 +3,7 @@
 //! Each node is one stage-binary invocation with exactly the arguments it needs.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+
 use std::path::{Path, PathBuf};
 
 use privynet_core::manifest::Manifest;
@@ -19,12 +20,19 @@ pub enum Stage {
     Slice,
     Extract,
     Train,
+    Attack,
 }
 
 impl Stage {
     /// Every stage the runner knows, and the stages still to come (named in messages).
-    pub const ALL: [Stage; 4] = [Stage::Ingest, Stage::Slice, Stage::Extract, Stage::Train];
-    pub const NOT_YET: [&'static str; 3] = ["attack", "characterize", "optimize"];
+    pub const ALL: [Stage; 5] = [
+        Stage::Ingest,
+        Stage::Slice,
+        Stage::Extract,
+        Stage::Train,
+        Stage::Attack,
+    ];
+    pub const NOT_YET: [&'static str; 2] = ["characterize", "optimize"];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -32,6 +40,7 @@ impl Stage {
             Stage::Slice => "slice",
             Stage::Extract => "extract",
             Stage::Train => "train",
+            Stage::Attack => "attack",
         }
     }
 
@@ -41,13 +50,16 @@ impl Stage {
             Stage::Slice => "privynet-slice",
             Stage::Extract => "privynet-extract",
             Stage::Train => "privynet-train",
+            Stage::Attack => "privynet-attack",
         }
     }
 
     /// The zone a stage runs in: a cloud stage must never read a local artifact.
     pub fn zone(self) -> Zone {
         match self {
-            Stage::Ingest | Stage::Slice | Stage::Extract => Zone::Local,
+            // The attack stage simulates the cloud's attacker but runs on the user's side, as
+            // the user's own privacy audit: it reads the raw images to score reconstructions.
+            Stage::Ingest | Stage::Slice | Stage::Extract | Stage::Attack => Zone::Local,
             Stage::Train => Zone::Cloud,
         }
     }
@@ -89,7 +101,7 @@ pub struct Dag {
 }
 
 /// A topology of the sweep, resolved against the model.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SweepPoint {
     pub cut: String,
     pub label: String,
@@ -169,13 +181,35 @@ pub fn build(manifest_path: &Path, overrides: &[String]) -> Result<Dag, RunError
         deps: vec![],
     });
     let fisher = m.slice.method == privynet_core::manifest::SelectionMethod::FisherRandom;
-    // Per cut: the widest D in the sweep is extracted; the others are derived from it.
-    let mut widest: HashMap<&str, i64> = HashMap::new();
+    // Per cut, all C channels are extracted once (in the selection's order); every narrower
+    // D is derived from that, and the attack stage's attackers compute their own guesses from
+    // it. When the sweep does not list all channels, that topology is sliced and extracted
+    // for those uses only (it is not trained or attacked).
+    let mut points = sweep.clone();
     for p in &sweep {
-        let w = widest.entry(p.cut.as_str()).or_insert(0);
-        *w = (*w).max(p.channels);
+        if !points
+            .iter()
+            .any(|q| q.cut == p.cut && q.channels == p.cut_channels)
+        {
+            points.push(SweepPoint {
+                cut: p.cut.clone(),
+                label: p
+                    .label
+                    .rsplit_once("-d")
+                    .map_or(p.label.clone(), |(l, _)| format!("{l}-d{}", p.cut_channels)),
+                channels: p.cut_channels,
+                cut_channels: p.cut_channels,
+            });
+        }
     }
-    for p in &sweep {
+    let wide_of = |p: &SweepPoint| -> SweepPoint {
+        points
+            .iter()
+            .find(|q| q.cut == p.cut && q.channels == p.cut_channels)
+            .expect("every cut has its all-channel point")
+            .clone()
+    };
+    for p in &points {
         let dir = out.join(&p.label);
         let mut inputs = vec![Input {
             path: m.model.path.clone(),
@@ -224,13 +258,10 @@ pub fn build(manifest_path: &Path, overrides: &[String]) -> Result<Dag, RunError
             deps,
         });
     }
-    for p in &sweep {
+    for p in &points {
         let dir = out.join(&p.label);
-        let wide_d = widest[p.cut.as_str()];
-        let wide = sweep
-            .iter()
-            .find(|q| q.cut == p.cut && q.channels == wide_d)
-            .expect("the widest D of a cut is in the sweep");
+        let wide = wide_of(p);
+        let wide_d = wide.channels;
         let wdir = out.join(&wide.label);
         let features = dir.join("features.parquet");
         let mut args = base_args.clone();
@@ -351,6 +382,73 @@ pub fn build(manifest_path: &Path, overrides: &[String]) -> Result<Dag, RunError
             params: BTreeMap::from([
                 ("train".into(), v(&m.train)),
                 ("seed".into(), json!(m.seed)),
+            ]),
+            args,
+            deps: vec![],
+        });
+    }
+    for p in &sweep {
+        let dir = out.join(&p.label);
+        let wdir = out.join(wide_of(p).label);
+        let mut args = base_args.clone();
+        args.extend([
+            "--images".into(),
+            s(&images),
+            "--features".into(),
+            s(&dir.join("features.parquet")),
+            "--topology".into(),
+            s(&dir.join("topology.arrow")),
+            "--selection".into(),
+            s(&dir.join("selection.arrow")),
+            "--full-features".into(),
+            s(&wdir.join("features.parquet")),
+            "--full-selection".into(),
+            s(&wdir.join("selection.arrow")),
+            "--output".into(),
+            s(&dir.join("attack")),
+        ]);
+        nodes.push(Node {
+            id: format!("attack/{}", p.label),
+            stage: Stage::Attack,
+            topology: Some(p.label.clone()),
+            inputs: vec![
+                Input {
+                    path: images.clone(),
+                    kind: Some(ArtifactKind::Images),
+                },
+                Input {
+                    path: dir.join("features.parquet"),
+                    kind: Some(ArtifactKind::Features),
+                },
+                Input {
+                    path: dir.join("topology.arrow"),
+                    kind: Some(ArtifactKind::Topology),
+                },
+                Input {
+                    path: dir.join("selection.arrow"),
+                    kind: Some(ArtifactKind::Selection),
+                },
+                Input {
+                    path: wdir.join("features.parquet"),
+                    kind: Some(ArtifactKind::Features),
+                },
+                Input {
+                    path: wdir.join("selection.arrow"),
+                    kind: Some(ArtifactKind::Selection),
+                },
+            ],
+            outputs: [
+                "privacy.parquet",
+                "attack_summary.arrow",
+                "reconstructions.png",
+            ]
+            .iter()
+            .map(|f| dir.join("attack").join(f))
+            .collect(),
+            params: BTreeMap::from([
+                ("attack".into(), v(&m.attack)),
+                ("seed".into(), json!(m.seed)),
+                ("train.classes".into(), json!(m.train.classes)),
             ]),
             args,
             deps: vec![],
