@@ -16,17 +16,26 @@ fn smoke_pipeline_runs_then_skips_then_reruns_only_what_changed() {
     let first = run("privynet", &["run", ms]);
     ok(&first);
     let out = stdout(&first);
-    assert_eq!(lines_with(&out, "ran").len(), 17, "{out}");
+    assert_eq!(lines_with(&out, "ran").len(), 18, "{out}");
     let o = dir.path().join("out");
     for t in ["conv1-d8", "conv1-d64", "fire3-d8", "fire3-d128"] {
         assert!(o.join(t).join("features.parquet").is_file(), "{t}");
     }
+    // The summary of the finished pipeline: one row per topology.
+    let show = stdout(&run("privynet", &["show", o.to_str().unwrap()]));
+    for t in ["conv1-d8", "conv1-d64", "fire3-d8", "fire3-d128"] {
+        assert!(show.contains(t), "{show}");
+    }
+    assert!(
+        show.contains("psnr_worst") && show.contains("test_accuracy"),
+        "{show}"
+    );
     assert!(o.join("events.jsonl").is_file());
 
     let second = run("privynet", &["run", ms]);
     ok(&second);
     let out = stdout(&second);
-    assert_eq!(lines_with(&out, "skipped").len(), 17, "{out}");
+    assert_eq!(lines_with(&out, "skipped").len(), 18, "{out}");
     assert!(lines_with(&out, "ran").is_empty(), "{out}");
 
     // An output deleted by hand: only its node reruns (it writes the same bytes, so the
@@ -52,7 +61,7 @@ fn smoke_pipeline_runs_then_skips_then_reruns_only_what_changed() {
         &["run", ms, "--set", "extract.batch_size=32"],
     ));
     let ran = lines_with(&fourth, "ran");
-    assert_eq!(ran.len(), 12, "{fourth}");
+    assert_eq!(ran.len(), 13, "{fourth}");
     assert!(
         ran.iter()
             .all(|l| !l.contains("ingest") && !l.contains("slice/")),

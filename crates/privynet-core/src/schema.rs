@@ -77,11 +77,12 @@ pub enum ArtifactKind {
     TrainSummary,
     Privacy,
     AttackSummary,
+    Characterization,
 }
 
 impl ArtifactKind {
     /// All kinds, for listings and tests.
-    pub const ALL: [ArtifactKind; 9] = [
+    pub const ALL: [ArtifactKind; 10] = [
         ArtifactKind::Images,
         ArtifactKind::CutPoints,
         ArtifactKind::Topology,
@@ -91,6 +92,7 @@ impl ArtifactKind {
         ArtifactKind::TrainSummary,
         ArtifactKind::Privacy,
         ArtifactKind::AttackSummary,
+        ArtifactKind::Characterization,
     ];
 
     /// The kind's name, as in its schema file and in `privynet.kind` metadata.
@@ -105,6 +107,7 @@ impl ArtifactKind {
             ArtifactKind::TrainSummary => "train_summary",
             ArtifactKind::Privacy => "privacy",
             ArtifactKind::AttackSummary => "attack_summary",
+            ArtifactKind::Characterization => "characterization",
         }
     }
 
@@ -124,6 +127,9 @@ impl ArtifactKind {
             ArtifactKind::TrainSummary => include_str!("../../../schemas/train_summary.yaml"),
             ArtifactKind::Privacy => include_str!("../../../schemas/privacy.yaml"),
             ArtifactKind::AttackSummary => include_str!("../../../schemas/attack_summary.yaml"),
+            ArtifactKind::Characterization => {
+                include_str!("../../../schemas/characterization.yaml")
+            }
         }
     }
 

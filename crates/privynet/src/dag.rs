@@ -21,18 +21,20 @@ pub enum Stage {
     Extract,
     Train,
     Attack,
+    Characterize,
 }
 
 impl Stage {
     /// Every stage the runner knows, and the stages still to come (named in messages).
-    pub const ALL: [Stage; 5] = [
+    pub const ALL: [Stage; 6] = [
         Stage::Ingest,
         Stage::Slice,
         Stage::Extract,
         Stage::Train,
         Stage::Attack,
+        Stage::Characterize,
     ];
-    pub const NOT_YET: [&'static str; 2] = ["characterize", "optimize"];
+    pub const NOT_YET: [&'static str; 1] = ["optimize"];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -41,6 +43,7 @@ impl Stage {
             Stage::Extract => "extract",
             Stage::Train => "train",
             Stage::Attack => "attack",
+            Stage::Characterize => "characterize",
         }
     }
 
@@ -51,6 +54,7 @@ impl Stage {
             Stage::Extract => "privynet-extract",
             Stage::Train => "privynet-train",
             Stage::Attack => "privynet-attack",
+            Stage::Characterize => "privynet-characterize",
         }
     }
 
@@ -59,7 +63,9 @@ impl Stage {
         match self {
             // The attack stage simulates the cloud's attacker but runs on the user's side, as
             // the user's own privacy audit: it reads the raw images to score reconstructions.
-            Stage::Ingest | Stage::Slice | Stage::Extract | Stage::Attack => Zone::Local,
+            Stage::Ingest | Stage::Slice | Stage::Extract | Stage::Attack | Stage::Characterize => {
+                Zone::Local
+            }
             Stage::Train => Zone::Cloud,
         }
     }
@@ -454,6 +460,42 @@ pub fn build(manifest_path: &Path, overrides: &[String]) -> Result<Dag, RunError
             deps: vec![],
         });
     }
+    let mut inputs = Vec::new();
+    for p in &sweep {
+        let dir = out.join(&p.label);
+        inputs.push(Input {
+            path: dir.join("topology.arrow"),
+            kind: Some(ArtifactKind::Topology),
+        });
+        inputs.push(Input {
+            path: dir.join("train/train_summary.arrow"),
+            kind: Some(ArtifactKind::TrainSummary),
+        });
+        inputs.push(Input {
+            path: dir.join("attack/attack_summary.arrow"),
+            kind: Some(ArtifactKind::AttackSummary),
+        });
+    }
+    let labels: Vec<String> = sweep.iter().map(|p| p.label.clone()).collect();
+    let mut args = base_args.clone();
+    args.extend([
+        "--run-dir".into(),
+        s(&out),
+        "--topologies".into(),
+        labels.join(","),
+        "--output".into(),
+        s(&out.join("characterization.parquet")),
+    ]);
+    nodes.push(Node {
+        id: "characterize".into(),
+        stage: Stage::Characterize,
+        topology: None,
+        inputs,
+        outputs: vec![out.join("characterization.parquet")],
+        params: BTreeMap::from([("topologies".into(), json!(labels))]),
+        args,
+        deps: vec![],
+    });
     for n in &mut nodes {
         n.params = flatten(std::mem::take(&mut n.params));
     }

@@ -84,10 +84,10 @@ fn stage_arg(name: &str) -> Result<Stage> {
     }
     if Stage::NOT_YET.contains(&name) {
         bail!(
-            "stage `{name}` is not part of the toolkit yet; available stages: ingest, slice, extract, train, attack"
+            "stage `{name}` is not part of the toolkit yet; available stages: ingest, slice, extract, train, attack, characterize"
         );
     }
-    bail!("no stage named `{name}`; stages: ingest, slice, extract, train, attack");
+    bail!("no stage named `{name}`; stages: ingest, slice, extract, train, attack, characterize");
 }
 
 fn run(cli: Cli) -> Result<i32> {

@@ -14,6 +14,7 @@ fn first_rows(path: &Path, n: usize) -> Result<Vec<RecordBatch>, RunError> {
     })?;
     let err = |e: String| RunError::Dag(format!("{}: {e}", path.display()));
     let batches: Vec<RecordBatch> = if path.extension().is_some_and(|e| e == "parquet") {
+        // Parquet readers stop at the first batch; `n` bounds it.
         parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
             .map_err(|e| err(e.to_string()))?
             .with_batch_size(n)
@@ -36,8 +37,54 @@ fn first_rows(path: &Path, n: usize) -> Result<Vec<RecordBatch>, RunError> {
         .collect())
 }
 
-/// Renders an artifact for the terminal.
+/// A one-screen summary of a finished pipeline folder: its characterization table.
+pub fn summary(dir: &Path) -> Result<String, RunError> {
+    let path = dir.join("characterization.parquet");
+    if !path.is_file() {
+        return Err(RunError::Dag(format!(
+            "{} has no characterization.parquet yet (run the pipeline through `characterize`)",
+            dir.display()
+        )));
+    }
+    let batches = first_rows(&path, 10_000)?;
+    let keep = [
+        "topology",
+        "channels",
+        "macs",
+        "weight_bytes",
+        "test_accuracy",
+        "psnr_known",
+        "psnr_unknown",
+        "psnr_matched",
+        "channels_matched",
+        "psnr_worst",
+        "ssim_worst",
+        "floor_psnr",
+    ];
+    let projected: Vec<RecordBatch> = batches
+        .iter()
+        .map(|b| {
+            let idx: Vec<usize> = keep
+                .iter()
+                .filter_map(|k| b.schema().index_of(k).ok())
+                .collect();
+            b.project(&idx).expect("projected columns exist")
+        })
+        .collect();
+    let table = pretty_format_batches(&projected).map_err(|e| RunError::Dag(e.to_string()))?;
+    Ok(format!(
+        "{}
+{table}
+",
+        path.display()
+    ))
+}
+
+/// Renders an artifact for the terminal; a pipeline folder gets its summary.
 pub fn render(path: &Path, rows: usize) -> Result<String, RunError> {
+    if path.is_dir() {
+        return summary(path);
+    }
     let schema = privynet_core::io::read_schema(path)?;
     let mut out = String::new();
     let kind = schema
