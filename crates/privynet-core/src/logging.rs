@@ -36,3 +36,13 @@ pub fn progress(len: u64, unit: &str) -> ProgressBar {
     );
     bar
 }
+
+/// The body of every stage binary's `main`: sets up logging, runs, and on error prints the
+/// whole error chain (`{:#}`) to stderr and exits with status 1.
+pub fn run_main<E: std::fmt::Display>(run: impl FnOnce() -> Result<(), E>) {
+    init();
+    if let Err(e) = run() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -109,6 +109,46 @@ fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> &'a T {
         .expect("a checked images batch has this column")
 }
 
+/// Preprocesses the images of `rows` of an images batch into `input` (NCHW, resized to
+/// `size`); an image that cannot be preprocessed is named by its id.
+fn fill_input(
+    batch: &RecordBatch,
+    rows: &[usize],
+    preprocess: &Preprocess,
+    size: u32,
+    input: &mut Vec<f32>,
+) -> Result<(), String> {
+    let per_image = 3 * (size * size) as usize;
+    let ids = batch
+        .column_by_name("id")
+        .and_then(|c| c.as_any().downcast_ref::<Int64Array>());
+    let hs = col::<Int32Array>(batch, "height");
+    let ws = col::<Int32Array>(batch, "width");
+    let pixels = col::<FixedSizeListArray>(batch, "pixels");
+    input.clear();
+    input.resize(rows.len() * per_image, 0.0);
+    for (i, &r) in rows.iter().enumerate() {
+        let px = pixels.value(r);
+        let px = px
+            .as_any()
+            .downcast_ref::<arrow::array::UInt8Array>()
+            .expect("a checked images file has u8 pixels");
+        preprocess_into(
+            px.values(),
+            hs.value(r) as u32,
+            ws.value(r) as u32,
+            preprocess,
+            size,
+            &mut input[i * per_image..(i + 1) * per_image],
+        )
+        .map_err(|e| match ids {
+            Some(ids) => format!("image id {}: {e}", ids.value(r)),
+            None => e.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
 /// Runs the local network over the chosen splits of `images.parquet` and writes `features.parquet`.
 pub fn extract(
     cfg: &ExtractConfig,
@@ -136,7 +176,6 @@ pub fn extract(
         serde_json::to_string(&cfg.topology).expect("a topology should serialise"),
     );
     let size = cfg.input_size as usize;
-    let per_image = 3 * size * size;
     let mut writer: Option<(ArtifactWriter, [usize; 3])> = None;
     let mut input = Vec::new();
     for batch in reader {
@@ -148,9 +187,6 @@ pub fn extract(
         let ids = col::<Int64Array>(&batch, "id");
         let labels = col::<Int32Array>(&batch, "label");
         let split = col::<StringArray>(&batch, "split");
-        let hs = col::<Int32Array>(&batch, "height");
-        let ws = col::<Int32Array>(&batch, "width");
-        let pixels = col::<FixedSizeListArray>(&batch, "pixels");
         let rows: Vec<usize> = (0..batch.num_rows())
             .filter(|&r| cfg.splits.iter().any(|s| s == split.value(r)))
             .filter(|&r| {
@@ -161,27 +197,12 @@ pub fn extract(
         if rows.is_empty() {
             continue;
         }
-        input.clear();
-        input.resize(rows.len() * per_image, 0.0f32);
-        for (i, &r) in rows.iter().enumerate() {
-            let px = pixels.value(r);
-            let px = px
-                .as_any()
-                .downcast_ref::<arrow::array::UInt8Array>()
-                .expect("a checked images file has u8 pixels");
-            preprocess_into(
-                px.values(),
-                hs.value(r) as u32,
-                ws.value(r) as u32,
-                &cfg.preprocess,
-                cfg.input_size,
-                &mut input[i * per_image..(i + 1) * per_image],
-            )
-            .map_err(|e| ExtractError::Input {
+        fill_input(&batch, &rows, &cfg.preprocess, cfg.input_size, &mut input).map_err(
+            |message| ExtractError::Input {
                 path: cfg.images.clone(),
-                message: format!("image id {}: {e}", ids.value(r)),
-            })?;
-        }
+                message,
+            },
+        )?;
         let x = ArrayView4::from_shape((rows.len(), 3, size, size), &input)
             .expect("the input buffer should have the batch's shape");
         let y = runner.run(x)?;
@@ -292,7 +313,6 @@ pub fn channel_means(
         128,
     )?;
     let size = input_size as usize;
-    let per_image = 3 * size * size;
     let (mut acts, mut labels) = (Vec::new(), Vec::new());
     for batch in reader {
         if labels.len() >= limit {
@@ -310,31 +330,15 @@ pub fn channel_means(
         if rows.is_empty() {
             continue;
         }
-        let hs = col::<Int32Array>(&batch, "height");
-        let ws = col::<Int32Array>(&batch, "width");
-        let pixels = col::<FixedSizeListArray>(&batch, "pixels");
         let lab = col::<Int32Array>(&batch, "label");
-        let mut input = vec![0.0f32; rows.len() * per_image];
-        for (i, &r) in rows.iter().enumerate() {
-            let px = pixels.value(r);
-            let px = px
-                .as_any()
-                .downcast_ref::<arrow::array::UInt8Array>()
-                .expect("a checked images file has u8 pixels");
-            preprocess_into(
-                px.values(),
-                hs.value(r) as u32,
-                ws.value(r) as u32,
-                preprocess,
-                input_size,
-                &mut input[i * per_image..(i + 1) * per_image],
-            )
-            .map_err(|e| ExtractError::Input {
+        let mut input = Vec::new();
+        fill_input(&batch, &rows, preprocess, input_size, &mut input).map_err(|message| {
+            ExtractError::Input {
                 path: images.to_path_buf(),
-                message: e.to_string(),
-            })?;
-            labels.push(lab.value(r));
-        }
+                message,
+            }
+        })?;
+        labels.extend(rows.iter().map(|&r| lab.value(r)));
         let x = ArrayView4::from_shape((rows.len(), 3, size, size), &input)
             .expect("the input buffer should have the batch's shape");
         let y = runner.run(x)?;

@@ -91,9 +91,8 @@ fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, IngestError> {
     Ok(bytes)
 }
 
-/// Finds `stem.bin` or `stem.bin.gz` anywhere under `root` (the mirror nests them one level down).
-fn find_batch(root: &Path, stem: &str) -> Option<PathBuf> {
-    let candidates = [format!("{stem}.bin"), format!("{stem}.bin.gz")];
+/// The first file (in sorted path order) anywhere under `root` whose name satisfies `wanted`.
+fn find_first(root: &Path, wanted: impl Fn(&str) -> bool) -> Option<PathBuf> {
     let mut stack = vec![root.to_path_buf()];
     let mut found = Vec::new();
     while let Some(dir) = stack.pop() {
@@ -104,10 +103,7 @@ fn find_batch(root: &Path, stem: &str) -> Option<PathBuf> {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p
-                .file_name()
-                .is_some_and(|n| candidates.iter().any(|c| n == c.as_str()))
-            {
+            } else if p.file_name().is_some_and(|n| wanted(&n.to_string_lossy())) {
                 found.push(p);
             }
         }
@@ -116,22 +112,14 @@ fn find_batch(root: &Path, stem: &str) -> Option<PathBuf> {
     found.into_iter().next()
 }
 
+/// Finds `stem.bin` or `stem.bin.gz` anywhere under `root` (the mirror nests them one level down).
+fn find_batch(root: &Path, stem: &str) -> Option<PathBuf> {
+    let (plain, gz) = (format!("{stem}.bin"), format!("{stem}.bin.gz"));
+    find_first(root, |n| n == plain || n == gz)
+}
+
 fn find_file(root: &Path, name: &str) -> Option<PathBuf> {
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.file_name().is_some_and(|n| n == name) {
-                return Some(p);
-            }
-        }
-    }
-    None
+    find_first(root, |n| n == name)
 }
 
 fn parse_meta(text: &str) -> Vec<String> {

@@ -57,11 +57,7 @@ fn parse_size(s: &str) -> Result<[u32; 2], String> {
 }
 
 fn main() {
-    privynet_core::logging::init();
-    if let Err(e) = run(Args::parse()) {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
-    }
+    privynet_core::logging::run_main(|| run(Args::parse()));
 }
 
 fn run(args: Args) -> Result<()> {

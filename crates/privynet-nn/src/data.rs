@@ -112,16 +112,7 @@ pub fn load_features(path: &Path, splits: &[&str], classes: usize) -> Result<Dat
                 let Some(s) = out.get_mut(split.value(r)) else {
                     continue;
                 };
-                let label = labels.value(r);
-                if label < 0 || label as usize >= classes {
-                    return Err(NnError::Data {
-                        path: part.clone(),
-                        message: format!(
-                            "row with id {} has label {label}, outside 0..{classes}",
-                            ids.value(r)
-                        ),
-                    });
-                }
+                let label = check_label(part, ids.value(r), labels.value(r), classes)?;
                 let row = &values.values()[r * len..(r + 1) * len];
                 if row.iter().any(|v| !v.is_finite()) {
                     bad_rows.push(ids.value(r));
@@ -179,16 +170,7 @@ pub fn load_images(path: &Path, splits: &[&str], classes: usize) -> Result<Datas
             let Some(s) = out.get_mut(split.value(r)) else {
                 continue;
             };
-            let label = labels.value(r);
-            if label < 0 || label as usize >= classes {
-                return Err(NnError::Data {
-                    path: path.to_path_buf(),
-                    message: format!(
-                        "row with id {} has label {label}, outside 0..{classes}",
-                        ids.value(r)
-                    ),
-                });
-            }
+            let label = check_label(path, ids.value(r), labels.value(r), classes)?;
             let v = px.value(r);
             let v = v
                 .as_any()
@@ -208,6 +190,17 @@ pub fn load_images(path: &Path, splits: &[&str], classes: usize) -> Result<Datas
         shape: [3, h, w],
         splits: out,
     })
+}
+
+/// A label within `0..classes`, or an error naming the row's id.
+fn check_label(path: &Path, id: i64, label: i32, classes: usize) -> Result<i32, NnError> {
+    if label < 0 || label as usize >= classes {
+        return Err(NnError::Data {
+            path: path.to_path_buf(),
+            message: format!("row with id {id} has label {label}, outside 0..{classes}"),
+        });
+    }
+    Ok(label)
 }
 
 fn col<'a, T: 'static>(b: &'a arrow::array::RecordBatch, name: &str) -> &'a T {

@@ -57,11 +57,7 @@ struct Args {
 }
 
 fn main() {
-    privynet_core::logging::init();
-    if let Err(e) = run(Args::parse()) {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
-    }
+    privynet_core::logging::run_main(|| run(Args::parse()));
 }
 
 /// Rows of `split` reordered to follow `ids`, with the image rows of the same ids.

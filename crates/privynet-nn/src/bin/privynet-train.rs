@@ -45,11 +45,7 @@ struct Args {
 }
 
 fn main() {
-    privynet_core::logging::init();
-    if let Err(e) = run(Args::parse()) {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
-    }
+    privynet_core::logging::run_main(|| run(Args::parse()));
 }
 
 /// The cloud stage refuses local artifacts by their own metadata, whatever their file name.

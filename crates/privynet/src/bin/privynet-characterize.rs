@@ -34,11 +34,7 @@ struct Args {
 }
 
 fn main() {
-    privynet_core::logging::init();
-    if let Err(e) = run(Args::parse()) {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
-    }
+    privynet_core::logging::run_main(|| run(Args::parse()));
 }
 
 #[derive(Debug, Default, Clone)]
