@@ -172,6 +172,11 @@ fn run(cli: Cli) -> Result<i32> {
                 }
             }
             if stage.is_none() && until.is_none() {
+                if failed == 0
+                    && let Ok(table) = privynet::show::summary(&dag.out_dir)
+                {
+                    println!("\n{table}");
+                }
                 println!(
                     "not yet part of the pipeline: {} (stages still to come)",
                     Stage::NOT_YET.join(", ")
