@@ -156,6 +156,26 @@ fn s(p: &Path) -> String {
     p.display().to_string()
 }
 
+/// The arguments of a node that reads `ins` (each passed as `--flag PATH`) and writes to
+/// `output`, and its inputs: built from one list, so the command line and the up-to-date
+/// check always name the same files.
+fn wire(
+    base: &[String],
+    ins: Vec<(&str, PathBuf, Option<ArtifactKind>)>,
+    output: &Path,
+) -> (Vec<String>, Vec<Input>) {
+    let mut args = base.to_vec();
+    let mut inputs = Vec::new();
+    for (flag, path, kind) in ins {
+        args.push(format!("--{flag}"));
+        args.push(s(&path));
+        inputs.push(Input { path, kind });
+    }
+    args.push("--output".into());
+    args.push(s(output));
+    (args, inputs)
+}
+
 /// Builds the DAG for a manifest file (the path is passed to every stage binary).
 pub fn build(manifest_path: &Path, overrides: &[String]) -> Result<Dag, RunError> {
     let m = Manifest::load(manifest_path, overrides)?;
@@ -270,75 +290,54 @@ pub fn build(manifest_path: &Path, overrides: &[String]) -> Result<Dag, RunError
         let wide_d = wide.channels;
         let wdir = out.join(&wide.label);
         let features = dir.join("features.parquet");
-        let mut args = base_args.clone();
-        let (inputs, params, deps) = if p.channels == wide_d {
-            args.extend([
-                "--images".into(),
-                s(&images),
-                "--model".into(),
-                s(&dir.join("local.onnx")),
-                "--topology".into(),
-                s(&dir.join("topology.arrow")),
-                "--output".into(),
-                s(&features),
-            ]);
-            (
+        let (args, inputs, params) = if p.channels == wide_d {
+            let (args, inputs) = wire(
+                &base_args,
                 vec![
-                    Input {
-                        path: images.clone(),
-                        kind: Some(ArtifactKind::Images),
-                    },
-                    Input {
-                        path: dir.join("local.onnx"),
-                        kind: None,
-                    },
-                    Input {
-                        path: dir.join("topology.arrow"),
-                        kind: Some(ArtifactKind::Topology),
-                    },
+                    ("images", images.clone(), Some(ArtifactKind::Images)),
+                    ("model", dir.join("local.onnx"), None),
+                    (
+                        "topology",
+                        dir.join("topology.arrow"),
+                        Some(ArtifactKind::Topology),
+                    ),
                 ],
-                BTreeMap::from([
-                    ("model.preprocess".into(), v(&m.model.preprocess)),
-                    ("model.input_size".into(), json!(m.model.input_size)),
-                    ("extract".into(), v(&m.extract)),
-                ]),
-                vec![],
-            )
+                &features,
+            );
+            let params = BTreeMap::from([
+                ("model.preprocess".into(), v(&m.model.preprocess)),
+                ("model.input_size".into(), json!(m.model.input_size)),
+                ("extract".into(), v(&m.extract)),
+            ]);
+            (args, inputs, params)
         } else {
-            args.extend([
-                "--derive-from".into(),
-                s(&wdir.join("features.parquet")),
-                "--wide-selection".into(),
-                s(&wdir.join("selection.arrow")),
-                "--selection".into(),
-                s(&dir.join("selection.arrow")),
-                "--topology".into(),
-                s(&dir.join("topology.arrow")),
-                "--output".into(),
-                s(&features),
-            ]);
-            (
+            let (args, inputs) = wire(
+                &base_args,
                 vec![
-                    Input {
-                        path: wdir.join("features.parquet"),
-                        kind: Some(ArtifactKind::Features),
-                    },
-                    Input {
-                        path: wdir.join("selection.arrow"),
-                        kind: Some(ArtifactKind::Selection),
-                    },
-                    Input {
-                        path: dir.join("selection.arrow"),
-                        kind: Some(ArtifactKind::Selection),
-                    },
-                    Input {
-                        path: dir.join("topology.arrow"),
-                        kind: Some(ArtifactKind::Topology),
-                    },
+                    (
+                        "derive-from",
+                        wdir.join("features.parquet"),
+                        Some(ArtifactKind::Features),
+                    ),
+                    (
+                        "wide-selection",
+                        wdir.join("selection.arrow"),
+                        Some(ArtifactKind::Selection),
+                    ),
+                    (
+                        "selection",
+                        dir.join("selection.arrow"),
+                        Some(ArtifactKind::Selection),
+                    ),
+                    (
+                        "topology",
+                        dir.join("topology.arrow"),
+                        Some(ArtifactKind::Topology),
+                    ),
                 ],
-                BTreeMap::new(),
-                vec![],
-            )
+                &features,
+            );
+            (args, inputs, BTreeMap::new())
         };
         nodes.push(Node {
             id: format!("extract/{}", p.label),
@@ -348,34 +347,32 @@ pub fn build(manifest_path: &Path, overrides: &[String]) -> Result<Dag, RunError
             outputs: vec![features],
             params,
             args,
-            deps,
+            deps: vec![],
         });
     }
     for p in &sweep {
         let dir = out.join(&p.label);
-        let mut args = base_args.clone();
-        args.extend([
-            "--features".into(),
-            s(&dir.join("features.parquet")),
-            "--topology".into(),
-            s(&dir.join("topology.arrow")),
-            "--output".into(),
-            s(&dir.join("train")),
-        ]);
+        let (args, inputs) = wire(
+            &base_args,
+            vec![
+                (
+                    "features",
+                    dir.join("features.parquet"),
+                    Some(ArtifactKind::Features),
+                ),
+                (
+                    "topology",
+                    dir.join("topology.arrow"),
+                    Some(ArtifactKind::Topology),
+                ),
+            ],
+            &dir.join("train"),
+        );
         nodes.push(Node {
             id: format!("train/{}", p.label),
             stage: Stage::Train,
             topology: Some(p.label.clone()),
-            inputs: vec![
-                Input {
-                    path: dir.join("features.parquet"),
-                    kind: Some(ArtifactKind::Features),
-                },
-                Input {
-                    path: dir.join("topology.arrow"),
-                    kind: Some(ArtifactKind::Topology),
-                },
-            ],
+            inputs,
             outputs: [
                 "cloud_model.bpk",
                 "cloud_config.json",
@@ -396,53 +393,43 @@ pub fn build(manifest_path: &Path, overrides: &[String]) -> Result<Dag, RunError
     for p in &sweep {
         let dir = out.join(&p.label);
         let wdir = out.join(wide_of(p).label);
-        let mut args = base_args.clone();
-        args.extend([
-            "--images".into(),
-            s(&images),
-            "--features".into(),
-            s(&dir.join("features.parquet")),
-            "--topology".into(),
-            s(&dir.join("topology.arrow")),
-            "--selection".into(),
-            s(&dir.join("selection.arrow")),
-            "--full-features".into(),
-            s(&wdir.join("features.parquet")),
-            "--full-selection".into(),
-            s(&wdir.join("selection.arrow")),
-            "--output".into(),
-            s(&dir.join("attack")),
-        ]);
+        let (args, inputs) = wire(
+            &base_args,
+            vec![
+                ("images", images.clone(), Some(ArtifactKind::Images)),
+                (
+                    "features",
+                    dir.join("features.parquet"),
+                    Some(ArtifactKind::Features),
+                ),
+                (
+                    "topology",
+                    dir.join("topology.arrow"),
+                    Some(ArtifactKind::Topology),
+                ),
+                (
+                    "selection",
+                    dir.join("selection.arrow"),
+                    Some(ArtifactKind::Selection),
+                ),
+                (
+                    "full-features",
+                    wdir.join("features.parquet"),
+                    Some(ArtifactKind::Features),
+                ),
+                (
+                    "full-selection",
+                    wdir.join("selection.arrow"),
+                    Some(ArtifactKind::Selection),
+                ),
+            ],
+            &dir.join("attack"),
+        );
         nodes.push(Node {
             id: format!("attack/{}", p.label),
             stage: Stage::Attack,
             topology: Some(p.label.clone()),
-            inputs: vec![
-                Input {
-                    path: images.clone(),
-                    kind: Some(ArtifactKind::Images),
-                },
-                Input {
-                    path: dir.join("features.parquet"),
-                    kind: Some(ArtifactKind::Features),
-                },
-                Input {
-                    path: dir.join("topology.arrow"),
-                    kind: Some(ArtifactKind::Topology),
-                },
-                Input {
-                    path: dir.join("selection.arrow"),
-                    kind: Some(ArtifactKind::Selection),
-                },
-                Input {
-                    path: wdir.join("features.parquet"),
-                    kind: Some(ArtifactKind::Features),
-                },
-                Input {
-                    path: wdir.join("selection.arrow"),
-                    kind: Some(ArtifactKind::Selection),
-                },
-            ],
+            inputs,
             outputs: [
                 "privacy.parquet",
                 "attack_summary.arrow",
