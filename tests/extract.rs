@@ -358,3 +358,118 @@ fn killed_extract_leaves_no_final_file() {
     child.wait().unwrap();
     assert!(!out.exists(), "a killed extract left {}", out.display());
 }
+
+#[test]
+fn derived_narrower_features_equal_a_direct_extraction() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, wide) = prepare(dir.path(), "fire3", "all");
+    let ms = m.to_str().unwrap();
+    let narrow = dir.path().join("fire3-8");
+    ok(&run(
+        "privynet-slice",
+        &[
+            "--manifest",
+            ms,
+            "--cut",
+            "fire3",
+            "--channels",
+            "8",
+            "--output",
+            narrow.to_str().unwrap(),
+        ],
+    ));
+    let extract = |t: &Path, out: &Path| {
+        ok(&run(
+            "privynet-extract",
+            &[
+                "--manifest",
+                ms,
+                "--model",
+                t.join("local.onnx").to_str().unwrap(),
+                "--topology",
+                t.join("topology.arrow").to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+            ],
+        ));
+    };
+    extract(&wide, &wide.join("features.parquet"));
+    let direct = dir.path().join("direct.parquet");
+    extract(&narrow, &direct);
+    let derived = dir.path().join("derived.parquet");
+    ok(&run(
+        "privynet-extract",
+        &[
+            "--manifest",
+            ms,
+            "--derive-from",
+            wide.join("features.parquet").to_str().unwrap(),
+            "--wide-selection",
+            wide.join("selection.arrow").to_str().unwrap(),
+            "--selection",
+            narrow.join("selection.arrow").to_str().unwrap(),
+            "--topology",
+            narrow.join("topology.arrow").to_str().unwrap(),
+            "--output",
+            derived.to_str().unwrap(),
+        ],
+    ));
+    let values = |p: &Path| -> (Vec<i64>, Vec<f32>) {
+        let mut ids = Vec::new();
+        let mut v = Vec::new();
+        for b in read_all(p, ArtifactKind::Features) {
+            ids.extend_from_slice(col::<Int64Array>(&b, "id").values());
+            let l = col::<FixedSizeListArray>(&b, "features");
+            v.extend_from_slice(
+                l.values()
+                    .as_any()
+                    .downcast_ref::<Float32Array>()
+                    .unwrap()
+                    .values(),
+            );
+        }
+        (ids, v)
+    };
+    let (a, b) = (values(&direct), values(&derived));
+    assert_eq!(a.0, b.0);
+    assert_eq!(a.1.len(), 400 * 8 * 7 * 7);
+    assert!(
+        a.1 == b.1,
+        "derived features differ from a direct extraction"
+    );
+    // A selection that is not a prefix of the wide one is refused.
+    let other = dir.path().join("fire3-8-seed9");
+    ok(&run(
+        "privynet-slice",
+        &[
+            "--manifest",
+            ms,
+            "--seed",
+            "9",
+            "--cut",
+            "fire3",
+            "--channels",
+            "8",
+            "--output",
+            other.to_str().unwrap(),
+        ],
+    ));
+    let o = run(
+        "privynet-extract",
+        &[
+            "--manifest",
+            ms,
+            "--derive-from",
+            wide.join("features.parquet").to_str().unwrap(),
+            "--wide-selection",
+            wide.join("selection.arrow").to_str().unwrap(),
+            "--selection",
+            other.join("selection.arrow").to_str().unwrap(),
+            "--topology",
+            other.join("topology.arrow").to_str().unwrap(),
+            "--output",
+            dir.path().join("x.parquet").to_str().unwrap(),
+        ],
+    );
+    fails_with(&o, &["not a prefix"]);
+}
