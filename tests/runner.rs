@@ -155,3 +155,43 @@ fn show_prints_schema_and_provenance() {
     assert!(s.contains("privynet.stage: slice"), "{s}");
     assert!(s.contains("channel"), "{s}");
 }
+
+#[test]
+fn ctrl_c_leaves_a_valid_lock_file_and_the_next_run_resumes() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let m = smoke_manifest(dir.path(), "");
+    let ms = m.to_str().unwrap();
+    // Its own process group, so the interrupt reaches the runner and its stage processes
+    // together, as Ctrl-C in a terminal does.
+    let child = std::process::Command::new(bin("privynet"))
+        .args(["run", ms])
+        .current_dir(root())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(3000));
+    let pgid = child.id();
+    let status = std::process::Command::new("kill")
+        .args(["-INT", "--", &format!("-{pgid}")])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut child = child;
+    child.wait().unwrap();
+    let lock = dir.path().join("out/privynet.lock.json");
+    if lock.exists() {
+        let text = std::fs::read_to_string(&lock).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).expect("the lock file parses");
+        assert!(v.get("nodes").is_some(), "{text}");
+    }
+    // No temporary file is left looking like a final artifact, and the next run finishes.
+    let again = run("privynet", &["run", ms]);
+    ok(&again);
+    let out = stdout(&again);
+    assert!(out.contains("0 failed, 0 blocked"), "{out}");
+    let third = stdout(&run("privynet", &["run", ms]));
+    assert_eq!(lines_with(&third, "skipped").len(), 18, "{third}");
+}
