@@ -5,7 +5,7 @@
 #   make test                     fmt check + clippy -D warnings + all tests (what CI runs)
 #   make bench                    benchmarks that print figures
 #   make data [DATA_MIRROR=DIR]   CIFAR-10 and SqueezeNet 1.1 under data/, checksummed
-#   make ingest|slice|extract|train|attack     rerun one stage of MANIFEST (TOPOLOGY=fire3-d8 for one)
+#   make ingest|slice|extract|train|attack|characterize     rerun one stage of MANIFEST (TOPOLOGY=fire3-d8 for one)
 #   make status                   what is stale in MANIFEST and why
 #
 # Every target builds with the release profile, so tests, pipeline and bench share one build.
@@ -19,7 +19,7 @@ JOBS     ?=
 RUN_FLAGS := $(if $(TOPOLOGY),--topology $(TOPOLOGY)) $(if $(JOBS),-j $(JOBS))
 
 .PHONY: all build ort data pipeline smoke status test lint fmt bench clean distclean \
-        ingest slice extract train attack
+        ingest slice extract train attack characterize
 
 all: build
 
@@ -41,7 +41,7 @@ smoke: build data
 status: build
 	$(BIN)/privynet status $(MANIFEST)
 
-ingest slice extract train attack: build data
+ingest slice extract train attack characterize: build data
 	$(BIN)/privynet run $(MANIFEST) --stage $@ $(RUN_FLAGS)
 
 fmt:
