@@ -51,3 +51,32 @@ fn artifact_schemas() {
     }
     insta::assert_snapshot!(all);
 }
+
+#[test]
+fn listing_as_arrow_matches_the_printed_table() {
+    use arrow::array::{Int64Array, StringArray};
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cut_points.arrow");
+    ok(&run(
+        "privynet-slice",
+        &[
+            "--list",
+            squeezenet().to_str().unwrap(),
+            "--input-size",
+            "32",
+            "--output",
+            out.to_str().unwrap(),
+        ],
+    ));
+    let b = read_all(&out, privynet_core::ArtifactKind::CutPoints);
+    let rows: usize = b.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, 66);
+    let b = &b[0];
+    let layers = col::<StringArray>(b, "layer");
+    let i = (0..b.num_rows())
+        .find(|&i| arrow::array::Array::is_valid(layers, i) && layers.value(i) == "fire3")
+        .expect("fire3 is listed");
+    assert_eq!(col::<Int64Array>(b, "channels").value(i), 128);
+    assert_eq!(col::<Int64Array>(b, "macs").value(i), 1_542_848);
+    assert_eq!(col::<Int64Array>(b, "weight_bytes").value(i), 51_264);
+}
