@@ -36,8 +36,11 @@ pub struct Manifest {
     pub attack: AttackParams,
 }
 
+/// The seed used when neither the manifest nor a `--seed` flag sets one.
+pub const DEFAULT_SEED: u64 = 42;
+
 fn default_seed() -> u64 {
-    42
+    DEFAULT_SEED
 }
 
 /// The dataset and how it is split.
@@ -491,6 +494,11 @@ impl Manifest {
         };
         manifest.validate(path)?;
         Ok(manifest)
+    }
+
+    /// Where the ingest stage writes `images.parquet`, and every later stage reads it.
+    pub fn images_path(&self) -> PathBuf {
+        self.out_dir().join("images.parquet")
     }
 
     /// The folder the pipeline's outputs go to.

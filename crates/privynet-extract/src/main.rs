@@ -122,11 +122,7 @@ fn run(args: Args) -> Result<()> {
     let images = args
         .images
         .clone()
-        .or_else(|| {
-            manifest
-                .as_ref()
-                .map(|m| m.out_dir().join("images.parquet"))
-        })
+        .or_else(|| manifest.as_ref().map(|m| m.images_path()))
         .context("no images: pass --images or --manifest")?;
     let model = args
         .model

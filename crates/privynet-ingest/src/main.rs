@@ -89,15 +89,11 @@ fn run(args: Args) -> Result<()> {
     let seed = args
         .seed
         .or(manifest.as_ref().map(|m| m.seed))
-        .unwrap_or(42);
+        .unwrap_or(privynet_core::manifest::DEFAULT_SEED);
     let output = args
         .output
         .clone()
-        .or_else(|| {
-            manifest
-                .as_ref()
-                .map(|m| m.out_dir().join("images.parquet"))
-        })
+        .or_else(|| manifest.as_ref().map(|m| m.images_path()))
         .context("no output: pass --output or --manifest")?;
 
     let start = Instant::now();

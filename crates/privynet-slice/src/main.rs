@@ -96,7 +96,7 @@ fn run(args: Args) -> Result<()> {
     let seed = args
         .seed
         .or(manifest.as_ref().map(|m| m.seed))
-        .unwrap_or(42);
+        .unwrap_or(privynet_core::manifest::DEFAULT_SEED);
     let slice_params = manifest
         .as_ref()
         .map(|m| m.slice.clone())
@@ -129,11 +129,7 @@ fn run(args: Args) -> Result<()> {
             let images = args
                 .images
                 .clone()
-                .or_else(|| {
-                    manifest
-                        .as_ref()
-                        .map(|m| m.out_dir().join("images.parquet"))
-                })
+                .or_else(|| manifest.as_ref().map(|m| m.images_path()))
                 .context("fisher-random needs labelled images: pass --images images.parquet")?;
             prov.add_input(&images)?;
             let scores = fisher(

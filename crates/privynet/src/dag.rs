@@ -188,7 +188,7 @@ pub fn build(manifest_path: &Path, overrides: &[String]) -> Result<Dag, RunError
         base_args.push(o.clone());
     }
     let mut nodes: Vec<Node> = Vec::new();
-    let images = out.join("images.parquet");
+    let images = m.images_path();
     let v = |x: &dyn erased::Ser| x.to_value();
     nodes.push(Node {
         id: "ingest".into(),

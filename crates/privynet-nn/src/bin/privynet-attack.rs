@@ -115,16 +115,12 @@ fn run(args: Args) -> Result<()> {
     let seed = args
         .seed
         .or(manifest.as_ref().map(|m| m.seed))
-        .unwrap_or(42);
+        .unwrap_or(privynet_core::manifest::DEFAULT_SEED);
     let classes = manifest.as_ref().map_or(10, |m| m.train.classes);
     let images_path = args
         .images
         .clone()
-        .or_else(|| {
-            manifest
-                .as_ref()
-                .map(|m| m.out_dir().join("images.parquet"))
-        })
+        .or_else(|| manifest.as_ref().map(|m| m.images_path()))
         .context("no images: pass --images or --manifest")?;
     let topo = Topology::read(&args.topology)
         .with_context(|| format!("reading {}", args.topology.display()))?;
@@ -323,16 +319,12 @@ fn run(args: Args) -> Result<()> {
         &victim_y,
         ih,
         n_pool,
-        d_of(fshape),
+        fshape[0],
         floor_psnr,
         floor_ssim,
     )?;
     println!("{}", args.output.display());
     Ok(())
-}
-
-fn d_of(f: [usize; 3]) -> usize {
-    f[0]
 }
 
 /// The same seeded permutation the slice stage's `random` method draws (ChaCha8, shuffle).

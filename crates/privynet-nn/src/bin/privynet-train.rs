@@ -80,17 +80,13 @@ fn run(args: Args) -> Result<()> {
     let seed = args
         .seed
         .or(manifest.as_ref().map(|m| m.seed))
-        .unwrap_or(42);
+        .unwrap_or(privynet_core::manifest::DEFAULT_SEED);
     let mut prov = Provenance::new("train", &args.manifest.label());
     let (ds, input, label) = if args.baseline.is_some() {
         let images = args
             .images
             .clone()
-            .or_else(|| {
-                manifest
-                    .as_ref()
-                    .map(|m| m.out_dir().join("images.parquet"))
-            })
+            .or_else(|| manifest.as_ref().map(|m| m.images_path()))
             .context("--baseline raw needs --images images.parquet")?;
         tracing::warn!("baseline run on raw images: a local-only run, not a cloud stage");
         let ds = data::load_images(&images, &["train", "test"], params.classes)
