@@ -1,11 +1,13 @@
 # PrivyNet-rs: one command runs the pipeline, one runs exactly what CI runs.
 #
-#   make pipeline                 run pipelines/cifar10-squeezenet.yaml end to end
+#   make pipeline                 run pipelines/cifar10-squeezenet.yaml end to end (< 30 min, 2 cores)
+#   make pipeline-exhaustive      the same over the whole grid, for the optimizer's regret
+#   make pipeline-full            the paper-scale manifest (hours on 2 cores)
 #   make smoke                    the same on a few hundred images
 #   make test                     fmt check + clippy -D warnings + all tests (what CI runs)
 #   make bench                    benchmarks that print figures
 #   make data [DATA_MIRROR=DIR]   CIFAR-10 and SqueezeNet 1.1 under data/, checksummed
-#   make ingest|slice|extract|train|attack|characterize     rerun one stage of MANIFEST (TOPOLOGY=fire3-d8 for one)
+#   make ingest|slice|extract|train|attack|characterize|optimize   rerun one stage of MANIFEST (TOPOLOGY=fire3-d8 for one)
 #   make status                   what is stale in MANIFEST and why
 #
 # Every target builds with the release profile, so tests, pipeline and bench share one build.
@@ -18,8 +20,8 @@ JOBS     ?=
 
 RUN_FLAGS := $(if $(TOPOLOGY),--topology $(TOPOLOGY)) $(if $(JOBS),-j $(JOBS))
 
-.PHONY: all build ort data pipeline smoke status test lint fmt bench clean distclean \
-        ingest slice extract train attack characterize
+.PHONY: all build ort data pipeline pipeline-exhaustive pipeline-full smoke status test lint \
+        fmt bench clean distclean ingest slice extract train attack characterize optimize
 
 all: build
 
@@ -35,13 +37,21 @@ build: ort
 pipeline: build data
 	$(BIN)/privynet run $(MANIFEST) $(RUN_FLAGS)
 
+# The whole grid in the same run folder: the sampled topologies are reused, the rest are added,
+# and the optimizer reports the model-based choice's regret.
+pipeline-exhaustive: build data
+	$(BIN)/privynet run $(MANIFEST) --set optimize.mode=exhaustive $(RUN_FLAGS)
+
+pipeline-full: build data
+	$(BIN)/privynet run pipelines/cifar10-squeezenet-full.yaml $(RUN_FLAGS)
+
 smoke: build data
 	$(BIN)/privynet run pipelines/smoke.yaml $(RUN_FLAGS)
 
 status: build
 	$(BIN)/privynet status $(MANIFEST)
 
-ingest slice extract train attack characterize: build data
+ingest slice extract train attack characterize optimize: build data
 	$(BIN)/privynet run $(MANIFEST) --stage $@ $(RUN_FLAGS)
 
 fmt:

@@ -34,6 +34,8 @@ pub struct Manifest {
     pub train: TrainParams,
     #[serde(default)]
     pub attack: AttackParams,
+    #[serde(default)]
+    pub optimize: OptimizeParams,
 }
 
 /// The seed used when neither the manifest nor a `--seed` flag sets one.
@@ -466,6 +468,140 @@ impl Default for AttackParams {
     }
 }
 
+/// How the optimizer gets its data points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizeMode {
+    /// Characterize only the sampled topologies, fit models of accuracy and privacy loss in
+    /// log D per cut, choose from the predictions, then evaluate the choice for real.
+    #[default]
+    Model,
+    /// Characterize the whole grid; the report also gives the model-based choice's regret.
+    Exhaustive,
+}
+
+/// Which channel counts of a cut's grid are sampled: a rule or a count (`all` is the cut's
+/// channel count). A count that is not on a cut's grid samples nothing there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum SamplePoint {
+    Count(u32),
+    Rule(SampleRule),
+}
+
+/// A sampling rule over a cut's sorted grid of channel counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SampleRule {
+    Smallest,
+    /// The grid's median position (the lower one of two).
+    Middle,
+    Largest,
+    All,
+}
+
+/// The optimizer's limits. Privacy loss is the worst case over the enabled attacker modes.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest allowed reconstruction PSNR (dB).
+    #[serde(default)]
+    pub max_psnr: Option<f64>,
+    /// Largest allowed reconstruction SSIM.
+    #[serde(default)]
+    pub max_ssim: Option<f64>,
+    /// Most local multiply-accumulates per image.
+    #[serde(default)]
+    pub max_macs: Option<i64>,
+    /// Most bytes of local weights.
+    #[serde(default)]
+    pub max_weight_bytes: Option<i64>,
+}
+
+/// Parameters of the optimizer stage.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizeParams {
+    #[serde(default)]
+    pub mode: OptimizeMode,
+    /// The channel counts sampled per cut to fit the models.
+    #[serde(default = "default_sample")]
+    pub sample: Vec<SamplePoint>,
+    #[serde(default)]
+    pub limits: Limits,
+    /// The privacy safety margin is this many times the fit's largest held-out error.
+    #[serde(default = "default_margin_scale")]
+    pub margin_scale: f64,
+}
+
+fn default_sample() -> Vec<SamplePoint> {
+    vec![
+        SamplePoint::Rule(SampleRule::Smallest),
+        SamplePoint::Rule(SampleRule::Middle),
+        SamplePoint::Rule(SampleRule::Largest),
+    ]
+}
+fn default_margin_scale() -> f64 {
+    1.0
+}
+
+impl Default for OptimizeParams {
+    fn default() -> Self {
+        Self {
+            mode: OptimizeMode::Model,
+            sample: default_sample(),
+            limits: Limits::default(),
+            margin_scale: default_margin_scale(),
+        }
+    }
+}
+
+/// A cut's grid of channel counts: the sweep's counts resolved against the cut, sorted and
+/// deduplicated. A count larger than the cut's channels is an error naming both.
+pub fn grid_channels(
+    channels: &[ChannelCount],
+    cut: &str,
+    cut_channels: i64,
+) -> std::result::Result<Vec<i64>, String> {
+    let mut ds = Vec::with_capacity(channels.len());
+    for c in channels {
+        let d = match c {
+            ChannelCount::Count(d) => i64::from(*d),
+            ChannelCount::All(_) => cut_channels,
+        };
+        if d > cut_channels {
+            return Err(format!(
+                "sweep asks for {d} channels at `{cut}`, which has {cut_channels} channels"
+            ));
+        }
+        ds.push(d);
+    }
+    ds.sort_unstable();
+    ds.dedup();
+    Ok(ds)
+}
+
+/// The sampled channel counts of one cut's grid (sorted, deduplicated).
+pub fn sample_channels(grid: &[i64], cut_channels: i64, sample: &[SamplePoint]) -> Vec<i64> {
+    let mut out = Vec::new();
+    if grid.is_empty() {
+        return out;
+    }
+    for s in sample {
+        let d = match s {
+            SamplePoint::Count(d) => Some(i64::from(*d)).filter(|d| grid.contains(d)),
+            SamplePoint::Rule(SampleRule::Smallest) => grid.first().copied(),
+            SamplePoint::Rule(SampleRule::Middle) => Some(grid[(grid.len() - 1) / 2]),
+            SamplePoint::Rule(SampleRule::Largest) => grid.last().copied(),
+            SamplePoint::Rule(SampleRule::All) => Some(cut_channels).filter(|d| grid.contains(d)),
+        };
+        out.extend(d);
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// The split names images can carry.
 pub const SPLITS: [&str; 3] = ["train", "attacker", "test"];
 
@@ -556,6 +692,35 @@ impl Manifest {
             return Err(bad(
                 "`attack.modes` must list a mode, and `attack.epochs` and `attack.batch_size` must be at least 1".into(),
             ));
+        }
+        let o = &self.optimize;
+        if o.sample.is_empty() {
+            return Err(bad("`optimize.sample` must list at least one point".into()));
+        }
+        if o.sample.contains(&SamplePoint::Count(0)) {
+            return Err(bad("`optimize.sample` must not contain 0".into()));
+        }
+        if !(o.margin_scale >= 0.0 && o.margin_scale.is_finite()) {
+            return Err(bad(format!(
+                "`optimize.margin_scale` must be 0 or more, got {}",
+                o.margin_scale
+            )));
+        }
+        let l = &o.limits;
+        for (key, v) in [("max_psnr", l.max_psnr), ("max_ssim", l.max_ssim)] {
+            if v.is_some_and(|v| !v.is_finite()) {
+                return Err(bad(format!(
+                    "`optimize.limits.{key}` must be a finite number"
+                )));
+            }
+        }
+        for (key, v) in [
+            ("max_macs", l.max_macs),
+            ("max_weight_bytes", l.max_weight_bytes),
+        ] {
+            if v.is_some_and(|v| v < 0) {
+                return Err(bad(format!("`optimize.limits.{key}` must not be negative")));
+            }
         }
         if self.extract.batch_size == 0 {
             return Err(bad("`extract.batch_size` must be at least 1".into()));
@@ -723,6 +888,53 @@ sweep:
             .unwrap_err()
             .to_string();
         assert!(e.contains("sweep.channels"), "{e}");
+    }
+
+    #[test]
+    fn optimize_section_parses_and_samples() {
+        let text = format!(
+            "{BASE}optimize:\n  mode: exhaustive\n  sample: [smallest, 16, largest]\n  limits: {{max_psnr: 15.5, max_macs: 1000000}}\n"
+        );
+        let m = Manifest::parse(Path::new("t.yaml"), &text, &[]).unwrap();
+        assert_eq!(m.optimize.mode, OptimizeMode::Exhaustive);
+        assert_eq!(m.optimize.limits.max_psnr, Some(15.5));
+        assert_eq!(m.optimize.limits.max_ssim, None);
+        let grid = grid_channels(
+            &[
+                ChannelCount::Count(4),
+                ChannelCount::Count(16),
+                ChannelCount::All(AllKeyword::All),
+            ],
+            "conv1",
+            64,
+        )
+        .unwrap();
+        assert_eq!(grid, vec![4, 16, 64]);
+        assert_eq!(
+            sample_channels(&grid, 64, &m.optimize.sample),
+            vec![4, 16, 64]
+        );
+        // The default rule: smallest, middle (lower median) and largest.
+        let grid = vec![4, 8, 16, 32, 64, 128];
+        assert_eq!(
+            sample_channels(&grid, 128, &OptimizeParams::default().sample),
+            vec![4, 16, 128]
+        );
+        // A count off the grid samples nothing; too many channels is an error naming the cut.
+        assert_eq!(
+            sample_channels(&grid, 128, &[SamplePoint::Count(5)]),
+            Vec::<i64>::new()
+        );
+        let e = grid_channels(&[ChannelCount::Count(128)], "conv1", 64).unwrap_err();
+        assert!(
+            e.contains("128") && e.contains("conv1") && e.contains("64"),
+            "{e}"
+        );
+        let bad = format!("{BASE}optimize:\n  limits: {{max_psnr: 15, max_flops: 3}}\n");
+        let e = Manifest::parse(Path::new("t.yaml"), &bad, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_flops"), "{e}");
     }
 
     proptest::proptest! {

@@ -78,11 +78,14 @@ pub enum ArtifactKind {
     Privacy,
     AttackSummary,
     Characterization,
+    Predictions,
+    Frontier,
+    Decision,
 }
 
 impl ArtifactKind {
     /// All kinds, for listings and tests.
-    pub const ALL: [ArtifactKind; 10] = [
+    pub const ALL: [ArtifactKind; 13] = [
         ArtifactKind::Images,
         ArtifactKind::CutPoints,
         ArtifactKind::Topology,
@@ -93,6 +96,9 @@ impl ArtifactKind {
         ArtifactKind::Privacy,
         ArtifactKind::AttackSummary,
         ArtifactKind::Characterization,
+        ArtifactKind::Predictions,
+        ArtifactKind::Frontier,
+        ArtifactKind::Decision,
     ];
 
     /// The kind's name, as in its schema file and in `privynet.kind` metadata.
@@ -108,6 +114,9 @@ impl ArtifactKind {
             ArtifactKind::Privacy => "privacy",
             ArtifactKind::AttackSummary => "attack_summary",
             ArtifactKind::Characterization => "characterization",
+            ArtifactKind::Predictions => "predictions",
+            ArtifactKind::Frontier => "frontier",
+            ArtifactKind::Decision => "decision",
         }
     }
 
@@ -130,6 +139,9 @@ impl ArtifactKind {
             ArtifactKind::Characterization => {
                 include_str!("../../../schemas/characterization.yaml")
             }
+            ArtifactKind::Predictions => include_str!("../../../schemas/predictions.yaml"),
+            ArtifactKind::Frontier => include_str!("../../../schemas/frontier.yaml"),
+            ArtifactKind::Decision => include_str!("../../../schemas/decision.yaml"),
         }
     }
 

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use std::path::{Path, PathBuf};
 
-use privynet_core::manifest::Manifest;
+use privynet_core::manifest::{Manifest, OptimizeMode, grid_channels, sample_channels};
 use privynet_core::{ArtifactKind, Zone};
 use privynet_slice::{analyze, model};
 use serde_json::{Value, json};
@@ -22,19 +22,20 @@ pub enum Stage {
     Train,
     Attack,
     Characterize,
+    Optimize,
 }
 
 impl Stage {
     /// Every stage the runner knows, and the stages still to come (named in messages).
-    pub const ALL: [Stage; 6] = [
+    pub const ALL: [Stage; 7] = [
         Stage::Ingest,
         Stage::Slice,
         Stage::Extract,
         Stage::Train,
         Stage::Attack,
         Stage::Characterize,
+        Stage::Optimize,
     ];
-    pub const NOT_YET: [&'static str; 1] = ["optimize"];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -44,6 +45,7 @@ impl Stage {
             Stage::Train => "train",
             Stage::Attack => "attack",
             Stage::Characterize => "characterize",
+            Stage::Optimize => "optimize",
         }
     }
 
@@ -55,6 +57,7 @@ impl Stage {
             Stage::Train => "privynet-train",
             Stage::Attack => "privynet-attack",
             Stage::Characterize => "privynet-characterize",
+            Stage::Optimize => "privynet-optimize",
         }
     }
 
@@ -63,9 +66,12 @@ impl Stage {
         match self {
             // The attack stage simulates the cloud's attacker but runs on the user's side, as
             // the user's own privacy audit: it reads the raw images to score reconstructions.
-            Stage::Ingest | Stage::Slice | Stage::Extract | Stage::Attack | Stage::Characterize => {
-                Zone::Local
-            }
+            Stage::Ingest
+            | Stage::Slice
+            | Stage::Extract
+            | Stage::Attack
+            | Stage::Characterize
+            | Stage::Optimize => Zone::Local,
             Stage::Train => Zone::Cloud,
         }
     }
@@ -119,28 +125,15 @@ fn dir_label(cut: &analyze::CutPoint, d: i64) -> String {
     format!("{}-d{d}", cut.label().replace('/', "_"))
 }
 
-/// Resolves the sweep against the model: every cut must exist and every D must fit.
+/// Resolves the sweep against the model: every cut must exist and every D must fit. The
+/// result is the whole grid, in manifest order of the cuts and ascending D.
 pub fn resolve_sweep(m: &Manifest) -> Result<Vec<SweepPoint>, RunError> {
     let model = model::load(&m.model.path, m.model.input.as_deref())?;
     let a = analyze::analyze(&model, i64::from(m.model.input_size))?;
     let mut out = Vec::new();
     for cut in &m.sweep.cuts {
         let p = a.find(cut)?;
-        let mut ds: Vec<i64> = m
-            .sweep
-            .channels
-            .iter()
-            .map(|c| i64::from(c.resolve(p.channels as u32)))
-            .collect();
-        ds.sort_unstable();
-        ds.dedup();
-        for d in ds {
-            if d > p.channels {
-                return Err(RunError::Dag(format!(
-                    "sweep asks for {d} channels at `{cut}`, which has {} channels",
-                    p.channels
-                )));
-            }
+        for d in grid_channels(&m.sweep.channels, cut, p.channels).map_err(RunError::Dag)? {
             out.push(SweepPoint {
                 cut: cut.clone(),
                 label: dir_label(p, d),
@@ -150,6 +143,55 @@ pub fn resolve_sweep(m: &Manifest) -> Result<Vec<SweepPoint>, RunError> {
         }
     }
     Ok(out)
+}
+
+/// Where the optimizer writes its decision.
+pub fn decision_path(out: &Path) -> PathBuf {
+    out.join("optimize").join("decision.arrow")
+}
+
+/// The topology a previous optimizer run chose, if its decision file is there and readable.
+fn chosen_topology(out: &Path) -> Option<String> {
+    let path = decision_path(out);
+    if !path.is_file() {
+        return None;
+    }
+    let (_, batches) = match privynet_core::io::read_arrow(&path, ArtifactKind::Decision) {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::warn!("ignoring {}: {e}", path.display());
+            return None;
+        }
+    };
+    let b = batches.iter().find(|b| b.num_rows() > 0)?;
+    let col = b
+        .column_by_name("topology")?
+        .as_any()
+        .downcast_ref::<arrow::array::StringArray>()?;
+    use arrow::array::Array;
+    (!col.is_null(0)).then(|| col.value(0).to_string())
+}
+
+/// The topologies to evaluate (train and attack): the whole grid in exhaustive mode; else the
+/// sampled points of each cut plus the optimizer's last choice, once it has made one.
+pub fn evaluated(m: &Manifest, grid: &[SweepPoint]) -> Vec<SweepPoint> {
+    if m.optimize.mode == OptimizeMode::Exhaustive {
+        return grid.to_vec();
+    }
+    let chosen = chosen_topology(&m.out_dir());
+    let mut out = Vec::new();
+    for cut in &m.sweep.cuts {
+        let own: Vec<&SweepPoint> = grid.iter().filter(|p| &p.cut == cut).collect();
+        let Some(first) = own.first() else { continue };
+        let ds: Vec<i64> = own.iter().map(|p| p.channels).collect();
+        let sampled = sample_channels(&ds, first.cut_channels, &m.optimize.sample);
+        out.extend(
+            own.into_iter()
+                .filter(|p| sampled.contains(&p.channels) || chosen.as_deref() == Some(&p.label))
+                .cloned(),
+        );
+    }
+    out
 }
 
 fn s(p: &Path) -> String {
@@ -179,7 +221,8 @@ fn wire(
 /// Builds the DAG for a manifest file (the path is passed to every stage binary).
 pub fn build(manifest_path: &Path, overrides: &[String]) -> Result<Dag, RunError> {
     let m = Manifest::load(manifest_path, overrides)?;
-    let sweep = resolve_sweep(&m)?;
+    let grid = resolve_sweep(&m)?;
+    let sweep = evaluated(&m, &grid);
     let out = m.out_dir();
     let mpath = s(manifest_path);
     let mut base_args = vec!["--manifest".to_string(), mpath];
@@ -480,6 +523,39 @@ pub fn build(manifest_path: &Path, overrides: &[String]) -> Result<Dag, RunError
         inputs,
         outputs: vec![out.join("characterization.parquet")],
         params: BTreeMap::from([("topologies".into(), json!(labels))]),
+        args,
+        deps: vec![],
+    });
+    let odir = out.join("optimize");
+    let (args, inputs) = wire(
+        &base_args,
+        vec![(
+            "characterization",
+            out.join("characterization.parquet"),
+            Some(ArtifactKind::Characterization),
+        )],
+        &odir,
+    );
+    nodes.push(Node {
+        id: "optimize".into(),
+        stage: Stage::Optimize,
+        topology: None,
+        inputs,
+        outputs: [
+            "predictions.parquet",
+            "frontier.parquet",
+            "report.md",
+            "plots/tradeoff.svg",
+            "plots/channels.svg",
+            "decision.arrow",
+        ]
+        .iter()
+        .map(|f| odir.join(f))
+        .collect(),
+        params: BTreeMap::from([
+            ("optimize".into(), v(&m.optimize)),
+            ("sweep".into(), v(&m.sweep)),
+        ]),
         args,
         deps: vec![],
     });

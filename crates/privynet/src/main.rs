@@ -82,12 +82,8 @@ fn stage_arg(name: &str) -> Result<Stage> {
     if let Some(s) = Stage::from_name(name) {
         return Ok(s);
     }
-    if Stage::NOT_YET.contains(&name) {
-        bail!(
-            "stage `{name}` is not part of the toolkit yet; available stages: ingest, slice, extract, train, attack, characterize"
-        );
-    }
-    bail!("no stage named `{name}`; stages: ingest, slice, extract, train, attack, characterize");
+    let names: Vec<&str> = Stage::ALL.iter().map(|s| s.name()).collect();
+    bail!("no stage named `{name}`; stages: {}", names.join(", "));
 }
 
 fn run(cli: Cli) -> Result<i32> {
@@ -107,47 +103,71 @@ fn run(cli: Cli) -> Result<i32> {
             jobs,
         } => {
             let t = Instant::now();
-            let dag = dag::build(&manifest, &set)
+            let mut dag = dag::build(&manifest, &set)
                 .with_context(|| format!("planning {}", manifest.display()))?;
-            let selected: Option<HashSet<usize>> = match (&stage, &until) {
-                (Some(s), _) => {
-                    let nodes = dag.select(stage_arg(s)?, topology.as_deref());
-                    if nodes.is_empty() {
-                        bail!(
-                            "no `{s}` node{}",
-                            topology
-                                .map(|t| format!(" for topology `{t}`"))
-                                .unwrap_or_default()
-                        );
-                    }
-                    Some(nodes.into_iter().collect())
-                }
-                (None, Some(u)) => {
-                    Some(dag.closure(&dag.select(stage_arg(u)?, topology.as_deref())))
-                }
-                (None, None) => None,
-            };
-            let forced: HashSet<usize> = if force {
-                selected
-                    .clone()
-                    .unwrap_or_else(|| (0..dag.nodes.len()).collect())
-            } else {
-                HashSet::new()
-            };
+            let whole = stage.is_none() && until.is_none();
             let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-            let opts = RunOptions {
-                selected,
-                force: forced,
-                jobs: jobs.unwrap_or((cores / 2).max(1)),
-                bin_dir: bin_dir()?,
-            };
             println!(
                 "pipeline {} -> {}",
                 manifest.display(),
                 dag.out_dir.display()
             );
-            let outcomes = exec::run(&dag, &opts)?;
-            let count = |f: fn(&Outcome) -> bool| outcomes.values().filter(|o| f(o)).count();
+            let mut outcomes: Vec<(String, Outcome)> = Vec::new();
+            // A model-based run has two passes: the optimizer chooses from the sampled
+            // topologies, then the choice (when it was not sampled) is evaluated for real and
+            // the optimizer reruns with its measured values. The second pass rebuilds the DAG,
+            // which now holds the choice, and skips everything already up to date.
+            for pass in 0..3 {
+                let selected = select(
+                    &dag,
+                    stage.as_deref(),
+                    until.as_deref(),
+                    topology.as_deref(),
+                )?;
+                let forced: HashSet<usize> = if force && pass == 0 {
+                    selected
+                        .clone()
+                        .unwrap_or_else(|| (0..dag.nodes.len()).collect())
+                } else {
+                    HashSet::new()
+                };
+                let opts = RunOptions {
+                    selected,
+                    force: forced,
+                    jobs: jobs.unwrap_or((cores / 2).max(1)),
+                    bin_dir: bin_dir()?,
+                };
+                let run = exec::run(&dag, &opts)?;
+                let failed = run
+                    .values()
+                    .any(|o| matches!(o, Outcome::Failed { .. } | Outcome::Blocked { .. }));
+                for (i, o) in run {
+                    let id = dag.nodes[i].id.clone();
+                    outcomes.retain(|(k, _)| *k != id);
+                    outcomes.push((id, o));
+                }
+                if !whole || failed {
+                    break;
+                }
+                let next = dag::build(&manifest, &set)
+                    .with_context(|| format!("planning {}", manifest.display()))?;
+                let known: HashSet<&str> = dag.nodes.iter().map(|n| n.id.as_str()).collect();
+                let new: Vec<&str> = next
+                    .nodes
+                    .iter()
+                    .map(|n| n.id.as_str())
+                    .filter(|id| !known.contains(id))
+                    .collect();
+                if new.is_empty() {
+                    break;
+                }
+                println!(
+                    "the optimizer chose a topology that was not sampled: evaluating it ({})",
+                    new.join(", ")
+                );
+                dag = next;
+            }
+            let count = |f: fn(&Outcome) -> bool| outcomes.iter().filter(|(_, o)| f(o)).count();
             let failed = count(|o| matches!(o, Outcome::Failed { .. } | Outcome::Blocked { .. }));
             println!(
                 "done in {:.1}s: {} ran, {} up to date, {} failed, {} blocked",
@@ -159,8 +179,8 @@ fn run(cli: Cli) -> Result<i32> {
             );
             let mut ran: Vec<(f64, &str)> = outcomes
                 .iter()
-                .filter_map(|(i, o)| match o {
-                    Outcome::Ran { seconds, .. } => Some((*seconds, dag.nodes[*i].id.as_str())),
+                .filter_map(|(id, o)| match o {
+                    Outcome::Ran { seconds, .. } => Some((*seconds, id.as_str())),
                     _ => None,
                 })
                 .collect();
@@ -171,20 +191,41 @@ fn run(cli: Cli) -> Result<i32> {
                     println!("  {id:<28} {s:>7.1}s");
                 }
             }
-            if stage.is_none() && until.is_none() {
-                if failed == 0
-                    && let Ok(table) = privynet::show::summary(&dag.out_dir)
-                {
-                    println!("\n{table}");
-                }
-                println!(
-                    "not yet part of the pipeline: {} (stages still to come)",
-                    Stage::NOT_YET.join(", ")
-                );
+            if whole
+                && failed == 0
+                && let Ok(table) = privynet::show::summary(&dag.out_dir)
+            {
+                println!("\n{table}");
             }
             Ok(if failed > 0 { 1 } else { 0 })
         }
     }
+}
+
+/// The nodes a run considers: a stage's (optionally one topology's), everything up to a stage,
+/// or all (`None`).
+fn select(
+    dag: &dag::Dag,
+    stage: Option<&str>,
+    until: Option<&str>,
+    topology: Option<&str>,
+) -> Result<Option<HashSet<usize>>> {
+    Ok(match (stage, until) {
+        (Some(s), _) => {
+            let nodes = dag.select(stage_arg(s)?, topology);
+            if nodes.is_empty() {
+                bail!(
+                    "no `{s}` node{}",
+                    topology
+                        .map(|t| format!(" for topology `{t}`"))
+                        .unwrap_or_default()
+                );
+            }
+            Some(nodes.into_iter().collect())
+        }
+        (None, Some(u)) => Some(dag.closure(&dag.select(stage_arg(u)?, topology))),
+        (None, None) => None,
+    })
 }
 
 fn status(manifest: &Path, set: &[String]) -> Result<i32> {

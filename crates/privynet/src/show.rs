@@ -2,42 +2,14 @@
 
 use std::path::Path;
 
-use arrow::array::RecordBatch;
-use arrow::util::pretty::pretty_format_batches;
-
 use crate::RunError;
 
-fn first_rows(path: &Path, n: usize) -> Result<Vec<RecordBatch>, RunError> {
-    let file = std::fs::File::open(path).map_err(|e| RunError::Io {
-        path: path.display().to_string(),
-        source: e,
-    })?;
-    let err = |e: String| RunError::Dag(format!("{}: {e}", path.display()));
-    let batches: Vec<RecordBatch> = if path.extension().is_some_and(|e| e == "parquet") {
-        // Parquet readers stop at the first batch; `n` bounds it.
-        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-            .map_err(|e| err(e.to_string()))?
-            .with_batch_size(n)
-            .with_limit(n)
-            .build()
-            .map_err(|e| err(e.to_string()))?
-            .take(1)
-            .collect::<Result<_, _>>()
-            .map_err(|e| err(e.to_string()))?
-    } else {
-        arrow::ipc::reader::FileReader::try_new(file, None)
-            .map_err(|e| err(e.to_string()))?
-            .take(1)
-            .collect::<Result<_, _>>()
-            .map_err(|e| err(e.to_string()))?
-    };
-    Ok(batches
-        .into_iter()
-        .map(|b| b.slice(0, n.min(b.num_rows())))
-        .collect())
+fn polars_err(e: privynet_optimize::OptimizeError) -> RunError {
+    RunError::Dag(e.to_string())
 }
 
-/// A one-screen summary of a finished pipeline folder: its characterization table.
+/// A one-screen summary of a finished pipeline folder: its characterization table and the
+/// optimizer's decision.
 pub fn summary(dir: &Path) -> Result<String, RunError> {
     let path = dir.join("characterization.parquet");
     if !path.is_file() {
@@ -46,38 +18,45 @@ pub fn summary(dir: &Path) -> Result<String, RunError> {
             dir.display()
         )));
     }
-    let batches = first_rows(&path, 10_000)?;
+    let df = privynet_optimize::preview::first_rows(&path, 10_000).map_err(polars_err)?;
     let keep = [
         "topology",
         "channels",
         "macs",
-        "weight_bytes",
         "test_accuracy",
         "psnr_known",
         "psnr_unknown",
         "psnr_matched",
-        "channels_matched",
         "psnr_worst",
         "ssim_worst",
         "floor_psnr",
     ];
-    let projected: Vec<RecordBatch> = batches
+    let cols: Vec<&str> = keep
         .iter()
-        .map(|b| {
-            let idx: Vec<usize> = keep
-                .iter()
-                .filter_map(|k| b.schema().index_of(k).ok())
-                .collect();
-            b.project(&idx).expect("projected columns exist")
-        })
+        .copied()
+        .filter(|k| df.column(k).is_ok())
         .collect();
-    let table = pretty_format_batches(&projected).map_err(|e| RunError::Dag(e.to_string()))?;
-    Ok(format!(
-        "{}
-{table}
-",
-        path.display()
-    ))
+    let df = df
+        .select(cols)
+        .map_err(|e| RunError::Dag(format!("{}: {e}", path.display())))?;
+    let mut out = format!(
+        "{}\n{}",
+        path.display(),
+        privynet_optimize::preview::render(&df)
+    );
+    // The decision, as the optimizer's report words it.
+    let report = dir.join("optimize/report.md");
+    if let Ok(text) = std::fs::read_to_string(&report) {
+        let start = text.find("## Decision").unwrap_or(0);
+        let end = text.find("## Models").unwrap_or(text.len());
+        out.push_str(&format!(
+            "\n{}\n{}\n(full report: {})\n",
+            report.display(),
+            text[start..end].trim_end(),
+            report.display()
+        ));
+    }
+    Ok(out)
 }
 
 /// Renders an artifact for the terminal; a pipeline folder gets its summary.
@@ -123,19 +102,11 @@ pub fn render(path: &Path, rows: usize) -> Result<String, RunError> {
         };
         out.push_str(&format!("  {k}: {v}\n"));
     }
-    // Long list columns would drown the table; show their first values only.
-    let batches: Vec<RecordBatch> = first_rows(path, rows)?
-        .into_iter()
-        .map(|b| {
-            let keep: Vec<usize> = (0..b.num_columns())
-                .filter(|&i| !matches!(b.schema().field(i).data_type(), arrow::datatypes::DataType::FixedSizeList(_, n) if *n > 8))
-                .collect();
-            b.project(&keep).expect("projected columns exist")
-        })
-        .collect();
-    let table = pretty_format_batches(&batches).map_err(|e| RunError::Dag(e.to_string()))?;
+    let df = privynet_optimize::preview::first_rows(path, rows).map_err(polars_err)?;
     out.push_str(&format!(
-        "\nfirst {rows} rows (long list columns hidden):\n{table}\n"
+        "\nfirst {} rows (polars):\n{}",
+        df.height(),
+        privynet_optimize::preview::render(&df)
     ));
     Ok(out)
 }

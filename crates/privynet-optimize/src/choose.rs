@@ -1,0 +1,784 @@
+//! The choice: fit per-cut models to the sampled topologies, predict the whole grid, keep the
+//! topologies whose local cost and privacy loss (plus a safety margin for predictions) meet the
+//! limits, and choose the most accurate; name the limit that binds, the Pareto frontier, and in
+//! exhaustive mode the regret against the best feasible topology of the measured grid.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+use privynet_core::manifest::{Limits, OptimizeMode, SamplePoint, sample_channels};
+use serde::Serialize;
+
+use crate::OptimizeError;
+use crate::fit::{Curve, Point, loo_residuals};
+
+/// Accuracy and privacy loss (worst case over the attacker modes) of one topology.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Metrics {
+    pub accuracy: f64,
+    pub psnr: f64,
+    pub ssim: f64,
+}
+
+/// What identifies a topology and its local cost (exact, not predicted: it depends on the cut).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Topo {
+    pub topology: String,
+    pub cut: String,
+    /// The cut's friendly name where it has one (`fire3`), else the tensor name.
+    pub layer: String,
+    pub depth: i32,
+    pub cut_channels: i64,
+    pub channels: i64,
+    pub macs: i64,
+    pub weight_bytes: i64,
+}
+
+/// One row of the characterization table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measurement {
+    pub topo: Topo,
+    pub metrics: Metrics,
+}
+
+/// A limit of the manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum Limit {
+    Psnr,
+    Ssim,
+    Macs,
+    WeightBytes,
+}
+
+impl Limit {
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::Psnr => "psnr",
+            Limit::Ssim => "ssim",
+            Limit::Macs => "macs",
+            Limit::WeightBytes => "weight_bytes",
+        }
+    }
+}
+
+/// Joins limit names with commas (`none` for an empty list).
+pub fn limit_names(limits: &[Limit]) -> String {
+    if limits.is_empty() {
+        "none".into()
+    } else {
+        limits
+            .iter()
+            .map(|l| l.name())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// One topology of the grid, as the optimizer sees it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Candidate {
+    pub topo: Topo,
+    /// One of the points the models were fitted to.
+    pub sampled: bool,
+    pub predicted: Metrics,
+    pub measured: Option<Metrics>,
+    /// What the choice uses: the measurement of a sampled point, else the prediction with the
+    /// privacy margins added. A measured point that was not sampled still uses its prediction,
+    /// so that evaluating the choice for real never changes the choice.
+    pub estimate: Metrics,
+    pub violates: Vec<Limit>,
+    pub on_frontier: bool,
+    pub chosen: bool,
+}
+
+/// How well the models fit, for the report and the margins.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct FitQuality {
+    /// Leave-one-out residuals (measured minus predicted) of interior sampled points.
+    pub loo_accuracy: Vec<f64>,
+    pub loo_psnr: Vec<f64>,
+    pub loo_ssim: Vec<f64>,
+    /// Cuts with a single sampled point, whose slope was borrowed from the other cuts.
+    pub borrowed: Vec<String>,
+    /// Prediction errors (measured minus predicted) at measured topologies that were not
+    /// sampled: the test of the models. (topology, accuracy, psnr, ssim)
+    pub holdout: Vec<(String, f64, f64, f64)>,
+}
+
+/// The exhaustive comparison: the best topology whose measured values meet every limit.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Exhaustive {
+    pub best: Option<usize>,
+    pub regret: Option<f64>,
+}
+
+/// Everything the optimizer decided.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    pub mode: OptimizeMode,
+    pub limits: Limits,
+    pub candidates: Vec<Candidate>,
+    pub chosen: Option<usize>,
+    pub binding: Vec<Limit>,
+    /// Infeasible: the closest topologies, nearest first.
+    pub nearest: Vec<usize>,
+    pub margin_psnr: f64,
+    pub margin_ssim: f64,
+    pub fit: FitQuality,
+    /// Cuts of the grid that have no characterized row (not predicted).
+    pub uncharacterized: Vec<String>,
+    pub exhaustive: Option<Exhaustive>,
+}
+
+impl Plan {
+    /// Topologies the model-based search trains: the samples, plus the choice if not sampled.
+    pub fn trained_model_based(&self) -> usize {
+        let sampled = self.candidates.iter().filter(|c| c.sampled).count();
+        let extra = self
+            .chosen
+            .is_some_and(|i| !self.candidates[i].sampled)
+            .then_some(1)
+            .unwrap_or(0);
+        sampled + extra
+    }
+
+    /// Whether the chosen topology's measured values meet every limit (None until measured).
+    pub fn measured_feasible(&self) -> Option<bool> {
+        let c = &self.candidates[self.chosen?];
+        c.measured
+            .map(|m| violations(&c.topo, &m, &self.limits, 0.0, 0.0).is_empty())
+    }
+}
+
+/// One cut's grid: the label of its topologies and its channel counts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CutGrid {
+    pub cut: String,
+    pub channels: Vec<i64>,
+}
+
+fn violations(t: &Topo, m: &Metrics, l: &Limits, margin_psnr: f64, margin_ssim: f64) -> Vec<Limit> {
+    let mut v = Vec::new();
+    if l.max_psnr.is_some_and(|x| m.psnr + margin_psnr > x) {
+        v.push(Limit::Psnr);
+    }
+    if l.max_ssim.is_some_and(|x| m.ssim + margin_ssim > x) {
+        v.push(Limit::Ssim);
+    }
+    if l.max_macs.is_some_and(|x| t.macs > x) {
+        v.push(Limit::Macs);
+    }
+    if l.max_weight_bytes.is_some_and(|x| t.weight_bytes > x) {
+        v.push(Limit::WeightBytes);
+    }
+    v
+}
+
+/// How far a topology is from meeting the limits: the sum of its relative excesses.
+fn excess(t: &Topo, m: &Metrics, l: &Limits) -> f64 {
+    let rel =
+        |v: f64, lim: Option<f64>| lim.map_or(0.0, |x| ((v - x) / x.abs().max(1e-12)).max(0.0));
+    rel(m.psnr, l.max_psnr)
+        + rel(m.ssim, l.max_ssim)
+        + rel(t.macs as f64, l.max_macs.map(|x| x as f64))
+        + rel(t.weight_bytes as f64, l.max_weight_bytes.map(|x| x as f64))
+}
+
+/// The privacy metric the frontier and ties use: PSNR unless only an SSIM limit is set.
+fn privacy(m: &Metrics, l: &Limits) -> f64 {
+    if l.max_psnr.is_none() && l.max_ssim.is_some() {
+        m.ssim
+    } else {
+        m.psnr
+    }
+}
+
+/// The preference order: higher accuracy; on a tie, lower privacy loss, less compute, less
+/// storage, fewer channels, then the name (so the choice never depends on row order).
+fn better(a: &Candidate, b: &Candidate, l: &Limits) -> Ordering {
+    b.estimate
+        .accuracy
+        .total_cmp(&a.estimate.accuracy)
+        .then(privacy(&a.estimate, l).total_cmp(&privacy(&b.estimate, l)))
+        .then(a.topo.macs.cmp(&b.topo.macs))
+        .then(a.topo.weight_bytes.cmp(&b.topo.weight_bytes))
+        .then(a.topo.channels.cmp(&b.topo.channels))
+        .then(a.topo.topology.cmp(&b.topo.topology))
+}
+
+fn label(layer: &str, d: i64) -> String {
+    format!("{}-d{d}", layer.replace('/', "_"))
+}
+
+/// Fits, predicts, and chooses. `grid` lists each cut's channel counts; `rows` are the measured
+/// topologies (the samples, and any others that were evaluated).
+pub fn optimize(
+    rows: &[Measurement],
+    grid: &[CutGrid],
+    sample: &[SamplePoint],
+    limits: &Limits,
+    margin_scale: f64,
+    mode: OptimizeMode,
+) -> Result<Plan, OptimizeError> {
+    if rows.is_empty() {
+        return Err(OptimizeError::Input(
+            "the characterization table has no rows: nothing to fit".into(),
+        ));
+    }
+    // Per cut: the rows, the sampled rows, and the fits.
+    let mut fits: BTreeMap<&str, (Vec<Point>, Vec<Point>, Vec<Point>)> = BTreeMap::new();
+    let mut sampled_ds: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+    let mut uncharacterized = Vec::new();
+    for g in grid {
+        let cut_rows: Vec<&Measurement> = rows.iter().filter(|r| r.topo.cut == g.cut).collect();
+        let Some(first) = cut_rows.first() else {
+            uncharacterized.push(g.cut.clone());
+            continue;
+        };
+        let ds = sample_channels(&g.channels, first.topo.cut_channels, sample);
+        let mut acc = Vec::new();
+        let mut psnr = Vec::new();
+        let mut ssim = Vec::new();
+        for r in cut_rows.iter().filter(|r| ds.contains(&r.topo.channels)) {
+            let p = |value| Point {
+                channels: r.topo.channels,
+                value,
+            };
+            acc.push(p(r.metrics.accuracy));
+            psnr.push(p(r.metrics.psnr));
+            ssim.push(p(r.metrics.ssim));
+        }
+        if acc.is_empty() {
+            let have: Vec<String> = cut_rows.iter().map(|r| r.topo.topology.clone()).collect();
+            return Err(OptimizeError::Input(format!(
+                "cut `{}`: none of its sampled channel counts {ds:?} is in the characterization table (it has {}); run the sampled topologies first",
+                g.cut,
+                have.join(", ")
+            )));
+        }
+        sampled_ds.insert(g.cut.as_str(), ds);
+        fits.insert(g.cut.as_str(), (acc, psnr, ssim));
+    }
+    if fits.is_empty() {
+        return Err(OptimizeError::Input(format!(
+            "no cut of the grid ({}) has a row in the characterization table",
+            uncharacterized.join(", ")
+        )));
+    }
+    // Slopes to lend to cuts with a single sample: the mean span slope of the others.
+    let lend = |which: usize| -> f64 {
+        let slopes: Vec<f64> = fits
+            .values()
+            .filter_map(|f| {
+                let pts = [&f.0, &f.1, &f.2][which];
+                Curve::fit(pts, 0.0).and_then(|c| c.span_slope())
+            })
+            .collect();
+        if slopes.is_empty() {
+            0.0
+        } else {
+            slopes.iter().sum::<f64>() / slopes.len() as f64
+        }
+    };
+    let lent = [lend(0), lend(1), lend(2)];
+    let mut fit = FitQuality::default();
+    let mut curves: BTreeMap<&str, [Curve; 3]> = BTreeMap::new();
+    for (cut, (acc, psnr, ssim)) in &fits {
+        let c = [
+            Curve::fit(acc, lent[0]).expect("a cut in `fits` has points"),
+            Curve::fit(psnr, lent[1]).expect("a cut in `fits` has points"),
+            Curve::fit(ssim, lent[2]).expect("a cut in `fits` has points"),
+        ];
+        if c[0].single() {
+            fit.borrowed.push((*cut).to_string());
+        }
+        fit.loo_accuracy.extend(loo_residuals(acc));
+        fit.loo_psnr.extend(loo_residuals(psnr));
+        fit.loo_ssim.extend(loo_residuals(ssim));
+        curves.insert(cut, c);
+    }
+    let max_abs = |v: &[f64]| v.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    let margin_psnr = margin_scale * max_abs(&fit.loo_psnr);
+    let margin_ssim = margin_scale * max_abs(&fit.loo_ssim);
+
+    let mut candidates = Vec::new();
+    for g in grid {
+        let Some(c) = curves.get(g.cut.as_str()) else {
+            continue;
+        };
+        let cut_rows: Vec<&Measurement> = rows.iter().filter(|r| r.topo.cut == g.cut).collect();
+        let first = cut_rows[0];
+        let ds = &sampled_ds[g.cut.as_str()];
+        for &d in &g.channels {
+            let row = cut_rows.iter().find(|r| r.topo.channels == d);
+            let topo = Topo {
+                topology: row
+                    .map_or_else(|| label(&first.topo.layer, d), |r| r.topo.topology.clone()),
+                channels: d,
+                ..first.topo.clone()
+            };
+            let predicted = Metrics {
+                accuracy: c[0].predict(d).clamp(0.0, 1.0),
+                psnr: c[1].predict(d),
+                ssim: c[2].predict(d).min(1.0),
+            };
+            let measured = row.map(|r| r.metrics);
+            let sampled = ds.contains(&d) && measured.is_some();
+            let estimate = match (sampled, measured) {
+                (true, Some(m)) => m,
+                _ => Metrics {
+                    psnr: predicted.psnr + margin_psnr,
+                    ssim: predicted.ssim + margin_ssim,
+                    ..predicted
+                },
+            };
+            if let (false, Some(m)) = (sampled, measured) {
+                fit.holdout.push((
+                    topo.topology.clone(),
+                    m.accuracy - predicted.accuracy,
+                    m.psnr - predicted.psnr,
+                    m.ssim - predicted.ssim,
+                ));
+            }
+            let violates = violations(&topo, &estimate, limits, 0.0, 0.0);
+            candidates.push(Candidate {
+                topo,
+                sampled,
+                predicted,
+                measured,
+                estimate,
+                violates,
+                on_frontier: false,
+                chosen: false,
+            });
+        }
+    }
+    // Rows the grid does not hold (a topology measured outside the sweep) are ignored.
+    let mut order: Vec<usize> = (0..candidates.len()).collect();
+    order.sort_by(|&a, &b| better(&candidates[a], &candidates[b], limits));
+    let chosen = order
+        .iter()
+        .copied()
+        .find(|&i| candidates[i].violates.is_empty());
+    let mut binding = Vec::new();
+    let mut nearest = Vec::new();
+    match chosen {
+        Some(ci) => {
+            candidates[ci].chosen = true;
+            // The limits that exclude the topology that would win without limits.
+            if let Some(&top) = order.first()
+                && top != ci
+            {
+                binding = candidates[top].violates.clone();
+            }
+        }
+        None => {
+            let mut by_excess: Vec<usize> = (0..candidates.len()).collect();
+            by_excess.sort_by(|&a, &b| {
+                let ea = excess(&candidates[a].topo, &candidates[a].estimate, limits);
+                let eb = excess(&candidates[b].topo, &candidates[b].estimate, limits);
+                ea.total_cmp(&eb)
+                    .then(better(&candidates[a], &candidates[b], limits))
+            });
+            nearest = by_excess.into_iter().take(3).collect();
+            if let Some(&n) = nearest.first() {
+                binding = candidates[n].violates.clone();
+            }
+        }
+    }
+    // The Pareto frontier among feasible topologies: by privacy loss, keep each that is more
+    // accurate than every less leaky one.
+    let mut feasible: Vec<usize> = (0..candidates.len())
+        .filter(|&i| candidates[i].violates.is_empty())
+        .collect();
+    feasible.sort_by(|&a, &b| {
+        privacy(&candidates[a].estimate, limits)
+            .total_cmp(&privacy(&candidates[b].estimate, limits))
+            .then(better(&candidates[a], &candidates[b], limits))
+    });
+    let mut best = f64::NEG_INFINITY;
+    for i in feasible {
+        if candidates[i].estimate.accuracy > best {
+            best = candidates[i].estimate.accuracy;
+            candidates[i].on_frontier = true;
+        }
+    }
+    let exhaustive = (mode == OptimizeMode::Exhaustive).then(|| {
+        let truly_feasible = |c: &Candidate| {
+            c.measured
+                .is_some_and(|m| violations(&c.topo, &m, limits, 0.0, 0.0).is_empty())
+        };
+        let best = (0..candidates.len())
+            .filter(|&i| truly_feasible(&candidates[i]))
+            .max_by(|&a, &b| {
+                let (ma, mb) = (
+                    candidates[a].measured.unwrap(),
+                    candidates[b].measured.unwrap(),
+                );
+                ma.accuracy
+                    .total_cmp(&mb.accuracy)
+                    .then(privacy(&mb, limits).total_cmp(&privacy(&ma, limits)))
+                    .then(
+                        candidates[b]
+                            .topo
+                            .topology
+                            .cmp(&candidates[a].topo.topology),
+                    )
+            });
+        let regret = match (best, chosen) {
+            (Some(b), Some(c)) => candidates[c]
+                .measured
+                .map(|m| candidates[b].measured.unwrap().accuracy - m.accuracy),
+            _ => None,
+        };
+        Exhaustive { best, regret }
+    });
+    Ok(Plan {
+        mode,
+        limits: *limits,
+        candidates,
+        chosen,
+        binding,
+        nearest,
+        margin_psnr,
+        margin_ssim,
+        fit,
+        uncharacterized,
+        exhaustive,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use privynet_core::manifest::SampleRule;
+
+    const SAMPLE: [SamplePoint; 3] = [
+        SamplePoint::Rule(SampleRule::Smallest),
+        SamplePoint::Rule(SampleRule::Middle),
+        SamplePoint::Rule(SampleRule::Largest),
+    ];
+
+    /// A synthetic table: accuracy and PSNR both linear in ln D, shallower cuts leak more and
+    /// compute less.
+    fn table(cuts: &[(&str, i64, i64)], ds: &[i64]) -> (Vec<Measurement>, Vec<CutGrid>) {
+        let mut rows = Vec::new();
+        let mut grid = Vec::new();
+        for (k, &(cut, c, macs)) in cuts.iter().enumerate() {
+            let ds: Vec<i64> = ds.iter().copied().filter(|&d| d <= c).collect();
+            for &d in &ds {
+                let x = (d as f64).ln();
+                rows.push(Measurement {
+                    topo: Topo {
+                        topology: format!("{cut}-d{d}"),
+                        cut: cut.into(),
+                        layer: cut.into(),
+                        depth: k as i32 + 1,
+                        cut_channels: c,
+                        channels: d,
+                        macs,
+                        weight_bytes: macs / 10,
+                    },
+                    metrics: Metrics {
+                        accuracy: 0.4 + 0.05 * x - 0.02 * k as f64,
+                        psnr: 12.0 + 1.5 * x - 1.0 * k as f64,
+                        ssim: 0.2 + 0.08 * x - 0.05 * k as f64,
+                    },
+                });
+            }
+            grid.push(CutGrid {
+                cut: cut.into(),
+                channels: ds,
+            });
+        }
+        (rows, grid)
+    }
+
+    fn sampled_only(rows: &[Measurement], grid: &[CutGrid]) -> Vec<Measurement> {
+        rows.iter()
+            .filter(|r| {
+                let g = grid.iter().find(|g| g.cut == r.topo.cut).unwrap();
+                sample_channels(&g.channels, r.topo.cut_channels, &SAMPLE)
+                    .contains(&r.topo.channels)
+            })
+            .cloned()
+            .collect()
+    }
+
+    const CUTS: [(&str, i64, i64); 3] = [("a", 64, 100), ("b", 128, 200), ("c", 256, 300)];
+    const DS: [i64; 7] = [4, 8, 16, 32, 64, 128, 256];
+
+    #[test]
+    fn known_optimum_from_samples_matches_the_exhaustive_grid() {
+        let (rows, grid) = table(&CUTS, &DS);
+        let limits = Limits {
+            max_psnr: Some(16.5),
+            ..Limits::default()
+        };
+        // psnr = 12 + 1.5 ln D - k <= 16.5: a: D <= 20 (16), b: D <= 39 (32), c: D <= 76 (64).
+        // accuracy = 0.4 + 0.05 ln D - 0.02 k: a-d16 0.539, b-d32 0.553, c-d64 0.568: c-d64,
+        // which is not one of c's samples (4, 32, 256).
+        let sampled = sampled_only(&rows, &grid);
+        let plan = optimize(&sampled, &grid, &SAMPLE, &limits, 1.0, OptimizeMode::Model).unwrap();
+        let c = &plan.candidates[plan.chosen.unwrap()];
+        assert_eq!(c.topo.topology, "c-d64");
+        assert!(!c.sampled && c.measured.is_none());
+        assert!(plan.margin_psnr < 1e-9, "exact linear data fits exactly");
+        assert_eq!(plan.binding, vec![Limit::Psnr]);
+        assert_eq!(plan.trained_model_based(), 10);
+        // The exhaustive run over the whole grid agrees: no regret.
+        let plan = optimize(
+            &rows,
+            &grid,
+            &SAMPLE,
+            &limits,
+            1.0,
+            OptimizeMode::Exhaustive,
+        )
+        .unwrap();
+        let ex = plan.exhaustive.as_ref().unwrap();
+        assert_eq!(plan.candidates[ex.best.unwrap()].topo.topology, "c-d64");
+        assert!(ex.regret.unwrap().abs() < 1e-12);
+        assert_eq!(plan.candidates.len(), 5 + 6 + 7);
+        assert!(
+            plan.fit
+                .holdout
+                .iter()
+                .all(|h| h.1.abs() < 1e-9 && h.2.abs() < 1e-9)
+        );
+        // Frontier: feasible and Pareto-optimal, sorted by leakage, accuracy rising.
+        let front: Vec<&Candidate> = plan.candidates.iter().filter(|c| c.on_frontier).collect();
+        assert!(front.iter().any(|c| c.chosen));
+        for c in &plan.candidates {
+            if !c.violates.is_empty() {
+                assert!(!c.on_frontier);
+                continue;
+            }
+            let dominated = plan.candidates.iter().any(|o| {
+                o.violates.is_empty()
+                    && o.estimate.accuracy > c.estimate.accuracy
+                    && o.estimate.psnr <= c.estimate.psnr
+            });
+            assert_eq!(c.on_frontier, !dominated, "{}", c.topo.topology);
+        }
+    }
+
+    #[test]
+    fn compute_and_storage_limits_bind() {
+        let (rows, grid) = table(&CUTS, &DS);
+        let limits = Limits {
+            max_macs: Some(200),
+            ..Limits::default()
+        };
+        let plan = optimize(&rows, &grid, &SAMPLE, &limits, 1.0, OptimizeMode::Model).unwrap();
+        // Without limits c-d256 wins; MACs exclude cut c, so b's widest wins.
+        assert_eq!(
+            plan.candidates[plan.chosen.unwrap()].topo.topology,
+            "b-d128"
+        );
+        assert_eq!(plan.binding, vec![Limit::Macs]);
+        let limits = Limits {
+            max_weight_bytes: Some(10),
+            ..Limits::default()
+        };
+        let plan = optimize(&rows, &grid, &SAMPLE, &limits, 1.0, OptimizeMode::Model).unwrap();
+        assert_eq!(plan.candidates[plan.chosen.unwrap()].topo.topology, "a-d64");
+        assert_eq!(plan.binding, vec![Limit::WeightBytes]);
+        let plan = optimize(
+            &rows,
+            &grid,
+            &SAMPLE,
+            &Limits::default(),
+            1.0,
+            OptimizeMode::Model,
+        )
+        .unwrap();
+        assert_eq!(
+            plan.candidates[plan.chosen.unwrap()].topo.topology,
+            "c-d256"
+        );
+        assert!(plan.binding.is_empty());
+    }
+
+    #[test]
+    fn infeasible_limits_name_the_binding_limit_and_the_nearest() {
+        let (rows, grid) = table(&CUTS, &DS);
+        let limits = Limits {
+            max_psnr: Some(5.0),
+            ..Limits::default()
+        };
+        let plan = optimize(&rows, &grid, &SAMPLE, &limits, 1.0, OptimizeMode::Model).unwrap();
+        assert!(plan.chosen.is_none());
+        assert_eq!(plan.binding, vec![Limit::Psnr]);
+        // The least leaky topology is the deepest cut's narrowest.
+        assert_eq!(plan.candidates[plan.nearest[0]].topo.topology, "c-d4");
+        assert_eq!(plan.nearest.len(), 3);
+        assert!(!plan.candidates.iter().any(|c| c.on_frontier));
+    }
+
+    #[test]
+    fn ties_break_towards_less_leakage_then_less_compute() {
+        let (mut rows, grid) = table(&[("a", 8, 100), ("b", 8, 200)], &[4, 8]);
+        for r in &mut rows {
+            r.metrics.accuracy = 0.5;
+            r.metrics.psnr = if r.topo.cut == "a" { 14.0 } else { 13.0 };
+        }
+        let plan = optimize(
+            &rows,
+            &grid,
+            &SAMPLE,
+            &Limits::default(),
+            1.0,
+            OptimizeMode::Model,
+        )
+        .unwrap();
+        // Equal accuracy everywhere: b leaks less; of b's two, the cheaper (fewer channels).
+        assert_eq!(plan.candidates[plan.chosen.unwrap()].topo.topology, "b-d4");
+        for r in &mut rows {
+            r.metrics.psnr = 13.0;
+        }
+        let plan = optimize(
+            &rows,
+            &grid,
+            &SAMPLE,
+            &Limits::default(),
+            1.0,
+            OptimizeMode::Model,
+        )
+        .unwrap();
+        assert_eq!(plan.candidates[plan.chosen.unwrap()].topo.topology, "a-d4");
+        // The choice does not depend on the row order.
+        rows.reverse();
+        let again = optimize(
+            &rows,
+            &grid,
+            &SAMPLE,
+            &Limits::default(),
+            1.0,
+            OptimizeMode::Model,
+        )
+        .unwrap();
+        assert_eq!(
+            again.candidates[again.chosen.unwrap()].topo.topology,
+            "a-d4"
+        );
+    }
+
+    #[test]
+    fn margin_comes_from_held_out_error_and_measuring_the_choice_keeps_it() {
+        // Concave PSNR (saturating): the middle sample sits above the chord, so the fit has a
+        // held-out error and predictions get a margin.
+        let (mut rows, grid) = table(&[("a", 64, 100)], &[4, 8, 16, 32, 64]);
+        for r in &mut rows {
+            let x = (r.topo.channels as f64).log2();
+            r.metrics.psnr = 20.0 - 8.0 / x;
+        }
+        let limits = Limits {
+            max_psnr: Some(17.8),
+            ..Limits::default()
+        };
+        let sampled = sampled_only(&rows, &grid);
+        let plan = optimize(&sampled, &grid, &SAMPLE, &limits, 1.0, OptimizeMode::Model).unwrap();
+        // LOO at D=16: measured 18, the chord between 4 (16) and 64 (18.667) gives 17.333.
+        assert!(
+            (plan.margin_psnr - 2.0 / 3.0).abs() < 1e-9,
+            "{}",
+            plan.margin_psnr
+        );
+        // D=8 is predicted at 17.0, plus the margin 17.667 <= 17.8; D=16 measured 18 is not.
+        let chosen = plan.candidates[plan.chosen.unwrap()].clone();
+        assert_eq!(chosen.topo.topology, "a-d8");
+        assert_eq!(plan.measured_feasible(), None);
+        // Evaluating the choice for real adds a row but does not move the choice.
+        let mut with_choice = sampled.clone();
+        with_choice.push(
+            rows.iter()
+                .find(|r| r.topo.topology == "a-d8")
+                .unwrap()
+                .clone(),
+        );
+        let again = optimize(
+            &with_choice,
+            &grid,
+            &SAMPLE,
+            &limits,
+            1.0,
+            OptimizeMode::Model,
+        )
+        .unwrap();
+        assert_eq!(
+            again.candidates[again.chosen.unwrap()].topo.topology,
+            "a-d8"
+        );
+        assert_eq!(again.measured_feasible(), Some(true));
+        assert_eq!(again.fit.holdout.len(), 1);
+        // At 18.5 dB the margin keeps D=32 (predicted 18.333, +0.667) out; without a margin
+        // the choice is bolder.
+        let limits = Limits {
+            max_psnr: Some(18.5),
+            ..Limits::default()
+        };
+        let safe = optimize(&sampled, &grid, &SAMPLE, &limits, 1.0, OptimizeMode::Model).unwrap();
+        assert_eq!(safe.candidates[safe.chosen.unwrap()].topo.topology, "a-d16");
+        let bold = optimize(&sampled, &grid, &SAMPLE, &limits, 0.0, OptimizeMode::Model).unwrap();
+        assert_eq!(bold.candidates[bold.chosen.unwrap()].topo.topology, "a-d32");
+    }
+
+    #[test]
+    fn a_cut_with_one_sample_borrows_the_slope_of_the_others() {
+        let (rows, grid) = table(&CUTS, &DS);
+        let sample = [SamplePoint::Count(8), SamplePoint::Count(64)];
+        let mut rows: Vec<Measurement> = rows
+            .into_iter()
+            .filter(|r| [8, 64].contains(&r.topo.channels))
+            .collect();
+        // Keep one row of cut c only.
+        rows.retain(|r| !(r.topo.cut == "c" && r.topo.channels == 64));
+        let plan = optimize(
+            &rows,
+            &grid,
+            &sample,
+            &Limits::default(),
+            1.0,
+            OptimizeMode::Model,
+        )
+        .unwrap();
+        assert_eq!(plan.fit.borrowed, vec!["c".to_string()]);
+        let c64 = plan
+            .candidates
+            .iter()
+            .find(|c| c.topo.topology == "c-d64")
+            .unwrap();
+        // The true slope is shared by every cut, so the borrowed line is exact.
+        let truth = 12.0 + 1.5 * 64f64.ln() - 2.0;
+        assert!((c64.predicted.psnr - truth).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_cut_without_its_samples_is_an_error_and_an_empty_table_too() {
+        let (rows, grid) = table(&CUTS, &DS);
+        let rows: Vec<Measurement> = rows.into_iter().filter(|r| r.topo.channels == 8).collect();
+        let e = optimize(
+            &rows,
+            &grid,
+            &SAMPLE,
+            &Limits::default(),
+            1.0,
+            OptimizeMode::Model,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("cut `a`") && e.contains("a-d8"), "{e}");
+        let e = optimize(
+            &[],
+            &grid,
+            &SAMPLE,
+            &Limits::default(),
+            1.0,
+            OptimizeMode::Model,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("no rows"), "{e}");
+    }
+}

@@ -1,0 +1,320 @@
+//! `report.md`: the decision in words, predicted against measured, how well the models fit,
+//! the frontier, the whole grid, and in exhaustive mode the regret of the model-based choice.
+
+use std::fmt::Write as _;
+
+use privynet_core::manifest::OptimizeMode;
+
+use crate::choose::{Candidate, Plan, limit_names};
+
+fn limits_line(plan: &Plan) -> String {
+    let l = &plan.limits;
+    let mut v = Vec::new();
+    if let Some(x) = l.max_psnr {
+        v.push(format!("PSNR <= {x} dB"));
+    }
+    if let Some(x) = l.max_ssim {
+        v.push(format!("SSIM <= {x}"));
+    }
+    if let Some(x) = l.max_macs {
+        v.push(format!("local MACs/image <= {x}"));
+    }
+    if let Some(x) = l.max_weight_bytes {
+        v.push(format!("local weights <= {x} bytes"));
+    }
+    if v.is_empty() {
+        "none (the most accurate topology wins)".into()
+    } else {
+        v.join("; ")
+    }
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "-".into(), |x| format!("{x:.digits$}"))
+}
+
+fn grid_row(c: &Candidate) -> String {
+    let m = c.measured;
+    format!(
+        "| {} | {} | {} | {} | {} | {:.4} | {} | {:.2} | {} | {:.3} | {} | {} |{}|",
+        c.topo.topology,
+        c.topo.channels,
+        c.topo.macs,
+        c.topo.weight_bytes,
+        if c.sampled {
+            "sampled"
+        } else if m.is_some() {
+            "held out"
+        } else {
+            "predicted"
+        },
+        c.predicted.accuracy,
+        opt(m.map(|m| m.accuracy), 4),
+        c.predicted.psnr,
+        opt(m.map(|m| m.psnr), 2),
+        c.predicted.ssim,
+        opt(m.map(|m| m.ssim), 3),
+        if c.violates.is_empty() {
+            "yes".to_string()
+        } else {
+            format!("no ({})", limit_names(&c.violates))
+        },
+        match (c.chosen, c.on_frontier) {
+            (true, _) => " **chosen** ",
+            (false, true) => " frontier ",
+            _ => " ",
+        }
+    )
+}
+
+fn stats(v: &[f64]) -> String {
+    if v.is_empty() {
+        return "-".into();
+    }
+    let mae = v.iter().map(|x| x.abs()).sum::<f64>() / v.len() as f64;
+    let max = v.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    format!("mean {mae:.4}, max {max:.4} (n = {})", v.len())
+}
+
+/// Renders the report.
+pub fn render(plan: &Plan, manifest: &str) -> String {
+    let mut r = String::new();
+    let _ = writeln!(r, "# PrivyNet topology decision\n");
+    let _ = writeln!(
+        r,
+        "Manifest `{manifest}`, mode `{}`. Limits: {}. Privacy loss is the worst case over the enabled attacker modes.\n",
+        match plan.mode {
+            OptimizeMode::Model => "model",
+            OptimizeMode::Exhaustive => "exhaustive",
+        },
+        limits_line(plan)
+    );
+    let _ = writeln!(r, "## Decision\n");
+    match plan.chosen.map(|i| &plan.candidates[i]) {
+        Some(c) => {
+            let _ = writeln!(
+                r,
+                "Chosen: **{}** (cut `{}`, {} of {} channels; {} MACs/image, {} bytes of local weights).\n",
+                c.topo.topology,
+                c.topo.layer,
+                c.topo.channels,
+                c.topo.cut_channels,
+                c.topo.macs,
+                c.topo.weight_bytes
+            );
+            let _ = writeln!(
+                r,
+                "Binding limit: {}.\n",
+                if plan.binding.is_empty() {
+                    "none: the most accurate topology of the grid meets every limit".to_string()
+                } else {
+                    format!(
+                        "{} (it excludes the topologies that would be more accurate)",
+                        limit_names(&plan.binding)
+                    )
+                }
+            );
+            let _ = writeln!(r, "| | accuracy | PSNR (dB) | SSIM |\n|---|---|---|---|");
+            let _ = writeln!(
+                r,
+                "| predicted | {:.4} | {:.2} | {:.3} |",
+                c.predicted.accuracy, c.predicted.psnr, c.predicted.ssim
+            );
+            let _ = writeln!(
+                r,
+                "| used for the choice{} | {:.4} | {:.2} | {:.3} |",
+                if c.sampled {
+                    " (measured)"
+                } else {
+                    " (predicted + margin)"
+                },
+                c.estimate.accuracy,
+                c.estimate.psnr,
+                c.estimate.ssim
+            );
+            match c.measured {
+                Some(m) => {
+                    let _ = writeln!(
+                        r,
+                        "| measured | {:.4} | {:.2} | {:.3} |\n",
+                        m.accuracy, m.psnr, m.ssim
+                    );
+                    if plan.measured_feasible() == Some(false) {
+                        let _ = writeln!(
+                            r,
+                            "**Warning:** measured for real, the chosen topology breaks a limit the models predicted it would meet. Raise `optimize.margin_scale`, sample more channel counts, or use `mode: exhaustive`.\n"
+                        );
+                    } else {
+                        let _ = writeln!(r, "Measured for real, it meets every limit.\n");
+                    }
+                }
+                None => {
+                    let _ = writeln!(
+                        r,
+                        "| measured | not yet | | |\n\nThe runner evaluates the chosen topology next and this report is written again with its measured values.\n"
+                    );
+                }
+            }
+        }
+        None => {
+            let _ = writeln!(
+                r,
+                "**No topology meets the limits.** Binding: {}.\n\nNearest topologies (smallest total relative excess over the limits):\n",
+                limit_names(&plan.binding)
+            );
+            for &i in &plan.nearest {
+                let c = &plan.candidates[i];
+                let _ = writeln!(
+                    r,
+                    "- {}: accuracy {:.4}, PSNR {:.2} dB, SSIM {:.3}, {} MACs, {} bytes; breaks {}",
+                    c.topo.topology,
+                    c.estimate.accuracy,
+                    c.estimate.psnr,
+                    c.estimate.ssim,
+                    c.topo.macs,
+                    c.topo.weight_bytes,
+                    limit_names(&c.violates)
+                );
+            }
+            r.push('\n');
+        }
+    }
+    let sampled = plan.candidates.iter().filter(|c| c.sampled).count();
+    let _ = writeln!(r, "## Search cost\n");
+    let _ = writeln!(
+        r,
+        "Grid: {} topologies. The model-based search trained {} ({} sampled{}).",
+        plan.candidates.len(),
+        plan.trained_model_based(),
+        sampled,
+        if plan.trained_model_based() > sampled {
+            " plus the choice"
+        } else {
+            ""
+        }
+    );
+    if let Some(ex) = &plan.exhaustive {
+        let trained = plan
+            .candidates
+            .iter()
+            .filter(|c| c.measured.is_some())
+            .count();
+        let _ = writeln!(r, "The exhaustive search trained {trained}.");
+        match (ex.best.map(|i| &plan.candidates[i]), ex.regret) {
+            (Some(b), Some(reg)) => {
+                let _ = writeln!(
+                    r,
+                    "Best feasible topology of the measured grid: **{}** (accuracy {:.4}). Regret of the model-based choice: **{:.4}** accuracy.",
+                    b.topo.topology,
+                    b.measured.map_or(f64::NAN, |m| m.accuracy),
+                    reg
+                );
+            }
+            (Some(b), None) => {
+                let _ = writeln!(
+                    r,
+                    "Best feasible topology of the measured grid: **{}**; the model-based search found none, so its regret is that topology's whole accuracy.",
+                    b.topo.topology
+                );
+            }
+            (None, _) => {
+                let _ = writeln!(r, "No topology of the measured grid meets the limits.");
+            }
+        }
+    }
+    r.push('\n');
+    let _ = writeln!(r, "## Models\n");
+    let _ = writeln!(
+        r,
+        "Per cut, a non-decreasing (isotonic) fit to the sampled points, interpolated linearly in ln D. Safety margin on predicted privacy loss: {:.3} dB PSNR, {:.4} SSIM ({} x the largest leave-one-out error).\n",
+        plan.margin_psnr,
+        plan.margin_ssim,
+        if plan.fit.loo_psnr.is_empty() {
+            "no interior sample, so no held-out error: 0".to_string()
+        } else {
+            "margin_scale".to_string()
+        }
+    );
+    let _ = writeln!(
+        r,
+        "| error (measured - predicted) | accuracy | PSNR (dB) | SSIM |\n|---|---|---|---|"
+    );
+    let _ = writeln!(
+        r,
+        "| leave-one-out, sampled | {} | {} | {} |",
+        stats(&plan.fit.loo_accuracy),
+        stats(&plan.fit.loo_psnr),
+        stats(&plan.fit.loo_ssim)
+    );
+    if !plan.fit.holdout.is_empty() {
+        let col = |k: usize| -> Vec<f64> {
+            plan.fit
+                .holdout
+                .iter()
+                .map(|h| [h.1, h.2, h.3][k])
+                .collect()
+        };
+        let _ = writeln!(
+            r,
+            "| measured but not sampled | {} | {} | {} |",
+            stats(&col(0)),
+            stats(&col(1)),
+            stats(&col(2))
+        );
+    }
+    r.push('\n');
+    if !plan.fit.borrowed.is_empty() {
+        let _ = writeln!(
+            r,
+            "Cuts with one sample, whose slope in ln D was borrowed from the other cuts: {}.\n",
+            plan.fit.borrowed.join(", ")
+        );
+    }
+    if !plan.uncharacterized.is_empty() {
+        let _ = writeln!(
+            r,
+            "Cuts of the sweep with no characterized topology (left out): {}.\n",
+            plan.uncharacterized.join(", ")
+        );
+    }
+    let _ = writeln!(r, "## Frontier\n");
+    let front = crate::output::frontier(plan);
+    if front.is_empty() {
+        let _ = writeln!(r, "No feasible topology, so no frontier.\n");
+    } else {
+        let _ = writeln!(
+            r,
+            "Feasible topologies no other feasible topology beats on both accuracy and privacy loss, least leaky first:\n"
+        );
+        let _ = writeln!(
+            r,
+            "| topology | accuracy | PSNR (dB) | SSIM | source |\n|---|---|---|---|---|"
+        );
+        for c in front {
+            let _ = writeln!(
+                r,
+                "| {}{} | {:.4} | {:.2} | {:.3} | {} |",
+                c.topo.topology,
+                if c.chosen { " (chosen)" } else { "" },
+                c.estimate.accuracy,
+                c.estimate.psnr,
+                c.estimate.ssim,
+                if c.sampled { "measured" } else { "predicted" }
+            );
+        }
+        r.push('\n');
+    }
+    let _ = writeln!(r, "## Every topology of the grid\n");
+    let _ = writeln!(
+        r,
+        "| topology | D | MACs | weight bytes | status | acc pred | acc meas | PSNR pred | PSNR meas | SSIM pred | SSIM meas | feasible | |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for c in &plan.candidates {
+        let _ = writeln!(r, "{}", grid_row(c));
+    }
+    let _ = writeln!(
+        r,
+        "\n![accuracy against privacy loss](plots/tradeoff.svg)\n\n![accuracy and PSNR against channels](plots/channels.svg)"
+    );
+    r
+}
