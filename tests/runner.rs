@@ -16,7 +16,7 @@ fn smoke_pipeline_runs_then_skips_then_reruns_only_what_changed() {
     let first = run("privynet", &["run", ms]);
     ok(&first);
     let out = stdout(&first);
-    assert_eq!(lines_with(&out, "ran").len(), 18, "{out}");
+    assert_eq!(lines_with(&out, "ran").len(), 19, "{out}");
     let o = dir.path().join("out");
     for t in ["conv1-d8", "conv1-d64", "fire3-d8", "fire3-d128"] {
         assert!(o.join(t).join("features.parquet").is_file(), "{t}");
@@ -35,7 +35,7 @@ fn smoke_pipeline_runs_then_skips_then_reruns_only_what_changed() {
     let second = run("privynet", &["run", ms]);
     ok(&second);
     let out = stdout(&second);
-    assert_eq!(lines_with(&out, "skipped").len(), 18, "{out}");
+    assert_eq!(lines_with(&out, "skipped").len(), 19, "{out}");
     assert!(lines_with(&out, "ran").is_empty(), "{out}");
 
     // An output deleted by hand: only its node reruns (it writes the same bytes, so the
@@ -61,7 +61,7 @@ fn smoke_pipeline_runs_then_skips_then_reruns_only_what_changed() {
         &["run", ms, "--set", "extract.batch_size=32"],
     ));
     let ran = lines_with(&fourth, "ran");
-    assert_eq!(ran.len(), 13, "{fourth}");
+    assert_eq!(ran.len(), 14, "{fourth}");
     assert!(
         ran.iter()
             .all(|l| !l.contains("ingest") && !l.contains("slice/")),
@@ -193,5 +193,5 @@ fn ctrl_c_leaves_a_valid_lock_file_and_the_next_run_resumes() {
     let out = stdout(&again);
     assert!(out.contains("0 failed, 0 blocked"), "{out}");
     let third = stdout(&run("privynet", &["run", ms]));
-    assert_eq!(lines_with(&third, "skipped").len(), 18, "{third}");
+    assert_eq!(lines_with(&third, "skipped").len(), 19, "{third}");
 }

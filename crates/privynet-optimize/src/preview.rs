@@ -1,5 +1,5 @@
 //! First rows of any Parquet or Arrow IPC artifact, rendered by polars (what a user sees when
-//! they open the file with polars themselves), in blocks of at most 8 columns and 10 rows so
+//! they open the file with polars themselves), in blocks of at most 6 columns and 10 rows so
 //! that polars' own display limits never hide a column.
 
 use std::fs::File;
@@ -9,7 +9,7 @@ use polars::prelude::*;
 
 use crate::OptimizeError;
 
-const COLS: usize = 8;
+const COLS: usize = 6;
 const ROWS: usize = 10;
 
 /// Reads the first `rows` rows of `path` (`.parquet`, or Arrow IPC otherwise) with polars.
