@@ -31,8 +31,16 @@ ort:
 data:
 	@scripts/fetch-data.sh
 
-build: ort
+# Cargo runs only when a source is newer than the last build, so that an up-to-date
+# `make pipeline` costs the runner's own check (tens of milliseconds), not cargo's (~0.5 s).
+SOURCES := Cargo.toml Cargo.lock $(shell find crates schemas -type f \( -name '*.rs' -o -name '*.toml' -o -name '*.yaml' \))
+STAMP   := $(BIN)/.privynet-built
+
+$(STAMP): $(SOURCES)
 	$(CARGO) build --release --workspace --bins
+	@touch $@
+
+build: ort $(STAMP)
 
 pipeline: build data
 	$(BIN)/privynet run $(MANIFEST) $(RUN_FLAGS)
