@@ -134,11 +134,7 @@ impl Plan {
     /// Topologies the model-based search trains: the samples, plus the choice if not sampled.
     pub fn trained_model_based(&self) -> usize {
         let sampled = self.candidates.iter().filter(|c| c.sampled).count();
-        let extra = self
-            .chosen
-            .is_some_and(|i| !self.candidates[i].sampled)
-            .then_some(1)
-            .unwrap_or(0);
+        let extra = usize::from(self.chosen.is_some_and(|i| !self.candidates[i].sampled));
         sampled + extra
     }
 
@@ -225,8 +221,8 @@ pub fn optimize(
             "the characterization table has no rows: nothing to fit".into(),
         ));
     }
-    // Per cut: the rows, the sampled rows, and the fits.
-    let mut fits: BTreeMap<&str, (Vec<Point>, Vec<Point>, Vec<Point>)> = BTreeMap::new();
+    // Per cut: the sampled points of accuracy, PSNR and SSIM.
+    let mut fits: BTreeMap<&str, [Vec<Point>; 3]> = BTreeMap::new();
     let mut sampled_ds: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
     let mut uncharacterized = Vec::new();
     for g in grid {
@@ -257,7 +253,7 @@ pub fn optimize(
             )));
         }
         sampled_ds.insert(g.cut.as_str(), ds);
-        fits.insert(g.cut.as_str(), (acc, psnr, ssim));
+        fits.insert(g.cut.as_str(), [acc, psnr, ssim]);
     }
     if fits.is_empty() {
         return Err(OptimizeError::Input(format!(
@@ -269,10 +265,7 @@ pub fn optimize(
     let lend = |which: usize| -> f64 {
         let slopes: Vec<f64> = fits
             .values()
-            .filter_map(|f| {
-                let pts = [&f.0, &f.1, &f.2][which];
-                Curve::fit(pts, 0.0).and_then(|c| c.span_slope())
-            })
+            .filter_map(|f| Curve::fit(&f[which], 0.0).and_then(|c| c.span_slope()))
             .collect();
         if slopes.is_empty() {
             0.0
@@ -283,7 +276,7 @@ pub fn optimize(
     let lent = [lend(0), lend(1), lend(2)];
     let mut fit = FitQuality::default();
     let mut curves: BTreeMap<&str, [Curve; 3]> = BTreeMap::new();
-    for (cut, (acc, psnr, ssim)) in &fits {
+    for (cut, [acc, psnr, ssim]) in &fits {
         let c = [
             Curve::fit(acc, lent[0]).expect("a cut in `fits` has points"),
             Curve::fit(psnr, lent[1]).expect("a cut in `fits` has points"),
