@@ -235,10 +235,20 @@ pub fn tradeoff(plan: &Plan) -> String {
         let (x, y) = (p.px(px(c)), p.py(c.estimate.accuracy));
         let col = colour(&cuts, c);
         let fill = if c.sampled { col } else { "white" };
+        // Topologies that break a limit stay visible but faded, so the frontier reads clearly.
+        let opacity = if c.violates.is_empty() { 1.0 } else { 0.35 };
         let _ = write!(
             svg,
-            r##"<circle cx="{x:.1}" cy="{y:.1}" r="5" fill="{fill}" stroke="{col}" stroke-width="2"><title>{} acc {:.4} psnr {:.2} ssim {:.3}</title></circle>"##,
-            c.topo.topology, c.estimate.accuracy, c.estimate.psnr, c.estimate.ssim
+            r##"<circle cx="{x:.1}" cy="{y:.1}" r="5" fill="{fill}" stroke="{col}" stroke-width="2" opacity="{opacity}"><title>{} acc {:.4} psnr {:.2} ssim {:.3}{}</title></circle>"##,
+            c.topo.topology,
+            c.estimate.accuracy,
+            c.estimate.psnr,
+            c.estimate.ssim,
+            if c.violates.is_empty() {
+                String::new()
+            } else {
+                format!(" (breaks {})", crate::choose::limit_names(&c.violates))
+            }
         );
         if c.chosen {
             let _ = write!(
