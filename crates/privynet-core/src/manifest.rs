@@ -45,6 +45,19 @@ fn default_seed() -> u64 {
     DEFAULT_SEED
 }
 
+/// The seed a stage binary uses: its `--seed` flag, else the manifest's `seed`, else
+/// [`DEFAULT_SEED`].
+pub fn seed_of(flag: Option<u64>, manifest: Option<&Manifest>) -> u64 {
+    flag.or(manifest.map(|m| m.seed)).unwrap_or(DEFAULT_SEED)
+}
+
+/// The `images.parquet` a stage binary uses: the path its flag gives, else the manifest's
+/// ([`Manifest::images_path`]); `None` when it has neither.
+pub fn images_of(flag: Option<&Path>, manifest: Option<&Manifest>) -> Option<PathBuf> {
+    flag.map(Path::to_path_buf)
+        .or_else(|| manifest.map(Manifest::images_path))
+}
+
 /// The dataset and how it is split.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

@@ -119,10 +119,7 @@ fn run(args: Args) -> Result<()> {
         .as_ref()
         .map(|m| m.extract.clone())
         .unwrap_or_default();
-    let images = args
-        .images
-        .clone()
-        .or_else(|| manifest.as_ref().map(|m| m.images_path()))
+    let images = privynet_core::manifest::images_of(args.images.as_deref(), manifest.as_ref())
         .context("no images: pass --images or --manifest")?;
     let model = args
         .model

@@ -86,14 +86,8 @@ fn run(args: Args) -> Result<()> {
             .or(ds.map(|d| d.splits.test))
             .context("no test size: pass --test or --manifest")?,
     };
-    let seed = args
-        .seed
-        .or(manifest.as_ref().map(|m| m.seed))
-        .unwrap_or(privynet_core::manifest::DEFAULT_SEED);
-    let output = args
-        .output
-        .clone()
-        .or_else(|| manifest.as_ref().map(|m| m.images_path()))
+    let seed = privynet_core::manifest::seed_of(args.seed, manifest.as_ref());
+    let output = privynet_core::manifest::images_of(args.output.as_deref(), manifest.as_ref())
         .context("no output: pass --output or --manifest")?;
 
     let start = Instant::now();

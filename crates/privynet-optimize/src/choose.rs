@@ -223,7 +223,8 @@ pub fn optimize(
     }
     // Per cut: the sampled points of accuracy, PSNR and SSIM.
     let mut fits: BTreeMap<&str, [Vec<Point>; 3]> = BTreeMap::new();
-    let mut sampled_ds: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+    // Per cut: its rows and its sampled channel counts, for the fits and the predictions.
+    let mut by_cut: BTreeMap<&str, (Vec<&Measurement>, Vec<i64>)> = BTreeMap::new();
     let mut uncharacterized = Vec::new();
     for g in grid {
         let cut_rows: Vec<&Measurement> = rows.iter().filter(|r| r.topo.cut == g.cut).collect();
@@ -252,7 +253,7 @@ pub fn optimize(
                 have.join(", ")
             )));
         }
-        sampled_ds.insert(g.cut.as_str(), ds);
+        by_cut.insert(g.cut.as_str(), (cut_rows, ds));
         fits.insert(g.cut.as_str(), [acc, psnr, ssim]);
     }
     if fits.is_empty() {
@@ -299,9 +300,8 @@ pub fn optimize(
         let Some(c) = curves.get(g.cut.as_str()) else {
             continue;
         };
-        let cut_rows: Vec<&Measurement> = rows.iter().filter(|r| r.topo.cut == g.cut).collect();
+        let (cut_rows, ds) = &by_cut[g.cut.as_str()];
         let first = cut_rows[0];
-        let ds = &sampled_ds[g.cut.as_str()];
         for &d in &g.channels {
             let row = cut_rows.iter().find(|r| r.topo.channels == d);
             let topo = Topo {

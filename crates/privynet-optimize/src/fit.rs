@@ -18,9 +18,9 @@ pub struct Curve {
     xs: Vec<f64>,
     /// The isotonic fit at `xs`.
     ys: Vec<f64>,
-    /// Slope (per unit of ln D) used outside the sampled range; for one point it is borrowed
-    /// from the other cuts.
-    edge_slope: f64,
+    /// Slope (per unit of ln D) of a curve anchored at one point, borrowed from the other cuts
+    /// (unused with two or more points: those continue their end segments' slopes).
+    single_slope: f64,
 }
 
 /// Pool-adjacent-violators: the least-squares non-decreasing fit to `ys` (equal weights).
@@ -74,14 +74,11 @@ impl Curve {
             return None;
         }
         let ys = isotonic(&raw);
-        let edge_slope = if xs.len() == 1 {
-            borrowed_slope.max(0.0)
-        } else {
-            // Outside the sampled range, continue the nearest segment's slope: for privacy this
-            // errs towards more loss above the largest sample, the safe side.
-            0.0
-        };
-        Some(Curve { xs, ys, edge_slope })
+        Some(Curve {
+            xs,
+            ys,
+            single_slope: borrowed_slope.max(0.0),
+        })
     }
 
     /// The overall slope over the sampled range (per unit of ln D), for borrowing.
@@ -100,8 +97,10 @@ impl Curve {
         let x = ln(channels);
         let n = self.xs.len();
         if n == 1 {
-            return self.ys[0] + self.edge_slope * (x - self.xs[0]);
+            return self.ys[0] + self.single_slope * (x - self.xs[0]);
         }
+        // Outside the sampled range the end segments continue: above the largest sample this
+        // errs towards more privacy loss, the safe side.
         let seg = |i: usize| (self.ys[i + 1] - self.ys[i]) / (self.xs[i + 1] - self.xs[i]);
         if x <= self.xs[0] {
             return self.ys[0] + seg(0) * (x - self.xs[0]);

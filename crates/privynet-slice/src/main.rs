@@ -93,10 +93,7 @@ fn run(args: Args) -> Result<()> {
             .as_ref()
             .map_or(SelectionMethod::Random, |m| m.slice.method),
     };
-    let seed = args
-        .seed
-        .or(manifest.as_ref().map(|m| m.seed))
-        .unwrap_or(privynet_core::manifest::DEFAULT_SEED);
+    let seed = privynet_core::manifest::seed_of(args.seed, manifest.as_ref());
     let slice_params = manifest
         .as_ref()
         .map(|m| m.slice.clone())
@@ -126,11 +123,9 @@ fn run(args: Args) -> Result<()> {
     let (order, scores) = match method {
         SelectionMethod::Random => (select::random_order(point.channels as usize, seed), None),
         SelectionMethod::FisherRandom => {
-            let images = args
-                .images
-                .clone()
-                .or_else(|| manifest.as_ref().map(|m| m.images_path()))
-                .context("fisher-random needs labelled images: pass --images images.parquet")?;
+            let images =
+                privynet_core::manifest::images_of(args.images.as_deref(), manifest.as_ref())
+                    .context("fisher-random needs labelled images: pass --images images.parquet")?;
             prov.add_input(&images)?;
             let scores = fisher(
                 &m,

@@ -112,15 +112,9 @@ fn run(args: Args) -> Result<()> {
     if let Some(e) = args.epochs {
         p.epochs = e;
     }
-    let seed = args
-        .seed
-        .or(manifest.as_ref().map(|m| m.seed))
-        .unwrap_or(privynet_core::manifest::DEFAULT_SEED);
+    let seed = privynet_core::manifest::seed_of(args.seed, manifest.as_ref());
     let classes = manifest.as_ref().map_or(10, |m| m.train.classes);
-    let images_path = args
-        .images
-        .clone()
-        .or_else(|| manifest.as_ref().map(|m| m.images_path()))
+    let images_path = privynet_core::manifest::images_of(args.images.as_deref(), manifest.as_ref())
         .context("no images: pass --images or --manifest")?;
     let topo = Topology::read(&args.topology)
         .with_context(|| format!("reading {}", args.topology.display()))?;

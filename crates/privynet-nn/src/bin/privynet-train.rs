@@ -77,16 +77,10 @@ fn run(args: Args) -> Result<()> {
     if let Some(e) = args.epochs {
         params.epochs = e;
     }
-    let seed = args
-        .seed
-        .or(manifest.as_ref().map(|m| m.seed))
-        .unwrap_or(privynet_core::manifest::DEFAULT_SEED);
+    let seed = privynet_core::manifest::seed_of(args.seed, manifest.as_ref());
     let mut prov = Provenance::new("train", &args.manifest.label());
     let (ds, input, label) = if args.baseline.is_some() {
-        let images = args
-            .images
-            .clone()
-            .or_else(|| manifest.as_ref().map(|m| m.images_path()))
+        let images = privynet_core::manifest::images_of(args.images.as_deref(), manifest.as_ref())
             .context("--baseline raw needs --images images.parquet")?;
         tracing::warn!("baseline run on raw images: a local-only run, not a cloud stage");
         let ds = data::load_images(&images, &["train", "test"], params.classes)
