@@ -5,7 +5,7 @@
 #   make pipeline-full            the paper-scale manifest (hours on 2 cores)
 #   make smoke                    the same on a few hundred images
 #   make test                     fmt check + clippy -D warnings + all tests (what CI runs)
-#   make bench                    benchmarks that print figures
+#   make bench                    benchmarks that print figures (BENCH=extract or nn: one part)
 #   make data [DATA_MIRROR=DIR]   CIFAR-10 and SqueezeNet 1.1 under data/, checksummed
 #   make ingest|slice|extract|train|attack|characterize|optimize   rerun one stage of MANIFEST (TOPOLOGY=fire3-d8 for one)
 #   make status                   what is stale in MANIFEST and why
@@ -74,7 +74,7 @@ test: ort data lint
 	$(CARGO) test --release --workspace
 
 bench: build data
-	$(CARGO) run --release -p privynet-bench --bin privynet-bench
+	$(CARGO) run --release -p privynet-bench --bin privynet-bench -- $(BENCH)
 
 clean:
 	rm -rf runs

@@ -11,7 +11,8 @@ use arrow::array::{Array, FixedSizeListArray, UInt8Array};
 use ndarray::ArrayView4;
 
 use privynet_core::ArtifactKind;
-use privynet_core::manifest::{ChannelOrder, Preprocess, ResizeMode};
+use privynet_core::manifest::{ChannelOrder, FeatureDtype, Preprocess, ResizeMode};
+use privynet_extract::extract::{features_batch, features_schema};
 use privynet_extract::preprocess::preprocess_into;
 use privynet_extract::runtime::Runner;
 
@@ -72,8 +73,29 @@ fn preprocess() -> Preprocess {
     }
 }
 
-/// ONNX Runtime alone on the same preprocessed batches, no I/O: the ceiling.
-fn ceiling(model: &Path, images: &Path, size: u32, n: usize) -> Result<f64> {
+/// Images per second of each part of extraction run alone on the same 10,000 images.
+struct Rates {
+    /// ONNX Runtime alone on preprocessed batches in memory, all cores: the issue's ceiling.
+    ort: f64,
+    /// The features writer alone (all cores) on those batches' outputs, already in memory.
+    writer: f64,
+    /// Decoding and preprocessing alone (one thread).
+    reader: f64,
+}
+
+impl Rates {
+    /// The most a pipeline can do when all three share the machine's P cores: their CPU
+    /// seconds per image add up (P / ort, P / writer, 1 / reader: the first two keep every
+    /// core busy when alone, the reader one).
+    fn shared(&self) -> f64 {
+        let p = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get) as f64;
+        p / (p / self.ort + p / self.writer + 1.0 / self.reader)
+    }
+}
+
+/// Measures [`Rates`] for one local network.
+fn ceiling(model: &Path, images: &Path, size: u32, n: usize) -> Result<Rates> {
+    let t = Instant::now();
     let batches =
         privynet_core::io::open_parquet(images, ArtifactKind::Images, Some(&["pixels"]), BATCH)?.1;
     let per = 3 * (size * size) as usize;
@@ -106,7 +128,10 @@ fn ceiling(model: &Path, images: &Path, size: u32, n: usize) -> Result<f64> {
             break;
         }
     }
-    let mut runner = Runner::open(model, "features", None)?;
+    // ONNX Runtime's own defaults (idle threads spin): its best on an otherwise idle machine.
+    // The reader alone: decoding and preprocessing, one thread as in the pipeline.
+    let reader = count as f64 / t.elapsed().as_secs_f64();
+    let mut runner = Runner::open_with_spinning(model, "features", None, true)?;
     let s = size as usize;
     // One warm-up batch, as the pipeline's first batch pays the same start-up.
     runner.run(ArrayView4::from_shape(
@@ -117,10 +142,62 @@ fn ceiling(model: &Path, images: &Path, size: u32, n: usize) -> Result<f64> {
     for x in &inputs {
         runner.run(ArrayView4::from_shape((x.len() / per, 3, s, s), x)?)?;
     }
-    Ok(count as f64 / t.elapsed().as_secs_f64())
+    let ort = count as f64 / t.elapsed().as_secs_f64();
+
+    // The writer alone: the same batches' real features, already in memory, through the
+    // artifact writer to a features file. No pipeline can outrun its slower half.
+    let mut outputs = Vec::new();
+    for x in &inputs {
+        outputs.push(runner.run(ArrayView4::from_shape((x.len() / per, 3, s, s), x)?)?);
+    }
+    let shape = &outputs[0].shape()[1..];
+    let len: usize = shape.iter().product();
+    let mut prov = privynet_core::Provenance::new("bench", "-");
+    prov.set(
+        "feature_shape",
+        format!("{},{},{}", shape[0], shape[1], shape[2]),
+    );
+    prov.set("topology", "null");
+    prov.set("preprocess", "{}");
+    let out = model.with_file_name("writer-alone.parquet");
+    let t = Instant::now();
+    let mut w = privynet_core::io::ArtifactWriter::create(
+        &out,
+        ArtifactKind::Features,
+        features_schema(len, FeatureDtype::Float32),
+        &prov,
+    )?;
+    let mut id = 0i64;
+    for y in outputs {
+        let n = y.shape()[0];
+        let batch = features_batch(
+            w.schema(),
+            (id..id + n as i64).collect(),
+            vec![0; n],
+            vec!["test".to_string(); n],
+            y.into_raw_vec_and_offset().0,
+            len,
+            FeatureDtype::Float32,
+        );
+        id += n as i64;
+        w.write(&batch)?;
+    }
+    w.finish()?;
+    let writer = count as f64 / t.elapsed().as_secs_f64();
+    std::fs::remove_file(&out)?;
+    Ok(Rates {
+        ort,
+        writer,
+        reader,
+    })
 }
 
 fn main() -> Result<()> {
+    // `privynet-bench [extract|nn|all]`: one part, or both (the default).
+    let part = std::env::args().nth(1).unwrap_or_else(|| "all".into());
+    if !["extract", "nn", "all"].contains(&part.as_str()) {
+        bail!("unknown part `{part}`: expected extract, nn or all");
+    }
     let dir = tempfile::tempdir()?;
     let d = dir.path();
     let data = root().join("data/cifar-10");
@@ -143,10 +220,35 @@ fn main() -> Result<()> {
         timed(Command::new(bin("privynet-ingest")?).args(["--manifest", m]))?;
     println!("ingest: 60,000 CIFAR-10 images in {ingest_s:.1} s, peak RSS {ingest_mb:.0} MiB\n");
     let images = d.join("images.parquet");
+    if part != "nn" {
+        bench_extract(d, m, &images)?;
+    }
+    if part != "extract" {
+        train_and_attack(d, m)?;
+    }
+    Ok(())
+}
+
+/// Extract throughput against the ceilings, and peak memory against the image count.
+fn bench_extract(d: &Path, m: &str, images: &Path) -> Result<()> {
     println!("extract throughput on the 10,000 test images (batch {BATCH}, all cores):");
     println!(
-        "{:<7} {:>5} {:>18} {:>18} {:>9} {:>12}",
-        "cut", "input", "ort ceiling img/s", "pipeline img/s", "ratio", "peak MiB"
+        "img/s of each part alone (ort: the issue's ceiling, all cores; writer: the features\n\
+         writer on ort's outputs in memory, all cores; reader: decode and preprocess, one\n\
+         thread), the most they allow together on shared cores, and the pipeline:"
+    );
+    println!(
+        "{:<5} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6} {:>8} {:>8}",
+        "cut",
+        "input",
+        "ort",
+        "writer",
+        "reader",
+        "shared",
+        "pipeline",
+        "/ort",
+        "/shared",
+        "peak MiB"
     );
     for cut in ["conv1", "fire3", "fire5"] {
         for size in [32u32, 64] {
@@ -165,7 +267,7 @@ fn main() -> Result<()> {
                 out.to_str().context("path")?,
             ]))?;
             let local = out.join("local.onnx");
-            let ceil = ceiling(&local, &images, size, 10_000)?;
+            let r = ceiling(&local, images, size, 10_000)?;
             let f = out.join("features.parquet");
             let (secs, mb) = timed(Command::new(bin("privynet-extract")?).args([
                 "--manifest",
@@ -181,8 +283,13 @@ fn main() -> Result<()> {
             ]))?;
             let rate = 10_000.0 / secs;
             println!(
-                "{cut:<7} {size:>5} {ceil:>18.0} {rate:>18.0} {:>8.0}% {mb:>12.0}",
-                100.0 * rate / ceil
+                "{cut:<5} {size:>5} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {rate:>9.0} {:>5.0}% {:>7.0}% {mb:>8.0}",
+                r.ort,
+                r.writer,
+                r.reader,
+                r.shared(),
+                100.0 * rate / r.ort,
+                100.0 * rate / r.shared()
             );
             std::fs::remove_file(&f)?;
         }
@@ -207,7 +314,7 @@ fn main() -> Result<()> {
         );
         std::fs::remove_file(&f)?;
     }
-    train_and_attack(d, m)?;
+
     Ok(())
 }
 

@@ -14,8 +14,10 @@ use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchR
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use tempfile::NamedTempFile;
 
+use crate::row_groups::{GroupLimits, ParallelParquet};
 use crate::schema::Format;
 use crate::{ArtifactKind, CoreError, Provenance, Result};
 
@@ -113,7 +115,7 @@ pub fn artifact_schema(
 }
 
 enum Inner {
-    Parquet(ArrowWriter<NamedTempFile>),
+    Parquet(ParallelParquet<NamedTempFile>),
     Arrow(arrow::ipc::writer::FileWriter<NamedTempFile>),
 }
 
@@ -157,23 +159,31 @@ impl ArtifactWriter {
                     .set_compression(Compression::ZSTD(
                         ZstdLevel::try_new(1).expect("zstd level 1 should be valid"),
                     ))
-                    .set_max_row_group_row_count(Some(4096))
                     .set_key_value_metadata(Some(kv));
                 if kind == ArtifactKind::Features {
                     // Float activations almost never repeat: dictionary encoding and per-page
-                    // statistics cost most of the write time and save nothing.
+                    // statistics on them cost most of the write time and save nothing. The
+                    // small columns keep theirs, so readers can skip row groups by split.
+                    let features =
+                        ColumnPath::from(vec!["features".into(), "list".into(), "item".into()]);
                     props = props
-                        .set_dictionary_enabled(false)
-                        .set_statistics_enabled(EnabledStatistics::None);
+                        .set_column_dictionary_enabled(features.clone(), false)
+                        .set_column_statistics_enabled(features, EnabledStatistics::None);
                 }
                 let props = props.build();
+                let parquet_err = |e| CoreError::Parquet {
+                    path: path.to_path_buf(),
+                    source: e,
+                };
+                let writer =
+                    ArrowWriter::try_new(tmp, schema.clone(), Some(props)).map_err(parquet_err)?;
                 Inner::Parquet(
-                    ArrowWriter::try_new(tmp, schema.clone(), Some(props)).map_err(|e| {
-                        CoreError::Parquet {
-                            path: path.to_path_buf(),
-                            source: e,
-                        }
-                    })?,
+                    ParallelParquet::new(
+                        writer,
+                        schema.clone(),
+                        GroupLimits::default_for_machine(),
+                    )
+                    .map_err(parquet_err)?,
                 )
             }
             Format::Arrow => Inner::Arrow(
@@ -362,6 +372,20 @@ pub fn open_parquet(
     columns: Option<&[&str]>,
     batch_size: usize,
 ) -> Result<(SchemaRef, ParquetRecordBatchReader)> {
+    open_parquet_splits(path, kind, columns, batch_size, None).map(|(s, r, _)| (s, r))
+}
+
+/// As [`open_parquet`], skipping the row groups whose `split` column statistics show that they
+/// hold none of `splits` (rows of other splits may still come back: filter them as before).
+/// Artifacts are written split by split, so reading one split decodes about that split only.
+/// Also returns how many rows the reader will yield (for progress).
+pub fn open_parquet_splits(
+    path: &Path,
+    kind: ArtifactKind,
+    columns: Option<&[&str]>,
+    batch_size: usize,
+    splits: Option<&[String]>,
+) -> Result<(SchemaRef, ParquetRecordBatchReader, u64)> {
     let perr = |e| CoreError::Parquet {
         path: path.to_path_buf(),
         source: e,
@@ -382,8 +406,48 @@ pub fn open_parquet(
         }
         None => builder,
     };
-    let reader = builder.with_batch_size(batch_size).build().map_err(perr)?;
-    Ok((schema, reader))
+    let meta = builder.metadata().clone();
+    let groups = match splits {
+        Some(splits) => groups_with_splits(&meta, splits),
+        None => (0..meta.num_row_groups()).collect(),
+    };
+    let rows = groups
+        .iter()
+        .map(|&g| meta.row_group(g).num_rows().max(0) as u64)
+        .sum();
+    let reader = builder
+        .with_row_groups(groups)
+        .with_batch_size(batch_size)
+        .build()
+        .map_err(perr)?;
+    Ok((schema, reader, rows))
+}
+
+/// The row groups that may hold a row of one of `splits`: those whose `split` statistics
+/// bound one of them, and every group without statistics.
+fn groups_with_splits(
+    meta: &parquet::file::metadata::ParquetMetaData,
+    splits: &[String],
+) -> Vec<usize> {
+    let column = meta
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .position(|c| c.path().string() == "split");
+    (0..meta.num_row_groups())
+        .filter(|&g| {
+            let Some(stats) = column.and_then(|c| meta.row_group(g).column(c).statistics()) else {
+                return true;
+            };
+            match (stats.min_bytes_opt(), stats.max_bytes_opt()) {
+                (Some(min), Some(max)) => splits
+                    .iter()
+                    .any(|s| min <= s.as_bytes() && s.as_bytes() <= max),
+                _ => true,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -468,5 +532,76 @@ mod tests {
             "{e}"
         );
         assert!(!path.exists());
+    }
+
+    /// A features file keeps statistics on its small columns only, and a reader asking for one
+    /// split skips the row groups that hold none of it.
+    #[test]
+    fn features_row_groups_are_skipped_by_split() {
+        use arrow::array::{FixedSizeListArray, Float32Array, Int64Array, StringArray};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("features.parquet");
+        let len = 100usize;
+        // Groups of 4,096 rows: two of train only, then one of train, attacker and test.
+        let sizes = [("train", 8292), ("attacker", 100), ("test", 3000)];
+        let item = Arc::new(Field::new("item", DataType::Float32, false));
+        let schema = Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("label", DataType::Int32, false),
+            Field::new("split", DataType::Utf8, false),
+            Field::new(
+                "features",
+                DataType::FixedSizeList(item.clone(), len as i32),
+                false,
+            ),
+        ]);
+        let mut p = prov();
+        p.set("feature_shape", "1,10,10");
+        p.set("topology", "null");
+        p.set("preprocess", "{}");
+        let mut w = ArtifactWriter::create(&path, ArtifactKind::Features, schema, &p).unwrap();
+        let n: usize = sizes.iter().map(|s| s.1).sum();
+        let split: Vec<&str> = sizes
+            .iter()
+            .flat_map(|&(s, k)| std::iter::repeat_n(s, k))
+            .collect();
+        let values = Float32Array::from_iter_values((0..n * len).map(|v| v as f32));
+        let batch = RecordBatch::try_new(
+            w.schema(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(0..n as i64)),
+                Arc::new(Int32Array::from(vec![0; n])),
+                Arc::new(StringArray::from(split)),
+                Arc::new(
+                    FixedSizeListArray::try_new(item, len as i32, Arc::new(values), None).unwrap(),
+                ),
+            ],
+        )
+        .unwrap();
+        w.write(&batch).unwrap();
+        w.finish().unwrap();
+
+        let file = File::open(&path).unwrap();
+        let meta = ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .metadata()
+            .clone();
+        assert_eq!(meta.num_row_groups(), 3);
+        for g in meta.row_groups() {
+            assert!(
+                g.column(2).statistics().is_some(),
+                "split keeps its statistics"
+            );
+            assert!(g.column(3).statistics().is_none(), "features have none");
+        }
+        let want = vec!["test".to_string()];
+        let (_, r, expected) =
+            open_parquet_splits(&path, ArtifactKind::Features, None, 1024, Some(&want)).unwrap();
+        let rows: usize = r.map(|b| b.unwrap().num_rows()).sum();
+        assert_eq!(rows as u64, expected);
+        // The two train-only groups are skipped (min = max = "train").
+        assert_eq!(rows, n - 8192);
+        let (_, r) = open_parquet(&path, ArtifactKind::Features, None, 1024).unwrap();
+        assert_eq!(r.map(|b| b.unwrap().num_rows()).sum::<usize>(), n);
     }
 }

@@ -8,6 +8,7 @@ pub mod io;
 pub mod logging;
 pub mod manifest;
 pub mod provenance;
+pub mod row_groups;
 pub mod schema;
 pub mod topology;
 

@@ -13,7 +13,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema};
 use ndarray::ArrayView4;
 
-use privynet_core::io::{ArtifactWriter, open_parquet, parquet_rows};
+use privynet_core::io::{ArtifactWriter, open_parquet, open_parquet_splits};
 use privynet_core::manifest::{FeatureDtype, Preprocess};
 use privynet_core::{ArtifactKind, Provenance, Topology};
 
@@ -149,6 +149,52 @@ fn fill_input(
     Ok(())
 }
 
+/// One batch of images, filtered to the wanted rows and preprocessed into the network's input.
+struct Prepared {
+    ids: Vec<i64>,
+    labels: Vec<i32>,
+    splits: Vec<String>,
+    input: Vec<f32>,
+    /// Rows read from the images file (for progress), kept or not.
+    read: usize,
+}
+
+fn prepare(
+    cfg: &ExtractConfig,
+    batch: Result<RecordBatch, arrow::error::ArrowError>,
+) -> Result<Prepared, ExtractError> {
+    let batch = batch.map_err(|e| ExtractError::Input {
+        path: cfg.images.clone(),
+        message: e.to_string(),
+    })?;
+    let ids = col::<Int64Array>(&batch, "id");
+    let labels = col::<Int32Array>(&batch, "label");
+    let split = col::<StringArray>(&batch, "split");
+    let rows: Vec<usize> = (0..batch.num_rows())
+        .filter(|&r| cfg.splits.iter().any(|s| s == split.value(r)))
+        .filter(|&r| {
+            cfg.shard
+                .is_none_or(|(k, n)| (ids.value(r) as u64) % n == k)
+        })
+        .collect();
+    let mut input = Vec::new();
+    if !rows.is_empty() {
+        fill_input(&batch, &rows, &cfg.preprocess, cfg.input_size, &mut input).map_err(
+            |message| ExtractError::Input {
+                path: cfg.images.clone(),
+                message,
+            },
+        )?;
+    }
+    Ok(Prepared {
+        ids: rows.iter().map(|&r| ids.value(r)).collect(),
+        labels: rows.iter().map(|&r| labels.value(r)).collect(),
+        splits: rows.iter().map(|&r| split.value(r).to_string()).collect(),
+        input,
+        read: batch.num_rows(),
+    })
+}
+
 /// Runs the local network over the chosen splits of `images.parquet` and writes `features.parquet`.
 pub fn extract(
     cfg: &ExtractConfig,
@@ -156,13 +202,13 @@ pub fn extract(
 ) -> Result<ExtractReport, ExtractError> {
     let start = Instant::now();
     let mut runner = Runner::open(&cfg.model, crate::FEATURES_OUTPUT, cfg.threads)?;
-    let (_, reader) = open_parquet(
+    let (_, reader, total) = open_parquet_splits(
         &cfg.images,
         ArtifactKind::Images,
         Some(&["id", "label", "split", "height", "width", "pixels"]),
         cfg.batch_size,
+        Some(&cfg.splits),
     )?;
-    let total = parquet_rows(&cfg.images)?;
     let bar = privynet_core::logging::progress(total, "images");
     bar.set_message("extract");
     provenance.add_input(&cfg.images)?;
@@ -177,79 +223,85 @@ pub fn extract(
     );
     let size = cfg.input_size as usize;
     let mut writer: Option<(ArtifactWriter, [usize; 3])> = None;
-    let mut input = Vec::new();
-    for batch in reader {
-        let batch = batch.map_err(|e| ExtractError::Input {
-            path: cfg.images.clone(),
-            message: e.to_string(),
-        })?;
-        bar.inc(batch.num_rows() as u64);
-        let ids = col::<Int64Array>(&batch, "id");
-        let labels = col::<Int32Array>(&batch, "label");
-        let split = col::<StringArray>(&batch, "split");
-        let rows: Vec<usize> = (0..batch.num_rows())
-            .filter(|&r| cfg.splits.iter().any(|s| s == split.value(r)))
-            .filter(|&r| {
-                cfg.shard
-                    .is_none_or(|(k, n)| (ids.value(r) as u64) % n == k)
-            })
-            .collect();
-        if rows.is_empty() {
-            continue;
-        }
-        fill_input(&batch, &rows, &cfg.preprocess, cfg.input_size, &mut input).map_err(
-            |message| ExtractError::Input {
-                path: cfg.images.clone(),
-                message,
-            },
-        )?;
-        let x = ArrayView4::from_shape((rows.len(), 3, size, size), &input)
-            .expect("the input buffer should have the batch's shape");
-        let y = runner.run(x)?;
-        let shape = [y.shape()[1], y.shape()[2], y.shape()[3]];
-        let len = shape.iter().product::<usize>();
-        if writer.is_none() {
-            if let Some(t) = &cfg.topology {
-                let want = [t.channels as usize, t.height as usize, t.width as usize];
-                if want != shape {
-                    return Err(ExtractError::Model {
-                        path: cfg.model.clone(),
-                        message: format!(
-                            "outputs features of shape {shape:?} (C, H, W) at input size {}, but the topology {} says {want:?}",
-                            cfg.input_size,
-                            t.label()
-                        ),
-                    });
+    // Reading and preprocessing run on their own thread, one batch ahead of the network, and
+    // the writer encodes row groups on worker threads: each core is kept busy with whichever
+    // part is ready instead of the three taking turns.
+    std::thread::scope(|scope| -> Result<(), ExtractError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Prepared, ExtractError>>(2);
+        let bar = &bar;
+        scope.spawn(move || {
+            for batch in reader {
+                let prepared = prepare(cfg, batch);
+                if let Ok(p) = &prepared {
+                    bar.inc(p.read as u64);
+                }
+                let failed = prepared.is_err();
+                if tx.send(prepared).is_err() || failed {
+                    break;
                 }
             }
-            provenance.set(
-                "feature_shape",
-                format!("{},{},{}", shape[0], shape[1], shape[2]),
+        });
+        for prepared in rx {
+            let p = prepared?;
+            if p.ids.is_empty() {
+                continue;
+            }
+            let x = ArrayView4::from_shape((p.ids.len(), 3, size, size), &p.input)
+                .expect("the input buffer should have the batch's shape");
+            let y = runner.run(x)?;
+            let shape = [y.shape()[1], y.shape()[2], y.shape()[3]];
+            let len = shape.iter().product::<usize>();
+            if writer.is_none() {
+                if let Some(t) = &cfg.topology {
+                    let want = [t.channels as usize, t.height as usize, t.width as usize];
+                    if want != shape {
+                        return Err(ExtractError::Model {
+                            path: cfg.model.clone(),
+                            message: format!(
+                                "outputs features of shape {shape:?} (C, H, W) at input size {}, but the topology {} says {want:?}",
+                                cfg.input_size,
+                                t.label()
+                            ),
+                        });
+                    }
+                }
+                provenance.set(
+                    "feature_shape",
+                    format!("{},{},{}", shape[0], shape[1], shape[2]),
+                );
+                let w = ArtifactWriter::create(
+                    &cfg.output,
+                    ArtifactKind::Features,
+                    features_schema(len, cfg.dtype),
+                    &provenance,
+                )?;
+                writer = Some((w, shape));
+            }
+            let (w, _) = writer.as_mut().expect("the writer was just created");
+            let values = if y.is_standard_layout() {
+                // Moves ONNX Runtime's output into the Arrow array without another copy.
+                let n = y.len();
+                let (v, offset) = y.into_raw_vec_and_offset();
+                match offset {
+                    Some(0) if v.len() == n => v,
+                    o => v[o.unwrap_or(0)..][..n].to_vec(),
+                }
+            } else {
+                y.iter().copied().collect()
+            };
+            let out = features_batch(
+                w.schema(),
+                p.ids,
+                p.labels,
+                p.splits,
+                values,
+                len,
+                cfg.dtype,
             );
-            let w = ArtifactWriter::create(
-                &cfg.output,
-                ArtifactKind::Features,
-                features_schema(len, cfg.dtype),
-                &provenance,
-            )?;
-            writer = Some((w, shape));
+            w.write(&out)?;
         }
-        let (w, _) = writer.as_mut().expect("the writer was just created");
-        let values = y
-            .as_slice()
-            .expect("ONNX Runtime output should be contiguous")
-            .to_vec();
-        let out = features_batch(
-            w.schema(),
-            rows.iter().map(|&r| ids.value(r)).collect(),
-            rows.iter().map(|&r| labels.value(r)).collect(),
-            rows.iter().map(|&r| split.value(r).to_string()).collect(),
-            values,
-            len,
-            cfg.dtype,
-        );
-        w.write(&out)?;
-    }
+        Ok(())
+    })?;
     bar.finish_and_clear();
     let Some((w, shape)) = writer else {
         return Err(ExtractError::Input {

@@ -83,8 +83,21 @@ impl std::fmt::Debug for Runner {
 }
 
 impl Runner {
-    /// Opens a session; the model must have an output named `output`.
+    /// Opens a session; the model must have an output named `output`. Its worker threads sleep
+    /// when idle rather than spin, so that the pipeline's reader and encoders get the cores
+    /// between batches.
     pub fn open(path: &Path, output: &str, threads: Option<usize>) -> Result<Self, ExtractError> {
+        Self::open_with_spinning(path, output, threads, false)
+    }
+
+    /// As [`Runner::open`], choosing whether idle worker threads spin (ONNX Runtime's default,
+    /// fastest when nothing else needs the cores).
+    pub fn open_with_spinning(
+        path: &Path,
+        output: &str,
+        threads: Option<usize>,
+        spin: bool,
+    ) -> Result<Self, ExtractError> {
         if !path.is_file() {
             return Err(ExtractError::Model {
                 path: path.to_path_buf(),
@@ -97,6 +110,7 @@ impl Runner {
         });
         let session = Session::builder(env)?
             .with_intra_threads(threads)?
+            .with_intra_op_spinning(spin)?
             .commit_from_file(path)
             .map_err(|e| ExtractError::Model {
                 path: path.to_path_buf(),
