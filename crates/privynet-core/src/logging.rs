@@ -38,11 +38,59 @@ pub fn progress(len: u64, unit: &str) -> ProgressBar {
 }
 
 /// The body of every stage binary's `main`: sets up logging, runs, and on error prints the
-/// whole error chain (`{:#}`) to stderr and exits with status 1.
-pub fn run_main<E: std::fmt::Display>(run: impl FnOnce() -> Result<(), E>) {
+/// whole error chain ([`describe`]) to stderr and exits with status 1.
+pub fn run_main<E>(run: impl FnOnce() -> Result<(), E>)
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+{
     init();
     if let Err(e) = run() {
-        eprintln!("error: {e:#}");
+        let e: Box<dyn std::error::Error + Send + Sync + 'static> = e.into();
+        eprintln!("error: {}", describe(e.as_ref()));
         std::process::exit(1);
+    }
+}
+
+/// An error and its causes on one line, `outer: inner: ...`. A cause whose text already ends
+/// the line is left out: the library errors quote their source in their own message, and
+/// printing it twice ("No such file: No such file") reads as two faults.
+pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let msg = c.to_string();
+        if !out.ends_with(&msg) {
+            out.push_str(": ");
+            out.push_str(&msg);
+        }
+        cause = c.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read {path}: {source}")]
+    struct Quoting {
+        path: String,
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_quoted_cause_is_printed_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let e = anyhow::Error::new(Quoting {
+            path: "x.parquet".into(),
+            source: io,
+        })
+        .context("slicing");
+        let boxed: Box<dyn std::error::Error + Send + Sync> = e.into();
+        assert_eq!(
+            describe(boxed.as_ref()),
+            "slicing: cannot read x.parquet: No such file"
+        );
     }
 }

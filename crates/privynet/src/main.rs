@@ -64,7 +64,8 @@ fn main() {
     match run(Cli::parse()) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let e: Box<dyn std::error::Error + Send + Sync> = e.into();
+            eprintln!("error: {}", privynet_core::logging::describe(e.as_ref()));
             std::process::exit(1);
         }
     }
