@@ -24,19 +24,21 @@ type Encoded = Result<Vec<ArrowColumnChunk>>;
 pub struct GroupLimits {
     /// At most this many rows per group.
     pub rows: usize,
-    /// At most about this many bytes of Arrow data per group (wide rows get fewer rows), which
-    /// bounds the memory held by the groups in flight.
-    pub bytes: usize,
+    /// At most this many leaf values per group (a row of a fixed-size list of n counts n): wide
+    /// rows get fewer rows. Encoding holds several bytes per value (levels, indices, the
+    /// physical values) whatever the Arrow type, so values, not bytes, bound the memory of the
+    /// groups in flight.
+    pub values: usize,
     /// Row groups encoded at once.
     pub workers: usize,
 }
 
 impl GroupLimits {
-    /// The default: 4,096 rows or 32 MiB, one worker per core.
+    /// The default: 4,096 rows or 4 Mi values, one worker per core.
     pub fn default_for_machine() -> Self {
         Self {
             rows: 4096,
-            bytes: 32 << 20,
+            values: 4 << 20,
             workers: std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
         }
     }
@@ -50,7 +52,7 @@ pub struct ParallelParquet<W: Write + Send> {
     limits: GroupLimits,
     pending: Vec<RecordBatch>,
     pending_rows: usize,
-    /// Rows per group for the data seen so far (set by the first batch's row width).
+    /// Rows per group (from the schema's row width, at the first write).
     group_rows: Option<usize>,
     in_flight: VecDeque<JoinHandle<Encoded>>,
     next_index: usize,
@@ -67,7 +69,7 @@ impl<W: Write + Send + 'static> ParallelParquet<W> {
             schema,
             limits: GroupLimits {
                 rows: limits.rows.max(1),
-                bytes: limits.bytes.max(1),
+                values: limits.values.max(1),
                 workers: limits.workers.max(1),
             },
             pending: Vec::new(),
@@ -85,8 +87,7 @@ impl<W: Write + Send + 'static> ParallelParquet<W> {
             return Ok(());
         }
         let group = *self.group_rows.get_or_insert_with(|| {
-            let row_bytes = (batch.get_array_memory_size() / n).max(1);
-            (self.limits.bytes / row_bytes).clamp(1, self.limits.rows)
+            (self.limits.values / values_per_row(&self.schema)).clamp(1, self.limits.rows)
         });
         let mut offset = 0;
         while offset < n {
@@ -146,6 +147,27 @@ impl<W: Write + Send + 'static> ParallelParquet<W> {
         }
         self.file.into_inner()
     }
+}
+
+/// Leaf values per row: a fixed-size list of n (nested or not) counts n, anything else 1.
+fn values_per_row(schema: &SchemaRef) -> usize {
+    fn width(t: &arrow::datatypes::DataType) -> usize {
+        match t {
+            arrow::datatypes::DataType::FixedSizeList(item, n) => {
+                (*n).max(1) as usize * width(item.data_type())
+            }
+            arrow::datatypes::DataType::Struct(fields) => {
+                fields.iter().map(|f| width(f.data_type())).sum()
+            }
+            _ => 1,
+        }
+    }
+    schema
+        .fields()
+        .iter()
+        .map(|f| width(f.data_type()))
+        .sum::<usize>()
+        .max(1)
 }
 
 /// One row group: every batch's columns, leaf by leaf, through the group's column writers.
@@ -213,7 +235,7 @@ mod tests {
         let w = ArrowWriter::try_new(tempfile::tempfile().unwrap(), schema.clone(), None).unwrap();
         let limits = GroupLimits {
             rows: 10,
-            bytes: usize::MAX,
+            values: usize::MAX,
             workers: 2,
         };
         let mut p = ParallelParquet::new(w, schema.clone(), limits).unwrap();
@@ -247,7 +269,7 @@ mod tests {
         let w = ArrowWriter::try_new(tempfile::tempfile().unwrap(), schema.clone(), None).unwrap();
         let limits = GroupLimits {
             rows: 4096,
-            bytes: 40_000,
+            values: 10_010,
             workers: 2,
         };
         let mut p = ParallelParquet::new(w, schema.clone(), limits).unwrap();
