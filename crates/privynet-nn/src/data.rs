@@ -8,7 +8,7 @@ use arrow::array::{
 };
 
 use privynet_core::ArtifactKind;
-use privynet_core::io::{dataset_parts, open_parquet, read_schema};
+use privynet_core::io::{dataset_parts, open_parquet_splits, read_schema};
 
 use crate::NnError;
 
@@ -81,7 +81,9 @@ pub fn load_features(path: &Path, splits: &[&str], classes: usize) -> Result<Dat
         .collect();
     let mut bad_rows = Vec::new();
     for part in &parts {
-        let (_, reader) = open_parquet(part, ArtifactKind::Features, None, 4096)?;
+        let wanted: Vec<String> = splits.iter().map(|s| s.to_string()).collect();
+        let (_, reader, _) =
+            open_parquet_splits(part, ArtifactKind::Features, None, 4096, Some(&wanted))?;
         for b in reader {
             let b = b.map_err(|e| NnError::Data {
                 path: part.clone(),
@@ -141,7 +143,9 @@ pub fn load_features(path: &Path, splits: &[&str], classes: usize) -> Result<Dat
 
 /// Loads raw images as [3, H, W] floats in [0, 1] (RGB), for the no-privacy baseline.
 pub fn load_images(path: &Path, splits: &[&str], classes: usize) -> Result<Dataset, NnError> {
-    let (schema, reader) = open_parquet(path, ArtifactKind::Images, None, 4096)?;
+    let wanted: Vec<String> = splits.iter().map(|s| s.to_string()).collect();
+    let (schema, reader, _) =
+        open_parquet_splits(path, ArtifactKind::Images, None, 4096, Some(&wanted))?;
     let dims: Vec<usize> = schema
         .metadata()
         .get("privynet.image_shape")
