@@ -12,7 +12,7 @@ use ndarray::ArrayView4;
 
 use privynet_core::ArtifactKind;
 use privynet_core::manifest::{ChannelOrder, FeatureDtype, Preprocess, ResizeMode};
-use privynet_extract::extract::{features_batch, features_schema};
+use privynet_extract::extract::{features_batch, features_schema, into_values};
 use privynet_extract::preprocess::preprocess_into;
 use privynet_extract::runtime::Runner;
 
@@ -128,9 +128,9 @@ fn ceiling(model: &Path, images: &Path, size: u32, n: usize) -> Result<Rates> {
             break;
         }
     }
-    // ONNX Runtime's own defaults (idle threads spin): its best on an otherwise idle machine.
     // The reader alone: decoding and preprocessing, one thread as in the pipeline.
     let reader = count as f64 / t.elapsed().as_secs_f64();
+    // ONNX Runtime's own defaults (idle threads spin): its best on an otherwise idle machine.
     let mut runner = Runner::open_with_spinning(model, "features", None, true)?;
     let s = size as usize;
     // One warm-up batch, as the pipeline's first batch pays the same start-up.
@@ -175,7 +175,7 @@ fn ceiling(model: &Path, images: &Path, size: u32, n: usize) -> Result<Rates> {
             (id..id + n as i64).collect(),
             vec![0; n],
             vec!["test".to_string(); n],
-            y.into_raw_vec_and_offset().0,
+            into_values(y),
             len,
             FeatureDtype::Float32,
         );

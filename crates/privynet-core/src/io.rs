@@ -354,16 +354,6 @@ pub fn dataset_parts(path: &Path) -> Result<Vec<PathBuf>> {
     }
 }
 
-/// The number of rows in a Parquet file, from its footer.
-pub fn parquet_rows(path: &Path) -> Result<u64> {
-    let file = File::open(path).map_err(|e| CoreError::io(path, e))?;
-    let b = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| CoreError::Parquet {
-        path: path.to_path_buf(),
-        source: e,
-    })?;
-    Ok(b.metadata().file_metadata().num_rows().max(0) as u64)
-}
-
 /// Opens one Parquet file of `kind` for streaming, checking its schema, with an optional column
 /// projection (by name) and batch size.
 pub fn open_parquet(

@@ -49,11 +49,12 @@ pub struct ParallelParquet<W: Write + Send> {
     file: SerializedFileWriter<W>,
     factory: ArrowRowGroupWriterFactory,
     schema: SchemaRef,
-    limits: GroupLimits,
+    /// Row groups encoded at once.
+    workers: usize,
+    /// Rows per group, from the limits and the schema's row width.
+    group_rows: usize,
     pending: Vec<RecordBatch>,
     pending_rows: usize,
-    /// Rows per group (from the schema's row width, at the first write).
-    group_rows: Option<usize>,
     in_flight: VecDeque<JoinHandle<Encoded>>,
     next_index: usize,
 }
@@ -63,18 +64,16 @@ impl<W: Write + Send + 'static> ParallelParquet<W> {
     /// properties and the Arrow schema in the footer metadata).
     pub fn new(writer: ArrowWriter<W>, schema: SchemaRef, limits: GroupLimits) -> Result<Self> {
         let (file, factory) = writer.into_serialized_writer()?;
+        let group_rows =
+            (limits.values.max(1) / values_per_row(&schema)).clamp(1, limits.rows.max(1));
         Ok(Self {
             file,
             factory,
             schema,
-            limits: GroupLimits {
-                rows: limits.rows.max(1),
-                values: limits.values.max(1),
-                workers: limits.workers.max(1),
-            },
+            workers: limits.workers.max(1),
+            group_rows,
             pending: Vec::new(),
             pending_rows: 0,
-            group_rows: None,
             in_flight: VecDeque::new(),
             next_index: 0,
         })
@@ -83,19 +82,13 @@ impl<W: Write + Send + 'static> ParallelParquet<W> {
     /// Buffers a batch; every full row group goes to a worker.
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         let n = batch.num_rows();
-        if n == 0 {
-            return Ok(());
-        }
-        let group = *self.group_rows.get_or_insert_with(|| {
-            (self.limits.values / values_per_row(&self.schema)).clamp(1, self.limits.rows)
-        });
         let mut offset = 0;
         while offset < n {
-            let take = (group - self.pending_rows).min(n - offset);
+            let take = (self.group_rows - self.pending_rows).min(n - offset);
             self.pending.push(batch.slice(offset, take));
             self.pending_rows += take;
             offset += take;
-            if self.pending_rows >= group {
+            if self.pending_rows >= self.group_rows {
                 self.dispatch()?;
             }
         }
@@ -108,7 +101,7 @@ impl<W: Write + Send + 'static> ParallelParquet<W> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        while self.in_flight.len() >= self.limits.workers {
+        while self.in_flight.len() >= self.workers {
             self.append_oldest()?;
         }
         let writers = self.factory.create_column_writers(self.next_index)?;

@@ -65,6 +65,20 @@ pub fn features_schema(len: usize, dtype: FeatureDtype) -> Schema {
     ])
 }
 
+/// A network output [N, C, H, W] as its row-major values, moved without a copy when it is
+/// already laid out that way (as `Runner::run`'s outputs are).
+pub fn into_values(y: ndarray::Array4<f32>) -> Vec<f32> {
+    if !y.is_standard_layout() {
+        return y.iter().copied().collect();
+    }
+    let n = y.len();
+    let (v, offset) = y.into_raw_vec_and_offset();
+    match offset {
+        Some(0) if v.len() == n => v,
+        o => v[o.unwrap_or(0)..][..n].to_vec(),
+    }
+}
+
 /// Builds a features batch from ids, labels, splits and the flat values (rows x len).
 pub fn features_batch(
     schema: arrow::datatypes::SchemaRef,
@@ -278,17 +292,7 @@ pub fn extract(
                 writer = Some((w, shape));
             }
             let (w, _) = writer.as_mut().expect("the writer was just created");
-            let values = if y.is_standard_layout() {
-                // Moves ONNX Runtime's output into the Arrow array without another copy.
-                let n = y.len();
-                let (v, offset) = y.into_raw_vec_and_offset();
-                match offset {
-                    Some(0) if v.len() == n => v,
-                    o => v[o.unwrap_or(0)..][..n].to_vec(),
-                }
-            } else {
-                y.iter().copied().collect()
-            };
+            let values = into_values(y);
             let out = features_batch(
                 w.schema(),
                 p.ids,
