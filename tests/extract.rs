@@ -338,7 +338,7 @@ fn killed_extract_leaves_no_final_file() {
         ],
     ));
     let out = topo.join("features.parquet");
-    let mut child = std::process::Command::new(bin("privynet-extract"))
+    let child = std::process::Command::new(bin("privynet-extract"))
         .args([
             "--manifest",
             ms,
@@ -353,9 +353,7 @@ fn killed_extract_leaves_no_final_file() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(800));
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_while_writing(child, &out);
     assert!(!out.exists(), "a killed extract left {}", out.display());
 }
 

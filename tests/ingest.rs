@@ -268,7 +268,7 @@ fn manifest_typo_names_key_line_and_column() {
 fn killed_ingest_leaves_no_file_at_the_final_path() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("images.parquet");
-    let mut child = std::process::Command::new(bin("privynet-ingest"))
+    let child = std::process::Command::new(bin("privynet-ingest"))
         .args([
             "--format",
             "cifar10-binary",
@@ -286,9 +286,6 @@ fn killed_ingest_leaves_no_file_at_the_final_path() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Reading takes about a second and writing several; kill it in the middle.
-    std::thread::sleep(std::time::Duration::from_millis(2500));
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_while_writing(child, &out);
     assert!(!out.exists(), "a killed ingest left {}", out.display());
 }

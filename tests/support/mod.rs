@@ -166,3 +166,36 @@ pub fn write_features(path: &Path, shape: [usize; 3], rows: &[(i64, i32, &str, V
     )
     .unwrap();
 }
+
+/// Kills `child` while it is writing `out`: as soon as the hidden temporary file beside `out`
+/// appears (the atomic writers' `.<name>.*.tmp`), not after a fixed delay, which a faster stage
+/// outruns. Panics if the child exits before it could be killed mid-write.
+pub fn kill_while_writing(mut child: std::process::Child, out: &Path) {
+    let dir = out.parent().expect("an output inside a folder");
+    let prefix = format!(".{}.", out.file_name().unwrap().to_string_lossy());
+    let writing = || {
+        std::fs::read_dir(dir).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.starts_with(&prefix) && name.ends_with(".tmp")
+            })
+        })
+    };
+    let start = std::time::Instant::now();
+    while !writing() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "{} finished ({status}) before it could be killed mid-write",
+                out.display()
+            );
+        }
+        assert!(
+            start.elapsed().as_secs() < 120,
+            "{} never started writing",
+            out.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
