@@ -1,5 +1,6 @@
-//! End-to-end tests of `privynet-train`: real training on real features beats chance, and bad
-//! input is refused with the rows or split named.
+//! End-to-end tests of `privynet-train`: real training on real features beats chance, a
+//! stopped run continues to the result of an uninterrupted one, and bad input is refused with
+//! the rows or split named.
 
 use arrow::array::Float64Array;
 use privynet_core::ArtifactKind;
@@ -66,10 +67,89 @@ fn rows(n: usize, split: &str, start: i64) -> Vec<(i64, i32, &str, Vec<f32>)> {
                 start + i as i64,
                 (i % 3) as i32,
                 split,
-                vec![i as f32 * 0.1; 8],
+                // Values vary along each row, so a horizontal flip changes what the network sees.
+                (0..8).map(|j| i as f32 * 0.1 + j as f32 * 0.01).collect(),
             )
         })
         .collect()
+}
+
+/// `f.parquet` in `dir`: `train` and `test` rows of 2x2x2 features.
+fn small_features(dir: &std::path::Path, train: usize, test: usize) -> std::path::PathBuf {
+    let f = dir.join("f.parquet");
+    let mut r = rows(train, "train", 0);
+    r.extend(rows(test, "test", 1000));
+    write_features(&f, [2, 2, 2], &r);
+    f
+}
+
+#[test]
+fn a_stopped_run_continues_to_the_uninterrupted_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = small_features(dir.path(), 64, 16);
+    let m = smoke_manifest(dir.path(), "");
+    let train = |out: &std::path::Path, extra: &[&str]| {
+        let mut a = vec![
+            "--manifest",
+            m.to_str().unwrap(),
+            "--set",
+            "train.epochs=4",
+            "--set",
+            "train.batch_size=8",
+            "--set",
+            "train.flip=true",
+            "--features",
+            f.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ];
+        a.extend_from_slice(extra);
+        run("privynet-train", &a)
+    };
+    // Every column but the wall time, with its bits: equal losses mean equal weights, optimizer
+    // state and shuffling.
+    let metrics = |out: &std::path::Path| {
+        let b = &read_all(&out.join("train_metrics.arrow"), ArtifactKind::TrainMetrics)[0];
+        [
+            "lr",
+            "train_loss",
+            "train_accuracy",
+            "test_loss",
+            "test_accuracy",
+        ]
+        .map(|c| {
+            col::<Float64Array>(b, c)
+                .values()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect::<Vec<_>>()
+        })
+        .to_vec()
+    };
+    let whole = dir.path().join("whole");
+    ok(&train(&whole, &[]));
+    assert!(
+        !whole.join("resume").exists(),
+        "a finished run keeps no state"
+    );
+
+    let split = dir.path().join("split");
+    ok(&train(&split, &["--stop-after-epoch", "2"]));
+    assert!(split.join("resume/state.json").is_file());
+    assert!(split.join("cloud_model.bpk").is_file());
+    assert!(!split.join("train_summary.arrow").exists());
+    // A state saved under other settings is refused, naming what differs, and kept.
+    fails_with(
+        &train(&split, &["--resume", "--set", "train.lr=0.01"]),
+        &["cannot continue", "train.lr: saved 0.001, now 0.01"],
+    );
+    assert!(split.join("resume/state.json").is_file());
+    let o = train(&split, &["--resume"]);
+    ok(&o);
+    assert!(stderr(&o).contains("continuing after epoch 2 of 4"));
+    assert!(!split.join("resume").exists());
+    assert_eq!(metrics(&split), metrics(&whole));
+    assert_eq!(metrics(&whole)[0].len(), 4);
 }
 
 #[test]
@@ -114,10 +194,7 @@ fn bad_features_are_refused() {
 #[test]
 fn a_loss_that_becomes_nan_stops_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("f.parquet");
-    let mut r = rows(64, "train", 0);
-    r.extend(rows(8, "test", 1000));
-    write_features(&f, [2, 2, 2], &r);
+    let f = small_features(dir.path(), 64, 8);
     let m = smoke_manifest(dir.path(), "");
     let out = dir.path().join("out");
     let o = run(

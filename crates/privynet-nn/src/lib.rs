@@ -7,6 +7,7 @@ pub mod data;
 pub mod irn;
 pub mod matching;
 pub mod metrics;
+pub mod resume;
 pub mod train;
 
 use std::path::PathBuf;
@@ -20,6 +21,8 @@ pub enum NnError {
     Training(String),
     #[error("{path}: {message}")]
     Save { path: PathBuf, message: String },
+    #[error("cannot continue from {path}: {message}")]
+    Resume { path: PathBuf, message: String },
     #[error(transparent)]
     Core(#[from] privynet_core::CoreError),
 }

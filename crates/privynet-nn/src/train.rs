@@ -1,6 +1,7 @@
 //! Training the cloud network: seeded shuffling and flips, Adam or SGD with momentum, cosine
 //! schedule, weight decay; a test pass per epoch; a checkpoint after every good epoch, so a
-//! loss that turns NaN stops the run with the last good model kept.
+//! loss that turns NaN stops the run with the last good model kept, and a saved state that lets
+//! a stopped or killed run continue exactly where it was (see `resume`).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -17,12 +18,12 @@ use rand_chacha::ChaCha8Rng;
 
 use privynet_core::manifest::{OptimizerKind, Schedule, TrainParams};
 
-use crate::NnError;
 use crate::cloud::CloudNet;
 use crate::data::Split;
+use crate::{NnError, resume};
 
 /// One epoch's metrics.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EpochMetrics {
     pub epoch: usize,
     pub lr: f64,
@@ -33,12 +34,31 @@ pub struct EpochMetrics {
     pub seconds: f64,
 }
 
-/// What a training run did.
+/// What a training run did. `epochs` holds the epochs before a resumed run's start too, and
+/// is shorter than the schedule when the run stopped at `Checkpoints::stop_after`.
 #[derive(Debug, Clone)]
 pub struct TrainReport {
     pub epochs: Vec<EpochMetrics>,
+    /// The epoch this run started from (0 unless it continued a saved state).
+    pub resumed_from: usize,
     pub samples_per_second: f64,
     pub seconds: f64,
+}
+
+/// Where a run keeps its checkpoints, whether it continues a saved state, and where it stops.
+#[derive(Debug, Clone)]
+pub struct Checkpoints {
+    /// The last good model (burnpack), rewritten after every good epoch.
+    pub model: PathBuf,
+    /// The folder of the state a later run continues from (`resume`); left in place when the
+    /// run ends, for the caller to remove once its outputs are written.
+    pub state: PathBuf,
+    /// What a saved state must have been saved with to be continued: settings, seed, input.
+    pub key: serde_json::Value,
+    /// Continue from the state in `state` when there is one.
+    pub resume: bool,
+    /// Stop after this epoch (1-based) of the schedule, leaving a state to continue from.
+    pub stop_after: Option<usize>,
 }
 
 /// Learning rate at `epoch` (0-based) of `epochs`.
@@ -105,15 +125,16 @@ pub fn evaluate(
     (loss / s.len() as f64, correct as f64 / s.len() as f64)
 }
 
-/// Trains a cloud network on `train`, testing on `test` after every epoch; saves the model to
-/// `checkpoint` (burnpack) after every epoch whose loss is finite. `on_epoch` sees each epoch.
+/// Trains a cloud network on `train`, testing on `test` after every epoch; after every epoch
+/// whose loss is finite, saves the model and the state to continue from (`ckpt`). `on_epoch`
+/// sees each epoch this run trains.
 pub fn train(
     p: &TrainParams,
     seed: u64,
     shape: [usize; 3],
     train: &Split,
     test: &Split,
-    checkpoint: &Path,
+    ckpt: &Checkpoints,
     mut on_epoch: impl FnMut(&EpochMetrics),
 ) -> Result<(CloudNet, TrainReport), NnError> {
     let device = Device::flex();
@@ -135,11 +156,38 @@ pub fn train(
     };
     let loss_fn = CrossEntropyLossConfig::new().init(&ad);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (mut train_time, mut before, mut epochs) = (0.0, 0.0, Vec::new());
+    let saved = if ckpt.resume {
+        resume::load(&ckpt.state, &ckpt.key)?
+    } else {
+        if resume::exists(&ckpt.state) {
+            tracing::warn!(
+                "starting over: the saved state in {} will be replaced (--resume continues it)",
+                ckpt.state.display()
+            );
+        }
+        None
+    };
+    if let Some(s) = &saved {
+        (model, optim) = resume::restore(&ckpt.state, s, model, optim, &mut rng)?;
+        (train_time, before, epochs) = (s.train_seconds, s.seconds, s.epochs.clone());
+        tracing::info!(
+            "continuing after epoch {} of {} from {}",
+            s.epochs_done,
+            p.epochs,
+            ckpt.state.display()
+        );
+    } else if ckpt.resume {
+        tracing::info!(
+            "no saved state in {}: starting from epoch 1",
+            ckpt.state.display()
+        );
+    }
+    let first = epochs.len();
     let bar = privynet_core::logging::progress((p.epochs * train.len()) as u64, "samples");
+    bar.inc((first * train.len()) as u64);
     let start = Instant::now();
-    let mut train_time = 0.0;
-    let mut epochs = Vec::new();
-    for epoch in 0..p.epochs {
+    for epoch in first..p.epochs {
         let t = Instant::now();
         let lr = lr_at(p, epoch);
         let mut order: Vec<usize> = (0..train.len()).collect();
@@ -161,7 +209,7 @@ pub fn train(
                 return Err(NnError::Training(format!(
                     "the training loss became {lv} in epoch {} (lr {lr:.2e}); stopped. The last good model is at {}",
                     epoch + 1,
-                    checkpoint.display()
+                    ckpt.model.display()
                 )));
             }
             loss_sum += f64::from(lv) * n as f64;
@@ -180,7 +228,7 @@ pub fn train(
         train_time += t.elapsed().as_secs_f64();
         let valid = model.valid();
         let (test_loss, test_accuracy) = evaluate(&valid, test, shape, 256, &device);
-        save(&valid, checkpoint)?;
+        save(&valid, &ckpt.model)?;
         let m = EpochMetrics {
             epoch: epoch + 1,
             lr,
@@ -190,13 +238,26 @@ pub fn train(
             test_accuracy,
             seconds: t.elapsed().as_secs_f64(),
         };
-        on_epoch(&m);
         epochs.push(m);
+        let state = resume::SavedState {
+            key: ckpt.key.clone(),
+            epochs_done: epoch + 1,
+            rng_word_pos: rng.get_word_pos().to_string(),
+            train_seconds: train_time,
+            seconds: before + start.elapsed().as_secs_f64(),
+            epochs: epochs.clone(),
+        };
+        resume::save(&ckpt.state, &state, &valid, &optim)?;
+        on_epoch(epochs.last().expect("just pushed"));
+        if ckpt.stop_after == Some(epoch + 1) {
+            break;
+        }
     }
     bar.finish_and_clear();
     let report = TrainReport {
-        samples_per_second: (p.epochs * train.len()) as f64 / train_time.max(1e-9),
-        seconds: start.elapsed().as_secs_f64(),
+        samples_per_second: (epochs.len() * train.len()) as f64 / train_time.max(1e-9),
+        seconds: before + start.elapsed().as_secs_f64(),
+        resumed_from: first,
         epochs,
     };
     Ok((model.valid(), report))

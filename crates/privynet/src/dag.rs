@@ -395,7 +395,7 @@ pub fn build(manifest_path: &Path, overrides: &[String]) -> Result<Dag, RunError
     }
     for p in &sweep {
         let dir = out.join(&p.label);
-        let (args, inputs) = wire(
+        let (mut args, inputs) = wire(
             &base_args,
             vec![
                 (
@@ -411,6 +411,9 @@ pub fn build(manifest_path: &Path, overrides: &[String]) -> Result<Dag, RunError
             ],
             &dir.join("train"),
         );
+        // A training run killed with the pipeline continues from its last epoch on the next
+        // run; a finished one leaves no state, so this changes nothing else.
+        args.push("--resume".into());
         nodes.push(Node {
             id: format!("train/{}", p.label),
             stage: Stage::Train,

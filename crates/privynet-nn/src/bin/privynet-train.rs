@@ -40,8 +40,17 @@ struct Args {
     #[arg(long)]
     seed: Option<u64>,
     /// Output folder: cloud_model.bpk, cloud_config.json, train_metrics.arrow, train_summary.arrow.
+    /// While a run is unfinished it also holds `resume/`, the state `--resume` continues from.
     #[arg(long, short)]
     output: PathBuf,
+    /// Continue a stopped or killed run from the state in the output folder (same settings,
+    /// seed and input, checked): the result is the one an uninterrupted run gives.
+    #[arg(long)]
+    resume: bool,
+    /// Stop after this epoch of the schedule, leaving a state that `--resume` continues; no
+    /// metrics or summary are written until the last epoch is done.
+    #[arg(long, value_name = "EPOCH", value_parser = clap::value_parser!(u64).range(1..))]
+    stop_after_epoch: Option<u64>,
 }
 
 fn main() {
@@ -119,8 +128,19 @@ fn run(args: Args) -> Result<()> {
     );
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("creating {}", args.output.display()))?;
-    let model_path = args.output.join("cloud_model.bpk");
-    let (_, report) = train::train(&params, seed, ds.shape, tr, te, &model_path, |m| {
+    // A saved state is continued only by a run that would have produced it: the schedule, the
+    // network and the shuffling stream all follow from these.
+    let ckpt = train::Checkpoints {
+        model: args.output.join("cloud_model.bpk"),
+        state: args.output.join("resume"),
+        key: serde_json::json!({
+            "train": params, "seed": seed, "shape": ds.shape,
+            "input_digests": prov.inputs.values().collect::<Vec<_>>(),
+        }),
+        resume: args.resume,
+        stop_after: args.stop_after_epoch.map(|e| e as usize),
+    };
+    let (_, report) = train::train(&params, seed, ds.shape, tr, te, &ckpt, |m| {
         tracing::info!(
             epoch = m.epoch,
             train_loss = format!("{:.3}", m.train_loss),
@@ -130,6 +150,14 @@ fn run(args: Args) -> Result<()> {
             "epoch done"
         );
     })?;
+    if report.epochs.len() < params.epochs {
+        tracing::info!(
+            "stopped after epoch {} of {}; continue with --resume",
+            report.epochs.len(),
+            params.epochs
+        );
+        return Ok(());
+    }
     let config = serde_json::json!({
         "input_shape": ds.shape, "train": params, "seed": seed,
         "layout": privynet_nn::cloud::layout(ds.shape, params.width, params.depth),
@@ -211,6 +239,9 @@ fn run(args: Args) -> Result<()> {
         &prov,
         &[batch],
     )?;
+    // The run is complete and its outputs written: nothing is left to continue.
+    std::fs::remove_dir_all(&ckpt.state)
+        .with_context(|| format!("removing {}", ckpt.state.display()))?;
     tracing::info!(
         final_test_accuracy = format!("{:.4}", last.test_accuracy),
         best_test_accuracy = format!("{:.4}", best.test_accuracy),

@@ -1,0 +1,280 @@
+//! What a training run keeps after every epoch so that a later run continues it exactly: the
+//! model, the optimizer's state, the position of the shuffling stream and the metrics so far,
+//! tied to a key (settings, seed, input digests) that a continuing run must match.
+//!
+//! Layout of the state folder: `epoch-NNNN/{model,optimizer}.bpk` and `state.json`, which names
+//! the epoch. `state.json` is replaced atomically only once that epoch's folder is whole, so a
+//! run killed at any point leaves a state that points at complete files.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::optim::ModuleOptimizer;
+use rand_chacha::ChaCha8Rng;
+
+use crate::NnError;
+use crate::cloud::CloudNet;
+use crate::train::EpochMetrics;
+
+/// The saved state of a run after `epochs_done` epochs.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SavedState {
+    /// What the run was: a continuing run must present the same key.
+    pub key: serde_json::Value,
+    pub epochs_done: usize,
+    /// ChaCha8 word position of the shuffling stream, in decimal: a u128 does not survive a
+    /// JSON number.
+    pub rng_word_pos: String,
+    /// Seconds spent in training steps, and in all, before the stop (for samples/s and totals).
+    pub train_seconds: f64,
+    pub seconds: f64,
+    #[serde(with = "exact_metrics")]
+    pub epochs: Vec<EpochMetrics>,
+}
+
+/// The metrics so far, their floats as decimal strings: serde_json parses a JSON number to a
+/// double that may be one ulp off (exact parsing is its `float_roundtrip` feature, which would
+/// rebuild every crate that uses serde_json), while Rust prints the shortest decimal that
+/// parses back exactly. A continued run reports its earlier epochs as they were.
+mod exact_metrics {
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::train::EpochMetrics;
+
+    #[derive(Serialize, Deserialize)]
+    struct Row {
+        epoch: usize,
+        lr: String,
+        train_loss: String,
+        train_accuracy: String,
+        test_loss: String,
+        test_accuracy: String,
+        seconds: String,
+    }
+
+    pub fn serialize<S: Serializer>(v: &[EpochMetrics], s: S) -> Result<S::Ok, S::Error> {
+        v.iter()
+            .map(|m| Row {
+                epoch: m.epoch,
+                lr: m.lr.to_string(),
+                train_loss: m.train_loss.to_string(),
+                train_accuracy: m.train_accuracy.to_string(),
+                test_loss: m.test_loss.to_string(),
+                test_accuracy: m.test_accuracy.to_string(),
+                seconds: m.seconds.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<EpochMetrics>, D::Error> {
+        let f = |s: &str| {
+            s.parse::<f64>()
+                .map_err(|e| D::Error::custom(format!("{s:?}: {e}")))
+        };
+        Vec::<Row>::deserialize(d)?
+            .into_iter()
+            .map(|r| {
+                Ok(EpochMetrics {
+                    epoch: r.epoch,
+                    lr: f(&r.lr)?,
+                    train_loss: f(&r.train_loss)?,
+                    train_accuracy: f(&r.train_accuracy)?,
+                    test_loss: f(&r.test_loss)?,
+                    test_accuracy: f(&r.test_accuracy)?,
+                    seconds: f(&r.seconds)?,
+                })
+            })
+            .collect()
+    }
+}
+
+fn state_file(dir: &Path) -> PathBuf {
+    dir.join("state.json")
+}
+
+fn epoch_dir(dir: &Path, epoch: usize) -> PathBuf {
+    dir.join(format!("epoch-{epoch:04}"))
+}
+
+fn save_err(path: &Path, e: impl std::fmt::Display) -> NnError {
+    NnError::Save {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+fn resume_err(path: &Path, message: String) -> NnError {
+    NnError::Resume {
+        path: path.to_path_buf(),
+        message,
+    }
+}
+
+/// Whether `dir` holds a saved state.
+pub fn exists(dir: &Path) -> bool {
+    state_file(dir).is_file()
+}
+
+/// Saves the state after an epoch, then drops the folders of earlier epochs.
+pub fn save(
+    dir: &Path,
+    state: &SavedState,
+    model: &CloudNet,
+    optim: &ModuleOptimizer,
+) -> Result<(), NnError> {
+    let ed = epoch_dir(dir, state.epochs_done);
+    std::fs::create_dir_all(&ed).map_err(|e| save_err(&ed, e))?;
+    crate::train::save(model, &ed.join("model.bpk"))?;
+    let op = ed.join("optimizer.bpk");
+    optim.save(&op).map_err(|e| save_err(&op, e))?;
+    let json = serde_json::to_string_pretty(state).map_err(|e| save_err(dir, e))?;
+    privynet_core::io::write_bytes_atomic(&state_file(dir), json.as_bytes())?;
+    for entry in std::fs::read_dir(dir).map_err(|e| save_err(dir, e))? {
+        let path = entry.map_err(|e| save_err(dir, e))?.path();
+        if path.is_dir() && path != ed {
+            std::fs::remove_dir_all(&path).map_err(|e| save_err(&path, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// The state saved in `dir`, if there is one; an error if it was saved by a run with another
+/// key (naming what differs) or cannot be read.
+pub fn load(dir: &Path, key: &serde_json::Value) -> Result<Option<SavedState>, NnError> {
+    let path = state_file(dir);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(resume_err(&path, e.to_string())),
+    };
+    let state: SavedState = serde_json::from_str(&text)
+        .map_err(|e| resume_err(&path, format!("not a training state ({e})")))?;
+    if &state.key != key {
+        let mut diffs = Vec::new();
+        differences("", &state.key, key, &mut diffs);
+        return Err(resume_err(
+            &path,
+            format!(
+                "was saved by a run with other settings or input, so it cannot be continued: {}. \
+                 To start over, remove {} or run without --resume",
+                diffs.join("; "),
+                dir.display()
+            ),
+        ));
+    }
+    Ok(Some(state))
+}
+
+/// Restores the model, optimizer and shuffling stream of a loaded state.
+pub fn restore(
+    dir: &Path,
+    state: &SavedState,
+    model: CloudNet,
+    optim: ModuleOptimizer,
+    rng: &mut ChaCha8Rng,
+) -> Result<(CloudNet, ModuleOptimizer), NnError> {
+    let ed = epoch_dir(dir, state.epochs_done);
+    let mp = ed.join("model.bpk");
+    let model = model
+        .try_load_file(&mp)
+        .map_err(|e| resume_err(&mp, e.to_string()))?;
+    let op = ed.join("optimizer.bpk");
+    let optim = optim
+        .load(&op)
+        .map_err(|e| resume_err(&op, e.to_string()))?;
+    let pos = state.rng_word_pos.parse::<u128>().map_err(|e| {
+        resume_err(
+            &state_file(dir),
+            format!("rng_word_pos {:?}: {e}", state.rng_word_pos),
+        )
+    })?;
+    rng.set_word_pos(pos);
+    Ok((model, optim))
+}
+
+/// Collects `path: saved X, now Y` for every leaf where two JSON values differ.
+fn differences(
+    path: &str,
+    saved: &serde_json::Value,
+    now: &serde_json::Value,
+    out: &mut Vec<String>,
+) {
+    use serde_json::Value::Object;
+    match (saved, now) {
+        (Object(a), Object(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for k in keys {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                let null = serde_json::Value::Null;
+                differences(
+                    &p,
+                    a.get(k).unwrap_or(&null),
+                    b.get(k).unwrap_or(&null),
+                    out,
+                );
+            }
+        }
+        (a, b) if a != b => out.push(format!("{path}: saved {a}, now {b}")),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn differences_name_each_changed_leaf() {
+        let saved = serde_json::json!({"train": {"lr": 0.001, "epochs": 10}, "seed": 7});
+        let now = serde_json::json!({"train": {"lr": 0.01, "epochs": 10}, "seed": 7, "x": 1});
+        let mut d = Vec::new();
+        differences("", &saved, &now, &mut d);
+        assert_eq!(
+            d,
+            ["train.lr: saved 0.001, now 0.01", "x: saved null, now 1"]
+        );
+    }
+
+    #[test]
+    fn metrics_survive_the_state_file_bit_for_bit() {
+        // Values a plain JSON number can bring back an ulp off, and an infinite test loss.
+        let m = EpochMetrics {
+            epoch: 3,
+            lr: 0.1 + 0.2,
+            train_loss: 2.0 / 3.0,
+            train_accuracy: 1.0 / 7.0,
+            test_loss: f64::INFINITY,
+            test_accuracy: 0.123_456_789_012_345_68,
+            seconds: 1e-300,
+        };
+        let state = SavedState {
+            key: serde_json::json!({}),
+            epochs_done: 1,
+            rng_word_pos: "0".into(),
+            train_seconds: 0.0,
+            seconds: 0.0,
+            epochs: vec![m.clone()],
+        };
+        let back: SavedState =
+            serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+        let bits = |m: &EpochMetrics| {
+            [
+                m.lr,
+                m.train_loss,
+                m.train_accuracy,
+                m.test_loss,
+                m.test_accuracy,
+                m.seconds,
+            ]
+            .map(f64::to_bits)
+        };
+        assert_eq!(bits(&back.epochs[0]), bits(&m));
+        assert_eq!(back.epochs[0].epoch, 3);
+    }
+}
