@@ -7,7 +7,7 @@
 #   make test                     fmt check + clippy -D warnings + all tests (what CI runs)
 #   make bench                    benchmarks that print figures (BENCH=extract or nn: one part)
 #   make data [DATA_MIRROR=DIR]   CIFAR-10 and SqueezeNet 1.1 under data/, checksummed
-#   make ingest|slice|extract|train|attack|characterize|optimize   rerun one stage of MANIFEST (TOPOLOGY=fire3-d8 for one)
+#   make ingest|slice|extract|train|baseline|attack|characterize|optimize   rerun one stage of MANIFEST (TOPOLOGY=fire3-d8 for one)
 #   make status                   what is stale in MANIFEST and why
 #
 # Every target builds with the release profile, so tests, pipeline and bench share one build.
@@ -21,7 +21,7 @@ JOBS     ?=
 RUN_FLAGS := $(if $(TOPOLOGY),--topology $(TOPOLOGY)) $(if $(JOBS),-j $(JOBS))
 
 .PHONY: all build ort data pipeline pipeline-exhaustive pipeline-full smoke status test lint \
-        fmt bench clean distclean ingest slice extract train attack characterize optimize
+        fmt bench clean distclean ingest slice extract train baseline attack characterize optimize
 
 all: build
 
@@ -59,7 +59,7 @@ smoke: build data
 status: build
 	$(BIN)/privynet status $(MANIFEST)
 
-ingest slice extract train attack characterize optimize: build data
+ingest slice extract train baseline attack characterize optimize: build data
 	$(BIN)/privynet run $(MANIFEST) --stage $@ $(RUN_FLAGS)
 
 fmt:

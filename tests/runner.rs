@@ -16,11 +16,47 @@ fn smoke_pipeline_runs_then_skips_then_reruns_only_what_changed() {
     let first = run("privynet", &["run", ms]);
     ok(&first);
     let out = stdout(&first);
-    assert_eq!(lines_with(&out, "ran").len(), 19, "{out}");
+    assert_eq!(lines_with(&out, "ran").len(), 20, "{out}");
     let o = dir.path().join("out");
     for t in ["conv1-d8", "conv1-d64", "fire3-d8", "fire3-d128"] {
         assert!(o.join(t).join("features.parquet").is_file(), "{t}");
     }
+    // The raw-image baseline ran, and the decision says what the split costs against it.
+    let d = &read_all(
+        &o.join("optimize/decision.arrow"),
+        privynet_core::ArtifactKind::Decision,
+    )[0];
+    let f = |c: &str| col::<arrow::array::Float64Array>(d, c).value(0);
+    let baseline = f("baseline_accuracy");
+    assert!(baseline > 0.0 && baseline <= 1.0, "{baseline}");
+    assert_eq!(
+        f("accuracy_cost").to_bits(),
+        (baseline - f("measured_accuracy")).to_bits()
+    );
+    let report = std::fs::read_to_string(o.join("optimize/report.md")).unwrap();
+    assert!(report.contains("trained on the raw images"), "{report}");
+    // A topology's train summary passed as the baseline is refused, naming the topology.
+    fails_with(
+        &run(
+            "privynet-optimize",
+            &[
+                "--manifest",
+                ms,
+                "--characterization",
+                o.join("characterization.parquet").to_str().unwrap(),
+                "--baseline",
+                o.join("fire3-d8/train/train_summary.arrow")
+                    .to_str()
+                    .unwrap(),
+                "-o",
+                dir.path().join("what-if").to_str().unwrap(),
+            ],
+        ),
+        &[
+            "train summary of `fire3-d8`",
+            "not of the raw-image baseline",
+        ],
+    );
     // The summary of the finished pipeline: one row per topology.
     let show = stdout(&run("privynet", &["show", o.to_str().unwrap()]));
     for t in ["conv1-d8", "conv1-d64", "fire3-d8", "fire3-d128"] {
@@ -35,7 +71,7 @@ fn smoke_pipeline_runs_then_skips_then_reruns_only_what_changed() {
     let second = run("privynet", &["run", ms]);
     ok(&second);
     let out = stdout(&second);
-    assert_eq!(lines_with(&out, "skipped").len(), 19, "{out}");
+    assert_eq!(lines_with(&out, "skipped").len(), 20, "{out}");
     assert!(lines_with(&out, "ran").is_empty(), "{out}");
 
     // An output deleted by hand: only its node reruns (it writes the same bytes, so the
@@ -74,7 +110,8 @@ fn smoke_pipeline_runs_then_skips_then_reruns_only_what_changed() {
         2,
         "{fourth}"
     );
-    assert_eq!(lines_with(&fourth, "skipped").len(), 5, "{fourth}");
+    // Skipped: ingest, the four slices and the raw-image baseline.
+    assert_eq!(lines_with(&fourth, "skipped").len(), 6, "{fourth}");
 
     // One stage alone, forced.
     let fifth = stdout(&run(
@@ -193,5 +230,5 @@ fn ctrl_c_leaves_a_valid_lock_file_and_the_next_run_resumes() {
     let out = stdout(&again);
     assert!(out.contains("0 failed, 0 blocked"), "{out}");
     let third = stdout(&run("privynet", &["run", ms]));
-    assert_eq!(lines_with(&third, "skipped").len(), 19, "{third}");
+    assert_eq!(lines_with(&third, "skipped").len(), 20, "{third}");
 }

@@ -545,6 +545,10 @@ pub struct OptimizeParams {
     /// The privacy safety margin is this many times the fit's largest held-out error.
     #[serde(default = "default_margin_scale")]
     pub margin_scale: f64,
+    /// Also train the cloud network on the raw images (a local-only run), so the report says
+    /// what the split costs in accuracy.
+    #[serde(default = "default_true")]
+    pub raw_baseline: bool,
 }
 
 fn default_sample() -> Vec<SamplePoint> {
@@ -565,6 +569,7 @@ impl Default for OptimizeParams {
             sample: default_sample(),
             limits: Limits::default(),
             margin_scale: default_margin_scale(),
+            raw_baseline: true,
         }
     }
 }

@@ -128,6 +128,9 @@ pub struct Plan {
     /// Cuts of the grid that have no characterized row (not predicted).
     pub uncharacterized: Vec<String>,
     pub exhaustive: Option<Exhaustive>,
+    /// Test accuracy of the same cloud network trained on the raw images (no split), when the
+    /// run has one: what the split costs is measured against it.
+    pub baseline_accuracy: Option<f64>,
 }
 
 impl Plan {
@@ -136,6 +139,13 @@ impl Plan {
         let sampled = self.candidates.iter().filter(|c| c.sampled).count();
         let extra = usize::from(self.chosen.is_some_and(|i| !self.candidates[i].sampled));
         sampled + extra
+    }
+
+    /// Raw-image baseline accuracy minus the chosen topology's measured accuracy: what the
+    /// split costs (None without a baseline or until the choice is measured).
+    pub fn accuracy_cost(&self) -> Option<f64> {
+        let m = self.candidates[self.chosen?].measured?;
+        Some(self.baseline_accuracy? - m.accuracy)
     }
 
     /// Whether the chosen topology's measured values meet every limit (None until measured).
@@ -438,6 +448,7 @@ pub fn optimize(
         fit,
         uncharacterized,
         exhaustive,
+        baseline_accuracy: None,
     })
 }
 

@@ -190,6 +190,8 @@ pub fn write_decision(path: &Path, plan: &Plan, prov: &Provenance) -> Result<(),
         nf("best_topology", DataType::Utf8),
         nf("best_accuracy", DataType::Float64),
         nf("regret", DataType::Float64),
+        nf("baseline_accuracy", DataType::Float64),
+        nf("accuracy_cost", DataType::Float64),
     ];
     let s1 = |v: Option<String>| -> ArrayRef { Arc::new(StringArray::from(vec![v])) };
     let i1 = |v: Option<i64>| -> ArrayRef { Arc::new(Int64Array::from(vec![v])) };
@@ -248,6 +250,8 @@ pub fn write_decision(path: &Path, plan: &Plan, prov: &Provenance) -> Result<(),
         s1(best.map(|c| c.topo.topology.clone())),
         f1(best.and_then(|c| c.measured.map(|m| m.accuracy))),
         f1(ex.and_then(|e| e.regret)),
+        f1(plan.baseline_accuracy),
+        f1(plan.accuracy_cost()),
     ];
     write(path, ArtifactKind::Decision, fields, columns, prov)
 }

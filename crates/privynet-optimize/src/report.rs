@@ -139,6 +139,13 @@ pub fn render(plan: &Plan, manifest: &str) -> String {
                         "| measured | {:.4} | {:.2} | {:.3} |\n",
                         m.accuracy, m.psnr, m.ssim
                     );
+                    if let (Some(b), Some(cost)) = (plan.baseline_accuracy, plan.accuracy_cost()) {
+                        let _ = writeln!(
+                            r,
+                            "The same cloud network trained on the raw images (no split, nothing private) reaches {b:.4}: the split costs {cost:.4} in accuracy ({:.1}% of it).\n",
+                            100.0 * cost / b
+                        );
+                    }
                     if plan.measured_feasible() == Some(false) {
                         let _ = writeln!(
                             r,

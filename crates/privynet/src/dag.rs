@@ -20,6 +20,8 @@ pub enum Stage {
     Slice,
     Extract,
     Train,
+    /// The cloud network trained on the raw images: the accuracy without any split.
+    Baseline,
     Attack,
     Characterize,
     Optimize,
@@ -27,11 +29,12 @@ pub enum Stage {
 
 impl Stage {
     /// Every stage the runner knows, and the stages still to come (named in messages).
-    pub const ALL: [Stage; 7] = [
+    pub const ALL: [Stage; 8] = [
         Stage::Ingest,
         Stage::Slice,
         Stage::Extract,
         Stage::Train,
+        Stage::Baseline,
         Stage::Attack,
         Stage::Characterize,
         Stage::Optimize,
@@ -43,6 +46,7 @@ impl Stage {
             Stage::Slice => "slice",
             Stage::Extract => "extract",
             Stage::Train => "train",
+            Stage::Baseline => "baseline",
             Stage::Attack => "attack",
             Stage::Characterize => "characterize",
             Stage::Optimize => "optimize",
@@ -54,7 +58,7 @@ impl Stage {
             Stage::Ingest => "privynet-ingest",
             Stage::Slice => "privynet-slice",
             Stage::Extract => "privynet-extract",
-            Stage::Train => "privynet-train",
+            Stage::Train | Stage::Baseline => "privynet-train",
             Stage::Attack => "privynet-attack",
             Stage::Characterize => "privynet-characterize",
             Stage::Optimize => "privynet-optimize",
@@ -66,7 +70,9 @@ impl Stage {
         match self {
             // The attack stage simulates the cloud's attacker but runs on the user's side, as
             // the user's own privacy audit: it reads the raw images to score reconstructions.
+            // The baseline trains on the raw images, so it can only ever run locally.
             Stage::Ingest
+            | Stage::Baseline
             | Stage::Slice
             | Stage::Extract
             | Stage::Attack
@@ -217,6 +223,14 @@ fn wire(
     args.push(s(output));
     (args, inputs)
 }
+
+/// What `privynet-train` writes into its output folder.
+const TRAIN_OUTPUTS: [&str; 4] = [
+    "cloud_model.bpk",
+    "cloud_config.json",
+    "train_metrics.arrow",
+    "train_summary.arrow",
+];
 
 /// Builds the DAG for a manifest file (the path is passed to every stage binary).
 pub fn build(manifest_path: &Path, overrides: &[String]) -> Result<Dag, RunError> {
@@ -419,15 +433,34 @@ pub fn build(manifest_path: &Path, overrides: &[String]) -> Result<Dag, RunError
             stage: Stage::Train,
             topology: Some(p.label.clone()),
             inputs,
-            outputs: [
-                "cloud_model.bpk",
-                "cloud_config.json",
-                "train_metrics.arrow",
-                "train_summary.arrow",
-            ]
-            .iter()
-            .map(|f| dir.join("train").join(f))
-            .collect(),
+            outputs: TRAIN_OUTPUTS
+                .iter()
+                .map(|f| dir.join("train").join(f))
+                .collect(),
+            params: BTreeMap::from([
+                ("train".into(), v(&m.train)),
+                ("seed".into(), json!(m.seed)),
+            ]),
+            args,
+            deps: vec![],
+        });
+    }
+    // The same cloud network on the images themselves, so the report can say what the split
+    // costs in accuracy. It reads the raw images: a local node (Stage::Baseline's zone).
+    if m.optimize.raw_baseline {
+        let bdir = out.join("baseline-raw");
+        let (mut args, inputs) = wire(
+            &base_args,
+            vec![("images", images.clone(), Some(ArtifactKind::Images))],
+            &bdir,
+        );
+        args.extend(["--baseline".into(), "raw".into(), "--resume".into()]);
+        nodes.push(Node {
+            id: "baseline".into(),
+            stage: Stage::Baseline,
+            topology: None,
+            inputs,
+            outputs: TRAIN_OUTPUTS.iter().map(|f| bdir.join(f)).collect(),
             params: BTreeMap::from([
                 ("train".into(), v(&m.train)),
                 ("seed".into(), json!(m.seed)),
@@ -529,16 +562,20 @@ pub fn build(manifest_path: &Path, overrides: &[String]) -> Result<Dag, RunError
         args,
         deps: vec![],
     });
+    let mut optimize_ins = vec![(
+        "characterization",
+        out.join("characterization.parquet"),
+        Some(ArtifactKind::Characterization),
+    )];
+    if m.optimize.raw_baseline {
+        optimize_ins.push((
+            "baseline",
+            out.join("baseline-raw").join("train_summary.arrow"),
+            Some(ArtifactKind::TrainSummary),
+        ));
+    }
     let odir = out.join("optimize");
-    let (args, inputs) = wire(
-        &base_args,
-        vec![(
-            "characterization",
-            out.join("characterization.parquet"),
-            Some(ArtifactKind::Characterization),
-        )],
-        &odir,
-    );
+    let (args, inputs) = wire(&base_args, optimize_ins, &odir);
     nodes.push(Node {
         id: "optimize".into(),
         stage: Stage::Optimize,

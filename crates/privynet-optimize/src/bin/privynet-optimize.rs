@@ -2,16 +2,17 @@
 //! compute and storage limits from the characterization table, and writes decision.arrow,
 //! frontier.parquet, predictions.parquet, report.md and plots/.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use arrow::array::{Float64Array, StringArray};
 use clap::Parser;
 
-use privynet_core::Provenance;
-use privynet_core::io::write_bytes_atomic;
+use privynet_core::io::{read_arrow, write_bytes_atomic};
 use privynet_core::manifest::{
     ChannelCount, Limits, ManifestArgs, OptimizeMode, OptimizeParams, SamplePoint,
 };
+use privynet_core::{ArtifactKind, Provenance};
 use privynet_optimize::{choose, output, plot, report, table};
 
 /// Choose the local topology from the characterization table.
@@ -50,9 +51,33 @@ struct Args {
     /// Safety margin = this x the largest held-out fit error (overrides `optimize.margin_scale`).
     #[arg(long)]
     margin_scale: Option<f64>,
+    /// train_summary.arrow of the raw-image baseline (`privynet-train --baseline raw`): the
+    /// decision and report then say what the split costs in accuracy.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
     /// Output folder.
     #[arg(long, short)]
     output: PathBuf,
+}
+
+/// The raw-image baseline's final test accuracy, from its train summary.
+fn baseline_accuracy(path: &Path) -> Result<f64> {
+    let (_, batches) = read_arrow(path, ArtifactKind::TrainSummary)?;
+    let b = batches.first().context("the summary has no row")?;
+    let topology = b
+        .column_by_name("topology")
+        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+        .context("no `topology` column")?
+        .value(0);
+    if topology != "raw" {
+        bail!(
+            "this is the train summary of `{topology}`, not of the raw-image baseline (`privynet-train --baseline raw`)"
+        );
+    }
+    Ok(b.column_by_name("final_test_accuracy")
+        .and_then(|c| c.as_any().downcast_ref::<Float64Array>())
+        .context("no `final_test_accuracy` column")?
+        .value(0))
 }
 
 fn yaml<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
@@ -109,18 +134,26 @@ fn run(args: Args) -> Result<()> {
         sample,
         limits,
         margin_scale,
+        raw_baseline: _,
     } = params.clone();
     let limits: Limits = limits;
 
     let rows = table::read_characterization(&args.characterization)
         .with_context(|| format!("reading {}", args.characterization.display()))?;
     let grid = table::grid(&rows, &cuts, &channels)?;
-    let plan = choose::optimize(&rows, &grid, &sample, &limits, margin_scale, mode)?;
+    let mut plan = choose::optimize(&rows, &grid, &sample, &limits, margin_scale, mode)?;
 
     let mut prov = Provenance::new("optimize", &args.manifest.label()).with_params(
         &serde_json::json!({ "optimize": params, "cuts": cuts, "channels": channels }),
     );
     prov.add_input(&args.characterization)?;
+    if let Some(b) = &args.baseline {
+        plan.baseline_accuracy = Some(
+            baseline_accuracy(b)
+                .with_context(|| format!("reading the baseline {}", b.display()))?,
+        );
+        prov.add_input(b)?;
+    }
     let out = &args.output;
     std::fs::create_dir_all(out.join("plots"))
         .with_context(|| format!("creating {}", out.display()))?;
