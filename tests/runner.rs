@@ -35,6 +35,8 @@ fn smoke_pipeline_runs_then_skips_then_reruns_only_what_changed() {
     );
     let report = std::fs::read_to_string(o.join("optimize/report.md")).unwrap();
     assert!(report.contains("trained on the raw images"), "{report}");
+    let plot = std::fs::read_to_string(o.join("optimize/plots/tradeoff.svg")).unwrap();
+    assert!(plot.contains("raw images, no split"));
     // A topology's train summary passed as the baseline is refused, naming the topology.
     fails_with(
         &run(

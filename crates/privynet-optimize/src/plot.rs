@@ -190,7 +190,12 @@ pub fn tradeoff(plan: &Plan) -> String {
         width: 560.0,
         height: 380.0,
         x: range(xs.into_iter()),
-        y: range(plan.candidates.iter().map(|c| c.estimate.accuracy)),
+        y: range(
+            plan.candidates
+                .iter()
+                .map(|c| c.estimate.accuracy)
+                .chain(plan.baseline_accuracy),
+        ),
         log2_x: false,
     };
     let cuts = cuts(plan);
@@ -217,6 +222,19 @@ pub fn tradeoff(plan: &Plan) -> String {
             lx + 4.0,
             p.top + 12.0,
             fmt_tick(x)
+        );
+    }
+    // The accuracy without any split: the gap below it is what privacy costs.
+    if let Some(b) = plan.baseline_accuracy {
+        let by = p.py(b);
+        let _ = write!(
+            svg,
+            r##"<line x1="{}" y1="{by:.1}" x2="{}" y2="{by:.1}" stroke="#06c" stroke-dasharray="6,4"/><text x="{}" y="{:.1}" font-size="11" fill="#06c">raw images, no split {:.3}</text>"##,
+            p.left,
+            p.left + p.width,
+            p.left + 4.0,
+            by - 4.0,
+            b
         );
     }
     let front = crate::output::frontier(plan);
