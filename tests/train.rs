@@ -144,9 +144,19 @@ fn a_stopped_run_continues_to_the_uninterrupted_result() {
         &["cannot continue", "train.lr: saved 0.001, now 0.01"],
     );
     assert!(split.join("resume/state.json").is_file());
+    // A stop the run is already at trains nothing; then one more epoch, then the rest.
+    let o = train(&split, &["--resume", "--stop-after-epoch", "2"]);
+    ok(&o);
+    assert!(
+        stderr(&o).contains("stopped after epoch 2 of 4"),
+        "{}",
+        stderr(&o)
+    );
+    ok(&train(&split, &["--resume", "--stop-after-epoch", "3"]));
+    assert!(!split.join("train_summary.arrow").exists());
     let o = train(&split, &["--resume"]);
     ok(&o);
-    assert!(stderr(&o).contains("continuing after epoch 2 of 4"));
+    assert!(stderr(&o).contains("continuing after epoch 3 of 4"));
     assert!(!split.join("resume").exists());
     assert_eq!(metrics(&split), metrics(&whole));
     assert_eq!(metrics(&whole)[0].len(), 4);

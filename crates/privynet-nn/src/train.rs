@@ -39,8 +39,6 @@ pub struct EpochMetrics {
 #[derive(Debug, Clone)]
 pub struct TrainReport {
     pub epochs: Vec<EpochMetrics>,
-    /// The epoch this run started from (0 unless it continued a saved state).
-    pub resumed_from: usize,
     pub samples_per_second: f64,
     pub seconds: f64,
 }
@@ -188,6 +186,10 @@ pub fn train(
     bar.inc((first * train.len()) as u64);
     let start = Instant::now();
     for epoch in first..p.epochs {
+        // Checked before the epoch, so a continued run already past the stop trains nothing.
+        if ckpt.stop_after.is_some_and(|k| epoch >= k) {
+            break;
+        }
         let t = Instant::now();
         let lr = lr_at(p, epoch);
         let mut order: Vec<usize> = (0..train.len()).collect();
@@ -249,15 +251,11 @@ pub fn train(
         };
         resume::save(&ckpt.state, &state, &valid, &optim)?;
         on_epoch(epochs.last().expect("just pushed"));
-        if ckpt.stop_after == Some(epoch + 1) {
-            break;
-        }
     }
     bar.finish_and_clear();
     let report = TrainReport {
         samples_per_second: (epochs.len() * train.len()) as f64 / train_time.max(1e-9),
         seconds: before + start.elapsed().as_secs_f64(),
-        resumed_from: first,
         epochs,
     };
     Ok((model.valid(), report))
