@@ -10,7 +10,7 @@ pub mod metrics;
 pub mod resume;
 pub mod train;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Errors of training and of the data it reads.
 #[derive(Debug, thiserror::Error)]
@@ -25,4 +25,14 @@ pub enum NnError {
     Resume { path: PathBuf, message: String },
     #[error(transparent)]
     Core(#[from] privynet_core::CoreError),
+}
+
+impl NnError {
+    /// A failure to write `path` (a model, an optimizer state, a folder of them).
+    pub(crate) fn save(path: &Path, e: impl std::fmt::Display) -> Self {
+        Self::Save {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }
+    }
 }

@@ -98,13 +98,6 @@ fn epoch_dir(dir: &Path, epoch: usize) -> PathBuf {
     dir.join(format!("epoch-{epoch:04}"))
 }
 
-fn save_err(path: &Path, e: impl std::fmt::Display) -> NnError {
-    NnError::Save {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    }
-}
-
 fn resume_err(path: &Path, message: String) -> NnError {
     NnError::Resume {
         path: path.to_path_buf(),
@@ -125,16 +118,16 @@ pub fn save(
     optim: &ModuleOptimizer,
 ) -> Result<(), NnError> {
     let ed = epoch_dir(dir, state.epochs_done);
-    std::fs::create_dir_all(&ed).map_err(|e| save_err(&ed, e))?;
+    // Creates `ed` too.
     crate::train::save(model, &ed.join("model.bpk"))?;
     let op = ed.join("optimizer.bpk");
-    optim.save(&op).map_err(|e| save_err(&op, e))?;
-    let json = serde_json::to_string_pretty(state).map_err(|e| save_err(dir, e))?;
+    optim.save(&op).map_err(|e| NnError::save(&op, e))?;
+    let json = serde_json::to_string_pretty(state).map_err(|e| NnError::save(dir, e))?;
     privynet_core::io::write_bytes_atomic(&state_file(dir), json.as_bytes())?;
-    for entry in std::fs::read_dir(dir).map_err(|e| save_err(dir, e))? {
-        let path = entry.map_err(|e| save_err(dir, e))?.path();
+    for entry in std::fs::read_dir(dir).map_err(|e| NnError::save(dir, e))? {
+        let path = entry.map_err(|e| NnError::save(dir, e))?.path();
         if path.is_dir() && path != ed {
-            std::fs::remove_dir_all(&path).map_err(|e| save_err(&path, e))?;
+            std::fs::remove_dir_all(&path).map_err(|e| NnError::save(&path, e))?;
         }
     }
     Ok(())

@@ -23,7 +23,7 @@ use crate::data::Split;
 use crate::{NnError, resume};
 
 /// One epoch's metrics.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct EpochMetrics {
     pub epoch: usize,
     pub lr: f64,
@@ -265,23 +265,17 @@ pub fn train(
 pub fn save(model: &CloudNet, path: &Path) -> Result<(), NnError> {
     let tmp: PathBuf = path.with_extension("bpk.partial");
     if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d).map_err(|e| NnError::Save {
-            path: d.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        std::fs::create_dir_all(d).map_err(|e| NnError::save(d, e))?;
     }
-    model.clone().save_file(&tmp).map_err(|e| NnError::Save {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    model
+        .clone()
+        .save_file(&tmp)
+        .map_err(|e| NnError::save(path, e))?;
     // burn may add its own extension; find what it wrote.
     let written = if tmp.exists() {
         tmp.clone()
     } else {
         tmp.with_extension("partial.bpk")
     };
-    std::fs::rename(&written, path).map_err(|e| NnError::Save {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
+    std::fs::rename(&written, path).map_err(|e| NnError::save(path, e))
 }

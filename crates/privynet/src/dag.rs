@@ -447,12 +447,12 @@ pub fn build(manifest_path: &Path, overrides: &[String]) -> Result<Dag, RunError
     }
     // The same cloud network on the images themselves, so the report can say what the split
     // costs in accuracy. It reads the raw images: a local node (Stage::Baseline's zone).
-    if m.optimize.raw_baseline {
-        let bdir = out.join("baseline-raw");
+    let baseline_dir = m.optimize.raw_baseline.then(|| out.join("baseline-raw"));
+    if let Some(bdir) = &baseline_dir {
         let (mut args, inputs) = wire(
             &base_args,
             vec![("images", images.clone(), Some(ArtifactKind::Images))],
-            &bdir,
+            bdir,
         );
         args.extend(["--baseline".into(), "raw".into(), "--resume".into()]);
         nodes.push(Node {
@@ -567,10 +567,10 @@ pub fn build(manifest_path: &Path, overrides: &[String]) -> Result<Dag, RunError
         out.join("characterization.parquet"),
         Some(ArtifactKind::Characterization),
     )];
-    if m.optimize.raw_baseline {
+    if let Some(bdir) = &baseline_dir {
         optimize_ins.push((
             "baseline",
-            out.join("baseline-raw").join("train_summary.arrow"),
+            bdir.join("train_summary.arrow"),
             Some(ArtifactKind::TrainSummary),
         ));
     }
