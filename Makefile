@@ -5,7 +5,9 @@
 #   make pipeline-full            the paper-scale manifest (hours on 2 cores)
 #   make smoke                    the same on a few hundred images
 #   make test                     fmt check + clippy -D warnings + all tests (what CI runs)
-#   make bench                    benchmarks that print figures (BENCH=extract or nn: one part)
+#   make bench                    benchmarks that print figures (BENCH=extract or nn: one part;
+#                                 BENCH=steps or variants: training steps only, no data needed;
+#                                 PRIVYNET_TORCH_PYTHON=a python with torch, for PyTorch's figures)
 #   make data [DATA_MIRROR=DIR]   CIFAR-10 and SqueezeNet 1.1 under data/, checksummed
 #   make ingest|slice|extract|train|baseline|attack|characterize|optimize   rerun one stage of MANIFEST (TOPOLOGY=fire3-d8 for one)
 #   make status                   what is stale in MANIFEST and why

@@ -1,6 +1,6 @@
 //! End-to-end tests of `privynet-attack` on a slice of real CIFAR-10 and the real SqueezeNet.
 
-use arrow::array::{Float64Array, Int64Array, StringArray};
+use arrow::array::{BooleanArray, Float64Array, Int32Array, Int64Array, StringArray};
 use privynet_core::ArtifactKind;
 use privynet_e2e::*;
 
@@ -33,7 +33,7 @@ fn attacks_at_conv1_and_fire3_on_real_data() {
         "--set",
         "sweep.channels=[8, all]",
         "--set",
-        "attack.epochs=3",
+        "attack.max_epochs=3",
     ];
     let mut args = vec!["run", ms, "--until", "attack"];
     args.extend_from_slice(&sets);
@@ -94,6 +94,52 @@ fn attacks_at_conv1_and_fire3_on_real_data() {
     .map(|b| b.num_rows())
     .sum();
     assert_eq!(rows, 3 * 300);
+    // The picture: a label column, 8 columns of 2x images, a title, originals and 3 modes.
     let png = image::open(out.join("fire3-d8/attack/reconstructions.png")).unwrap();
-    assert_eq!((png.width(), png.height()), (8 * 66, 4 * 66));
+    assert_eq!((png.width(), png.height()), (160 + 8 * 68, 20 + 4 * 78));
+
+    // How the attacker was trained, and how sure each number is.
+    for topo in ["conv1-d64", "fire3-d8", "fire3-d128"] {
+        let dir = out.join(topo).join("attack");
+        let b = &read_all(
+            &dir.join("attack_summary.arrow"),
+            ArtifactKind::AttackSummary,
+        )[0];
+        let f = |name| col::<Float64Array>(b, name);
+        let (mean, lo, hi) = (f("mean_psnr"), f("psnr_lo"), f("psnr_hi"));
+        let epochs = col::<Int32Array>(b, "epochs");
+        let best = col::<Int32Array>(b, "best_epoch");
+        for i in 0..b.num_rows() {
+            assert!(
+                lo.value(i) < mean.value(i) && mean.value(i) < hi.value(i),
+                "{topo}: {} not inside [{}, {}]",
+                mean.value(i),
+                lo.value(i),
+                hi.value(i)
+            );
+            assert!(hi.value(i) - lo.value(i) < 2.0, "{topo}: interval too wide");
+            assert!((1..=epochs.value(i)).contains(&best.value(i)) && epochs.value(i) <= 3);
+        }
+        let curve = &read_all(
+            &dir.join("attack_metrics.arrow"),
+            ArtifactKind::AttackMetrics,
+        )[0];
+        let kept = col::<BooleanArray>(curve, "kept");
+        let modes_run = b.num_rows();
+        assert_eq!(
+            kept.true_count(),
+            modes_run,
+            "{topo}: one kept epoch per mode"
+        );
+    }
+    // The attacker's capacity follows the cut, not the channels kept.
+    let width = |topo: &str| {
+        let dir = out.join(topo).join("attack");
+        let b = &read_all(
+            &dir.join("attack_summary.arrow"),
+            ArtifactKind::AttackSummary,
+        )[0];
+        col::<Int64Array>(b, "irn_width").value(0)
+    };
+    assert_eq!(width("fire3-d8"), width("fire3-d128"));
 }

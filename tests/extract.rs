@@ -278,7 +278,11 @@ fn wrong_topology_is_named_and_shards_read_as_one() {
         v
     };
     assert_eq!(ids(&parts), ids(&whole));
-    assert_eq!(ids(&whole).len(), 400);
+    assert_eq!(
+        ids(&whole).len(),
+        500,
+        "train, val, attacker and test rows of the smoke manifest"
+    );
     // Read against another topology: the mismatch is named.
     let topo32 = dir.path().join("fire3-32");
     ok(&run(
@@ -430,7 +434,7 @@ fn derived_narrower_features_equal_a_direct_extraction() {
     };
     let (a, b) = (values(&direct), values(&derived));
     assert_eq!(a.0, b.0);
-    assert_eq!(a.1.len(), 400 * 8 * 7 * 7);
+    assert_eq!(a.1.len(), 500 * 8 * 7 * 7);
     assert!(
         a.1 == b.1,
         "derived features differ from a direct extraction"

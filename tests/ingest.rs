@@ -1,7 +1,7 @@
 //! End-to-end tests of `privynet-ingest` on the real first CIFAR-10 batch, on image folders the
 //! tests make, and on bad input.
 
-use arrow::array::{FixedSizeListArray, Int32Array, StringArray, UInt8Array};
+use arrow::array::{FixedSizeListArray, Int32Array, Int64Array, StringArray, UInt8Array};
 use privynet_core::ArtifactKind;
 use privynet_e2e::*;
 
@@ -17,7 +17,9 @@ fn real_first_batch_keeps_its_class_counts_and_stratifies() {
             "--dataset",
             cifar_batch1().to_str().unwrap(),
             "--train",
-            "9000",
+            "8700",
+            "--val",
+            "300",
             "--attacker",
             "500",
             "--test",
@@ -30,10 +32,16 @@ fn real_first_batch_keeps_its_class_counts_and_stratifies() {
     let batches = read_all(&out, ArtifactKind::Images);
     let mut counts = [0usize; 10];
     let mut per_split: std::collections::BTreeMap<String, [usize; 10]> = Default::default();
+    let mut ids: std::collections::BTreeMap<String, std::collections::BTreeSet<i64>> =
+        Default::default();
     for b in &batches {
         let labels = col::<Int32Array>(b, "label");
         let splits = col::<StringArray>(b, "split");
+        let id = col::<Int64Array>(b, "id");
         for i in 0..b.num_rows() {
+            ids.entry(splits.value(i).to_string())
+                .or_default()
+                .insert(id.value(i));
             counts[labels.value(i) as usize] += 1;
             per_split.entry(splits.value(i).to_string()).or_default()[labels.value(i) as usize] +=
                 1;
@@ -50,6 +58,20 @@ fn real_first_batch_keeps_its_class_counts_and_stratifies() {
         assert!((n as f64 - want).abs() <= 1.0, "class {c}: {n} vs {want}");
     }
     assert_eq!(per_split["attacker"].iter().sum::<usize>(), 500);
+    // A validation split exists, stratified like the others, and shares no image with any
+    // other split (every id is in exactly one split; the four sizes add up to the batch).
+    assert_eq!(ids["val"].len(), 300);
+    for (c, &n) in per_split["val"].iter().enumerate() {
+        let want = counts[c] as f64 * 300.0 / 10_000.0;
+        assert!((n as f64 - want).abs() <= 1.0, "class {c}: {n} vs {want}");
+    }
+    for other in ["train", "attacker", "test"] {
+        assert!(
+            ids["val"].is_disjoint(&ids[other]),
+            "val and {other} overlap"
+        );
+    }
+    assert_eq!(ids.values().map(|s| s.len()).sum::<usize>(), 10_000);
     // The first record of the batch is a frog (label 6); its first pixel is HWC RGB.
     let b = &batches[0];
     let pixels = col::<FixedSizeListArray>(b, "pixels");

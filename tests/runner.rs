@@ -27,11 +27,14 @@ fn smoke_pipeline_runs_then_skips_then_reruns_only_what_changed() {
         privynet_core::ArtifactKind::Decision,
     )[0];
     let f = |c: &str| col::<arrow::array::Float64Array>(d, c).value(0);
-    let baseline = f("baseline_accuracy");
+    let baseline = f("baseline_test_accuracy");
     assert!(baseline > 0.0 && baseline <= 1.0, "{baseline}");
+    let val = f("baseline_val_accuracy");
+    assert!(val > 0.0 && val <= 1.0, "{val}");
+    // What the split costs compares like with like: test against test.
     assert_eq!(
         f("accuracy_cost").to_bits(),
-        (baseline - f("measured_accuracy")).to_bits()
+        (baseline - f("measured_test_accuracy")).to_bits()
     );
     let report = std::fs::read_to_string(o.join("optimize/report.md")).unwrap();
     assert!(report.contains("trained on the raw images"), "{report}");
@@ -65,7 +68,9 @@ fn smoke_pipeline_runs_then_skips_then_reruns_only_what_changed() {
         assert!(show.contains(t), "{show}");
     }
     assert!(
-        show.contains("psnr_worst") && show.contains("test_accuracy"),
+        show.contains("psnr_worst")
+            && show.contains("val_accuracy")
+            && show.contains("test_accuracy"),
         "{show}"
     );
     assert!(o.join("events.jsonl").is_file());

@@ -11,7 +11,7 @@ fn training_on_real_fire3_features_beats_chance() {
     let dir = tempfile::tempdir().unwrap();
     let m = smoke_manifest(dir.path(), "");
     let ms = m.to_str().unwrap();
-    let sizes = "dataset.splits={train: 2000, attacker: 100, test: 500}";
+    let sizes = "dataset.splits={train: 2000, val: 300, attacker: 100, test: 500}";
     ok(&run(
         "privynet",
         &[
@@ -49,14 +49,27 @@ fn training_on_real_fire3_features_beats_chance() {
         ],
     ));
     let summary = read_all(&out.join("train_summary.arrow"), ArtifactKind::TrainSummary);
-    let acc = col::<Float64Array>(&summary[0], "final_test_accuracy").value(0);
     // Chance is 0.10 on CIFAR-10's ten balanced classes.
-    assert!(
-        acc > 0.25,
-        "test accuracy {acc} does not beat chance clearly"
+    for split in ["val", "test"] {
+        let acc = col::<Float64Array>(&summary[0], &format!("final_{split}_accuracy")).value(0);
+        assert!(
+            acc > 0.25,
+            "{split} accuracy {acc} does not beat chance clearly"
+        );
+    }
+    assert_eq!(
+        col::<arrow::array::Int64Array>(&summary[0], "val_samples").value(0),
+        300
     );
     let metrics = read_all(&out.join("train_metrics.arrow"), ArtifactKind::TrainMetrics);
     assert_eq!(metrics[0].num_rows(), 3);
+    // The summary reports the last epoch, on both splits.
+    for split in ["val", "test"] {
+        assert_eq!(
+            col::<Float64Array>(&metrics[0], &format!("{split}_accuracy")).value(2),
+            col::<Float64Array>(&summary[0], &format!("final_{split}_accuracy")).value(0)
+        );
+    }
     assert!(out.join("cloud_model.bpk").is_file());
 }
 
@@ -74,10 +87,11 @@ fn rows(n: usize, split: &str, start: i64) -> Vec<(i64, i32, &str, Vec<f32>)> {
         .collect()
 }
 
-/// `f.parquet` in `dir`: `train` and `test` rows of 2x2x2 features.
+/// `f.parquet` in `dir`: `train`, `val` and `test` rows of 2x2x2 features.
 fn small_features(dir: &std::path::Path, train: usize, test: usize) -> std::path::PathBuf {
     let f = dir.join("f.parquet");
     let mut r = rows(train, "train", 0);
+    r.extend(rows(test, "val", 500));
     r.extend(rows(test, "test", 1000));
     write_features(&f, [2, 2, 2], &r);
     f
@@ -114,6 +128,8 @@ fn a_stopped_run_continues_to_the_uninterrupted_result() {
             "lr",
             "train_loss",
             "train_accuracy",
+            "val_loss",
+            "val_accuracy",
             "test_loss",
             "test_accuracy",
         ]
@@ -195,8 +211,22 @@ fn bad_features_are_refused() {
     r[5].1 = 12;
     write_features(&f, [2, 2, 2], &r);
     fails_with(&train(&f, &[]), &["id 5", "label 12", "outside 0..10"]);
+    // No validation split: refused, naming the manifest key that carves one.
+    let mut r = rows(6, "train", 0);
+    r.extend(rows(3, "test", 100));
+    write_features(&f, [2, 2, 2], &r);
+    fails_with(
+        &train(&f, &[]),
+        &[
+            "no `val` rows",
+            "dataset.splits.val",
+            "test split only reports",
+        ],
+    );
     // An empty test split.
-    write_features(&f, [2, 2, 2], &rows(6, "train", 0));
+    let mut r = rows(6, "train", 0);
+    r.extend(rows(3, "val", 100));
+    write_features(&f, [2, 2, 2], &r);
     fails_with(&train(&f, &[]), &["`test` split is empty"]);
     assert!(!out.join("train_summary.arrow").exists());
 }

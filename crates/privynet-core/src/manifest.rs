@@ -88,9 +88,17 @@ pub enum DatasetFormat {
 pub struct SplitSizes {
     /// Images the cloud network trains on.
     pub train: usize,
+    /// Validation images, carved from the training images (CIFAR-10's train batches) and
+    /// disjoint from `train`, `attacker` and `test`: the cloud network is scored on them after
+    /// every epoch and the optimizer chooses on their accuracy, so the test split only reports.
+    /// Optional in a manifest (0 when absent), but the train stage refuses features without
+    /// `val` rows, naming this key; every shipped manifest sets it.
+    #[serde(default)]
+    pub val: usize,
     /// The attacker's own pool: same distribution, disjoint from `train`.
     pub attacker: usize,
-    /// Images the cloud network is tested on and the attacker tries to rebuild.
+    /// Images the cloud network is tested on and the attacker tries to rebuild. Test accuracy
+    /// is reported, never used to choose.
     pub test: usize,
 }
 
@@ -289,7 +297,7 @@ fn default_batch() -> usize {
     128
 }
 fn default_splits() -> Vec<String> {
-    vec!["train".into(), "attacker".into(), "test".into()]
+    SPLITS.iter().map(|s| s.to_string()).collect()
 }
 
 impl Default for ExtractParams {
@@ -342,10 +350,13 @@ pub struct TrainParams {
     pub weight_decay: f64,
     #[serde(default)]
     pub schedule: Schedule,
-    /// Channels of the first conv block; doubled at each downsampling (at most 512).
+    /// Channels of the cloud network's first stage; its second and third stages have twice
+    /// and four times as many (at most 512). Every cut gets the same three stages, whatever the
+    /// size of its feature maps (see `privynet_nn::cloud`), so cuts compare on accuracy with
+    /// networks of comparable capacity.
     #[serde(default = "default_width")]
     pub width: usize,
-    /// Conv blocks per resolution.
+    /// Conv blocks per stage (three stages, so `3 x depth` blocks in all).
     #[serde(default = "default_depth")]
     pub depth: usize,
     /// Random horizontal flips of the feature maps.
@@ -431,25 +442,52 @@ impl AttackMode {
 pub struct AttackParams {
     #[serde(default = "default_modes")]
     pub modes: Vec<AttackMode>,
-    #[serde(default = "default_attack_epochs")]
-    pub epochs: usize,
+    /// The most epochs the IRN trains; it stops earlier once held-out PSNR has stopped
+    /// improving (`patience`, `min_delta`). A run that reaches the cap is reported as not
+    /// converged: its privacy loss may be understated.
+    #[serde(default = "default_attack_max_epochs")]
+    pub max_epochs: usize,
+    /// Epochs without a held-out PSNR gain of at least `min_delta` after which training stops.
+    #[serde(default = "default_patience")]
+    pub patience: usize,
+    /// The smallest held-out PSNR gain (dB) that counts as progress.
+    #[serde(default = "default_min_delta")]
+    pub min_delta: f64,
+    /// Fraction of the attacker pool held out to decide when to stop and which epoch to keep.
+    #[serde(default = "default_holdout")]
+    pub holdout: f64,
     #[serde(default = "default_attack_batch")]
     pub batch_size: usize,
+    /// Peak learning rate (Adam).
     #[serde(default = "default_lr")]
     pub lr: f64,
+    /// Learning rate schedule over `max_epochs`, after the warm-up.
+    #[serde(default = "default_attack_schedule")]
+    pub schedule: Schedule,
+    /// Epochs of linear learning-rate warm-up (per step) from lr/10 to lr.
+    #[serde(default = "default_warmup")]
+    pub warmup_epochs: usize,
     /// Weight of the total-variation term added to the MSE loss (0 turns it off).
     #[serde(default)]
     pub tv_weight: f64,
-    /// Channels of the IRN's first layer; by default it follows the cut (D, at least 64, at
-    /// most 256), halved at each upsampling.
+    /// Channels of the IRN's first level; by default it follows the cut's full channel count
+    /// C (at least 64, at most 256), never the number of channels kept, and halves at each
+    /// upsampling.
     #[serde(default)]
     pub width: Option<usize>,
-    /// At most this many attacker-pool images train the IRN (default: the whole pool).
+    /// No hidden IRN layer is narrower than this.
+    #[serde(default = "default_min_width")]
+    pub min_width: usize,
+    /// At most this many attacker-pool images train the IRN, held-out part included
+    /// (default: the whole pool).
     #[serde(default)]
     pub pool: Option<usize>,
     /// At most this many test images are attacked (default: all).
     #[serde(default)]
     pub victims: Option<usize>,
+    /// Bootstrap resamples for the 95% interval of mean PSNR and SSIM over the victims.
+    #[serde(default = "default_bootstrap")]
+    pub bootstrap: usize,
 }
 
 fn default_modes() -> Vec<AttackMode> {
@@ -459,24 +497,52 @@ fn default_modes() -> Vec<AttackMode> {
         AttackMode::MatchedSelection,
     ]
 }
-fn default_attack_epochs() -> usize {
-    10
+fn default_attack_max_epochs() -> usize {
+    30
+}
+fn default_patience() -> usize {
+    2
+}
+fn default_min_delta() -> f64 {
+    0.05
+}
+fn default_holdout() -> f64 {
+    0.1
 }
 fn default_attack_batch() -> usize {
     64
+}
+fn default_attack_schedule() -> Schedule {
+    Schedule::Cosine
+}
+fn default_warmup() -> usize {
+    1
+}
+fn default_min_width() -> usize {
+    64
+}
+fn default_bootstrap() -> usize {
+    1000
 }
 
 impl Default for AttackParams {
     fn default() -> Self {
         Self {
             modes: default_modes(),
-            epochs: default_attack_epochs(),
+            max_epochs: default_attack_max_epochs(),
+            patience: default_patience(),
+            min_delta: default_min_delta(),
+            holdout: default_holdout(),
             batch_size: default_attack_batch(),
             lr: default_lr(),
+            schedule: default_attack_schedule(),
+            warmup_epochs: default_warmup(),
             tv_weight: 0.0,
             width: None,
+            min_width: default_min_width(),
             pool: None,
             victims: None,
+            bootstrap: default_bootstrap(),
         }
     }
 }
@@ -621,7 +687,7 @@ pub fn sample_channels(grid: &[i64], cut_channels: i64, sample: &[SamplePoint]) 
 }
 
 /// The split names images can carry.
-pub const SPLITS: [&str; 3] = ["train", "attacker", "test"];
+pub const SPLITS: [&str; 4] = ["train", "val", "attacker", "test"];
 
 impl Manifest {
     /// Reads a manifest file and applies `key.path=value` overrides.
@@ -706,10 +772,24 @@ impl Manifest {
             return Err(bad(format!("`train.lr` must be positive, got {}", t.lr)));
         }
         let a = &self.attack;
-        if a.modes.is_empty() || a.epochs == 0 || a.batch_size == 0 {
+        if a.modes.is_empty() || a.max_epochs == 0 || a.batch_size == 0 || a.min_width == 0 {
             return Err(bad(
-                "`attack.modes` must list a mode, and `attack.epochs` and `attack.batch_size` must be at least 1".into(),
+                "`attack.modes` must list a mode, and `attack.max_epochs`, `attack.batch_size` and `attack.min_width` must be at least 1".into(),
             ));
+        }
+        if !(a.holdout > 0.0 && a.holdout < 1.0) {
+            return Err(bad(format!(
+                "`attack.holdout` must be a fraction between 0 and 1 (exclusive), got {}",
+                a.holdout
+            )));
+        }
+        let lr_ok = a.lr > 0.0 && a.lr.is_finite();
+        let delta_ok = a.min_delta >= 0.0 && a.min_delta.is_finite();
+        if !lr_ok || !delta_ok || a.bootstrap < 100 {
+            return Err(bad(format!(
+                "`attack.lr` must be positive (got {}), `attack.min_delta` at least 0 (got {}) and `attack.bootstrap` at least 100 resamples (got {})",
+                a.lr, a.min_delta, a.bootstrap
+            )));
         }
         let o = &self.optimize;
         if o.sample.is_empty() {
@@ -867,6 +947,12 @@ sweep:
         assert_eq!(m.seed, 42);
         assert_eq!(m.sweep.channels[1], ChannelCount::All(AllKeyword::All));
         assert_eq!(m.out_dir(), PathBuf::from("runs/t"));
+        // No `val` in the manifest: none is carved (the train stage then refuses to run).
+        assert_eq!(m.dataset.splits.val, 0);
+        let text = BASE.replace("attacker: 5,", "val: 3, attacker: 5,");
+        let m = Manifest::parse(Path::new("t.yaml"), &text, &[]).unwrap();
+        assert_eq!(m.dataset.splits.val, 3);
+        assert_eq!(m.extract.splits, ["train", "val", "attacker", "test"]);
     }
 
     #[test]

@@ -77,6 +77,7 @@ pub enum ArtifactKind {
     TrainSummary,
     Privacy,
     AttackSummary,
+    AttackMetrics,
     Characterization,
     Predictions,
     Frontier,
@@ -85,7 +86,7 @@ pub enum ArtifactKind {
 
 impl ArtifactKind {
     /// All kinds, for listings and tests.
-    pub const ALL: [ArtifactKind; 13] = [
+    pub const ALL: [ArtifactKind; 14] = [
         ArtifactKind::Images,
         ArtifactKind::CutPoints,
         ArtifactKind::Topology,
@@ -95,6 +96,7 @@ impl ArtifactKind {
         ArtifactKind::TrainSummary,
         ArtifactKind::Privacy,
         ArtifactKind::AttackSummary,
+        ArtifactKind::AttackMetrics,
         ArtifactKind::Characterization,
         ArtifactKind::Predictions,
         ArtifactKind::Frontier,
@@ -113,6 +115,7 @@ impl ArtifactKind {
             ArtifactKind::TrainSummary => "train_summary",
             ArtifactKind::Privacy => "privacy",
             ArtifactKind::AttackSummary => "attack_summary",
+            ArtifactKind::AttackMetrics => "attack_metrics",
             ArtifactKind::Characterization => "characterization",
             ArtifactKind::Predictions => "predictions",
             ArtifactKind::Frontier => "frontier",
@@ -136,6 +139,7 @@ impl ArtifactKind {
             ArtifactKind::TrainSummary => include_str!("../../../schemas/train_summary.yaml"),
             ArtifactKind::Privacy => include_str!("../../../schemas/privacy.yaml"),
             ArtifactKind::AttackSummary => include_str!("../../../schemas/attack_summary.yaml"),
+            ArtifactKind::AttackMetrics => include_str!("../../../schemas/attack_metrics.yaml"),
             ArtifactKind::Characterization => {
                 include_str!("../../../schemas/characterization.yaml")
             }
@@ -187,6 +191,65 @@ impl ArtifactKind {
 impl std::fmt::Display for ArtifactKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// The Arrow type of a scalar schema-file type name (`bool`, `int64`, `float64`, `utf8`, ...);
+/// `None` for list types and alternatives, whose Arrow type the writer must give itself.
+fn scalar_type(name: &str) -> Option<DataType> {
+    Some(match name {
+        "bool" => DataType::Boolean,
+        "int8" => DataType::Int8,
+        "int16" => DataType::Int16,
+        "int32" => DataType::Int32,
+        "int64" => DataType::Int64,
+        "uint8" => DataType::UInt8,
+        "uint16" => DataType::UInt16,
+        "uint32" => DataType::UInt32,
+        "uint64" => DataType::UInt64,
+        "float32" => DataType::Float32,
+        "float64" => DataType::Float64,
+        "utf8" => DataType::Utf8,
+        _ => return None,
+    })
+}
+
+impl ArtifactKind {
+    /// A record batch of this kind from named columns, in the order and with the types and
+    /// nullability its schema file declares, so a writer never spells the schema out again.
+    /// Every declared field must be given once (all scalar types); a missing, extra or
+    /// mistyped column is an error naming it.
+    pub fn batch(
+        self,
+        columns: Vec<(&str, arrow::array::ArrayRef)>,
+    ) -> Result<arrow::array::RecordBatch> {
+        let spec = self.schema()?;
+        let bad = |message: String| CoreError::BuiltinSchema {
+            kind: self.name().into(),
+            message,
+        };
+        let mut by_name: BTreeMap<&str, arrow::array::ArrayRef> = BTreeMap::new();
+        for (name, col) in columns {
+            if by_name.insert(name, col).is_some() {
+                return Err(bad(format!("column `{name}` given twice")));
+            }
+        }
+        let mut fields = Vec::new();
+        let mut arrays = Vec::new();
+        for f in &spec.fields {
+            let ty = scalar_type(&f.ty)
+                .ok_or_else(|| bad(format!("field `{}` of type {} is not scalar", f.name, f.ty)))?;
+            let col = by_name
+                .remove(f.name.as_str())
+                .ok_or_else(|| bad(format!("no column for field `{}`", f.name)))?;
+            fields.push(arrow::datatypes::Field::new(&f.name, ty, f.nullable));
+            arrays.push(col);
+        }
+        if let Some(extra) = by_name.keys().next() {
+            return Err(bad(format!("column `{extra}` is not in the schema")));
+        }
+        arrow::array::RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), arrays)
+            .map_err(|e| bad(e.to_string()))
     }
 }
 

@@ -10,7 +10,7 @@ use privynet_core::Provenance;
 use privynet_core::manifest::{DatasetFormat, ManifestArgs, SplitSizes};
 use privynet_ingest::{cifar, folder, split, write};
 
-/// Turn a dataset into images.parquet with seeded, stratified train/attacker/test splits.
+/// Turn a dataset into images.parquet with seeded, stratified train/val/attacker/test splits.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
@@ -25,6 +25,10 @@ struct Args {
     /// Images in the train split (overrides `dataset.splits.train`).
     #[arg(long)]
     train: Option<usize>,
+    /// Validation images, from the training images (overrides `dataset.splits.val`; default
+    /// none). The train stage needs them: the cloud network is chosen on validation accuracy.
+    #[arg(long)]
+    val: Option<usize>,
     /// Images in the attacker pool.
     #[arg(long)]
     attacker: Option<usize>,
@@ -80,6 +84,7 @@ fn run(args: Args) -> Result<()> {
             .train
             .or(ds.map(|d| d.splits.train))
             .context("no train size: pass --train or --manifest")?,
+        val: args.val.or(ds.map(|d| d.splits.val)).unwrap_or(0),
         attacker: args.attacker.or(ds.map(|d| d.splits.attacker)).unwrap_or(0),
         test: args
             .test
@@ -130,8 +135,9 @@ fn run(args: Args) -> Result<()> {
         .with_context(|| format!("writing {}", output.display()))?;
     tracing::info!(
         train = counts[0],
-        attacker = counts[1],
-        test = counts[2],
+        val = counts[1],
+        attacker = counts[2],
+        test = counts[3],
         read_s = format!("{read_s:.1}"),
         total_s = format!("{:.1}", start.elapsed().as_secs_f64()),
         "wrote {}",

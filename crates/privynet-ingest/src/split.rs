@@ -13,6 +13,8 @@ use crate::{Dataset, IngestError, Record};
 #[derive(Debug, Default)]
 pub struct Splits {
     pub train: Vec<Record>,
+    /// Validation images: the cloud network is scored and the optimizer chooses on them.
+    pub val: Vec<Record>,
     pub attacker: Vec<Record>,
     pub test: Vec<Record>,
 }
@@ -80,18 +82,19 @@ fn draw(pool: Vec<Record>, classes: usize, sizes: &[usize], seed: u64) -> Vec<Ve
     out
 }
 
-/// Assigns images to the train, attacker and test splits.
+/// Assigns images to the train, val, attacker and test splits. `val` comes from the training
+/// images, like `train` and `attacker`, and is drawn after them: adding a validation split
+/// leaves the train and attacker images of a seed as they were.
 pub fn split(data: Dataset, sizes: SplitSizes, seed: u64) -> Result<Splits, IngestError> {
     let classes = data.class_names.len();
     let have = data.train_pool.len();
     match data.test_pool {
         Some(test_pool) => {
-            if sizes.train + sizes.attacker > have {
+            let want = sizes.train + sizes.val + sizes.attacker;
+            if want > have {
                 return Err(IngestError::Split(format!(
-                    "requested train {} + attacker {} = {} images from the training set, which has {have}",
-                    sizes.train,
-                    sizes.attacker,
-                    sizes.train + sizes.attacker
+                    "requested train {} + val {} + attacker {} = {want} images from the training set, which has {have}",
+                    sizes.train, sizes.val, sizes.attacker,
                 )));
             }
             if sizes.test > test_pool.len() {
@@ -104,37 +107,41 @@ pub fn split(data: Dataset, sizes: SplitSizes, seed: u64) -> Result<Splits, Inge
             let mut a = draw(
                 data.train_pool,
                 classes,
-                &[sizes.attacker, sizes.train],
+                &[sizes.attacker, sizes.train, sizes.val],
                 seed,
             );
             let mut t = draw(test_pool, classes, &[sizes.test], seed.wrapping_add(1));
-            let train = a.pop().expect("two splits were drawn");
-            let attacker = a.pop().expect("two splits were drawn");
+            let val = a.pop().expect("three splits were drawn");
+            let train = a.pop().expect("three splits were drawn");
+            let attacker = a.pop().expect("three splits were drawn");
             Ok(Splits {
                 train,
+                val,
                 attacker,
                 test: t.pop().expect("one split was drawn"),
             })
         }
         None => {
-            let want = sizes.train + sizes.attacker + sizes.test;
+            let want = sizes.train + sizes.val + sizes.attacker + sizes.test;
             if want > have {
                 return Err(IngestError::Split(format!(
-                    "requested train {} + attacker {} + test {} = {want} images, the dataset has {have}",
-                    sizes.train, sizes.attacker, sizes.test
+                    "requested train {} + val {} + attacker {} + test {} = {want} images, the dataset has {have}",
+                    sizes.train, sizes.val, sizes.attacker, sizes.test
                 )));
             }
             let mut s = draw(
                 data.train_pool,
                 classes,
-                &[sizes.test, sizes.attacker, sizes.train],
+                &[sizes.test, sizes.attacker, sizes.train, sizes.val],
                 seed,
             );
-            let train = s.pop().expect("three splits were drawn");
-            let attacker = s.pop().expect("three splits were drawn");
-            let test = s.pop().expect("three splits were drawn");
+            let val = s.pop().expect("four splits were drawn");
+            let train = s.pop().expect("four splits were drawn");
+            let attacker = s.pop().expect("four splits were drawn");
+            let test = s.pop().expect("four splits were drawn");
             Ok(Splits {
                 train,
+                val,
                 attacker,
                 test,
             })
@@ -159,6 +166,62 @@ mod tests {
         let out = draw(pool, 3, &[20, 5, 5], 1);
         let sizes: Vec<usize> = out.iter().map(Vec::len).collect();
         assert_eq!(sizes, vec![20, 5, 5]);
+    }
+
+    fn pool(ids: std::ops::Range<i64>) -> Vec<Record> {
+        ids.map(|i| Record {
+            id: i,
+            label: (i % 5) as i32,
+            source: String::new(),
+            pixels: vec![],
+        })
+        .collect()
+    }
+
+    fn ids(r: &[Record]) -> std::collections::BTreeSet<i64> {
+        r.iter().map(|r| r.id).collect()
+    }
+
+    #[test]
+    fn val_comes_from_the_training_images_disjoint_and_stratified() {
+        let sizes = |val| SplitSizes {
+            train: 100,
+            val,
+            attacker: 50,
+            test: 40,
+        };
+        let data = |test_pool: bool| Dataset {
+            class_names: (0..5).map(|c| c.to_string()).collect(),
+            height: 1,
+            width: 1,
+            train_pool: pool(0..400),
+            test_pool: test_pool.then(|| pool(1000..1100)),
+        };
+        for separate_test in [true, false] {
+            let s = split(data(separate_test), sizes(30), 9).unwrap();
+            assert_eq!(s.val.len(), 30);
+            let (tr, va, at, te) = (ids(&s.train), ids(&s.val), ids(&s.attacker), ids(&s.test));
+            assert!(va.is_disjoint(&tr) && va.is_disjoint(&at) && va.is_disjoint(&te));
+            assert!(tr.is_disjoint(&at) && tr.is_disjoint(&te) && at.is_disjoint(&te));
+            // From the training images, never from the test set.
+            assert!(va.iter().all(|&i| i < 400));
+            // Stratified: 5 balanced classes, 6 each.
+            let mut per = [0usize; 5];
+            for r in &s.val {
+                per[r.label as usize] += 1;
+            }
+            assert_eq!(per, [6; 5]);
+            // Seeded, and drawn last: without it, the other splits are the same images.
+            let again = split(data(separate_test), sizes(30), 9).unwrap();
+            assert_eq!(ids(&again.val), va);
+            let none = split(data(separate_test), sizes(0), 9).unwrap();
+            assert!(none.val.is_empty());
+            assert_eq!((ids(&none.train), ids(&none.attacker)), (tr, at));
+            assert_eq!(ids(&none.test), te);
+        }
+        // Too many: the message counts the validation images too.
+        let e = split(data(true), sizes(251), 9).unwrap_err().to_string();
+        assert!(e.contains("val 251") && e.contains("= 401"), "{e}");
     }
 
     #[test]

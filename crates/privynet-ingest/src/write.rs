@@ -35,7 +35,7 @@ pub fn images_schema(height: u32, width: u32) -> Schema {
     ])
 }
 
-/// Writes the splits (train, attacker, test in that order) and returns the rows per split.
+/// Writes the splits (train, val, attacker, test in that order) and returns the rows per split.
 pub fn write_images(
     path: &Path,
     splits: &Splits,
@@ -43,7 +43,7 @@ pub fn write_images(
     height: u32,
     width: u32,
     mut provenance: Provenance,
-) -> Result<[usize; 3], IngestError> {
+) -> Result<[usize; 4], IngestError> {
     provenance.set(
         "class_names",
         serde_json::to_string(class_names).expect("names should serialise"),
@@ -53,6 +53,7 @@ pub fn write_images(
     let mut w = ArtifactWriter::create(path, ArtifactKind::Images, schema, &provenance)?;
     let parts = [
         ("train", &splits.train),
+        ("val", &splits.val),
         ("attacker", &splits.attacker),
         ("test", &splits.test),
     ];
@@ -63,7 +64,12 @@ pub fn write_images(
         }
     }
     w.finish()?;
-    Ok([splits.train.len(), splits.attacker.len(), splits.test.len()])
+    Ok([
+        splits.train.len(),
+        splits.val.len(),
+        splits.attacker.len(),
+        splits.test.len(),
+    ])
 }
 
 fn batch(

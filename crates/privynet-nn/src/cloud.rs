@@ -1,6 +1,9 @@
-//! The cloud network: conv blocks (3x3 conv, batch norm, ReLU), downsampling by strided conv
-//! while the maps are larger than 4x4, global average pooling and a linear head. It suits the
-//! C x H x W feature maps of any early cut.
+//! The cloud network: three stages of `depth` conv blocks each (3x3 conv, batch norm, ReLU)
+//! with `width`, `2 x width` and `4 x width` channels (at most 512), global average pooling and
+//! a linear head. The first block of the second and third stages downsamples (stride 2) while
+//! the maps are larger than 4x4, and keeps stride 1 once they are not, so every cut gets the
+//! same blocks and channels: a deep cut with small maps (fire5's 3x3) is not handed a smaller
+//! network than a shallow one (conv1's 15x15), and cuts compare on accuracy fairly.
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -39,27 +42,30 @@ pub struct CloudNet {
     head: Linear,
 }
 
-/// The cloud network's layout for an input shape: (in, out, stride) per block.
+/// Stages of the cloud network; stage `k` (0-based) has `width << k` channels.
+pub const STAGES: usize = 3;
+
+/// The cloud network's layout for an input shape: (in, out, stride) per block. It has
+/// `STAGES x depth` blocks whatever the shape; only the strides depend on the map size.
 pub fn layout(shape: [usize; 3], width: usize, depth: usize) -> Vec<(usize, usize, usize)> {
-    let [c, h, w] = shape;
-    let mut blocks = Vec::new();
+    let [c, mut h, mut w] = shape;
+    let mut blocks = Vec::with_capacity(STAGES * depth);
     let mut cin = c;
-    let mut cout = width;
-    for _ in 0..depth {
-        blocks.push((cin, cout, 1));
-        cin = cout;
-    }
-    let (mut h, mut w) = (h, w);
-    while h > 4 || w > 4 {
-        let next = (cout * 2).min(512);
-        blocks.push((cin, next, 2));
-        cin = next;
-        cout = next;
-        for _ in 1..depth {
-            blocks.push((cin, cout, 1));
+    for stage in 0..STAGES {
+        // Doubling stops at 512 (or at `width`, if a manifest asks for more than that).
+        let cout = (width << stage).min(width.max(512));
+        for block in 0..depth {
+            // Only a later stage's first block may downsample, and only maps still above 4x4.
+            let stride = if stage > 0 && block == 0 && (h > 4 || w > 4) {
+                h = h.div_ceil(2);
+                w = w.div_ceil(2);
+                2
+            } else {
+                1
+            };
+            blocks.push((cin, cout, stride));
+            cin = cout;
         }
-        h = h.div_ceil(2);
-        w = w.div_ceil(2);
     }
     blocks
 }
@@ -101,10 +107,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn layout_downsamples_to_at_most_4x4() {
+    fn every_cut_gets_the_same_blocks_and_only_the_strides_differ() {
+        // conv1 at input 32 (15x15): two downsamplings, 15 -> 8 -> 4.
         let l = layout([64, 15, 15], 64, 1);
         assert_eq!(l, vec![(64, 64, 1), (64, 128, 2), (128, 256, 2)]);
+        // fire3 (7x7): one downsampling to 4x4, then stride 1.
+        let l = layout([128, 7, 7], 64, 1);
+        assert_eq!(l, vec![(128, 64, 1), (64, 128, 2), (128, 256, 1)]);
+        // fire5 (3x3): already small, so stride 1 throughout, but the same three stages
+        // (it used to get a single block).
         let l = layout([8, 3, 3], 32, 2);
-        assert_eq!(l, vec![(8, 32, 1), (32, 32, 1)]);
+        assert_eq!(
+            l,
+            vec![
+                (8, 32, 1),
+                (32, 32, 1),
+                (32, 64, 1),
+                (64, 64, 1),
+                (64, 128, 1),
+                (128, 128, 1)
+            ]
+        );
+        // Raw 32x32 images (the baseline): 32 -> 16 -> 8, still three stages.
+        let l = layout([3, 32, 32], 64, 1);
+        assert_eq!(l, vec![(3, 64, 1), (64, 128, 2), (128, 256, 2)]);
+        // The width doubles per stage up to 512.
+        let l = layout([8, 3, 3], 256, 1);
+        assert_eq!(l, vec![(8, 256, 1), (256, 512, 1), (512, 512, 1)]);
+        // Every shape: the same number of blocks and the same output channels per block.
+        let outs = |s| layout(s, 64, 2).iter().map(|b| b.1).collect::<Vec<_>>();
+        for s in [
+            [64, 15, 15],
+            [128, 7, 7],
+            [256, 3, 3],
+            [3, 32, 32],
+            [4, 1, 1],
+        ] {
+            assert_eq!(outs(s), [64, 64, 128, 128, 256, 256], "{s:?}");
+        }
     }
 }

@@ -1,7 +1,11 @@
 //! burn models and training loops of PrivyNet-rs: loading features into memory, the cloud
-//! network and its training (the train stage), on burn's pure-Rust flex CPU backend.
+//! network and its training (the train stage), and the privacy audit (the attack stage: the
+//! attacker's IRN trained to convergence, its scores and their intervals), on burn's pure-Rust
+//! flex CPU backend.
 
 pub mod attack;
+pub mod audit;
+pub mod audit_output;
 pub mod cloud;
 pub mod data;
 pub mod irn;

@@ -14,6 +14,10 @@ pub fn mse(a: &[f32], b: &[f32]) -> f64 {
         / a.len().max(1) as f64
 }
 
+/// The PSNR a single image counts for at most in a mean, so that a perfect reconstruction
+/// (infinite PSNR) keeps the mean finite.
+pub const PSNR_CAP: f64 = 100.0;
+
 /// PSNR in dB with peak 1; identical images give `f64::INFINITY` (never NaN).
 pub fn psnr(a: &[f32], b: &[f32]) -> f64 {
     let m = mse(a, b);
@@ -118,9 +122,76 @@ pub fn ssim(a: &[f32], b: &[f32], c: usize, h: usize, w: usize) -> f64 {
         / c as f64
 }
 
+/// Mean of `v`, 0 for an empty slice.
+pub fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+/// Mean PSNR with each image capped at [`PSNR_CAP`].
+pub fn mean_capped_psnr(v: &[f64]) -> f64 {
+    v.iter().map(|p| p.min(PSNR_CAP)).sum::<f64>() / v.len().max(1) as f64
+}
+
+/// A 95% interval of a mean over images.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Interval {
+    pub lo: f64,
+    pub hi: f64,
+}
+
+/// The 95% percentile-bootstrap interval of the mean of `v` (values above [`PSNR_CAP`] count
+/// as the cap, as in the reported mean): `resamples` seeded resamples with replacement. With
+/// fewer than 2 values there is no spread to resample and the interval is the mean itself.
+pub fn bootstrap_mean(v: &[f64], resamples: usize, seed: u64) -> Interval {
+    use rand::{Rng, SeedableRng};
+    let v: Vec<f64> = v.iter().map(|x| x.min(PSNR_CAP)).collect();
+    let m = mean(&v);
+    if v.len() < 2 || resamples == 0 {
+        return Interval { lo: m, hi: m };
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut means: Vec<f64> = (0..resamples)
+        .map(|_| {
+            (0..v.len())
+                .map(|_| v[rng.random_range(0..v.len())])
+                .sum::<f64>()
+                / v.len() as f64
+        })
+        .collect();
+    means.sort_by(f64::total_cmp);
+    let at = |q: f64| means[((q * (resamples - 1) as f64).round() as usize).min(resamples - 1)];
+    Interval {
+        lo: at(0.025).min(m),
+        hi: at(0.975).max(m),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bootstrap_interval_contains_the_mean_and_narrows_with_more_images() {
+        let values = |n: usize| -> Vec<f64> {
+            (0..n)
+                .map(|i| 12.0 + ((i * 7919) % 97) as f64 / 10.0)
+                .collect()
+        };
+        let few = values(50);
+        let many = values(2000);
+        let a = bootstrap_mean(&few, 1000, 1);
+        let b = bootstrap_mean(&many, 1000, 1);
+        for (v, i) in [(&few, a), (&many, b)] {
+            let m = mean(v);
+            assert!(i.lo < m && m < i.hi, "{i:?} around {m}");
+        }
+        assert!(b.hi - b.lo < 0.5 * (a.hi - a.lo), "{a:?} vs {b:?}");
+        // Same seed, same interval.
+        assert_eq!(a, bootstrap_mean(&few, 1000, 1));
+        // Infinite PSNR (a perfect image) counts as the cap, like the reported mean.
+        let i = bootstrap_mean(&[f64::INFINITY, 20.0], 200, 3);
+        assert!(i.hi <= PSNR_CAP && i.lo >= 20.0);
+    }
 
     /// The fixed test images: a[i] = ((i * 37) % 101) / 100, b[i] = ((i * 53 + 7) % 97) / 96.
     fn images(n: usize) -> (Vec<f32>, Vec<f32>) {

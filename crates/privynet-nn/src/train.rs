@@ -1,7 +1,8 @@
 //! Training the cloud network: seeded shuffling and flips, Adam or SGD with momentum, cosine
-//! schedule, weight decay; a test pass per epoch; a checkpoint after every good epoch, so a
-//! loss that turns NaN stops the run with the last good model kept, and a saved state that lets
-//! a stopped or killed run continue exactly where it was (see `resume`).
+//! schedule, weight decay; a validation and a test pass per epoch (validation accuracy is what
+//! topologies are chosen on, test accuracy only reports); a checkpoint after every good epoch,
+//! so a loss that turns NaN stops the run with the last good model kept, and a saved state that
+//! lets a stopped or killed run continue exactly where it was (see `resume`).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -29,6 +30,8 @@ pub struct EpochMetrics {
     pub lr: f64,
     pub train_loss: f64,
     pub train_accuracy: f64,
+    pub val_loss: f64,
+    pub val_accuracy: f64,
     pub test_loss: f64,
     pub test_accuracy: f64,
     pub seconds: f64,
@@ -123,14 +126,16 @@ pub fn evaluate(
     (loss / s.len() as f64, correct as f64 / s.len() as f64)
 }
 
-/// Trains a cloud network on `train`, testing on `test` after every epoch; after every epoch
-/// whose loss is finite, saves the model and the state to continue from (`ckpt`). `on_epoch`
-/// sees each epoch this run trains.
+/// Trains a cloud network on `train`, scoring it on `val` and `test` after every epoch; after
+/// every epoch whose loss is finite, saves the model and the state to continue from (`ckpt`).
+/// Nothing in training depends on either score. `on_epoch` sees each epoch this run trains.
+#[allow(clippy::too_many_arguments)]
 pub fn train(
     p: &TrainParams,
     seed: u64,
     shape: [usize; 3],
     train: &Split,
+    val: &Split,
     test: &Split,
     ckpt: &Checkpoints,
     mut on_epoch: impl FnMut(&EpochMetrics),
@@ -229,6 +234,7 @@ pub fn train(
         }
         train_time += t.elapsed().as_secs_f64();
         let valid = model.valid();
+        let (val_loss, val_accuracy) = evaluate(&valid, val, shape, 256, &device);
         let (test_loss, test_accuracy) = evaluate(&valid, test, shape, 256, &device);
         save(&valid, &ckpt.model)?;
         let m = EpochMetrics {
@@ -236,6 +242,8 @@ pub fn train(
             lr,
             train_loss: loss_sum / train.len() as f64,
             train_accuracy: correct as f64 / train.len() as f64,
+            val_loss,
+            val_accuracy,
             test_loss,
             test_accuracy,
             seconds: t.elapsed().as_secs_f64(),

@@ -2,6 +2,10 @@
 //! topologies whose local cost and privacy loss (plus a safety margin for predictions) meet the
 //! limits, and choose the most accurate; name the limit that binds, the Pareto frontier, and in
 //! exhaustive mode the regret against the best feasible topology of the measured grid.
+//!
+//! Accuracy here is always validation accuracy: the fits, the choice, the frontier and the
+//! regret use nothing else. Test accuracy rides along with each measured topology, outside
+//! [`Metrics`], for the report and the artifacts only, so it cannot influence any decision.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -12,9 +16,11 @@ use serde::Serialize;
 use crate::OptimizeError;
 use crate::fit::{Curve, Point, loo_residuals};
 
-/// Accuracy and privacy loss (worst case over the attacker modes) of one topology.
+/// Accuracy and privacy loss (worst case over the attacker modes) of one topology: everything
+/// a choice is made on.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Metrics {
+    /// Validation accuracy (never test accuracy).
     pub accuracy: f64,
     pub psnr: f64,
     pub ssim: f64,
@@ -38,7 +44,16 @@ pub struct Topo {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Measurement {
     pub topo: Topo,
+    /// Validation accuracy, and the upper ends of the 95% intervals of the worst-case mean
+    /// PSNR and SSIM: what the fits, the margins and the limits work on, so that a limit holds
+    /// against the attacker's uncertainty as well as its mean.
     pub metrics: Metrics,
+    /// Test accuracy, reported beside the choice and never used to make it.
+    pub test_accuracy: f64,
+    /// The worst-case mean PSNR and SSIM themselves (the centres of those intervals).
+    pub privacy_mean: (f64, f64),
+    /// Whether every attacker mode converged (false: one hit `attack.max_epochs`).
+    pub attack_converged: bool,
 }
 
 /// A limit of the manifest.
@@ -82,6 +97,12 @@ pub struct Candidate {
     pub sampled: bool,
     pub predicted: Metrics,
     pub measured: Option<Metrics>,
+    /// The measured test accuracy, for the report only.
+    pub measured_test_accuracy: Option<f64>,
+    /// The measured worst-case mean PSNR and SSIM (`measured` holds their upper ends).
+    pub measured_mean: Option<(f64, f64)>,
+    /// Whether the measured topology's attackers all converged.
+    pub attack_converged: Option<bool>,
     /// What the choice uses: the measurement of a sampled point, else the prediction with the
     /// privacy margins added. A measured point that was not sampled still uses its prediction,
     /// so that evaluating the choice for real never changes the choice.
@@ -128,9 +149,17 @@ pub struct Plan {
     /// Cuts of the grid that have no characterized row (not predicted).
     pub uncharacterized: Vec<String>,
     pub exhaustive: Option<Exhaustive>,
-    /// Test accuracy of the same cloud network trained on the raw images (no split), when the
-    /// run has one: what the split costs is measured against it.
-    pub baseline_accuracy: Option<f64>,
+    /// The same cloud network trained on the raw images (no split), when the run has one:
+    /// what the split costs is measured against it.
+    pub baseline: Option<Baseline>,
+}
+
+/// The raw-image baseline's final accuracy on both splits, so each comparison is like with
+/// like: validation beside the (validation) estimates in plots, test for what the split costs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Baseline {
+    pub val_accuracy: f64,
+    pub test_accuracy: f64,
 }
 
 impl Plan {
@@ -141,11 +170,21 @@ impl Plan {
         sampled + extra
     }
 
-    /// Raw-image baseline accuracy minus the chosen topology's measured accuracy: what the
-    /// split costs (None without a baseline or until the choice is measured).
+    /// Measured topologies whose attacker hit `attack.max_epochs` before it converged.
+    pub fn unconverged(&self) -> Vec<String> {
+        self.candidates
+            .iter()
+            .filter(|c| c.attack_converged == Some(false))
+            .map(|c| c.topo.topology.clone())
+            .collect()
+    }
+
+    /// Raw-image baseline test accuracy minus the chosen topology's measured test accuracy:
+    /// what the split costs, on the split that only reports (None without a baseline or until
+    /// the choice is measured).
     pub fn accuracy_cost(&self) -> Option<f64> {
-        let m = self.candidates[self.chosen?].measured?;
-        Some(self.baseline_accuracy? - m.accuracy)
+        let t = self.candidates[self.chosen?].measured_test_accuracy?;
+        Some(self.baseline?.test_accuracy - t)
     }
 
     /// Whether the chosen topology's measured values meet every limit (None until measured).
@@ -326,6 +365,9 @@ pub fn optimize(
                 ssim: c[2].predict(d).min(1.0),
             };
             let measured = row.map(|r| r.metrics);
+            let measured_test_accuracy = row.map(|r| r.test_accuracy);
+            let measured_mean = row.map(|r| r.privacy_mean);
+            let attack_converged = row.map(|r| r.attack_converged);
             let sampled = ds.contains(&d) && measured.is_some();
             let estimate = match (sampled, measured) {
                 (true, Some(m)) => m,
@@ -349,6 +391,9 @@ pub fn optimize(
                 sampled,
                 predicted,
                 measured,
+                measured_test_accuracy,
+                measured_mean,
+                attack_converged,
                 estimate,
                 violates,
                 on_frontier: false,
@@ -448,7 +493,7 @@ pub fn optimize(
         fit,
         uncharacterized,
         exhaustive,
-        baseline_accuracy: None,
+        baseline: None,
     })
 }
 
@@ -488,6 +533,10 @@ mod tests {
                         psnr: 12.0 + 1.5 * x - 1.0 * k as f64,
                         ssim: 0.2 + 0.08 * x - 0.05 * k as f64,
                     },
+                    // Falls with D: a choice made on test accuracy would differ.
+                    test_accuracy: 0.6 - 0.05 * x + 0.02 * k as f64,
+                    privacy_mean: (11.5 + 1.5 * x - 1.0 * k as f64, 0.18 + 0.08 * x),
+                    attack_converged: true,
                 });
             }
             grid.push(CutGrid {
@@ -564,6 +613,63 @@ mod tests {
                     && o.estimate.psnr <= c.estimate.psnr
             });
             assert_eq!(c.on_frontier, !dominated, "{}", c.topo.topology);
+        }
+    }
+
+    /// The plan with every test accuracy blanked: what must not depend on them.
+    fn without_test(mut plan: Plan) -> Plan {
+        for c in &mut plan.candidates {
+            c.measured_test_accuracy = None;
+        }
+        plan
+    }
+
+    #[test]
+    fn shuffled_test_accuracies_leave_the_choice_unchanged() {
+        let (rows, grid) = table(&CUTS, &DS);
+        let limits = Limits {
+            max_psnr: Some(16.5),
+            ..Limits::default()
+        };
+        for (mode, rows) in [
+            (OptimizeMode::Model, sampled_only(&rows, &grid)),
+            (OptimizeMode::Exhaustive, rows.clone()),
+        ] {
+            let plan = optimize(&rows, &grid, &SAMPLE, &limits, 1.0, mode).unwrap();
+            let chosen = plan.chosen.unwrap();
+            // The test accuracies fall with D, so choosing on them would pick another topology.
+            let by_test = rows
+                .iter()
+                .filter(|r| r.metrics.psnr <= 16.5)
+                .max_by(|a, b| a.test_accuracy.total_cmp(&b.test_accuracy))
+                .unwrap();
+            assert_ne!(by_test.topo.topology, plan.candidates[chosen].topo.topology);
+            // Each measured topology carries its own test accuracy into the plan.
+            for c in &plan.candidates {
+                let row = rows.iter().find(|r| r.topo.topology == c.topo.topology);
+                assert_eq!(c.measured_test_accuracy, row.map(|r| r.test_accuracy));
+            }
+            // Every rotation of the test-accuracy column, its reverse, and extreme values.
+            let n = rows.len();
+            let column: Vec<f64> = rows.iter().map(|r| r.test_accuracy).collect();
+            let mut variants: Vec<Vec<f64>> = (1..n)
+                .map(|k| (0..n).map(|i| column[(i + k) % n]).collect())
+                .collect();
+            variants.push(column.iter().rev().copied().collect());
+            variants.push((0..n).map(|i| if i % 2 == 0 { 1.0 } else { 0.0 }).collect());
+            for v in variants {
+                let shuffled: Vec<Measurement> = rows
+                    .iter()
+                    .zip(&v)
+                    .map(|(r, &t)| Measurement {
+                        test_accuracy: t,
+                        ..r.clone()
+                    })
+                    .collect();
+                let again = optimize(&shuffled, &grid, &SAMPLE, &limits, 1.0, mode).unwrap();
+                assert_ne!(again.candidates, plan.candidates, "the column did change");
+                assert_eq!(without_test(again), without_test(plan.clone()));
+            }
         }
     }
 

@@ -1,7 +1,8 @@
 //! PrivyNet-rs optimizer: reads the characterization table (polars), fits monotone models of
-//! accuracy and privacy loss in log D per cut from a few sampled topologies, chooses the most
-//! accurate topology under privacy, compute and storage limits, and writes the decision, the
-//! frontier, the predicted grid, a report and plots. Also renders any artifact with polars for
+//! validation accuracy and privacy loss in log D per cut from a few sampled topologies, chooses
+//! the most accurate topology (on validation; test accuracy only reports) under privacy,
+//! compute and storage limits, and writes the decision, the frontier, the predicted grid, a
+//! report and plots. Also renders any artifact with polars for
 //! `privynet show`.
 
 pub mod choose;

@@ -194,7 +194,7 @@ pub fn tradeoff(plan: &Plan) -> String {
             plan.candidates
                 .iter()
                 .map(|c| c.estimate.accuracy)
-                .chain(plan.baseline_accuracy),
+                .chain(plan.baseline.map(|b| b.val_accuracy)),
         ),
         log2_x: false,
     };
@@ -209,7 +209,7 @@ pub fn tradeoff(plan: &Plan) -> String {
         &mut svg,
         &p,
         xlabel,
-        "test accuracy",
+        "validation accuracy",
         "Accuracy against privacy loss",
     );
     if let Some(x) = limit {
@@ -224,12 +224,13 @@ pub fn tradeoff(plan: &Plan) -> String {
             fmt_tick(x)
         );
     }
-    // The accuracy without any split: the gap below it is what privacy costs.
-    if let Some(b) = plan.baseline_accuracy {
+    // The accuracy without any split, on the same (validation) split as the points: the gap
+    // below it is what privacy costs.
+    if let Some(b) = plan.baseline.map(|b| b.val_accuracy) {
         let by = p.py(b);
         let _ = write!(
             svg,
-            r##"<line x1="{}" y1="{by:.1}" x2="{}" y2="{by:.1}" stroke="#06c" stroke-dasharray="6,4"/><text x="{}" y="{:.1}" font-size="11" fill="#06c">raw images, no split {:.3}</text>"##,
+            r##"<line x1="{}" y1="{by:.1}" x2="{}" y2="{by:.1}" stroke="#06c" stroke-dasharray="6,4"/><text x="{}" y="{:.1}" font-size="11" fill="#06c">raw images, no split {:.3} (validation)</text>"##,
             p.left,
             p.left + p.width,
             p.left + 4.0,
@@ -321,7 +322,7 @@ pub fn by_channels(plan: &Plan) -> String {
     let mut svg = svg_open(1100.0, 460.0);
     type Get = fn(&crate::choose::Metrics) -> f64;
     let panels: [(&str, Get, f64); 2] = [
-        ("test accuracy", |m| m.accuracy, 70.0),
+        ("validation accuracy", |m| m.accuracy, 70.0),
         ("attacker PSNR, dB (worst mode)", |m| m.psnr, 560.0),
     ];
     for (ylabel, get, left) in panels {

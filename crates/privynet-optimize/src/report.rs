@@ -1,5 +1,7 @@
 //! `report.md`: the decision in words, predicted against measured, how well the models fit,
 //! the frontier, the whole grid, and in exhaustive mode the regret of the model-based choice.
+//! Accuracies are validation accuracies, except the columns and lines that say test: those
+//! report the measured topologies and the baseline comparison, and no choice reads them.
 
 use std::fmt::Write as _;
 
@@ -36,7 +38,7 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 fn grid_row(c: &Candidate) -> String {
     let m = c.measured;
     format!(
-        "| {} | {} | {} | {} | {} | {:.4} | {} | {:.2} | {} | {:.3} | {} | {} |{}|",
+        "| {} | {} | {} | {} | {} | {:.4} | {} | {} | {:.2} | {} | {:.3} | {} | {} |{}|",
         c.topo.topology,
         c.topo.channels,
         c.topo.macs,
@@ -50,8 +52,21 @@ fn grid_row(c: &Candidate) -> String {
         },
         c.predicted.accuracy,
         opt(m.map(|m| m.accuracy), 4),
+        opt(c.measured_test_accuracy, 4),
         c.predicted.psnr,
-        opt(m.map(|m| m.psnr), 2),
+        match (m, c.measured_mean) {
+            (Some(m), Some(mean)) => format!(
+                "{:.2} ({:.2}){}",
+                m.psnr,
+                mean.0,
+                if c.attack_converged == Some(false) {
+                    " cap!"
+                } else {
+                    ""
+                }
+            ),
+            _ => "-".into(),
+        },
         c.predicted.ssim,
         opt(m.map(|m| m.ssim), 3),
         if c.violates.is_empty() {
@@ -82,7 +97,7 @@ pub fn render(plan: &Plan, manifest: &str) -> String {
     let _ = writeln!(r, "# PrivyNet topology decision\n");
     let _ = writeln!(
         r,
-        "Manifest `{manifest}`, mode `{}`. Limits: {}. Privacy loss is the worst case over the enabled attacker modes.\n",
+        "Manifest `{manifest}`, mode `{}`. Limits: {}. Privacy loss is the worst case over the enabled attacker modes, and limits are tested against the upper end of its 95% interval over the attacked images (plus the fit's margin for predicted topologies), so a limit holds against the attacker's uncertainty and not only its mean. Accuracy is validation accuracy, what the models are fitted to and the choice is made on; test accuracy is reported for the measured topologies and never used to choose.\n",
         match plan.mode {
             OptimizeMode::Model => "model",
             OptimizeMode::Exhaustive => "exhaustive",
@@ -114,15 +129,18 @@ pub fn render(plan: &Plan, manifest: &str) -> String {
                     )
                 }
             );
-            let _ = writeln!(r, "| | accuracy | PSNR (dB) | SSIM |\n|---|---|---|---|");
             let _ = writeln!(
                 r,
-                "| predicted | {:.4} | {:.2} | {:.3} |",
+                "| | val accuracy | test accuracy | PSNR (dB) | SSIM |\n|---|---|---|---|---|"
+            );
+            let _ = writeln!(
+                r,
+                "| predicted | {:.4} | - | {:.2} | {:.3} |",
                 c.predicted.accuracy, c.predicted.psnr, c.predicted.ssim
             );
             let _ = writeln!(
                 r,
-                "| used for the choice{} | {:.4} | {:.2} | {:.3} |",
+                "| used for the choice{} | {:.4} | not used | {:.2} | {:.3} |",
                 if c.sampled {
                     " (measured)"
                 } else {
@@ -136,14 +154,38 @@ pub fn render(plan: &Plan, manifest: &str) -> String {
                 Some(m) => {
                     let _ = writeln!(
                         r,
-                        "| measured | {:.4} | {:.2} | {:.3} |\n",
-                        m.accuracy, m.psnr, m.ssim
+                        "| measured: 95% upper end | {:.4} | {} | {:.2} | {:.3} |",
+                        m.accuracy,
+                        opt(c.measured_test_accuracy, 4),
+                        m.psnr,
+                        m.ssim
                     );
-                    if let (Some(b), Some(cost)) = (plan.baseline_accuracy, plan.accuracy_cost()) {
+                    if let Some((p, s)) = c.measured_mean {
+                        let _ = writeln!(r, "| measured: mean | | | {p:.2} | {s:.3} |\n");
+                    }
+                    let _ = writeln!(
+                        r,
+                        "The privacy limit is tested against the upper end ({:.2} dB), not the mean ({}); {}.\n",
+                        m.psnr,
+                        c.measured_mean
+                            .map_or("-".into(), |x| format!("{:.2} dB", x.0)),
+                        if c.measured_mean.is_some_and(|x| plan
+                            .limits
+                            .max_psnr
+                            .is_some_and(|l| x.0 <= l && m.psnr > l))
+                        {
+                            "the mean alone would pass the limit, its interval does not"
+                        } else {
+                            "the upper end is what binds"
+                        }
+                    );
+                    if let (Some(b), Some(cost)) = (plan.baseline, plan.accuracy_cost()) {
                         let _ = writeln!(
                             r,
-                            "The same cloud network trained on the raw images (no split, nothing private) reaches {b:.4}: the split costs {cost:.4} in accuracy ({:.1}% of it).\n",
-                            100.0 * cost / b
+                            "The same cloud network trained on the raw images (no split, nothing private) reaches {:.4} test accuracy ({:.4} validation): on the test split, which no choice was made on, the split costs {cost:.4} in accuracy ({:.1}% of it).\n",
+                            b.test_accuracy,
+                            b.val_accuracy,
+                            100.0 * cost / b.test_accuracy
                         );
                     }
                     if plan.measured_feasible() == Some(false) {
@@ -211,7 +253,7 @@ pub fn render(plan: &Plan, manifest: &str) -> String {
             (Some(b), Some(reg)) => {
                 let _ = writeln!(
                     r,
-                    "Best feasible topology of the measured grid: **{}** (accuracy {:.4}). Regret of the model-based choice: **{:.4}** accuracy.",
+                    "Best feasible topology of the measured grid: **{}** (validation accuracy {:.4}). Regret of the model-based choice: **{:.4}** validation accuracy.",
                     b.topo.topology,
                     b.measured.map_or(f64::NAN, |m| m.accuracy),
                     reg
@@ -295,7 +337,7 @@ pub fn render(plan: &Plan, manifest: &str) -> String {
         );
         let _ = writeln!(
             r,
-            "| topology | accuracy | PSNR (dB) | SSIM | source |\n|---|---|---|---|---|"
+            "| topology | val accuracy | PSNR (dB) | SSIM | source |\n|---|---|---|---|---|"
         );
         for c in front {
             let _ = writeln!(
@@ -311,10 +353,22 @@ pub fn render(plan: &Plan, manifest: &str) -> String {
         }
         r.push('\n');
     }
+    let unconverged = plan.unconverged();
+    if !unconverged.is_empty() {
+        let _ = writeln!(
+            r,
+            "## Attacker convergence\n\n**Privacy loss may be understated** for {}: the attacker reached `attack.max_epochs` while its held-out PSNR was still rising (marked `cap!` below). Raise `attack.max_epochs` and run again.\n",
+            unconverged.join(", ")
+        );
+    }
     let _ = writeln!(r, "## Every topology of the grid\n");
     let _ = writeln!(
         r,
-        "| topology | D | MACs | weight bytes | status | acc pred | acc meas | PSNR pred | PSNR meas | SSIM pred | SSIM meas | feasible | |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "Measured PSNR and SSIM are the upper ends of their 95% intervals (the PSNR mean in brackets); predicted ones are the fit to those upper ends.\n"
+    );
+    let _ = writeln!(
+        r,
+        "| topology | D | MACs | weight bytes | status | val acc pred | val acc meas | test acc | PSNR pred | PSNR meas | SSIM pred | SSIM meas | feasible | |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for c in &plan.candidates {
         let _ = writeln!(r, "{}", grid_row(c));

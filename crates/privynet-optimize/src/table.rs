@@ -1,6 +1,9 @@
 //! Reading the characterization table with polars: one [`Measurement`] per evaluated topology,
 //! with the privacy loss taken as the worst case over the attacker modes for each metric
-//! separately (the PSNR-worst mode need not be the SSIM-worst one).
+//! separately (the PSNR-worst mode need not be the SSIM-worst one). The accuracy a choice is
+//! made on is `val_accuracy`; `test_accuracy` is carried beside it for the report only. The
+//! privacy loss a choice is made on is the upper end of the 95% interval of that worst-case
+//! mean (`psnr_worst_hi`, `ssim_worst_hi`); the means are carried for the report.
 
 use std::fs::File;
 use std::path::Path;
@@ -78,7 +81,17 @@ pub fn read_characterization(path: &Path) -> Result<Vec<Measurement>, OptimizeEr
     let (topology, cut, name) = (s("topology")?, s("cut")?, s("name")?);
     let (depth, cut_channels, channels) = (i("depth")?, i("cut_channels")?, i("channels")?);
     let (macs, weight_bytes) = (i("macs")?, i("weight_bytes")?);
-    let (acc, psnr, ssim) = (f("test_accuracy")?, f("psnr_max")?, f("ssim_max")?);
+    // Limits hold against the upper ends of the intervals; the means are reported beside them.
+    let (acc, psnr, ssim) = (f("val_accuracy")?, f("psnr_worst_hi")?, f("ssim_worst_hi")?);
+    let (psnr_mean, ssim_mean) = (f("psnr_max")?, f("ssim_max")?);
+    let test_acc = f("test_accuracy")?;
+    let converged: Vec<bool> = df
+        .column("attack_converged")
+        .and_then(|c| c.bool().cloned())
+        .map_err(&e)?
+        .iter()
+        .map(|v| v.unwrap_or(false))
+        .collect();
     let rows: Vec<Measurement> = (0..df.height())
         .map(|k| Measurement {
             topo: Topo {
@@ -96,15 +109,19 @@ pub fn read_characterization(path: &Path) -> Result<Vec<Measurement>, OptimizeEr
                 psnr: psnr[k],
                 ssim: ssim[k],
             },
+            test_accuracy: test_acc[k],
+            privacy_mean: (psnr_mean[k], ssim_mean[k]),
+            attack_converged: converged[k],
         })
         .collect();
     if let Some(r) = rows.iter().find(|r| {
         !(r.metrics.accuracy.is_finite()
+            && r.test_accuracy.is_finite()
             && r.metrics.psnr.is_finite()
             && r.metrics.ssim.is_finite())
     }) {
         return Err(OptimizeError::Input(format!(
-            "{}: topology `{}` has a missing or non-finite accuracy, PSNR or SSIM",
+            "{}: topology `{}` has a missing or non-finite validation or test accuracy, PSNR or SSIM",
             path.display(),
             r.topo.topology
         )));

@@ -512,6 +512,7 @@ pub fn build(manifest_path: &Path, overrides: &[String]) -> Result<Dag, RunError
             outputs: [
                 "privacy.parquet",
                 "attack_summary.arrow",
+                "attack_metrics.arrow",
                 "reconstructions.png",
             ]
             .iter()

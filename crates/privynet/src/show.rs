@@ -23,6 +23,7 @@ pub fn summary(dir: &Path) -> Result<String, RunError> {
         "topology",
         "channels",
         "macs",
+        "val_accuracy",
         "test_accuracy",
         "psnr_known",
         "psnr_unknown",

@@ -1,6 +1,7 @@
 //! `privynet-train`: the cloud stage. Trains the cloud network on the train split of
-//! features.parquet and tests it on the test split; or, with `--baseline raw`, the same
-//! network on the raw images (a local-only run that says what the split costs in accuracy).
+//! features.parquet and scores it on the val split (what topologies are chosen on) and the
+//! test split (reported only); or, with `--baseline raw`, the same network on the raw images
+//! (a local-only run that says what the split costs in accuracy).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,6 +15,13 @@ use privynet_core::io::{read_schema, write_artifact};
 use privynet_core::manifest::{ManifestArgs, TrainParams};
 use privynet_core::{ArtifactKind, Provenance, Topology, Zone};
 use privynet_nn::{data, train};
+
+// Keeps freed memory in the process: training steps reuse it instead of faulting in fresh pages.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The splits the stage reads: it trains on `train` and scores `val` and `test`.
+const SPLITS: [&str; 3] = ["train", "val", "test"];
 
 /// Train the cloud network on features (the cloud never sees images or the selection).
 #[derive(Debug, Parser)]
@@ -92,7 +100,7 @@ fn run(args: Args) -> Result<()> {
         let images = privynet_core::manifest::images_of(args.images.as_deref(), manifest.as_ref())
             .context("--baseline raw needs --images images.parquet")?;
         tracing::warn!("baseline run on raw images: a local-only run, not a cloud stage");
-        let ds = data::load_images(&images, &["train", "test"], params.classes)
+        let ds = data::load_images(&images, &SPLITS, params.classes)
             .with_context(|| format!("loading {}", images.display()))?;
         (ds, images, "raw".to_string())
     } else {
@@ -106,7 +114,7 @@ fn run(args: Args) -> Result<()> {
             }
             None => "features".into(),
         };
-        let ds = data::load_features(&features, &["train", "test"], params.classes)
+        let ds = data::load_features(&features, &SPLITS, params.classes)
             .with_context(|| format!("loading {}", features.display()))?;
         (ds, features, label)
     };
@@ -115,9 +123,17 @@ fn run(args: Args) -> Result<()> {
         &serde_json::json!({ "train": params, "seed": seed, "input": input.display().to_string() }),
     );
     let tr = ds.split(&input, "train")?;
+    if ds.splits.get("val").is_none_or(|s| s.is_empty()) {
+        bail!(
+            "{} has no `val` rows: the cloud network is scored on a validation split, which the optimizer chooses on (the test split only reports). Ingest with `dataset.splits.val` set (or `privynet-ingest --val N`) and extract again",
+            input.display()
+        );
+    }
+    let va = ds.split(&input, "val")?;
     let te = ds.split(&input, "test")?;
     tracing::info!(
         train = tr.len(),
+        val = va.len(),
         test = te.len(),
         shape = format!("{:?}", ds.shape),
         layout = format!(
@@ -140,11 +156,12 @@ fn run(args: Args) -> Result<()> {
         resume: args.resume,
         stop_after: args.stop_after_epoch.map(|e| e as usize),
     };
-    let (_, report) = train::train(&params, seed, ds.shape, tr, te, &ckpt, |m| {
+    let (_, report) = train::train(&params, seed, ds.shape, tr, va, te, &ckpt, |m| {
         tracing::info!(
             epoch = m.epoch,
             train_loss = format!("{:.3}", m.train_loss),
             train_acc = format!("{:.3}", m.train_accuracy),
+            val_acc = format!("{:.3}", m.val_accuracy),
             test_acc = format!("{:.3}", m.test_accuracy),
             seconds = format!("{:.1}", m.seconds),
             "epoch done"
@@ -176,6 +193,8 @@ fn run(args: Args) -> Result<()> {
         Field::new("lr", DataType::Float64, false),
         Field::new("train_loss", DataType::Float64, false),
         Field::new("train_accuracy", DataType::Float64, false),
+        Field::new("val_loss", DataType::Float64, false),
+        Field::new("val_accuracy", DataType::Float64, false),
         Field::new("test_loss", DataType::Float64, false),
         Field::new("test_accuracy", DataType::Float64, false),
         Field::new("seconds", DataType::Float64, false),
@@ -189,6 +208,8 @@ fn run(args: Args) -> Result<()> {
             f64s(|m| m.lr),
             f64s(|m| m.train_loss),
             f64s(|m| m.train_accuracy),
+            f64s(|m| m.val_loss),
+            f64s(|m| m.val_accuracy),
             f64s(|m| m.test_loss),
             f64s(|m| m.test_accuracy),
             f64s(|m| m.seconds),
@@ -202,18 +223,16 @@ fn run(args: Args) -> Result<()> {
         &[batch],
     )?;
 
+    // The model kept is the last epoch's, so the summary reports that epoch on both splits;
+    // no epoch is picked, least of all on the test split.
     let last = e.last().context("no epoch ran")?;
-    let best = e
-        .iter()
-        .max_by(|a, b| a.test_accuracy.total_cmp(&b.test_accuracy))
-        .expect("epochs ran");
     let schema = Schema::new(vec![
         Field::new("topology", DataType::Utf8, false),
+        Field::new("final_val_accuracy", DataType::Float64, false),
         Field::new("final_test_accuracy", DataType::Float64, false),
-        Field::new("best_test_accuracy", DataType::Float64, false),
-        Field::new("best_epoch", DataType::Int32, false),
         Field::new("epochs", DataType::Int32, false),
         Field::new("train_samples", DataType::Int64, false),
+        Field::new("val_samples", DataType::Int64, false),
         Field::new("test_samples", DataType::Int64, false),
         Field::new("samples_per_second", DataType::Float64, false),
         Field::new("seconds", DataType::Float64, false),
@@ -222,11 +241,11 @@ fn run(args: Args) -> Result<()> {
         Arc::new(schema.clone()),
         vec![
             Arc::new(StringArray::from(vec![label.as_str()])),
+            Arc::new(Float64Array::from(vec![last.val_accuracy])),
             Arc::new(Float64Array::from(vec![last.test_accuracy])),
-            Arc::new(Float64Array::from(vec![best.test_accuracy])),
-            Arc::new(Int32Array::from(vec![best.epoch as i32])),
             Arc::new(Int32Array::from(vec![e.len() as i32])),
             Arc::new(Int64Array::from(vec![tr.len() as i64])),
+            Arc::new(Int64Array::from(vec![va.len() as i64])),
             Arc::new(Int64Array::from(vec![te.len() as i64])),
             Arc::new(Float64Array::from(vec![report.samples_per_second])),
             Arc::new(Float64Array::from(vec![report.seconds])),
@@ -243,8 +262,8 @@ fn run(args: Args) -> Result<()> {
     std::fs::remove_dir_all(&ckpt.state)
         .with_context(|| format!("removing {}", ckpt.state.display()))?;
     tracing::info!(
+        final_val_accuracy = format!("{:.4}", last.val_accuracy),
         final_test_accuracy = format!("{:.4}", last.test_accuracy),
-        best_test_accuracy = format!("{:.4}", best.test_accuracy),
         samples_per_s = format!("{:.0}", report.samples_per_second),
         seconds = format!("{:.1}", report.seconds),
         "trained {label}"

@@ -1,6 +1,7 @@
-//! `privynet-optimize`: chooses the local topology with the best accuracy under privacy,
-//! compute and storage limits from the characterization table, and writes decision.arrow,
-//! frontier.parquet, predictions.parquet, report.md and plots/.
+//! `privynet-optimize`: chooses the local topology with the best validation accuracy under
+//! privacy, compute and storage limits from the characterization table (test accuracy is only
+//! reported), and writes decision.arrow, frontier.parquet, predictions.parquet, report.md and
+//! plots/.
 
 use std::path::{Path, PathBuf};
 
@@ -60,8 +61,8 @@ struct Args {
     output: PathBuf,
 }
 
-/// The raw-image baseline's final test accuracy, from its train summary.
-fn baseline_accuracy(path: &Path) -> Result<f64> {
+/// The raw-image baseline's final validation and test accuracy, from its train summary.
+fn baseline_accuracy(path: &Path) -> Result<choose::Baseline> {
     let (_, batches) = read_arrow(path, ArtifactKind::TrainSummary)?;
     let b = batches.first().context("the summary has no row")?;
     let topology = b
@@ -74,10 +75,16 @@ fn baseline_accuracy(path: &Path) -> Result<f64> {
             "this is the train summary of `{topology}`, not of the raw-image baseline (`privynet-train --baseline raw`)"
         );
     }
-    Ok(b.column_by_name("final_test_accuracy")
-        .and_then(|c| c.as_any().downcast_ref::<Float64Array>())
-        .context("no `final_test_accuracy` column")?
-        .value(0))
+    let get = |name: &str| -> Result<f64> {
+        Ok(b.column_by_name(name)
+            .and_then(|c| c.as_any().downcast_ref::<Float64Array>())
+            .with_context(|| format!("no `{name}` column"))?
+            .value(0))
+    };
+    Ok(choose::Baseline {
+        val_accuracy: get("final_val_accuracy")?,
+        test_accuracy: get("final_test_accuracy")?,
+    })
 }
 
 fn yaml<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
@@ -148,7 +155,7 @@ fn run(args: Args) -> Result<()> {
     );
     prov.add_input(&args.characterization)?;
     if let Some(b) = &args.baseline {
-        plan.baseline_accuracy = Some(
+        plan.baseline = Some(
             baseline_accuracy(b)
                 .with_context(|| format!("reading the baseline {}", b.display()))?,
         );
@@ -178,11 +185,19 @@ fn run(args: Args) -> Result<()> {
         Some(c) => {
             let measured = c.measured.map_or_else(
                 || "not measured yet".to_string(),
-                |m| format!("measured acc {:.4}, PSNR {:.2} dB", m.accuracy, m.psnr),
+                |m| {
+                    format!(
+                        "measured val acc {:.4} (test {}), PSNR {:.2} dB",
+                        m.accuracy,
+                        c.measured_test_accuracy
+                            .map_or_else(|| "-".into(), |t| format!("{t:.4}")),
+                        m.psnr
+                    )
+                },
             );
             tracing::info!(
                 binding = choose::limit_names(&plan.binding),
-                "chose {}: predicted acc {:.4}, PSNR {:.2} dB; {measured}",
+                "chose {}: predicted val acc {:.4}, PSNR {:.2} dB; {measured}",
                 c.topo.topology,
                 c.predicted.accuracy,
                 c.predicted.psnr

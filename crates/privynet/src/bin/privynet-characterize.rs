@@ -1,6 +1,7 @@
-//! `privynet-characterize`: gathers every evaluated topology's local cost, test accuracy and
-//! privacy loss (per attacker mode and in the worst case) into characterization.parquet, the
-//! table the optimizer chooses from.
+//! `privynet-characterize`: gathers every evaluated topology's local cost, validation and test
+//! accuracy and privacy loss (per attacker mode and in the worst case) into
+//! characterization.parquet, the table the optimizer chooses from (on validation accuracy; test
+//! accuracy is carried for the report only).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,7 +10,6 @@ use anyhow::{Context, Result, bail};
 use arrow::array::{
     Array, ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
 };
-use arrow::datatypes::{DataType, Field, Schema};
 use clap::Parser;
 
 use privynet_core::io::{read_arrow, write_artifact};
@@ -41,12 +41,27 @@ fn main() {
 struct Row {
     label: String,
     topo: Option<Topology>,
-    acc: f64,
-    best: f64,
+    val_acc: f64,
+    test_acc: f64,
     train_s: f64,
-    modes: Vec<(String, f64, f64, Option<i64>, bool)>,
+    modes: Vec<ModeRow>,
     floor: (f64, f64),
     attack_s: f64,
+}
+
+/// One attacker mode of a topology's audit.
+#[derive(Debug, Default, Clone)]
+struct ModeRow {
+    mode: String,
+    psnr: f64,
+    ssim: f64,
+    matched: Option<i64>,
+    worst: bool,
+    /// 95% intervals of the means: (lo, hi).
+    psnr_ci: (f64, f64),
+    ssim_ci: (f64, f64),
+    epochs: i32,
+    converged: bool,
 }
 
 fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T> {
@@ -70,31 +85,33 @@ fn run(args: Args) -> Result<()> {
         let (_, b) = read_arrow(&ts, ArtifactKind::TrainSummary)
             .with_context(|| format!("reading {}", ts.display()))?;
         let b = b.first().context("empty train summary")?;
-        r.acc = col::<Float64Array>(b, "final_test_accuracy")?.value(0);
-        r.best = col::<Float64Array>(b, "best_test_accuracy")?.value(0);
+        r.val_acc = col::<Float64Array>(b, "final_val_accuracy")?.value(0);
+        r.test_acc = col::<Float64Array>(b, "final_test_accuracy")?.value(0);
         r.train_s = col::<Float64Array>(b, "seconds")?.value(0);
         let asum = dir.join("attack/attack_summary.arrow");
         let (_, bs) = read_arrow(&asum, ArtifactKind::AttackSummary)
             .with_context(|| format!("reading {}", asum.display()))?;
         for b in &bs {
             let mode = col::<StringArray>(b, "mode")?;
-            let psnr = col::<Float64Array>(b, "mean_psnr")?;
-            let ssim = col::<Float64Array>(b, "mean_ssim")?;
+            let f = |name| col::<Float64Array>(b, name);
             let matched = col::<Int64Array>(b, "channels_matched")?;
             let worst = col::<BooleanArray>(b, "worst")?;
+            let converged = col::<BooleanArray>(b, "converged")?;
+            let epochs = col::<Int32Array>(b, "epochs")?;
             for i in 0..b.num_rows() {
-                r.modes.push((
-                    mode.value(i).to_string(),
-                    psnr.value(i),
-                    ssim.value(i),
-                    matched.is_valid(i).then(|| matched.value(i)),
-                    worst.value(i),
-                ));
-                r.floor = (
-                    col::<Float64Array>(b, "floor_psnr")?.value(i),
-                    col::<Float64Array>(b, "floor_ssim")?.value(i),
-                );
-                r.attack_s += col::<Float64Array>(b, "seconds")?.value(i);
+                r.modes.push(ModeRow {
+                    mode: mode.value(i).to_string(),
+                    psnr: f("mean_psnr")?.value(i),
+                    ssim: f("mean_ssim")?.value(i),
+                    matched: matched.is_valid(i).then(|| matched.value(i)),
+                    worst: worst.value(i),
+                    psnr_ci: (f("psnr_lo")?.value(i), f("psnr_hi")?.value(i)),
+                    ssim_ci: (f("ssim_lo")?.value(i), f("ssim_hi")?.value(i)),
+                    epochs: epochs.value(i),
+                    converged: converged.value(i),
+                });
+                r.floor = (f("floor_psnr")?.value(i), f("floor_ssim")?.value(i));
+                r.attack_s += f("seconds")?.value(i);
             }
         }
         if r.modes.is_empty() {
@@ -121,117 +138,110 @@ fn run(args: Args) -> Result<()> {
             .position(|c| c.1 == cut)
             .map_or(0, |i| i as i32 + 1)
     };
-    let t = |r: &Row| r.topo.clone().expect("read above");
-    let mode = |r: &Row, m: &str| r.modes.iter().find(|x| x.0 == m).cloned();
-    let f = |v: Vec<Option<f64>>| -> ArrayRef { Arc::new(Float64Array::from(v)) };
-    let i64s = |v: Vec<i64>| -> ArrayRef { Arc::new(Int64Array::from(v)) };
-    let worst = |r: &Row| {
-        r.modes
-            .iter()
-            .find(|m| m.4)
-            .or_else(|| r.modes.iter().max_by(|a, b| a.1.total_cmp(&b.1)))
-            .cloned()
-            .expect("modes are not empty")
-    };
-    let fields = vec![
-        Field::new("topology", DataType::Utf8, false),
-        Field::new("cut", DataType::Utf8, false),
-        Field::new("layer", DataType::Utf8, true),
-        Field::new("depth", DataType::Int32, false),
-        Field::new("cut_channels", DataType::Int64, false),
-        Field::new("channels", DataType::Int64, false),
-        Field::new("method", DataType::Utf8, false),
-        Field::new("feature_len", DataType::Int64, false),
-        Field::new("macs", DataType::Int64, false),
-        Field::new("params", DataType::Int64, false),
-        Field::new("weight_bytes", DataType::Int64, false),
-        Field::new("test_accuracy", DataType::Float64, false),
-        Field::new("best_test_accuracy", DataType::Float64, false),
-        Field::new("psnr_known", DataType::Float64, true),
-        Field::new("ssim_known", DataType::Float64, true),
-        Field::new("psnr_unknown", DataType::Float64, true),
-        Field::new("ssim_unknown", DataType::Float64, true),
-        Field::new("psnr_matched", DataType::Float64, true),
-        Field::new("ssim_matched", DataType::Float64, true),
-        Field::new("channels_matched", DataType::Int64, true),
-        Field::new("psnr_worst", DataType::Float64, false),
-        Field::new("ssim_worst", DataType::Float64, false),
-        Field::new("floor_psnr", DataType::Float64, false),
-        Field::new("floor_ssim", DataType::Float64, false),
-        Field::new("train_seconds", DataType::Float64, false),
-        Field::new("attack_seconds", DataType::Float64, false),
-    ];
-    let schema = Schema::new(fields);
-    let batch = RecordBatch::try_new(
-        Arc::new(schema.clone()),
-        vec![
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|r| r.label.as_str()),
-            )),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| t(r).cut))),
-            Arc::new(StringArray::from(
-                rows.iter().map(|r| t(r).layer).collect::<Vec<_>>(),
-            )),
-            Arc::new(Int32Array::from_iter_values(
-                rows.iter().map(|r| depth(&t(r).cut)),
-            )),
-            i64s(rows.iter().map(|r| t(r).cut_channels).collect()),
-            i64s(rows.iter().map(|r| t(r).channels).collect()),
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|r| t(r).method),
-            )),
-            i64s(rows.iter().map(|r| t(r).feature_len).collect()),
-            i64s(rows.iter().map(|r| t(r).macs).collect()),
-            i64s(rows.iter().map(|r| t(r).params).collect()),
-            i64s(rows.iter().map(|r| t(r).weight_bytes).collect()),
-            f(rows.iter().map(|r| Some(r.acc)).collect()),
-            f(rows.iter().map(|r| Some(r.best)).collect()),
-            f(rows
-                .iter()
-                .map(|r| mode(r, "known-selection").map(|m| m.1))
-                .collect()),
-            f(rows
-                .iter()
-                .map(|r| mode(r, "known-selection").map(|m| m.2))
-                .collect()),
-            f(rows
-                .iter()
-                .map(|r| mode(r, "unknown-selection").map(|m| m.1))
-                .collect()),
-            f(rows
-                .iter()
-                .map(|r| mode(r, "unknown-selection").map(|m| m.2))
-                .collect()),
-            f(rows
-                .iter()
-                .map(|r| mode(r, "matched-selection").map(|m| m.1))
-                .collect()),
-            f(rows
-                .iter()
-                .map(|r| mode(r, "matched-selection").map(|m| m.2))
-                .collect()),
-            Arc::new(Int64Array::from(
-                rows.iter()
-                    .map(|r| mode(r, "matched-selection").and_then(|m| m.3))
-                    .collect::<Vec<_>>(),
-            )),
-            f(rows.iter().map(|r| Some(worst(r).1)).collect()),
-            f(rows.iter().map(|r| Some(worst(r).2)).collect()),
-            f(rows.iter().map(|r| Some(r.floor.0)).collect()),
-            f(rows.iter().map(|r| Some(r.floor.1)).collect()),
-            f(rows.iter().map(|r| Some(r.train_s)).collect()),
-            f(rows.iter().map(|r| Some(r.attack_s)).collect()),
-        ],
-    )?;
+    let batch = table(&rows, &depth)?;
     let prov = prov.with_params(&serde_json::json!({ "topologies": args.topologies }));
     write_artifact(
         &args.output,
         ArtifactKind::Characterization,
-        schema,
+        batch.schema().as_ref().clone(),
         &prov,
         &[batch],
     )?;
     tracing::info!(rows = rows.len(), "wrote {}", args.output.display());
     println!("{}", args.output.display());
     Ok(())
+}
+
+/// The characterization table, one row per topology, in the column order of its schema file.
+fn table(rows: &[Row], depth: &dyn Fn(&str) -> i32) -> Result<RecordBatch> {
+    let t = |r: &Row| r.topo.clone().expect("read above");
+    let mode = |r: &Row, m: &str| r.modes.iter().find(|x| x.mode == m).cloned();
+    let f = |v: Vec<Option<f64>>| -> ArrayRef { Arc::new(Float64Array::from(v)) };
+    let per_row = |g: &dyn Fn(&Row) -> f64| f(rows.iter().map(|r| Some(g(r))).collect());
+    let per_mode = |m: &str, g: fn(&ModeRow) -> f64| {
+        f(rows.iter().map(|r| mode(r, m).map(|x| g(&x))).collect())
+    };
+    let i64s = |g: &dyn Fn(&Row) -> i64| -> ArrayRef {
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(g)))
+    };
+    let strs = |g: &dyn Fn(&Row) -> String| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(rows.iter().map(g)))
+    };
+    // The worst case over modes: the highest mean, and of each interval end the highest, so
+    // that the upper end bounds every mode's mean at once.
+    let worst = |r: &Row| {
+        r.modes
+            .iter()
+            .find(|m| m.worst)
+            .or_else(|| r.modes.iter().max_by(|a, b| a.psnr.total_cmp(&b.psnr)))
+            .cloned()
+            .expect("modes are not empty")
+    };
+    let max_of =
+        |r: &Row, g: fn(&ModeRow) -> f64| r.modes.iter().map(g).fold(f64::NEG_INFINITY, f64::max);
+    let kind = ArtifactKind::Characterization;
+    Ok(kind.batch(vec![
+        ("topology", strs(&|r| r.label.clone())),
+        ("cut", strs(&|r| t(r).cut)),
+        (
+            "layer",
+            Arc::new(StringArray::from(
+                rows.iter().map(|r| t(r).layer).collect::<Vec<_>>(),
+            )),
+        ),
+        (
+            "depth",
+            Arc::new(Int32Array::from_iter_values(
+                rows.iter().map(|r| depth(&t(r).cut)),
+            )),
+        ),
+        ("cut_channels", i64s(&|r| t(r).cut_channels)),
+        ("channels", i64s(&|r| t(r).channels)),
+        ("method", strs(&|r| t(r).method)),
+        ("feature_len", i64s(&|r| t(r).feature_len)),
+        ("macs", i64s(&|r| t(r).macs)),
+        ("params", i64s(&|r| t(r).params)),
+        ("weight_bytes", i64s(&|r| t(r).weight_bytes)),
+        ("val_accuracy", per_row(&|r| r.val_acc)),
+        ("test_accuracy", per_row(&|r| r.test_acc)),
+        ("psnr_known", per_mode("known-selection", |m| m.psnr)),
+        ("ssim_known", per_mode("known-selection", |m| m.ssim)),
+        ("psnr_unknown", per_mode("unknown-selection", |m| m.psnr)),
+        ("ssim_unknown", per_mode("unknown-selection", |m| m.ssim)),
+        ("psnr_matched", per_mode("matched-selection", |m| m.psnr)),
+        ("ssim_matched", per_mode("matched-selection", |m| m.ssim)),
+        (
+            "channels_matched",
+            Arc::new(Int64Array::from(
+                rows.iter()
+                    .map(|r| mode(r, "matched-selection").and_then(|m| m.matched))
+                    .collect::<Vec<_>>(),
+            )),
+        ),
+        ("psnr_worst", per_row(&|r| worst(r).psnr)),
+        ("ssim_worst", per_row(&|r| worst(r).ssim)),
+        ("psnr_worst_lo", per_row(&|r| max_of(r, |m| m.psnr_ci.0))),
+        ("psnr_worst_hi", per_row(&|r| max_of(r, |m| m.psnr_ci.1))),
+        ("ssim_worst_lo", per_row(&|r| max_of(r, |m| m.ssim_ci.0))),
+        ("ssim_worst_hi", per_row(&|r| max_of(r, |m| m.ssim_ci.1))),
+        (
+            "attack_epochs",
+            Arc::new(Int32Array::from_iter_values(
+                rows.iter()
+                    .map(|r| r.modes.iter().map(|m| m.epochs).max().unwrap_or(0)),
+            )),
+        ),
+        (
+            "attack_converged",
+            Arc::new(BooleanArray::from(
+                rows.iter()
+                    .map(|r| r.modes.iter().all(|m| m.converged))
+                    .collect::<Vec<_>>(),
+            )),
+        ),
+        ("floor_psnr", per_row(&|r| r.floor.0)),
+        ("floor_ssim", per_row(&|r| r.floor.1)),
+        ("train_seconds", per_row(&|r| r.train_s)),
+        ("attack_seconds", per_row(&|r| r.attack_s)),
+    ])?)
 }

@@ -1,0 +1,384 @@
+//! The privacy audit of one topology as a library: under each knowledge mode, the attacker
+//! trains an IRN on its own pool until it converges and rebuilds the victims' images; every
+//! mean carries a 95% bootstrap interval over the victims. The `privynet-attack` binary loads
+//! the files, calls [`run`] and writes what [`crate::audit_output`] makes of the result.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+
+use privynet_core::manifest::{AttackMode, AttackParams};
+
+use crate::NnError;
+use crate::attack::{Attacker, EpochRecord, Pool, take_channels, train_irn};
+use crate::data::Split;
+use crate::metrics::{self, Interval};
+use crate::{irn, matching};
+
+/// Salt of the unknown-selection attacker's guess, so it is not the slice stage's own draw.
+const GUESS_SALT: u64 = 0x5eed_a77a;
+
+/// Rows of a split and, for each, the image of the same id: features and images in one order.
+#[derive(Debug, Clone, Default)]
+pub struct Aligned {
+    pub ids: Vec<i64>,
+    pub x: Vec<f32>,
+    pub y: Vec<f32>,
+}
+
+impl Aligned {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// The first `limit` rows of `feat` (rows of `flen` values) with the rows of `images` (rows of
+/// `ilen` values) of the same ids. A feature row whose id has no image is an error.
+pub fn align(
+    feat: &Split,
+    flen: usize,
+    images: &Split,
+    ilen: usize,
+    limit: Option<usize>,
+) -> Result<Aligned, String> {
+    let pos: HashMap<i64, usize> = images
+        .ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (*id, i))
+        .collect();
+    let n = limit.map_or(feat.len(), |l| l.min(feat.len()));
+    let mut out = Aligned {
+        ids: Vec::with_capacity(n),
+        x: Vec::with_capacity(n * flen),
+        y: Vec::with_capacity(n * ilen),
+    };
+    for i in 0..n {
+        let id = feat.ids[i];
+        let j = *pos
+            .get(&id)
+            .ok_or_else(|| format!("features row id {id} has no image"))?;
+        out.ids.push(id);
+        out.x.extend_from_slice(&feat.x[i * flen..(i + 1) * flen]);
+        out.y.extend_from_slice(&images.x[j * ilen..(j + 1) * ilen]);
+    }
+    Ok(out)
+}
+
+/// Puts all-channel feature rows stored in selection order `perm` back in the pretrained
+/// network's channel order. `perm` must be a permutation of `0..c`.
+pub fn natural_order(x: &[f32], c: usize, hw: usize, perm: &[usize]) -> Result<Vec<f32>, String> {
+    let mut sorted = perm.to_vec();
+    sorted.sort_unstable();
+    if sorted != (0..c).collect::<Vec<_>>() {
+        return Err(format!("not a permutation of the cut's {c} channels"));
+    }
+    let mut natural = vec![0f32; x.len()];
+    for (src_row, dst_row) in x.chunks_exact(c * hw).zip(natural.chunks_exact_mut(c * hw)) {
+        for (pos, &ch) in perm.iter().enumerate() {
+            dst_row[ch * hw..(ch + 1) * hw].copy_from_slice(&src_row[pos * hw..(pos + 1) * hw]);
+        }
+    }
+    Ok(natural)
+}
+
+/// What the audit works on.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditInput<'a> {
+    pub params: &'a AttackParams,
+    pub seed: u64,
+    /// The cut's full channel count (sets the IRN's width).
+    pub cut_channels: usize,
+    /// Feature shape [D, h, w] of the topology.
+    pub feature_shape: [usize; 3],
+    pub image_size: usize,
+    /// The true selection (D channel indices of the cut), to score the matching attacker.
+    pub selection: &'a [usize],
+    /// The attacker's pool at the true selection, with its images.
+    pub pool: &'a Aligned,
+    /// The victims' features as the cloud receives them, and their originals.
+    pub victims: &'a Aligned,
+    /// The pool's all-channel features in the pretrained network's order, for the modes that
+    /// do not know the selection.
+    pub full_pool: Option<&'a [f32]>,
+}
+
+/// One mode's result.
+#[derive(Debug, Clone)]
+pub struct ModeResult {
+    pub mode: AttackMode,
+    /// Reconstructions of the victims ([n, 3, size, size] flat).
+    pub recon: Vec<f32>,
+    pub psnr: Vec<f64>,
+    pub ssim: Vec<f64>,
+    pub mse: Vec<f64>,
+    pub psnr_interval: Interval,
+    pub ssim_interval: Interval,
+    /// For matched-selection: received channels matched to the right pretrained channel.
+    pub matched: Option<i64>,
+    pub training: Training,
+    pub seconds: f64,
+}
+
+impl ModeResult {
+    pub fn mean_psnr(&self) -> f64 {
+        metrics::mean_capped_psnr(&self.psnr)
+    }
+    pub fn mean_ssim(&self) -> f64 {
+        metrics::mean(&self.ssim)
+    }
+}
+
+/// How the mode's attacker was trained (shared by modes that reuse one network).
+#[derive(Debug, Clone)]
+pub struct Training {
+    pub spec: irn::IrnSpec,
+    pub params: usize,
+    pub curve: Vec<EpochRecord>,
+    pub best_epoch: usize,
+    pub converged: bool,
+    pub train_samples: usize,
+    pub heldout_samples: usize,
+    pub samples_per_second: f64,
+}
+
+impl Training {
+    fn of(a: &Attacker) -> Self {
+        use burn::module::Module;
+        Self {
+            spec: a.spec,
+            params: a.model.num_params(),
+            curve: a.curve.clone(),
+            best_epoch: a.best_epoch,
+            converged: a.converged,
+            train_samples: a.train_samples,
+            heldout_samples: a.heldout_samples,
+            samples_per_second: a.samples_per_second,
+        }
+    }
+
+    /// Held-out PSNR of the kept epoch.
+    pub fn heldout_psnr(&self) -> f64 {
+        self.curve
+            .iter()
+            .find(|r| r.epoch == self.best_epoch)
+            .map_or(f64::NAN, |r| r.heldout_psnr)
+    }
+}
+
+/// The whole audit.
+#[derive(Debug, Clone)]
+pub struct Audit {
+    pub modes: Vec<ModeResult>,
+    /// Mean PSNR and SSIM of answering every victim with the pool's mean image.
+    pub floor_psnr: f64,
+    pub floor_ssim: f64,
+}
+
+impl Audit {
+    /// Index of the mode with the highest mean PSNR: the topology's reported privacy loss.
+    pub fn worst(&self) -> Option<usize> {
+        self.modes
+            .iter()
+            .map(ModeResult::mean_psnr)
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(i, _)| i)
+    }
+}
+
+/// An IRN already trained in this audit: its training features, reconstructions and curve.
+struct Trained {
+    mode: AttackMode,
+    train_x: Vec<f32>,
+    recon: Vec<f32>,
+    training: Training,
+}
+
+/// Runs every mode of `input.params.modes`. `on_epoch` sees each IRN epoch with its mode.
+pub fn run(
+    input: AuditInput<'_>,
+    mut on_epoch: impl FnMut(AttackMode, &EpochRecord),
+) -> Result<Audit, NnError> {
+    let p = input.params;
+    let size = input.image_size;
+    let ilen = 3 * size * size;
+    let (floor_psnr, floor_ssim) = floor(&input.pool.y, &input.victims.y, size);
+    let mut modes = Vec::new();
+    let mut trained: Vec<Trained> = Vec::new();
+    for &mode in &p.modes {
+        let t = Instant::now();
+        let (train_x, matched) = mode_features(mode, &input)?;
+        // Training is deterministic in (pairs, seed), so a mode whose pairs are bit for bit
+        // those of a mode already run (the matching attacker that found every channel in
+        // order) would train the same network again: take that mode's result instead.
+        let (recon, training) = match trained.iter().find(|t| t.train_x == train_x) {
+            Some(same) => {
+                tracing::info!(
+                    mode = mode.name(),
+                    same_as = same.mode.name(),
+                    "same training pairs as an earlier mode: its reconstructions stand for this one"
+                );
+                (same.recon.clone(), same.training.clone())
+            }
+            None => {
+                let pool = Pool {
+                    x: &train_x,
+                    feature_shape: input.feature_shape,
+                    y: &input.pool.y,
+                    size,
+                };
+                let attacker = train_irn(p, input.seed, input.cut_channels, pool, |r| {
+                    on_epoch(mode, r)
+                })?;
+                let recon = attacker.reconstruct(&input.victims.x, 256);
+                let training = Training::of(&attacker);
+                trained.push(Trained {
+                    mode,
+                    train_x,
+                    recon: recon.clone(),
+                    training: training.clone(),
+                });
+                (recon, training)
+            }
+        };
+        let (mut psnr, mut ssim, mut mse) = (Vec::new(), Vec::new(), Vec::new());
+        for (a, b) in input
+            .victims
+            .y
+            .chunks_exact(ilen)
+            .zip(recon.chunks_exact(ilen))
+        {
+            psnr.push(metrics::psnr(a, b));
+            ssim.push(metrics::ssim(a, b, 3, size, size));
+            mse.push(metrics::mse(a, b));
+        }
+        modes.push(ModeResult {
+            mode,
+            psnr_interval: metrics::bootstrap_mean(&psnr, p.bootstrap, input.seed),
+            ssim_interval: metrics::bootstrap_mean(&ssim, p.bootstrap, input.seed),
+            recon,
+            psnr,
+            ssim,
+            mse,
+            matched,
+            training,
+            seconds: t.elapsed().as_secs_f64(),
+        });
+    }
+    Ok(Audit {
+        modes,
+        floor_psnr,
+        floor_ssim,
+    })
+}
+
+/// The training features of a mode (the pool's rows as that attacker would compute them) and,
+/// for matched-selection, how many channels it matched right.
+fn mode_features(
+    mode: AttackMode,
+    input: &AuditInput<'_>,
+) -> Result<(Vec<f32>, Option<i64>), NnError> {
+    let [d, h, w] = input.feature_shape;
+    let hw = h * w;
+    let c = input.cut_channels;
+    let full = || {
+        input.full_pool.ok_or_else(|| {
+            NnError::Training(format!(
+                "{} needs the cut's all-channel features of the attacker pool",
+                mode.name()
+            ))
+        })
+    };
+    let n_pool = input.pool.len();
+    Ok(match mode {
+        AttackMode::KnownSelection => (input.pool.x.clone(), None),
+        AttackMode::UnknownSelection => {
+            // The attacker's own guess of D channels: a random draw it cannot check.
+            let mut guess: Vec<usize> = (0..c).collect();
+            guess.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
+                input.seed ^ GUESS_SALT,
+            ));
+            (take_channels(full()?, n_pool, c, hw, &guess[..d]), None)
+        }
+        AttackMode::MatchedSelection => {
+            let fx = full()?;
+            let pool_sig = matching::signatures(fx, n_pool, c, hw);
+            let recv_sig = matching::signatures(&input.victims.x, input.victims.len(), d, hw);
+            let m = matching::match_channels(&pool_sig, &recv_sig);
+            let right = m
+                .iter()
+                .zip(input.selection)
+                .filter(|(a, b)| a == b)
+                .count();
+            tracing::info!(
+                right,
+                of = d,
+                "matched received channels to pretrained channels"
+            );
+            (take_channels(fx, n_pool, c, hw, &m), Some(right as i64))
+        }
+    })
+}
+
+/// The trivial attacker: answer every victim with the pool's mean image.
+fn floor(pool_y: &[f32], victims_y: &[f32], size: usize) -> (f64, f64) {
+    let ilen = 3 * size * size;
+    let n_pool = (pool_y.len() / ilen).max(1);
+    let mut mean_img = vec![0f32; ilen];
+    for row in pool_y.chunks_exact(ilen) {
+        for (m, v) in mean_img.iter_mut().zip(row) {
+            *m += v / n_pool as f32;
+        }
+    }
+    let n = (victims_y.len() / ilen).max(1) as f64;
+    victims_y
+        .chunks_exact(ilen)
+        .fold((0.0, 0.0), |(p, s), row| {
+            (
+                p + metrics::psnr(row, &mean_img).min(metrics::PSNR_CAP) / n,
+                s + metrics::ssim(row, &mean_img, 3, size, size) / n,
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn natural_order_undoes_the_selection_order() {
+        // 1 row, 3 channels of 2 values, stored in order [2, 0, 1].
+        let stored = [20.0, 21.0, 0.0, 1.0, 10.0, 11.0];
+        let natural = natural_order(&stored, 3, 2, &[2, 0, 1]).expect("a permutation");
+        assert_eq!(natural, vec![0.0, 1.0, 10.0, 11.0, 20.0, 21.0]);
+        assert!(natural_order(&stored, 3, 2, &[2, 2, 1]).is_err());
+    }
+
+    #[test]
+    fn align_pairs_features_with_images_by_id() {
+        let feat = Split {
+            ids: vec![7, 3],
+            x: vec![0.7, 0.3],
+            labels: vec![0, 0],
+        };
+        let images = Split {
+            ids: vec![3, 7],
+            x: vec![3.0, 3.0, 7.0, 7.0],
+            labels: vec![0, 0],
+        };
+        let a = align(&feat, 1, &images, 2, None).expect("aligned");
+        assert_eq!((a.ids, a.y), (vec![7, 3], vec![7.0, 7.0, 3.0, 3.0]));
+        let missing = Split {
+            ids: vec![9],
+            x: vec![0.9],
+            labels: vec![0],
+        };
+        assert!(align(&missing, 1, &images, 2, None).is_err());
+    }
+}
