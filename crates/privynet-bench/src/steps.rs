@@ -728,8 +728,14 @@ fn torch(root: &Path, dir: &Path, nets: &[NetDesc], t: Timing) -> Result<(String
 }
 
 fn print_table(rows: &[(NetDesc, Measured)], torch: &Result<(String, Vec<Measured>)>) {
+    let w = rows
+        .iter()
+        .map(|r| r.0.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(7);
     println!(
-        "{:<24} {:<12} {:>5} {:>9} {:>8} {:>9} {:>8} {:>7}",
+        "{:<w$} {:<9} {:>5} {:>9} {:>8} {:>9} {:>8} {:>6}",
         "network", "input", "batch", "burn s/s", "ms/step", "torch s/s", "ms/step", "ratio"
     );
     for (d, b) in rows {
@@ -746,7 +752,7 @@ fn print_table(rows: &[(NetDesc, Measured)], torch: &Result<(String, Vec<Measure
             )
         });
         println!(
-            "{:<24} {:<12} {:>5} {:>9.0} {:>8.1} {:>9} {:>8} {:>7}",
+            "{:<w$} {:<9} {:>5} {:>9.0} {:>8.1} {:>9} {:>8} {:>6}",
             d.name, input, d.batch, b.samples_per_second, b.ms_per_step, ts, tm, ratio
         );
     }
@@ -784,7 +790,7 @@ pub fn run(root: &Path, filter: Option<&str>) -> Result<()> {
     let t = Timing::from_env();
     let keep = |n: &str| filter.is_none_or(|f| n.contains(f));
     header("training throughput, burn flex vs PyTorch CPU", t);
-    let mut rows = Vec::new();
+    let (mut rows, mut notes) = (Vec::new(), Vec::new());
     for (name, shape) in [
         ("cloud fire3 D=32", [32, 7, 7]),
         ("cloud fire3 D=128 (all)", [128, 7, 7]),
@@ -801,6 +807,16 @@ pub fn run(root: &Path, filter: Option<&str>) -> Result<()> {
     ] {
         if keep(name) {
             let (d, s) = irn_desc(name, shape, c, &ap, ap.batch_size, Upsample::NearestConv)?;
+            let widths: Vec<String> = (0..=s.upsamplings)
+                .map(|l| s.channels_at(l).to_string())
+                .collect();
+            notes.push(format!(
+                "{name}: resized to {r}x{r}, {} upsamplings, widths {} (attack.min_width {})",
+                s.upsamplings,
+                widths.join("/"),
+                s.min_width,
+                r = s.resize_to
+            ));
             let (m, _) = burn_irn(&d, s, t);
             rows.push((d, m));
         }
@@ -809,6 +825,9 @@ pub fn run(root: &Path, filter: Option<&str>) -> Result<()> {
     let nets: Vec<NetDesc> = rows.iter().map(|r| r.0.clone()).collect();
     let tr = torch(root, dir.path(), &nets, t);
     print_table(&rows, &tr);
+    for n in notes {
+        println!("{n}");
+    }
     Ok(())
 }
 
@@ -904,4 +923,43 @@ pub fn root() -> PathBuf {
         || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")),
         PathBuf::from,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The layer lists PyTorch builds must add up to the project's networks: a change to
+    /// `cloud` or `irn` that the descriptions miss fails here rather than in `make bench`.
+    #[test]
+    fn descriptions_match_the_project_networks() {
+        let (tp, ap) = defaults(&root()).expect("the default manifest");
+        for shape in [[32, 7, 7], [128, 7, 7], [64, 15, 15]] {
+            cloud_desc("cloud", shape, &tp).expect("cloud description");
+        }
+        for (shape, c) in [([64, 15, 15], 64), ([128, 7, 7], 128), ([8, 3, 3], 256)] {
+            for up in [
+                Upsample::NearestConv,
+                Upsample::Transposed,
+                Upsample::PixelShuffle,
+            ] {
+                let (d, s) = irn_desc("irn", shape, c, &ap, 64, up).expect("irn description");
+                let ups = d
+                    .layers
+                    .iter()
+                    .filter(|l| {
+                        matches!(
+                            l,
+                            Layer::Resize {
+                                mode: "nearest",
+                                ..
+                            } | Layer::ConvTranspose2d { .. }
+                                | Layer::PixelShuffle { .. }
+                        )
+                    })
+                    .count();
+                assert_eq!(ups, s.upsamplings, "{up:?} {shape:?}");
+            }
+        }
+    }
 }
