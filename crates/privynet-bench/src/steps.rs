@@ -780,6 +780,17 @@ fn header(what: &str, t: Timing) {
         t.min_seconds,
         allocator()
     );
+    // Other work on the cores disturbs both sides, PyTorch's OpenMP threads far more (its
+    // cloud step measured 20x slower beside a 2-thread job on 2 cores, burn's hardly): say so.
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next()?.parse::<f64>().ok());
+    if let Some(l) = load.filter(|&l| l > 0.5) {
+        println!(
+            "warning: the machine is busy (load average {l:.1} before the run): the figures, \
+             PyTorch's especially, are disturbed; rerun on a quiet machine for the ratio"
+        );
+    }
 }
 
 /// The main table: the default cloud network at fire3 (32 and all 128 channels) and the IRN
