@@ -167,14 +167,12 @@ impl Standardizer {
     }
 }
 
-/// A trained attacker, with the weights of its best held-out epoch.
-#[derive(Debug)]
-pub struct Attacker {
-    pub model: Irn,
+/// How an attacker was trained: its shape, curve and stopping point (what the audit reports,
+/// and what modes that reuse one network share).
+#[derive(Debug, Clone)]
+pub struct Training {
     pub spec: IrnSpec,
-    pub feature_shape: [usize; 3],
-    pub size: usize,
-    pub standardizer: Standardizer,
+    pub params: usize,
     pub curve: Vec<EpochRecord>,
     /// The epoch whose weights were kept (1-based).
     pub best_epoch: usize,
@@ -184,6 +182,26 @@ pub struct Attacker {
     pub heldout_samples: usize,
     /// Training samples per second (forward and backward).
     pub samples_per_second: f64,
+}
+
+impl Training {
+    /// Held-out PSNR of the kept epoch.
+    pub fn heldout_psnr(&self) -> f64 {
+        self.curve
+            .iter()
+            .find(|r| r.epoch == self.best_epoch)
+            .map_or(f64::NAN, |r| r.heldout_psnr)
+    }
+}
+
+/// A trained attacker, with the weights of its best held-out epoch.
+#[derive(Debug)]
+pub struct Attacker {
+    pub model: Irn,
+    pub feature_shape: [usize; 3],
+    pub size: usize,
+    pub standardizer: Standardizer,
+    pub training: Training,
 }
 
 /// The attacker's pool: `n` feature rows of `feature_shape` and their images ([n, 3, size,
@@ -311,19 +329,23 @@ pub fn train_irn(
             break;
         }
     }
+    let model = best.expect("at least one epoch ran, and the first is always the best so far");
     Ok(Attacker {
-        model: best.expect("at least one epoch ran, and the first is always the best so far"),
-        spec: s,
+        training: Training {
+            spec: s,
+            params: model.num_params(),
+            best_epoch: stopping.best().0,
+            converged,
+            train_samples: train_idx.len(),
+            heldout_samples: held,
+            samples_per_second: (train_idx.len() * curve.len()) as f64
+                / t.elapsed().as_secs_f64().max(1e-9),
+            curve,
+        },
+        model,
         feature_shape: pool.feature_shape,
         size: pool.size,
         standardizer,
-        best_epoch: stopping.best().0,
-        converged,
-        train_samples: train_idx.len(),
-        heldout_samples: held,
-        samples_per_second: (train_idx.len() * curve.len()) as f64
-            / t.elapsed().as_secs_f64().max(1e-9),
-        curve,
     })
 }
 
@@ -398,7 +420,13 @@ impl Attacker {
     /// Reconstructs images ([n, 3, size, size] flat) from raw features ([n, shape] flat).
     pub fn reconstruct(&self, x: &[f32], batch: usize) -> Vec<f32> {
         let x = self.standardizer.apply(x);
-        reconstruct_with(&self.model, self.spec, self.feature_shape, &x, batch)
+        reconstruct_with(
+            &self.model,
+            self.training.spec,
+            self.feature_shape,
+            &x,
+            batch,
+        )
     }
 }
 
@@ -502,15 +530,16 @@ mod tests {
         // Bit-for-bit reruns are checked end to end, in separate processes: burn's device RNG,
         // which initialises the weights, is shared by the test threads of this process.
         let a = train_irn(&p, 7, 2, pool, |_| {}).expect("trains");
-        assert_eq!(a.heldout_samples, 4);
+        assert_eq!(a.training.heldout_samples, 4);
         let best = a
+            .training
             .curve
             .iter()
             .max_by(|a, b| a.heldout_psnr.total_cmp(&b.heldout_psnr))
             .expect("epochs");
-        assert_eq!(a.best_epoch, best.epoch);
-        if a.converged {
-            assert!(a.curve.len() < 40);
+        assert_eq!(a.training.best_epoch, best.epoch);
+        if a.training.converged {
+            assert!(a.training.curve.len() < 40);
         }
     }
 }

@@ -12,10 +12,10 @@ use rand::seq::SliceRandom;
 use privynet_core::manifest::{AttackMode, AttackParams};
 
 use crate::NnError;
-use crate::attack::{Attacker, EpochRecord, Pool, take_channels, train_irn};
+use crate::attack::{EpochRecord, Pool, Training, take_channels, train_irn};
 use crate::data::Split;
+use crate::matching;
 use crate::metrics::{self, Interval};
-use crate::{irn, matching};
 
 /// Salt of the unknown-selection attacker's guess, so it is not the slice stage's own draw.
 const GUESS_SALT: u64 = 0x5eed_a77a;
@@ -134,43 +134,6 @@ impl ModeResult {
     }
 }
 
-/// How the mode's attacker was trained (shared by modes that reuse one network).
-#[derive(Debug, Clone)]
-pub struct Training {
-    pub spec: irn::IrnSpec,
-    pub params: usize,
-    pub curve: Vec<EpochRecord>,
-    pub best_epoch: usize,
-    pub converged: bool,
-    pub train_samples: usize,
-    pub heldout_samples: usize,
-    pub samples_per_second: f64,
-}
-
-impl Training {
-    fn of(a: &Attacker) -> Self {
-        use burn::module::Module;
-        Self {
-            spec: a.spec,
-            params: a.model.num_params(),
-            curve: a.curve.clone(),
-            best_epoch: a.best_epoch,
-            converged: a.converged,
-            train_samples: a.train_samples,
-            heldout_samples: a.heldout_samples,
-            samples_per_second: a.samples_per_second,
-        }
-    }
-
-    /// Held-out PSNR of the kept epoch.
-    pub fn heldout_psnr(&self) -> f64 {
-        self.curve
-            .iter()
-            .find(|r| r.epoch == self.best_epoch)
-            .map_or(f64::NAN, |r| r.heldout_psnr)
-    }
-}
-
 /// The whole audit.
 #[derive(Debug, Clone)]
 pub struct Audit {
@@ -237,7 +200,7 @@ pub fn run(
                     on_epoch(mode, r)
                 })?;
                 let recon = attacker.reconstruct(&input.victims.x, 256);
-                let training = Training::of(&attacker);
+                let training = attacker.training.clone();
                 trained.push(Trained {
                     mode,
                     train_x,
