@@ -115,10 +115,19 @@ fn run(args: Args) -> Result<()> {
         println!("{}", args.output.display());
         return Ok(());
     }
-    let params = manifest
+    let mut params = manifest
         .as_ref()
         .map(|m| m.extract.clone())
         .unwrap_or_default();
+    params.batch_size = args.batch_size.unwrap_or(params.batch_size);
+    params.threads = args.threads.or(params.threads);
+    if let Some(s) = &args.splits {
+        params.splits.clone_from(s);
+    }
+    // The flags go through the manifest's own checks.
+    params
+        .validate()
+        .map_err(|m| anyhow::anyhow!("invalid extraction settings (manifest and flags): {m}"))?;
     let images = privynet_core::manifest::images_of(args.images.as_deref(), manifest.as_ref())
         .context("no images: pass --images or --manifest")?;
     let model = args
@@ -130,6 +139,7 @@ fn run(args: Args) -> Result<()> {
         .or(manifest.as_ref().map(|m| m.model.input_size))
         .or(topology.as_ref().map(|t| t.input_size as u32))
         .context("no input size: pass --input-size, --topology or --manifest")?;
+    privynet_core::manifest::check_input_size(input_size).map_err(anyhow::Error::msg)?;
     let preprocess: Preprocess = manifest
         .as_ref()
         .map(|m| m.model.preprocess.clone())
@@ -154,17 +164,12 @@ fn run(args: Args) -> Result<()> {
         topology,
         preprocess,
         input_size,
-        splits: args.splits.clone().unwrap_or(params.splits),
-        batch_size: args.batch_size.unwrap_or(params.batch_size),
+        splits: params.splits,
+        batch_size: params.batch_size,
         dtype,
-        threads: args.threads.or(params.threads),
+        threads: params.threads,
         shard: args.shard,
     };
-    for s in &cfg.splits {
-        if !privynet_core::manifest::SPLITS.contains(&s.as_str()) {
-            bail!("--splits names `{s}`, expected some of train, attacker, test");
-        }
-    }
     let prov = prov.with_params(&cfg);
     let report = extract(&cfg, prov)
         .with_context(|| format!("extracting features from {}", cfg.images.display()))?;

@@ -80,9 +80,11 @@ fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, IngestError> {
     let file = File::open(path).map_err(|e| IngestError::io(path, e))?;
     let mut bytes = Vec::new();
     if path.extension().is_some_and(|e| e == "gz") {
-        GzDecoder::new(file)
-            .read_to_end(&mut bytes)
-            .map_err(|e| IngestError::io(path, e))?;
+        // Name the format: "corrupt deflate stream" alone does not say the file is gzip.
+        GzDecoder::new(file).read_to_end(&mut bytes).map_err(|e| {
+            let what = std::io::Error::new(e.kind(), format!("not a valid gzip file ({e})"));
+            IngestError::io(path, what)
+        })?;
     } else {
         let mut file = file;
         file.read_to_end(&mut bytes)

@@ -91,6 +91,9 @@ fn run(args: Args) -> Result<()> {
             .or(ds.map(|d| d.splits.test))
             .context("no test size: pass --test or --manifest")?,
     };
+    sizes
+        .validate()
+        .map_err(|m| anyhow::anyhow!("invalid split sizes (manifest and flags): {m}"))?;
     let seed = privynet_core::manifest::seed_of(args.seed, manifest.as_ref());
     let output = privynet_core::manifest::images_of(args.output.as_deref(), manifest.as_ref())
         .context("no output: pass --output or --manifest")?;

@@ -65,6 +65,7 @@ fn run(args: Args) -> Result<()> {
         .input_size
         .or(manifest.as_ref().map(|m| m.model.input_size))
         .context("no input size: pass --input-size or --manifest")?;
+    privynet_core::manifest::check_input_size(input_size).map_err(anyhow::Error::msg)?;
     let input_name = args
         .input
         .clone()

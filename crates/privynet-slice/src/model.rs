@@ -42,6 +42,7 @@ pub fn load(path: &Path, input: Option<&str>) -> Result<Model, SliceError> {
     }
     let dir = path.parent().unwrap_or(Path::new("."));
     load_external_data(&mut proto, path, dir)?;
+    check_order(&proto, path)?;
     let stored_bytes = proto
         .graph
         .as_ref()
@@ -61,6 +62,40 @@ pub fn load(path: &Path, input: Option<&str>) -> Result<Model, SliceError> {
         was_fp16,
         stored_bytes,
     })
+}
+
+/// ONNX requires a graph's nodes in topological order. A node that reads what only it or a later
+/// node produces means a cycle (or a scrambled file), which shape inference and surgery would
+/// otherwise misread as an unknown tensor somewhere downstream.
+fn check_order(proto: &ModelProto, path: &Path) -> Result<(), SliceError> {
+    let g = proto
+        .graph
+        .as_ref()
+        .expect("checked: the model has a graph");
+    let mut producer: std::collections::HashMap<&str, usize> = Default::default();
+    for (i, n) in g.node.iter().enumerate() {
+        for o in &n.output {
+            producer.entry(o.as_str()).or_insert(i);
+        }
+    }
+    for (i, n) in g.node.iter().enumerate() {
+        for inp in n.input.iter().filter(|s| !s.is_empty()) {
+            if let Some(&j) = producer.get(inp.as_str())
+                && j >= i
+            {
+                return Err(SliceError::Model {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "node `{}` ({}) reads `{inp}`, which node `{}` produces at or after it: \
+                         the graph has a cycle or its nodes are not in topological order, as \
+                         ONNX requires",
+                        n.name, n.op_type, g.node[j].name
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Bytes per element of an ONNX tensor data type.

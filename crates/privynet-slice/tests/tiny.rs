@@ -124,3 +124,17 @@ fn graph_without_image_input_is_refused() {
     let e = model::load(&path, None).unwrap_err().to_string();
     assert!(e.contains("no image input"), "{e}");
 }
+
+#[test]
+fn a_graph_with_a_cycle_is_refused_by_name() {
+    // Relu reads the Concat's output, which is computed from the Relu's: r1 -> p1 -> cat -> r1.
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = tiny_model();
+    m.graph.as_mut().unwrap().node[1].input = vec!["cat".into()];
+    let path = save(dir.path(), &m);
+    let e = model::load(&path, None)
+        .and_then(|m| analyze::analyze(&m, 8).map(|_| ()))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cycle") && e.contains("cat"), "{e}");
+}

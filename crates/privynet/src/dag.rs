@@ -53,6 +53,21 @@ impl Stage {
         }
     }
 
+    /// Which ready nodes the runner starts first (lower first). The seconds-long stages that
+    /// unlock others come first, so that every attack is ready early; then the longest
+    /// (measured on the default pipeline: attacks minutes each, the raw baseline a few minutes,
+    /// training under two), so that the run does not end on one long attack while the other
+    /// slots sit idle; the final gathering stages last.
+    pub fn start_rank(self) -> u8 {
+        match self {
+            Stage::Ingest | Stage::Slice | Stage::Extract => 0,
+            Stage::Attack => 1,
+            Stage::Baseline => 2,
+            Stage::Train => 3,
+            Stage::Characterize | Stage::Optimize => 4,
+        }
+    }
+
     pub fn binary(self) -> &'static str {
         match self {
             Stage::Ingest => "privynet-ingest",
@@ -147,6 +162,16 @@ pub fn resolve_sweep(m: &Manifest) -> Result<Vec<SweepPoint>, RunError> {
                 cut_channels: p.channels,
             });
         }
+    }
+    if out.len() > m.sweep.max_topologies {
+        return Err(RunError::Dag(format!(
+            "the sweep resolves to {} topologies ({} cuts x their channel counts), more than \
+             `sweep.max_topologies` = {}; shorten `sweep.channels` or `sweep.cuts`, or raise \
+             the limit if the grid is meant",
+            out.len(),
+            m.sweep.cuts.len(),
+            m.sweep.max_topologies
+        )));
     }
     Ok(out)
 }

@@ -38,6 +38,9 @@ pub struct RunOptions {
     /// Nodes to run even when up to date.
     pub force: HashSet<usize>,
     pub jobs: usize,
+    /// Worker threads each stage process gets (`RAYON_NUM_THREADS`, which burn's CPU backend
+    /// reads), unless the runner's own environment sets it.
+    pub threads: usize,
     /// Folder holding the stage binaries.
     pub bin_dir: PathBuf,
 }
@@ -143,11 +146,14 @@ pub fn command_line(dag: &Dag, i: usize, bin_dir: &Path) -> String {
 /// Runs the DAG; returns the outcome of every considered node.
 pub fn run(dag: &Dag, opts: &RunOptions) -> Result<BTreeMap<usize, Outcome>, RunError> {
     let order = dag.order()?;
-    let considered: Vec<usize> = order
+    let mut considered: Vec<usize> = order
         .iter()
         .copied()
         .filter(|i| opts.selected.as_ref().is_none_or(|s| s.contains(i)))
         .collect();
+    // Of the ready nodes, start first those `Stage::start_rank` puts first. The loop below
+    // starts a node only once its dependencies are done, so any order of this list is safe.
+    considered.sort_by_key(|&i| dag.nodes[i].stage.start_rank());
     // Check every binary before anything runs.
     for &i in &considered {
         binary(&opts.bin_dir, dag.nodes[i].stage.binary())?;
@@ -215,13 +221,14 @@ pub fn run(dag: &Dag, opts: &RunOptions) -> Result<BTreeMap<usize, Outcome>, Run
                     running.insert(i);
                     let tx = tx.clone();
                     let args = dag.nodes[i].args.clone();
+                    let threads = opts.threads;
                     let log = dag
                         .out_dir
                         .join("logs")
                         .join(format!("{}.log", log_name(&dag.nodes[i].id)));
                     std::thread::spawn(move || {
                         let t = Instant::now();
-                        let res = run_process(&bin, &args, &log);
+                        let res = run_process(&bin, &args, &log, threads);
                         let _ = tx.send((i, res.map(|()| t.elapsed().as_secs_f64()), reason));
                     });
                 }
@@ -292,11 +299,15 @@ pub fn run(dag: &Dag, opts: &RunOptions) -> Result<BTreeMap<usize, Outcome>, Run
     Ok(outcomes)
 }
 
-fn run_process(bin: &Path, args: &[String], log: &Path) -> Result<(), String> {
+fn run_process(bin: &Path, args: &[String], log: &Path, threads: usize) -> Result<(), String> {
     let file =
         std::fs::File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
     let err = file.try_clone().map_err(|e| e.to_string())?;
-    let status = Command::new(bin)
+    let mut cmd = Command::new(bin);
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        cmd.env("RAYON_NUM_THREADS", threads.max(1).to_string());
+    }
+    let status = cmd
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::from(file))

@@ -40,7 +40,8 @@ enum Cmd {
         /// Run the selected nodes even when up to date.
         #[arg(long)]
         force: bool,
-        /// Nodes to run at once (default: half the cores; stages use all cores themselves).
+        /// Nodes to run at once (default: the cores, at most 4); each stage gets the cores
+        /// divided among them as threads.
         #[arg(short, long)]
         jobs: Option<usize>,
     },
@@ -69,6 +70,16 @@ fn main() {
             std::process::exit(1);
         }
     }
+}
+
+/// Nodes run at once by default: one per core, at most 4. burn's CPU training scales poorly
+/// across threads (on 2 cores one 2-thread process trained the IRN at 1.7x, the cloud network at
+/// 1.6-1.8x its one-thread speed, while two one-thread processes side by side each kept their
+/// full speed: `make bench BENCH=steps` with `RAYON_NUM_THREADS=1`), so on small machines
+/// many narrow stages beat few wide ones. The cap keeps memory bounded (every attack holds its
+/// pool and network) and gives big machines several threads per stage.
+fn default_jobs(cores: usize) -> usize {
+    cores.clamp(1, 4)
 }
 
 fn bin_dir() -> Result<PathBuf> {
@@ -108,6 +119,7 @@ fn run(cli: Cli) -> Result<i32> {
                 .with_context(|| format!("planning {}", manifest.display()))?;
             let whole = stage.is_none() && until.is_none();
             let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+            let jobs = jobs.unwrap_or_else(|| default_jobs(cores)).max(1);
             println!(
                 "pipeline {} -> {}",
                 manifest.display(),
@@ -135,7 +147,8 @@ fn run(cli: Cli) -> Result<i32> {
                 let opts = RunOptions {
                     selected,
                     force: forced,
-                    jobs: jobs.unwrap_or((cores / 2).max(1)),
+                    jobs,
+                    threads: (cores / jobs).max(1),
                     bin_dir: bin_dir()?,
                 };
                 let run = exec::run(&dag, &opts)?;

@@ -14,9 +14,10 @@ use privynet_nn::audit::{self, Aligned, AuditInput};
 use privynet_nn::audit_output::{OutputContext, write_outputs};
 use privynet_nn::data::{self, Dataset};
 
-// Keeps freed memory in the process: training steps reuse it instead of faulting in fresh pages.
+// Keeps freed memory in the process (see `privynet_nn::alloc`): training steps reuse it
+// instead of faulting in fresh pages.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: privynet_nn::alloc::MiMalloc = privynet_nn::alloc::MiMalloc;
 
 /// Score a topology's privacy: how well an attacker, trained until it converges, rebuilds the
 /// victims' images from their features (PSNR, SSIM, 95% intervals, per knowledge mode).
@@ -57,7 +58,11 @@ struct Args {
 }
 
 fn main() {
-    privynet_core::logging::run_main(|| run(Args::parse()));
+    privynet_core::logging::run_main(|| {
+        // After logging starts (its warning is seen), before any worker thread exists.
+        privynet_nn::alloc::keep_freed_memory();
+        run(Args::parse())
+    });
 }
 
 fn run(args: Args) -> Result<()> {
@@ -69,6 +74,8 @@ fn run(args: Args) -> Result<()> {
     if let Some(e) = args.max_epochs {
         p.max_epochs = e;
     }
+    p.validate()
+        .map_err(|m| anyhow::anyhow!("invalid attack settings (manifest and flags): {m}"))?;
     let seed = privynet_core::manifest::seed_of(args.seed, manifest.as_ref());
     let classes = manifest.as_ref().map_or(10, |m| m.train.classes);
     let images_path = privynet_core::manifest::images_of(args.images.as_deref(), manifest.as_ref())

@@ -16,9 +16,10 @@ use privynet_core::manifest::{ManifestArgs, TrainParams};
 use privynet_core::{ArtifactKind, Provenance, Topology, Zone};
 use privynet_nn::{data, train};
 
-// Keeps freed memory in the process: training steps reuse it instead of faulting in fresh pages.
+// Keeps freed memory in the process (see `privynet_nn::alloc`): training steps reuse it
+// instead of faulting in fresh pages.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: privynet_nn::alloc::MiMalloc = privynet_nn::alloc::MiMalloc;
 
 /// The splits the stage reads: it trains on `train` and scores `val` and `test`.
 const SPLITS: [&str; 3] = ["train", "val", "test"];
@@ -62,7 +63,11 @@ struct Args {
 }
 
 fn main() {
-    privynet_core::logging::run_main(|| run(Args::parse()));
+    privynet_core::logging::run_main(|| {
+        // After logging starts (its warning is seen), before any worker thread exists.
+        privynet_nn::alloc::keep_freed_memory();
+        run(Args::parse())
+    });
 }
 
 /// The cloud stage refuses local artifacts by their own metadata, whatever their file name.
@@ -94,6 +99,9 @@ fn run(args: Args) -> Result<()> {
     if let Some(e) = args.epochs {
         params.epochs = e;
     }
+    params
+        .validate()
+        .map_err(|m| anyhow::anyhow!("invalid training settings (manifest and flags): {m}"))?;
     let seed = privynet_core::manifest::seed_of(args.seed, manifest.as_ref());
     let mut prov = Provenance::new("train", &args.manifest.label());
     let (ds, input, label) = if args.baseline.is_some() {

@@ -136,6 +136,10 @@ fn run(args: Args) -> Result<()> {
     l.max_ssim = args.max_ssim.or(l.max_ssim);
     l.max_macs = args.max_macs.or(l.max_macs);
     l.max_weight_bytes = args.max_weight_bytes.or(l.max_weight_bytes);
+    // The flags go through the manifest's own checks (a NaN limit would silently never bind).
+    params
+        .validate()
+        .map_err(|m| anyhow::anyhow!("invalid optimizer settings (manifest and flags): {m}"))?;
     let OptimizeParams {
         mode,
         sample,
