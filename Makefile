@@ -4,6 +4,8 @@
 #   make pipeline-exhaustive      the same over the whole grid, for the optimizer's regret
 #   make pipeline-full            the paper-scale manifest (hours on 2 cores)
 #   make smoke                    the same on a few hundred images
+#   make chaos                    the smoke pipeline killed at 30 random moments, rerun, compared
+#   make fuzz                     the parsers fed 20,000 mutated inputs per property
 #   make test                     fmt check + clippy -D warnings + all tests (what CI runs)
 #   make bench                    benchmarks that print figures (BENCH=extract or nn: one part;
 #                                 BENCH=steps or variants: training steps only, no data needed;
@@ -22,7 +24,7 @@ JOBS     ?=
 
 RUN_FLAGS := $(if $(TOPOLOGY),--topology $(TOPOLOGY)) $(if $(JOBS),-j $(JOBS))
 
-.PHONY: all build ort data pipeline pipeline-exhaustive pipeline-full smoke status test lint \
+.PHONY: all build ort data pipeline pipeline-exhaustive pipeline-full smoke chaos fuzz status test lint \
         fmt bench clean distclean ingest slice extract train baseline attack characterize optimize
 
 all: build
@@ -57,6 +59,16 @@ pipeline-full: build data
 
 smoke: build data
 	$(BIN)/privynet run pipelines/smoke.yaml $(RUN_FLAGS)
+
+# The fuzzed parsers (manifest, artifact readers, ONNX loading and shape inference) with many
+# cases; make test runs 256 per property.
+fuzz:
+	PROPTEST_CASES=$${PROPTEST_CASES:-20000} $(CARGO) test --release --workspace --test fuzz
+
+# Kills the smoke pipeline at random moments and checks that reruns end as an uninterrupted run
+# (tests/chaos.rs; make test runs 4 kills). PRIVYNET_CHAOS_KILLS, PRIVYNET_CHAOS_SEED to vary.
+chaos: build data
+	PRIVYNET_CHAOS_KILLS=$${PRIVYNET_CHAOS_KILLS:-30} $(CARGO) test --release --test chaos -- --nocapture
 
 status: build
 	$(BIN)/privynet status $(MANIFEST)

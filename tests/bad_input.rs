@@ -14,6 +14,9 @@ struct Case {
     args: Vec<String>,
     expect: Vec<String>,
     out: Option<PathBuf>,
+    /// Runs the binary with files limited to this many KiB (`ulimit -f`, SIGXFSZ ignored), so
+    /// its writes fail as on a full disk.
+    fsize_kib: Option<u32>,
 }
 
 /// The valid artifacts the cases start from (the smoke slice of real data), and broken copies.
@@ -124,10 +127,24 @@ fn case(name: &'static str, bin: &'static str, args: &[&str], expect: &[&str]) -
         args: args.iter().map(|s| s.to_string()).collect(),
         expect: expect.iter().map(|s| s.to_string()).collect(),
         out: None,
+        fsize_kib: None,
     }
 }
 
 impl Case {
+    /// The file that must not exist afterwards, when the output is a folder that may rightly
+    /// remain (a training run's folder keeps its resume state).
+    fn must_not_leave(mut self, path: PathBuf) -> Self {
+        self.out = Some(path);
+        self
+    }
+
+    /// Run with files limited to `kib` KiB.
+    fn disk_full(mut self, kib: u32) -> Self {
+        self.fsize_kib = Some(kib);
+        self
+    }
+
     /// The case's output path (passed as `-o`), which must not exist afterwards.
     fn to(mut self, out: PathBuf) -> Self {
         self.args.push("--output".into());
@@ -232,6 +249,55 @@ fn manifest_cases(f: &Fixture) -> Vec<Case> {
             &["status", m, "--set", "sweep.cuts=[fire42]"],
             &["fire42"],
         ),
+    ]
+}
+
+/// Stages that cannot write: a full disk (simulated with a file-size limit: every write past it
+/// fails) and an output folder that cannot be created.
+fn write_failure_cases(f: &Fixture) -> Vec<Case> {
+    let m = f.manifest.as_str();
+    let local = f.conv1.join("local.onnx").display().to_string();
+    let topo = f.conv1.join("topology.arrow").display().to_string();
+    vec![
+        case(
+            "ingest-disk-full",
+            "privynet-ingest",
+            &["--manifest", m],
+            &["ingest-disk-full.parquet", "File too large"],
+        )
+        .to(f.out("ingest-disk-full.parquet"))
+        .disk_full(64),
+        case(
+            "extract-disk-full",
+            "privynet-extract",
+            &["--manifest", m, "--model", &local],
+            &["extract-disk-full.parquet", "File too large"],
+        )
+        .to(f.out("extract-disk-full.parquet"))
+        .disk_full(64),
+        case(
+            "train-disk-full",
+            "privynet-train",
+            &[
+                "--manifest",
+                m,
+                "--features",
+                &f.features,
+                "--topology",
+                &topo,
+            ],
+            &["train-disk-full", "File too large"],
+        )
+        .to(f.out("train-disk-full"))
+        .must_not_leave(f.out("train-disk-full").join("train_summary.arrow"))
+        .disk_full(16),
+        case(
+            "ingest-unwritable-folder",
+            "privynet-ingest",
+            &["--manifest", m],
+            &["/sys/privynet-test"],
+        )
+        .to(PathBuf::from("/sys/privynet-test/images.parquet")),
     ]
 }
 
@@ -625,10 +691,21 @@ fn decision_cases(f: &Fixture) -> Vec<Case> {
 
 /// What went wrong with one case, or `None` when it behaved.
 fn check(c: &Case) -> Option<String> {
-    let o = run(
-        c.bin,
-        &c.args.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
+    let args: Vec<&str> = c.args.iter().map(String::as_str).collect();
+    let o = match c.fsize_kib {
+        None => run(c.bin, &args),
+        Some(kib) => std::process::Command::new("sh")
+            .args([
+                "-c",
+                "trap '' XFSZ; ulimit -f \"$0\"; exec \"$@\"",
+                &kib.to_string(),
+            ])
+            .arg(bin(c.bin))
+            .args(&args)
+            .current_dir(root())
+            .output()
+            .unwrap(),
+    };
     let err = stderr(&o);
     let mut faults = Vec::new();
     if o.status.success() {
@@ -664,6 +741,7 @@ fn every_bad_input_is_refused_by_name_without_a_panic_or_an_output() {
     std::fs::create_dir_all(dir.path().join("outs")).unwrap();
     let cases: Vec<Case> = [
         manifest_cases(&f),
+        write_failure_cases(&f),
         ingest_cases(&f),
         slice_cases(&f),
         extract_cases(&f),

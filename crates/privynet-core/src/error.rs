@@ -8,6 +8,14 @@ pub type Result<T, E = CoreError> = std::result::Result<T, E>;
 /// Errors raised while reading manifests, checking schemas and reading or writing artifacts.
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {
+    #[error("{path} is damaged or not a valid Arrow/Parquet file: {message}")]
+    Malformed { path: PathBuf, message: String },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot read {path}: {source}")]
     Io {
         path: PathBuf,
@@ -51,6 +59,14 @@ pub enum CoreError {
 
 impl CoreError {
     /// Wraps an I/O error with the path it happened on.
+    /// A failure to create or write `path` (a folder, an artifact, its temporary file).
+    pub fn write(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Write {
+            path: path.into(),
+            source,
+        }
+    }
+
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),

@@ -35,7 +35,7 @@ impl AtomicFile {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        std::fs::create_dir_all(&dir).map_err(|e| CoreError::io(&dir, e))?;
+        std::fs::create_dir_all(&dir).map_err(|e| CoreError::write(&dir, e))?;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -44,7 +44,7 @@ impl AtomicFile {
             .prefix(&format!(".{name}."))
             .suffix(".tmp")
             .tempfile_in(&dir)
-            .map_err(|e| CoreError::io(&dir, e))?;
+            .map_err(|e| CoreError::write(&dir, e))?;
         Ok(Self {
             tmp,
             path: path.to_path_buf(),
@@ -74,13 +74,13 @@ fn commit_tmp(tmp: NamedTempFile, path: &Path) -> Result<()> {
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
-            .map_err(|e| CoreError::io(path, e))?;
+            .map_err(|e| CoreError::write(path, e))?;
     }
     tmp.as_file()
         .sync_all()
-        .map_err(|e| CoreError::io(path, e))?;
+        .map_err(|e| CoreError::write(path, e))?;
     tmp.persist(path)
-        .map_err(|e| CoreError::io(path, e.error))?;
+        .map_err(|e| CoreError::write(path, e.error))?;
     // Make the rename itself durable.
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
         && let Ok(d) = File::open(dir)
@@ -96,7 +96,7 @@ pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut f = AtomicFile::create(path)?;
     f.file()
         .write_all(bytes)
-        .map_err(|e| CoreError::io(path, e))?;
+        .map_err(|e| CoreError::write(path, e))?;
     f.commit()
 }
 
@@ -283,6 +283,10 @@ pub fn write_artifact(
 
 /// Reads the Arrow schema (with metadata) of a Parquet or Arrow IPC file, by its extension.
 pub fn read_schema(path: &Path) -> Result<SchemaRef> {
+    crate::guard::decode(path, || read_schema_unguarded(path))
+}
+
+fn read_schema_unguarded(path: &Path) -> Result<SchemaRef> {
     let file = File::open(path).map_err(|e| CoreError::io(path, e))?;
     if is_parquet(path) {
         let b = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| CoreError::Parquet {
@@ -306,6 +310,10 @@ fn is_parquet(path: &Path) -> bool {
 
 /// Reads a whole Arrow IPC artifact of `kind`, checking its schema.
 pub fn read_arrow(path: &Path, kind: ArtifactKind) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    crate::guard::decode(path, || read_arrow_unguarded(path, kind))
+}
+
+fn read_arrow_unguarded(path: &Path, kind: ArtifactKind) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let file = File::open(path).map_err(|e| CoreError::io(path, e))?;
     let r = arrow::ipc::reader::FileReader::try_new(file, None).map_err(|e| CoreError::Arrow {
         path: path.to_path_buf(),

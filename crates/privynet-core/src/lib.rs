@@ -3,6 +3,7 @@
 //! can use it without pulling in another stage's heavy dependencies.
 
 pub mod error;
+pub mod guard;
 pub mod hash;
 pub mod io;
 pub mod logging;

@@ -31,10 +31,10 @@ unsafe extern "C" {
 }
 
 /// The purge delay mimalloc runs with now (ms; -1: never purge).
-pub fn purge_delay() -> i64 {
+pub fn purge_delay() -> c_long {
     // SAFETY: reads one option of mimalloc's option table; any index below `_mi_option_last`
     // is valid and 15 is below it in every mimalloc the crate ships.
-    i64::from(unsafe { mi_option_get(PURGE_DELAY) })
+    unsafe { mi_option_get(PURGE_DELAY) }
 }
 
 /// Keeps freed memory in the process (purge delay -1) unless `MIMALLOC_PURGE_DELAY` is set.
@@ -45,7 +45,7 @@ pub fn keep_freed_memory() {
         return;
     }
     let now = purge_delay();
-    if now != i64::from(DEFAULT_PURGE_DELAY) {
+    if now != DEFAULT_PURGE_DELAY {
         tracing::warn!(
             "mimalloc option {PURGE_DELAY} is {now}, not the purge delay's default \
              {DEFAULT_PURGE_DELAY}: allocator left as it is (training may run slower)"
@@ -67,7 +67,7 @@ mod tests {
         if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
             return;
         }
-        assert_eq!(purge_delay(), i64::from(DEFAULT_PURGE_DELAY));
+        assert_eq!(purge_delay(), DEFAULT_PURGE_DELAY);
         keep_freed_memory();
         assert_eq!(purge_delay(), -1);
     }

@@ -5,7 +5,7 @@
 //! same blocks and channels: a deep cut with small maps (fire5's 3x3) is not handed a smaller
 //! network than a shallow one (conv1's 15x15), and cuts compare on accuracy fairly.
 
-use burn::module::Module;
+use burn::module::{Module, ModuleMapper, Param, ParamId, RunningState};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
@@ -99,6 +99,64 @@ impl CloudNet {
         let [n, c, _, _] = x.dims();
         let pooled = x.mean_dim(2).mean_dim(3).reshape([n, c]);
         self.head.forward(pooled)
+    }
+}
+
+/// Numbers parameters in module order. burn gives every parameter and running statistic a
+/// random id and stores it in the model file, so two identical trainings would write different
+/// bytes; the ids carry no meaning once training is over.
+struct StableIds(u64);
+
+impl StableIds {
+    fn next(&mut self) -> ParamId {
+        self.0 += 1;
+        ParamId::from(self.0)
+    }
+
+    fn renumber<T: burn::module::ParameterValue>(&mut self, p: Param<T>) -> Param<T> {
+        let (_, value, mapper) = p.consume();
+        Param::from_mapped_value(self.next(), value, mapper)
+    }
+}
+
+impl ModuleMapper for StableIds {
+    fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        self.renumber(p)
+    }
+
+    fn map_int<const D: usize>(
+        &mut self,
+        p: Param<Tensor<D, burn::tensor::Int>>,
+    ) -> Param<Tensor<D, burn::tensor::Int>> {
+        self.renumber(p)
+    }
+
+    fn map_bool<const D: usize>(
+        &mut self,
+        p: Param<Tensor<D, burn::tensor::Bool>>,
+    ) -> Param<Tensor<D, burn::tensor::Bool>> {
+        self.renumber(p)
+    }
+
+    fn map_flag(&mut self, p: Param<burn::module::Flag>) -> Param<burn::module::Flag> {
+        self.renumber(p)
+    }
+}
+
+impl CloudNet {
+    /// The same network with ids numbered in module order instead of burn's random ones, for
+    /// the final model file (same training, same bytes). Not for a training state that goes
+    /// on: the optimizer's moments are keyed by the ids the training ran with.
+    pub fn with_stable_ids(self) -> Self {
+        let mut ids = StableIds(0);
+        let mut net = self.map(&mut ids);
+        // A running statistic keeps its own id through `map`: give it one explicitly.
+        for b in &mut net.blocks {
+            let n = &mut b.norm;
+            n.running_mean = RunningState::with_id(ids.next(), n.running_mean.value());
+            n.running_var = RunningState::with_id(ids.next(), n.running_var.value());
+        }
+        net
     }
 }
 

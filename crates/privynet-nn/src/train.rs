@@ -236,7 +236,7 @@ pub fn train(
         let valid = model.valid();
         let (val_loss, val_accuracy) = evaluate(&valid, val, shape, 256, &device);
         let (test_loss, test_accuracy) = evaluate(&valid, test, shape, 256, &device);
-        save(&valid, &ckpt.model)?;
+        save(&valid.clone().with_stable_ids(), &ckpt.model)?;
         let m = EpochMetrics {
             epoch: epoch + 1,
             lr,

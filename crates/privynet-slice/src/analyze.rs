@@ -73,6 +73,43 @@ fn op_err(n: &NodeProto, message: impl Into<String>) -> SliceError {
     }
 }
 
+/// Largest kernel, stride, dilation or pad accepted: far beyond any real CNN, small enough that
+/// the size arithmetic below cannot overflow.
+const MAX_WINDOW: i64 = 1 << 20;
+
+/// A windowed op's `[kernel, stride, dilation, pad_begin, pad_end]` along its two spatial axes,
+/// checked: a model from the wild or a damaged file may carry any values, and a zero stride
+/// would divide by zero. `kernel` is the default kernel (a Conv's weight shape).
+fn window_attrs(n: &NodeProto, kernel: Option<[i64; 2]>) -> Result<[[i64; 5]; 2], SliceError> {
+    let get = |name: &str, len: usize, default: Option<Vec<i64>>, min: i64| {
+        let v = match ints(n, name) {
+            Some(v) => v,
+            None => default.ok_or_else(|| op_err(n, format!("no {name} attribute")))?,
+        };
+        if v.len() != len {
+            return Err(op_err(
+                n,
+                format!("`{name}` has {} values, expected {len} (2-D)", v.len()),
+            ));
+        }
+        if let Some(bad) = v.iter().find(|&&x| !(min..=MAX_WINDOW).contains(&x)) {
+            return Err(op_err(
+                n,
+                format!("`{name}` holds {bad}, expected {min} to {MAX_WINDOW}"),
+            ));
+        }
+        Ok(v)
+    };
+    let k = get("kernel_shape", 2, kernel.map(|k| k.to_vec()), 1)?;
+    let s = get("strides", 2, Some(vec![1, 1]), 1)?;
+    let d = get("dilations", 2, Some(vec![1, 1]), 1)?;
+    let p = get("pads", 4, Some(vec![0; 4]), 0)?;
+    Ok([
+        [k[0], s[0], d[0], p[0], p[2]],
+        [k[1], s[1], d[1], p[1], p[3]],
+    ])
+}
+
 /// Spatial output size of a windowed op (conv or pool) along one axis; `w` is
 /// `[kernel, stride, dilation, pad_begin, pad_end]`.
 fn window_out(n: &NodeProto, size: i64, w: [i64; 5], ceil: bool) -> Result<i64, SliceError> {
@@ -168,12 +205,12 @@ pub fn analyze(model: &Model, input_size: i64) -> Result<Analysis, SliceError> {
                 if x.len() != 3 || w.len() != 4 {
                     return Err(op_err(n, "only 2-D convolutions over NCHW are supported"));
                 }
+                if w.iter().any(|&v| v < 1) {
+                    return Err(op_err(n, format!("weights of shape {w:?}")));
+                }
                 let group = int(n, "group", 1);
-                let k = ints(n, "kernel_shape").unwrap_or_else(|| vec![w[2], w[3]]);
-                let s = ints(n, "strides").unwrap_or_else(|| vec![1, 1]);
-                let d = ints(n, "dilations").unwrap_or_else(|| vec![1, 1]);
-                let p = ints(n, "pads").unwrap_or_else(|| vec![0, 0, 0, 0]);
-                if w[1] * group != x[0] {
+                let [wh, ww] = window_attrs(n, Some([w[2], w[3]]))?;
+                if w[1].saturating_mul(group) != x[0] {
                     return Err(op_err(
                         n,
                         format!(
@@ -183,9 +220,9 @@ pub fn analyze(model: &Model, input_size: i64) -> Result<Analysis, SliceError> {
                         ),
                     ));
                 }
-                let h = window_out(n, x[1], [k[0], s[0], d[0], p[0], p[2]], false)?;
-                let wd = window_out(n, x[2], [k[1], s[1], d[1], p[1], p[3]], false)?;
-                macs = w[0] * h * wd * w[1] * k[0] * k[1];
+                let h = window_out(n, x[1], wh, false)?;
+                let wd = window_out(n, x[2], ww, false)?;
+                macs = w[0] * h * wd * w[1] * wh[0] * ww[0];
                 vec![w[0], h, wd]
             }
             "MaxPool" | "AveragePool" => {
@@ -193,18 +230,17 @@ pub fn analyze(model: &Model, input_size: i64) -> Result<Analysis, SliceError> {
                 if x.len() != 3 {
                     return Err(op_err(n, "only 2-D pooling over NCHW is supported"));
                 }
-                let k = ints(n, "kernel_shape")
-                    .ok_or_else(|| op_err(n, "no kernel_shape attribute"))?;
-                let s = ints(n, "strides").unwrap_or_else(|| vec![1, 1]);
-                let d = ints(n, "dilations").unwrap_or_else(|| vec![1, 1]);
-                let p = ints(n, "pads").unwrap_or_else(|| vec![0, 0, 0, 0]);
+                let [wh, ww] = window_attrs(n, None)?;
                 let ceil = int(n, "ceil_mode", 0) == 1;
-                let h = window_out(n, x[1], [k[0], s[0], d[0], p[0], p[2]], ceil)?;
-                let w = window_out(n, x[2], [k[1], s[1], d[1], p[1], p[3]], ceil)?;
+                let h = window_out(n, x[1], wh, ceil)?;
+                let w = window_out(n, x[2], ww, ceil)?;
                 vec![x[0], h, w]
             }
             "GlobalAveragePool" | "GlobalMaxPool" => {
                 let x = input_shape(0)?;
+                if x.len() != 3 {
+                    return Err(op_err(n, "only 2-D pooling over NCHW is supported"));
+                }
                 vec![x[0], 1, 1]
             }
             "Relu" | "LeakyRelu" | "Sigmoid" | "Clip" | "Dropout" | "Identity"
@@ -237,6 +273,9 @@ pub fn analyze(model: &Model, input_size: i64) -> Result<Analysis, SliceError> {
                 let mut c = 0;
                 for k in 0..n.input.len() {
                     let s = input_shape(k)?;
+                    if s.len() != 3 || first.len() != 3 {
+                        return Err(op_err(n, "only NCHW inputs can be concatenated"));
+                    }
                     if s[1..] != first[1..] {
                         return Err(op_err(n, "inputs differ in spatial size"));
                     }

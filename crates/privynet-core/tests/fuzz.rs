@@ -1,0 +1,216 @@
+//! Fuzzed parsers: the manifest parser and the artifact readers, fed mutated real inputs (the
+//! smoke manifest; a selection in Arrow IPC and a privacy table in Parquet, written by the
+//! project's own writer), must answer `Ok` or a named `Err` and never panic. `make test` runs
+//! a fixed number of cases; `make fuzz` runs many (`PROPTEST_CASES`).
+
+use std::path::Path;
+use std::sync::{Arc, LazyLock};
+
+use arrow::array::{ArrayRef, Float64Array, Int32Array, Int64Array, StringArray};
+use proptest::prelude::*;
+
+use privynet_core::io::{open_parquet, read_arrow, write_artifact};
+use privynet_core::manifest::Manifest;
+use privynet_core::{ArtifactKind, Provenance};
+
+const SMOKE: &str = include_str!("../../../pipelines/smoke.yaml");
+
+/// One edit of a byte string; positions are taken modulo its length when applied.
+#[derive(Debug, Clone)]
+enum Edit {
+    Flip(usize, u8),
+    Delete(usize, usize),
+    Insert(usize, Vec<u8>),
+    Truncate(usize),
+}
+
+/// Bytes that mean something to YAML, Arrow IPC or Parquet framing, besides random ones.
+fn insertion() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 1..8),
+        proptest::sample::select(vec![
+            b": ".to_vec(),
+            b"\n- ".to_vec(),
+            b"{".to_vec(),
+            b"[".to_vec(),
+            b"\t".to_vec(),
+            b"&a ".to_vec(),
+            b"*a".to_vec(),
+            b"!!binary ".to_vec(),
+            b".nan".to_vec(),
+            b"-1".to_vec(),
+            b"99999999999999999999".to_vec(),
+            b"PAR1".to_vec(),
+            b"ARROW1".to_vec(),
+            vec![0xff, 0xff, 0xff, 0x7f],
+        ]),
+    ]
+}
+
+fn edits() -> impl Strategy<Value = Vec<Edit>> {
+    let edit = prop_oneof![
+        (any::<usize>(), 1u8..=255).prop_map(|(i, x)| Edit::Flip(i, x)),
+        (any::<usize>(), 1usize..64).prop_map(|(i, n)| Edit::Delete(i, n)),
+        (any::<usize>(), insertion()).prop_map(|(i, b)| Edit::Insert(i, b)),
+        any::<usize>().prop_map(Edit::Truncate),
+    ];
+    proptest::collection::vec(edit, 1..6)
+}
+
+fn apply(bytes: &[u8], edits: &[Edit]) -> Vec<u8> {
+    let mut b = bytes.to_vec();
+    for e in edits {
+        let at = |i: usize, b: &Vec<u8>| if b.is_empty() { 0 } else { i % b.len() };
+        match e {
+            Edit::Flip(i, x) => {
+                if !b.is_empty() {
+                    let i = at(*i, &b);
+                    b[i] ^= x;
+                }
+            }
+            Edit::Delete(i, n) => {
+                let i = at(*i, &b);
+                let end = (i + n).min(b.len());
+                b.drain(i..end);
+            }
+            Edit::Insert(i, v) => {
+                let i = at(*i, &b);
+                b.splice(i..i, v.iter().copied());
+            }
+            Edit::Truncate(i) => {
+                let i = at(*i, &b);
+                b.truncate(i);
+            }
+        }
+    }
+    b
+}
+
+/// The bytes of a valid selection (Arrow IPC) and privacy table (Parquet), written once.
+static REAL: LazyLock<(Vec<u8>, Vec<u8>)> = LazyLock::new(|| {
+    let dir = tempfile::tempdir().unwrap();
+    real_artifacts(dir.path())
+});
+
+/// A valid selection (Arrow IPC) and privacy table (Parquet), as the stages write them.
+fn real_artifacts(dir: &Path) -> (Vec<u8>, Vec<u8>) {
+    let mut p = Provenance::new("fuzz", "-");
+    p.set("seed", "7");
+    p.set("method", "random");
+    let sel = ArtifactKind::Selection
+        .batch(vec![
+            (
+                "position",
+                Arc::new(Int32Array::from(vec![0, 1, 2])) as ArrayRef,
+            ),
+            ("channel", Arc::new(Int32Array::from(vec![5, 0, 9]))),
+            (
+                "fisher_score",
+                Arc::new(Float64Array::from(vec![Some(1.5), None, Some(0.25)])),
+            ),
+        ])
+        .unwrap();
+    let sel_path = dir.join("selection.arrow");
+    write_artifact(
+        &sel_path,
+        ArtifactKind::Selection,
+        (*sel.schema()).clone(),
+        &p,
+        &[sel],
+    )
+    .unwrap();
+    let n = 300;
+    let privacy = ArtifactKind::Privacy
+        .batch(vec![
+            (
+                "id",
+                Arc::new(Int64Array::from_iter_values(0..n)) as ArrayRef,
+            ),
+            (
+                "mode",
+                Arc::new(StringArray::from_iter_values((0..n).map(|i| {
+                    if i % 2 == 0 {
+                        "known-selection"
+                    } else {
+                        "matched-selection"
+                    }
+                }))),
+            ),
+            (
+                "psnr",
+                Arc::new(Float64Array::from_iter_values(
+                    (0..n).map(|i| 10.0 + i as f64 / 30.0),
+                )),
+            ),
+            (
+                "ssim",
+                Arc::new(Float64Array::from_iter_values(
+                    (0..n).map(|i| i as f64 / n as f64),
+                )),
+            ),
+            (
+                "mse",
+                Arc::new(Float64Array::from_iter_values(
+                    (0..n).map(|i| 1.0 / (1.0 + i as f64)),
+                )),
+            ),
+        ])
+        .unwrap();
+    let pq_path = dir.join("privacy.parquet");
+    let pp = Provenance::new("fuzz", "-");
+    write_artifact(
+        &pq_path,
+        ArtifactKind::Privacy,
+        (*privacy.schema()).clone(),
+        &pp,
+        &[privacy],
+    )
+    .unwrap();
+    (
+        std::fs::read(&sel_path).unwrap(),
+        std::fs::read(&pq_path).unwrap(),
+    )
+}
+
+/// Cases per property: `PROPTEST_CASES` (as `make fuzz` sets it), else 256.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+    /// Any mutation of the smoke manifest parses or is refused; never a panic.
+    #[test]
+    fn mutated_manifests_never_panic(e in edits()) {
+        let text = String::from_utf8_lossy(&apply(SMOKE.as_bytes(), &e)).into_owned();
+        let _ = Manifest::parse(Path::new("fuzz.yaml"), &text, &[]);
+    }
+
+    /// Any mutation of a real Arrow IPC artifact reads or is refused; never a panic.
+    #[test]
+    fn mutated_arrow_artifacts_never_panic(e in edits()) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mutated.arrow");
+        std::fs::write(&path, apply(&REAL.0, &e)).unwrap();
+        let _ = read_arrow(&path, ArtifactKind::Selection);
+    }
+
+    /// Any mutation of a real Parquet artifact reads (every batch) or is refused; never a panic.
+    #[test]
+    fn mutated_parquet_artifacts_never_panic(e in edits()) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mutated.parquet");
+        std::fs::write(&path, apply(&REAL.1, &e)).unwrap();
+        if let Ok((_, reader)) = open_parquet(&path, ArtifactKind::Privacy, None, 64) {
+            for batch in reader {
+                if batch.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}

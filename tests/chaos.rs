@@ -1,0 +1,303 @@
+//! Chaos: the smoke pipeline (one topology) killed with SIGKILL at random moments, either the
+//! runner with all its stage processes (a crash) or one stage process (the runner goes on and
+//! reports it), then rerun to completion. After every kill each Arrow or Parquet file present
+//! must read as its kind (no half-written file looks whole); after the rerun the lock file
+//! must parse and every artifact must hold the values of an uninterrupted run, bit for bit
+//! except the measured seconds and speeds. `make test` runs 4 rounds (a round: one or two kills,
+//! then a rerun to completion); `make chaos` runs `PRIVYNET_CHAOS_KILLS` rounds (default 30)
+//! with `PRIVYNET_CHAOS_SEED`. A second test runs the whole smoke pipeline twice from scratch
+//! and finds every file byte-identical but for the declared time fields.
+
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+use arrow::array::RecordBatch;
+use privynet_core::ArtifactKind;
+use privynet_e2e::*;
+use rand::{Rng, SeedableRng};
+
+/// One topology keeps each run short; the stages are all there.
+const SETS: [&str; 4] = ["--set", "sweep.cuts=[conv1]", "--set", "sweep.channels=[8]"];
+
+fn start(manifest: &Path) -> Child {
+    let mut args = vec!["run", manifest.to_str().unwrap()];
+    args.extend(SETS);
+    // Its own process group, so that a crash can take the runner and its stages together.
+    Command::new(bin("privynet"))
+        .args(&args)
+        .current_dir(root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap()
+}
+
+fn finish(manifest: &Path) {
+    let mut args = vec!["run", manifest.to_str().unwrap()];
+    args.extend(SETS);
+    let o = run("privynet", &args);
+    ok(&o);
+    assert!(stdout(&o).contains("0 failed, 0 blocked"), "{}", stdout(&o));
+}
+
+/// The process ids whose parent is `pid` (from /proc).
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`: the command may hold spaces, so read after its `)`.
+        let ppid = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
+}
+
+fn sigkill(target: &str) {
+    let status = Command::new("kill")
+        .args(["-KILL", "--", target])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    // The target may have exited in between; that is a kill that came too late, not a fault.
+    let _ = status;
+}
+
+/// Every Arrow IPC and Parquet artifact under `dir` (not the hidden temporaries, not the
+/// training's resume state), by path relative to `dir`.
+fn artifacts(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || name == "resume" {
+                continue;
+            }
+            if p.is_dir() {
+                stack.push(p);
+            } else if name.ends_with(".parquet") || name.ends_with(".arrow") {
+                out.push(p.strip_prefix(dir).unwrap().to_path_buf());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The artifact's kind from its own metadata.
+fn kind_of(path: &Path) -> ArtifactKind {
+    let schema = privynet_core::io::read_schema(path)
+        .unwrap_or_else(|e| panic!("{} does not open: {e}", path.display()));
+    let name = schema
+        .metadata()
+        .get("privynet.kind")
+        .unwrap_or_else(|| panic!("{} has no privynet.kind", path.display()));
+    ArtifactKind::from_name(name).unwrap_or_else(|| panic!("unknown kind {name}"))
+}
+
+/// The artifact's columns, read and checked as its kind, without the measured durations and
+/// speeds (which differ between any two runs). Metadata is left out: it names input paths,
+/// which differ between the two run folders.
+fn values(path: &Path) -> Vec<(String, arrow::array::ArrayData)> {
+    values_except(path, &TIME_FIELDS).0
+}
+
+#[test]
+fn killed_at_random_moments_the_pipeline_ends_as_an_uninterrupted_run() {
+    let kills: usize = std::env::var("PRIVYNET_CHAOS_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let seed: u64 = std::env::var("PRIVYNET_CHAOS_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(11);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+
+    // The uninterrupted run, and how long it takes (the window the kills fall in).
+    let reference = tempfile::tempdir().unwrap();
+    let m = smoke_manifest(reference.path(), "");
+    let t = Instant::now();
+    finish(&m);
+    let window = t.elapsed();
+    let ref_out = reference.path().join("out");
+    let expected: Vec<PathBuf> = artifacts(&ref_out);
+    assert!(expected.len() >= 10, "{expected:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let m = smoke_manifest(dir.path(), "");
+    let out = dir.path().join("out");
+    let mut log = Vec::new();
+    for k in 0..kills {
+        if out.exists() {
+            std::fs::remove_dir_all(&out).unwrap();
+        }
+        // Sometimes the rerun is killed too, before one finishes.
+        let rounds = if rng.random_bool(0.3) { 2 } else { 1 };
+        for _ in 0..rounds {
+            let at = window.mul_f64(rng.random_range(0.02..1.0));
+            let what = kill_once(&m, at, rng.random_bool(0.5));
+            log.push(format!(
+                "round {k}: killed {what} at {:.1}s",
+                at.as_secs_f64()
+            ));
+            // Whatever is there now must read whole as its kind.
+            for a in artifacts(&out) {
+                let _ = values(&out.join(&a));
+            }
+        }
+        finish(&m);
+        let lock = std::fs::read_to_string(out.join("privynet.lock.json")).unwrap();
+        let _: serde_json::Value = serde_json::from_str(&lock).expect("the lock file parses");
+        assert_eq!(artifacts(&out), expected, "{}", log.join("\n"));
+        for a in &expected {
+            assert!(
+                values(&ref_out.join(a)) == values(&out.join(a)),
+                "{} differs from the uninterrupted run after:\n{}",
+                a.display(),
+                log.join("\n")
+            );
+        }
+    }
+    eprintln!(
+        "{} kills in {kills} rounds (seed {seed}), each rerun to the uninterrupted result:\n{}",
+        log.len(),
+        log.join("\n")
+    );
+}
+
+/// Starts the run, waits `at`, and SIGKILLs either the runner with its stages (`whole`) or one
+/// running stage process; waits for the runner to end. Says what it killed.
+fn kill_once(m: &Path, at: std::time::Duration, whole: bool) -> String {
+    let mut child = start(m);
+    std::thread::sleep(at);
+    let what = if whole {
+        sigkill(&format!("-{}", child.id()));
+        "the runner and its stages".to_string()
+    } else {
+        match children(child.id()).first() {
+            Some(pid) => {
+                sigkill(&pid.to_string());
+                format!("stage process {pid}")
+            }
+            None => "nothing (no stage was running)".to_string(),
+        }
+    };
+    let _ = child.wait();
+    what
+}
+
+/// The columns that hold measured times or speeds: the only values two runs may differ in.
+const TIME_FIELDS: [&str; 4] = [
+    "seconds",
+    "samples_per_second",
+    "train_seconds",
+    "attack_seconds",
+];
+
+/// Every file under `dir` but the run's own records (logs, events, the lock file with its
+/// durations) and the hidden temporaries, with its bytes.
+fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            let record = ["logs", "events.jsonl", "privynet.lock.json"].contains(&name.as_str());
+            if name.starts_with('.') || record {
+                continue;
+            }
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(
+                    p.strip_prefix(dir).unwrap().to_path_buf(),
+                    std::fs::read(&p).unwrap(),
+                );
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn two_runs_from_scratch_are_byte_identical_but_for_declared_time_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = smoke_manifest(dir.path(), "");
+    let out = dir.path().join("out");
+    let full = |m: &Path| {
+        let o = run("privynet", &["run", m.to_str().unwrap()]);
+        ok(&o);
+    };
+    full(&m);
+    let first = files(&out);
+    let first_values: BTreeMap<PathBuf, _> = artifacts(&out)
+        .into_iter()
+        .map(|a| (a.clone(), values_except(&out.join(&a), &TIME_FIELDS)))
+        .collect();
+    std::fs::remove_dir_all(&out).unwrap();
+    full(&m);
+    let second = files(&out);
+    assert_eq!(
+        first.keys().collect::<Vec<_>>(),
+        second.keys().collect::<Vec<_>>()
+    );
+    let mut differ = Vec::new();
+    for (path, bytes) in &first {
+        if second[path] == *bytes {
+            continue;
+        }
+        // Only an Arrow or Parquet artifact may differ, and only in a declared time field or
+        // in the digest of an input that holds one.
+        let Some(want) = first_values.get(path) else {
+            differ.push(format!("{} (not a table; bytes differ)", path.display()));
+            continue;
+        };
+        if *want != values_except(&out.join(path), &TIME_FIELDS) {
+            differ.push(format!(
+                "{} (values differ outside {TIME_FIELDS:?})",
+                path.display()
+            ));
+        }
+    }
+    assert!(differ.is_empty(), "not reproduced:\n{}", differ.join("\n"));
+}
+
+/// The artifact's columns and metadata as comparable data, without the `skip` columns and the
+/// input digests.
+fn values_except(path: &Path, skip: &[&str]) -> (Vec<(String, arrow::array::ArrayData)>, String) {
+    let batches: Vec<RecordBatch> = read_all(path, kind_of(path));
+    let schema = batches[0].schema();
+    let all = arrow::compute::concat_batches(&schema, &batches).unwrap();
+    let cols = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| !skip.contains(&f.name().as_str()))
+        .map(|(i, f)| (f.name().clone(), all.column(i).to_data()))
+        .collect();
+    // The digests of the inputs differ wherever an input holds times (the characterization
+    // table behind the optimizer's outputs): the inputs' own values are compared file by file.
+    let meta: BTreeMap<_, _> = schema
+        .metadata()
+        .iter()
+        .filter(|(k, _)| k.as_str() != "privynet.inputs")
+        .collect();
+    (cols, format!("{meta:?}"))
+}
