@@ -205,9 +205,6 @@ fn ceiling(model: &Path, images: &Path, size: u32, n: usize) -> Result<Rates> {
 }
 
 fn main() -> Result<()> {
-    // As the training binaries run (see `privynet_nn::alloc`).
-    #[cfg(not(feature = "system-alloc"))]
-    privynet_nn::alloc::keep_freed_memory();
     // `privynet-bench [extract|nn|all|steps [FILTER]|variants]`: one part, or extract and nn
     // (the default). `steps` is nn's in-process table alone (FILTER: the networks whose name
     // contains it), `variants` the IRN variants behind the training-speed proposals.

@@ -762,16 +762,12 @@ fn print_table(rows: &[(NetDesc, Measured)], torch: &Result<(String, Vec<Measure
     }
 }
 
-/// The allocator this bench was built with, and mimalloc's purge delay (-1: freed memory kept,
-/// as in the training binaries; `MIMALLOC_PURGE_DELAY=10` measures mimalloc's default).
-pub fn allocator() -> String {
+/// The allocator this bench was built with.
+pub fn allocator() -> &'static str {
     if cfg!(feature = "system-alloc") {
-        "the system allocator (glibc malloc)".into()
+        "the system allocator (glibc malloc)"
     } else {
-        format!(
-            "mimalloc, purge delay {} ms",
-            privynet_nn::alloc::purge_delay()
-        )
+        "mimalloc"
     }
 }
 

@@ -3,7 +3,6 @@
 //! attacker's IRN trained to convergence, its scores and their intervals), on burn's pure-Rust
 //! flex CPU backend.
 
-pub mod alloc;
 pub mod attack;
 pub mod audit;
 pub mod audit_output;

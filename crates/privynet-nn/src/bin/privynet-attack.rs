@@ -14,10 +14,9 @@ use privynet_nn::audit::{self, Aligned, AuditInput};
 use privynet_nn::audit_output::{OutputContext, write_outputs};
 use privynet_nn::data::{self, Dataset};
 
-// Keeps freed memory in the process (see `privynet_nn::alloc`): training steps reuse it
-// instead of faulting in fresh pages.
+// Keeps freed memory in the process: training steps reuse it instead of faulting in fresh pages.
 #[global_allocator]
-static GLOBAL: privynet_nn::alloc::MiMalloc = privynet_nn::alloc::MiMalloc;
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Score a topology's privacy: how well an attacker, trained until it converges, rebuilds the
 /// victims' images from their features (PSNR, SSIM, 95% intervals, per knowledge mode).
@@ -58,11 +57,7 @@ struct Args {
 }
 
 fn main() {
-    privynet_core::logging::run_main(|| {
-        // After logging starts (its warning is seen), before any worker thread exists.
-        privynet_nn::alloc::keep_freed_memory();
-        run(Args::parse())
-    });
+    privynet_core::logging::run_main(|| run(Args::parse()));
 }
 
 fn run(args: Args) -> Result<()> {

@@ -16,10 +16,9 @@ use privynet_core::manifest::{ManifestArgs, TrainParams};
 use privynet_core::{ArtifactKind, Provenance, Topology, Zone};
 use privynet_nn::{data, train};
 
-// Keeps freed memory in the process (see `privynet_nn::alloc`): training steps reuse it
-// instead of faulting in fresh pages.
+// Keeps freed memory in the process: training steps reuse it instead of faulting in fresh pages.
 #[global_allocator]
-static GLOBAL: privynet_nn::alloc::MiMalloc = privynet_nn::alloc::MiMalloc;
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The splits the stage reads: it trains on `train` and scores `val` and `test`.
 const SPLITS: [&str; 3] = ["train", "val", "test"];
@@ -63,11 +62,7 @@ struct Args {
 }
 
 fn main() {
-    privynet_core::logging::run_main(|| {
-        // After logging starts (its warning is seen), before any worker thread exists.
-        privynet_nn::alloc::keep_freed_memory();
-        run(Args::parse())
-    });
+    privynet_core::logging::run_main(|| run(Args::parse()));
 }
 
 /// The cloud stage refuses local artifacts by their own metadata, whatever their file name.
