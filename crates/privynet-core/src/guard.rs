@@ -1,5 +1,6 @@
-//! Untrusted bytes through third-party decoders: arrow's IPC reader panics on some malformed
-//! files (an out-of-range buffer slice, found by `tests/fuzz.rs`) instead of returning an error.
+//! Untrusted bytes through third-party decoders: arrow's IPC reader and parquet's reader panic
+//! on some malformed files (an out-of-range buffer slice; a negative column chunk range: found
+//! by `tests/fuzz.rs`) instead of returning an error.
 //! [`decode`] turns such a panic into an error that names the file, and keeps the panic's own
 //! message off stderr, so a user who passes a damaged file reads one clear error, not a crash.
 
@@ -29,19 +30,25 @@ fn install_hook() {
     });
 }
 
-/// Runs `f`, which decodes the file at `path`; a panic inside it becomes
-/// [`CoreError::Malformed`] naming the file and the decoder's complaint.
-pub fn decode<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+/// Runs `f` with its panics caught and kept off stderr; a panic becomes its message.
+pub fn catch<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
     install_hook();
     let outer = GUARDED.with(|g| g.replace(true));
     let result = catch_unwind(AssertUnwindSafe(f));
     GUARDED.with(|g| g.set(outer));
-    result.unwrap_or_else(|payload| {
-        let message = payload
+    result.map_err(|payload| {
+        payload
             .downcast_ref::<String>()
             .cloned()
             .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_string()))
-            .unwrap_or_else(|| "the decoder panicked".into());
+            .unwrap_or_else(|| "the decoder panicked".into())
+    })
+}
+
+/// Runs `f`, which decodes the file at `path`; a panic inside it becomes
+/// [`CoreError::Malformed`] naming the file and the decoder's complaint.
+pub fn decode<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    catch(f).unwrap_or_else(|message| {
         Err(CoreError::Malformed {
             path: path.to_path_buf(),
             message,

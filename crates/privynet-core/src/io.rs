@@ -369,7 +369,7 @@ pub fn open_parquet(
     kind: ArtifactKind,
     columns: Option<&[&str]>,
     batch_size: usize,
-) -> Result<(SchemaRef, ParquetRecordBatchReader)> {
+) -> Result<(SchemaRef, ParquetReader)> {
     open_parquet_splits(path, kind, columns, batch_size, None).map(|(s, r, _)| (s, r))
 }
 
@@ -378,6 +378,65 @@ pub fn open_parquet(
 /// Artifacts are written split by split, so reading one split decodes about that split only.
 /// Also returns how many rows the reader will yield (for progress).
 pub fn open_parquet_splits(
+    path: &Path,
+    kind: ArtifactKind,
+    columns: Option<&[&str]>,
+    batch_size: usize,
+    splits: Option<&[String]>,
+) -> Result<(SchemaRef, ParquetReader, u64)> {
+    let (schema, inner, rows) = crate::guard::decode(path, || {
+        open_unguarded(path, kind, columns, batch_size, splits)
+    })?;
+    let reader = ParquetReader {
+        inner,
+        path: path.to_path_buf(),
+        failed: false,
+    };
+    Ok((schema, reader, rows))
+}
+
+/// A Parquet artifact's batches, each decoded under [`crate::guard`]: parquet's reader panics
+/// on some damaged files, and a damaged file must give an error naming it, not a crash.
+pub struct ParquetReader {
+    inner: ParquetRecordBatchReader,
+    path: PathBuf,
+    /// Set once the decoder panicked: its state is unknown, so the reader ends there.
+    failed: bool,
+}
+
+impl std::fmt::Debug for ParquetReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParquetReader")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl Iterator for ParquetReader {
+    type Item = std::result::Result<RecordBatch, arrow::error::ArrowError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        let inner = &mut self.inner;
+        crate::guard::catch(|| inner.next()).unwrap_or_else(|message| {
+            self.failed = true;
+            Some(Err(arrow::error::ArrowError::ParseError(format!(
+                "{} is damaged or not a valid Parquet file: {message}",
+                self.path.display()
+            ))))
+        })
+    }
+}
+
+impl arrow::record_batch::RecordBatchReader for ParquetReader {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+}
+
+fn open_unguarded(
     path: &Path,
     kind: ArtifactKind,
     columns: Option<&[&str]>,
