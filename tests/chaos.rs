@@ -76,27 +76,38 @@ fn sigkill(target: &str) {
     let _ = status;
 }
 
-/// Every Arrow IPC and Parquet artifact under `dir` (not the hidden temporaries, not the
-/// training's resume state), by path relative to `dir`.
-fn artifacts(dir: &Path) -> Vec<PathBuf> {
+/// The files under `dir`, relative to it and sorted, without the hidden temporaries and
+/// without any file or folder named in `skip`.
+fn walk(dir: &Path, skip: &[&str]) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).unwrap().flatten() {
             let p = e.path();
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') || name == "resume" {
+            if name.starts_with('.') || skip.contains(&name.as_str()) {
                 continue;
             }
             if p.is_dir() {
                 stack.push(p);
-            } else if name.ends_with(".parquet") || name.ends_with(".arrow") {
+            } else {
                 out.push(p.strip_prefix(dir).unwrap().to_path_buf());
             }
         }
     }
     out.sort();
     out
+}
+
+/// Every Arrow IPC and Parquet artifact under `dir` (not the training's resume state).
+fn artifacts(dir: &Path) -> Vec<PathBuf> {
+    walk(dir, &["resume"])
+        .into_iter()
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|e| e == "parquet" || e == "arrow")
+        })
+        .collect()
 }
 
 /// The artifact's kind from its own metadata.
@@ -211,29 +222,15 @@ const TIME_FIELDS: [&str; 4] = [
 ];
 
 /// Every file under `dir` but the run's own records (logs, events, the lock file with its
-/// durations) and the hidden temporaries, with its bytes.
+/// durations), with its bytes.
 fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            let name = e.file_name().to_string_lossy().into_owned();
-            let record = ["logs", "events.jsonl", "privynet.lock.json"].contains(&name.as_str());
-            if name.starts_with('.') || record {
-                continue;
-            }
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.insert(
-                    p.strip_prefix(dir).unwrap().to_path_buf(),
-                    std::fs::read(&p).unwrap(),
-                );
-            }
-        }
-    }
-    out
+    walk(dir, &["logs", "events.jsonl", "privynet.lock.json"])
+        .into_iter()
+        .map(|p| {
+            let bytes = std::fs::read(dir.join(&p)).unwrap();
+            (p, bytes)
+        })
+        .collect()
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! Fuzzed parsers: the manifest parser and the artifact readers, fed mutated real inputs (the
 //! smoke manifest; a selection in Arrow IPC and a privacy table in Parquet, written by the
 //! project's own writer), must answer `Ok` or a named `Err` and never panic. `make test` runs
-//! a fixed number of cases; `make fuzz` runs many (`PROPTEST_CASES`).
+//! proptest's default 256 cases per property; `make fuzz` sets `PROPTEST_CASES` (which
+//! proptest's default configuration reads) to 20,000.
 
 use std::path::Path;
 use std::sync::{Arc, LazyLock};
@@ -172,17 +173,7 @@ fn real_artifacts(dir: &Path) -> (Vec<u8>, Vec<u8>) {
     )
 }
 
-/// Cases per property: `PROPTEST_CASES` (as `make fuzz` sets it), else 256.
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256)
-}
-
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
-
     /// Any mutation of the smoke manifest parses or is refused; never a panic.
     #[test]
     fn mutated_manifests_never_panic(e in edits()) {

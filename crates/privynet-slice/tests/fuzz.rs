@@ -1,7 +1,8 @@
 //! Fuzzed ONNX loading and shape inference: the tiny CNN the tests build, mutated as bytes and
 //! as a graph (attribute values out of range, weights of other shapes, inputs dropped or
 //! renamed, absurd input sizes), must load and analyse or be refused by name; never a panic.
-//! `make test` runs a fixed number of cases; `make fuzz` runs many (`PROPTEST_CASES`).
+//! `make test` runs proptest's default 256 cases per property; `make fuzz` sets
+//! `PROPTEST_CASES` (which proptest's default configuration reads) to 20,000.
 
 mod common;
 
@@ -112,17 +113,7 @@ fn load_and_analyse(bytes: &[u8], size: i64) {
     }
 }
 
-/// Cases per property: `PROPTEST_CASES` (as `make fuzz` sets it), else 256.
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256)
-}
-
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
-
     /// Any graph edit, at any input size, analyses or is refused; never a panic.
     #[test]
     fn mutated_graphs_never_panic(
