@@ -75,9 +75,9 @@ fn main() {
 /// Nodes run at once by default: one per core, at most 4. burn's CPU training scales poorly
 /// across threads (on 2 cores one 2-thread process trained the IRN at 1.65-1.7x, the cloud
 /// network at 1.5-1.8x its one-thread speed, while two one-thread processes side by side each
-/// kept their full speed: `make bench BENCH=steps` with `RAYON_NUM_THREADS=1`), so on small machines
-/// many narrow stages beat few wide ones. The cap keeps memory bounded (every attack holds its
-/// pool and network) and gives big machines several threads per stage.
+/// kept their full speed: `make bench BENCH=steps` with `RAYON_NUM_THREADS=1`), so on small
+/// machines many narrow stages beat few wide ones. The cap keeps memory bounded (every attack
+/// holds its pool and network) and gives big machines several threads per stage.
 fn default_jobs(cores: usize) -> usize {
     cores.clamp(1, 4)
 }
