@@ -34,27 +34,13 @@ impl Fixture {
         let m = smoke_manifest(dir, "");
         let ms = m.to_str().unwrap().to_string();
         ok(&run("privynet-ingest", &["--manifest", &ms]));
-        let slice = |cut: &str| {
+        // The smoke manifest draws selections at random (no Fisher scoring: fast).
+        let sliced = |cut: &str| {
             let out = dir.join(format!("{cut}-8"));
-            let o = out.to_str().unwrap();
-            ok(&run(
-                "privynet-slice",
-                &[
-                    "--manifest",
-                    &ms,
-                    "--cut",
-                    cut,
-                    "--channels",
-                    "8",
-                    "--method",
-                    "random",
-                    "--output",
-                    o,
-                ],
-            ));
+            slice(&ms, cut, "8", &out);
             out
         };
-        let (conv1, fire3) = (slice("conv1"), slice("fire3"));
+        let (conv1, fire3) = (sliced("conv1"), sliced("fire3"));
         let features = dir.join("features.parquet");
         ok(&run(
             "privynet-extract",

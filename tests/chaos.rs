@@ -67,13 +67,11 @@ fn children(pid: u32) -> Vec<u32> {
 }
 
 fn sigkill(target: &str) {
-    let status = Command::new("kill")
+    // The target may have exited in between: a kill that came too late, not a fault.
+    let _ = Command::new("kill")
         .args(["-KILL", "--", target])
         .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    // The target may have exited in between; that is a kill that came too late, not a fault.
-    let _ = status;
+        .status();
 }
 
 /// The files under `dir`, relative to it and sorted, without the hidden temporaries and

@@ -14,19 +14,7 @@ fn prepare(dir: &Path, cut: &str, d: &str) -> (PathBuf, PathBuf) {
         &["--manifest", m.to_str().unwrap()],
     ));
     let out = dir.join(format!("{cut}-{d}"));
-    ok(&run(
-        "privynet-slice",
-        &[
-            "--manifest",
-            m.to_str().unwrap(),
-            "--cut",
-            cut,
-            "--channels",
-            d,
-            "--output",
-            out.to_str().unwrap(),
-        ],
-    ));
+    slice(m.to_str().unwrap(), cut, d, &out);
     (m, out)
 }
 
@@ -285,19 +273,7 @@ fn wrong_topology_is_named_and_shards_read_as_one() {
     );
     // Read against another topology: the mismatch is named.
     let topo32 = dir.path().join("fire3-32");
-    ok(&run(
-        "privynet-slice",
-        &[
-            "--manifest",
-            ms,
-            "--cut",
-            "fire3",
-            "--channels",
-            "32",
-            "--output",
-            topo32.to_str().unwrap(),
-        ],
-    ));
+    slice(ms, "fire3", "32", &topo32);
     let expected = privynet_core::Topology::read(&topo32.join("topology.arrow")).unwrap();
     let e = privynet_core::topology::check_features(&parts, &expected)
         .unwrap_err()
@@ -328,19 +304,7 @@ fn killed_extract_leaves_no_final_file() {
         ],
     ));
     let topo = dir.path().join("conv1-64");
-    ok(&run(
-        "privynet-slice",
-        &[
-            "--manifest",
-            ms,
-            "--cut",
-            "conv1",
-            "--channels",
-            "all",
-            "--output",
-            topo.to_str().unwrap(),
-        ],
-    ));
+    slice(ms, "conv1", "all", &topo);
     let out = topo.join("features.parquet");
     let child = std::process::Command::new(bin("privynet-extract"))
         .args([
@@ -367,19 +331,7 @@ fn derived_narrower_features_equal_a_direct_extraction() {
     let (m, wide) = prepare(dir.path(), "fire3", "all");
     let ms = m.to_str().unwrap();
     let narrow = dir.path().join("fire3-8");
-    ok(&run(
-        "privynet-slice",
-        &[
-            "--manifest",
-            ms,
-            "--cut",
-            "fire3",
-            "--channels",
-            "8",
-            "--output",
-            narrow.to_str().unwrap(),
-        ],
-    ));
+    slice(ms, "fire3", "8", &narrow);
     let extract = |t: &Path, out: &Path| {
         ok(&run(
             "privynet-extract",

@@ -94,6 +94,24 @@ pub fn smoke_manifest(dir: &Path, extra: &str) -> PathBuf {
     p
 }
 
+/// Slices the manifest's model at `cut`, keeping `channels` (a count or `all`), into `out`
+/// (local.onnx, topology.arrow, selection.arrow).
+pub fn slice(manifest: &str, cut: &str, channels: &str, out: &Path) {
+    ok(&run(
+        "privynet-slice",
+        &[
+            "--manifest",
+            manifest,
+            "--cut",
+            cut,
+            "--channels",
+            channels,
+            "--output",
+            out.to_str().unwrap(),
+        ],
+    ));
+}
+
 /// Reads every batch of an Arrow IPC or Parquet artifact of `kind`.
 pub fn read_all(path: &Path, kind: privynet_core::ArtifactKind) -> Vec<arrow::array::RecordBatch> {
     if path.extension().is_some_and(|e| e == "parquet") {

@@ -58,7 +58,6 @@ pub enum CoreError {
 }
 
 impl CoreError {
-    /// Wraps an I/O error with the path it happened on.
     /// A failure to create or write `path` (a folder, an artifact, its temporary file).
     pub fn write(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Write {
@@ -67,6 +66,7 @@ impl CoreError {
         }
     }
 
+    /// Wraps an I/O error with the path it happened on.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),

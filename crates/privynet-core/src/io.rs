@@ -422,10 +422,11 @@ impl Iterator for ParquetReader {
         let inner = &mut self.inner;
         crate::guard::catch(|| inner.next()).unwrap_or_else(|message| {
             self.failed = true;
-            Some(Err(arrow::error::ArrowError::ParseError(format!(
-                "{} is damaged or not a valid Parquet file: {message}",
-                self.path.display()
-            ))))
+            let e = CoreError::Malformed {
+                path: self.path.clone(),
+                message,
+            };
+            Some(Err(arrow::error::ArrowError::ExternalError(Box::new(e))))
         })
     }
 }

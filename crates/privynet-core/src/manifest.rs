@@ -830,10 +830,9 @@ impl Limits {
     /// The limits are usable: PSNR and SSIM finite, MACs and bytes not negative.
     pub fn validate(&self) -> std::result::Result<(), String> {
         for (key, v) in [("max_psnr", self.max_psnr), ("max_ssim", self.max_ssim)] {
-            if v.is_some_and(|v| !v.is_finite()) {
+            if let Some(v) = v.filter(|v| !v.is_finite()) {
                 return Err(format!(
-                    "`optimize.limits.{key}` must be a finite number, got {}",
-                    v.unwrap_or_default()
+                    "`optimize.limits.{key}` must be a finite number, got {v}"
                 ));
             }
         }

@@ -273,7 +273,8 @@ pub fn analyze(model: &Model, input_size: i64) -> Result<Analysis, SliceError> {
                 let mut c = 0;
                 for k in 0..n.input.len() {
                     let s = input_shape(k)?;
-                    if s.len() != 3 || first.len() != 3 {
+                    // Input 0 is `first`, so this checks it too before it is sliced.
+                    if s.len() != 3 {
                         return Err(op_err(n, "only NCHW inputs can be concatenated"));
                     }
                     if s[1..] != first[1..] {

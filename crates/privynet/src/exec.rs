@@ -39,8 +39,8 @@ pub struct RunOptions {
     pub force: HashSet<usize>,
     pub jobs: usize,
     /// Worker threads each stage process gets (`RAYON_NUM_THREADS`, which burn's CPU backend
-    /// reads), unless the runner's own environment sets it.
-    pub threads: usize,
+    /// reads); `None` leaves the runner's own environment to the stages.
+    pub threads: Option<usize>,
     /// Folder holding the stage binaries.
     pub bin_dir: PathBuf,
 }
@@ -299,13 +299,18 @@ pub fn run(dag: &Dag, opts: &RunOptions) -> Result<BTreeMap<usize, Outcome>, Run
     Ok(outcomes)
 }
 
-fn run_process(bin: &Path, args: &[String], log: &Path, threads: usize) -> Result<(), String> {
+fn run_process(
+    bin: &Path,
+    args: &[String],
+    log: &Path,
+    threads: Option<usize>,
+) -> Result<(), String> {
     let file =
         std::fs::File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
     let err = file.try_clone().map_err(|e| e.to_string())?;
     let mut cmd = Command::new(bin);
-    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        cmd.env("RAYON_NUM_THREADS", threads.max(1).to_string());
+    if let Some(t) = threads {
+        cmd.env("RAYON_NUM_THREADS", t.to_string());
     }
     let status = cmd
         .args(args)

@@ -120,6 +120,10 @@ fn run(cli: Cli) -> Result<i32> {
             let whole = stage.is_none() && until.is_none();
             let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
             let jobs = jobs.unwrap_or_else(|| default_jobs(cores)).max(1);
+            // A `RAYON_NUM_THREADS` the user set reaches the stages as it is.
+            let threads = std::env::var_os("RAYON_NUM_THREADS")
+                .is_none()
+                .then(|| (cores / jobs).max(1));
             println!(
                 "pipeline {} -> {}",
                 manifest.display(),
@@ -148,7 +152,7 @@ fn run(cli: Cli) -> Result<i32> {
                     selected,
                     force: forced,
                     jobs,
-                    threads: (cores / jobs).max(1),
+                    threads,
                     bin_dir: bin_dir()?,
                 };
                 let run = exec::run(&dag, &opts)?;
