@@ -125,11 +125,12 @@ pub fn read_all(path: &Path, kind: privynet_core::ArtifactKind) -> Vec<arrow::ar
     }
 }
 
-/// A column of a batch, downcast.
-pub fn col<'a, T: 'static>(b: &'a arrow::array::RecordBatch, name: &str) -> &'a T {
-    b.column_by_name(name)
-        .and_then(|c| c.as_any().downcast_ref::<T>())
-        .unwrap_or_else(|| panic!("no column `{name}` of the expected type"))
+/// A column of a batch, downcast (the core's helper, panicking as a test should).
+pub fn col<'a, T: arrow::array::Array + 'static>(
+    b: &'a arrow::array::RecordBatch,
+    name: &str,
+) -> &'a T {
+    privynet_core::column(b, name, Path::new("(test batch)")).unwrap()
 }
 
 /// Writes a features file of `rows` (id, label, split, values) with feature shape `shape`.

@@ -2,6 +2,7 @@
 //! I/O, provenance, zones and logging. Depends on none of ort, burn or polars, so every stage
 //! can use it without pulling in another stage's heavy dependencies.
 
+pub mod columns;
 pub mod error;
 pub mod guard;
 pub mod hash;
@@ -13,6 +14,7 @@ pub mod row_groups;
 pub mod schema;
 pub mod topology;
 
+pub use columns::column;
 pub use error::{CoreError, Result};
 pub use manifest::Manifest;
 pub use provenance::Provenance;

@@ -50,31 +50,22 @@ impl Topology {
                 path: path.to_path_buf(),
                 message: "the topology table has no row".into(),
             })?;
-        let s = |name: &str| {
-            b.column_by_name(name)
-                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-                .expect("a checked topology has this utf8 column")
-        };
-        let i = |name: &str| {
-            b.column_by_name(name)
-                .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
-                .expect("a checked topology has this int64 column")
-                .value(0)
-        };
-        let layer = s("layer");
+        let s = |name: &str| crate::column::<StringArray>(b, name, path);
+        let i = |name: &str| crate::column::<Int64Array>(b, name, path).map(|c| c.value(0));
+        let layer = s("layer")?;
         Ok(Self {
-            cut: s("cut").value(0).to_string(),
+            cut: s("cut")?.value(0).to_string(),
             layer: (!layer.is_null(0)).then(|| layer.value(0).to_string()),
-            input_size: i("input_size"),
-            cut_channels: i("cut_channels"),
-            channels: i("channels"),
-            method: s("method").value(0).to_string(),
-            height: i("height"),
-            width: i("width"),
-            feature_len: i("feature_len"),
-            macs: i("macs"),
-            params: i("params"),
-            weight_bytes: i("weight_bytes"),
+            input_size: i("input_size")?,
+            cut_channels: i("cut_channels")?,
+            channels: i("channels")?,
+            method: s("method")?.value(0).to_string(),
+            height: i("height")?,
+            width: i("width")?,
+            feature_len: i("feature_len")?,
+            macs: i("macs")?,
+            params: i("params")?,
+            weight_bytes: i("weight_bytes")?,
         })
     }
 
@@ -121,10 +112,7 @@ pub fn read_selection(path: &Path) -> Result<Vec<i64>> {
     let (_, batches) = crate::io::read_arrow(path, ArtifactKind::Selection)?;
     let mut out = Vec::new();
     for b in batches {
-        let col = b
-            .column_by_name("channel")
-            .and_then(|c| c.as_any().downcast_ref::<arrow::array::Int32Array>())
-            .expect("a checked selection has an int32 channel column");
+        let col = crate::column::<arrow::array::Int32Array>(&b, "channel", path)?;
         out.extend(col.values().iter().map(|&v| i64::from(v)));
     }
     Ok(out)

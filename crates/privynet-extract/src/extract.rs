@@ -15,7 +15,7 @@ use ndarray::ArrayView4;
 
 use privynet_core::io::{ArtifactWriter, open_parquet, open_parquet_splits};
 use privynet_core::manifest::{FeatureDtype, Preprocess};
-use privynet_core::{ArtifactKind, Provenance, Topology};
+use privynet_core::{ArtifactKind, Provenance, Topology, column};
 
 use crate::ExtractError;
 use crate::preprocess::preprocess_into;
@@ -117,12 +117,6 @@ pub fn features_batch(
     .expect("columns should match the features schema")
 }
 
-fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> &'a T {
-    b.column_by_name(name)
-        .and_then(|c| c.as_any().downcast_ref::<T>())
-        .expect("a checked images batch has this column")
-}
-
 /// Preprocesses the images of `rows` of an images batch into `input` (NCHW, resized to
 /// `size`); an image that cannot be preprocessed is named by its id.
 fn fill_input(
@@ -131,14 +125,14 @@ fn fill_input(
     preprocess: &Preprocess,
     size: u32,
     input: &mut Vec<f32>,
-) -> Result<(), String> {
+    path: &Path,
+) -> Result<(), ExtractError> {
     let per_image = 3 * (size * size) as usize;
-    let ids = batch
-        .column_by_name("id")
-        .and_then(|c| c.as_any().downcast_ref::<Int64Array>());
-    let hs = col::<Int32Array>(batch, "height");
-    let ws = col::<Int32Array>(batch, "width");
-    let pixels = col::<FixedSizeListArray>(batch, "pixels");
+    // `id` is absent when the caller projected it away (channel scoring).
+    let ids = column::<Int64Array>(batch, "id", path).ok();
+    let hs = column::<Int32Array>(batch, "height", path)?;
+    let ws = column::<Int32Array>(batch, "width", path)?;
+    let pixels = column::<FixedSizeListArray>(batch, "pixels", path)?;
     input.clear();
     input.resize(rows.len() * per_image, 0.0);
     for (i, &r) in rows.iter().enumerate() {
@@ -155,9 +149,12 @@ fn fill_input(
             size,
             &mut input[i * per_image..(i + 1) * per_image],
         )
-        .map_err(|e| match ids {
-            Some(ids) => format!("image id {}: {e}", ids.value(r)),
-            None => e.to_string(),
+        .map_err(|e| ExtractError::Input {
+            path: path.to_path_buf(),
+            message: match ids {
+                Some(ids) => format!("image id {}: {e}", ids.value(r)),
+                None => e.to_string(),
+            },
         })?;
     }
     Ok(())
@@ -181,9 +178,9 @@ fn prepare(
         path: cfg.images.clone(),
         message: e.to_string(),
     })?;
-    let ids = col::<Int64Array>(&batch, "id");
-    let labels = col::<Int32Array>(&batch, "label");
-    let split = col::<StringArray>(&batch, "split");
+    let ids = column::<Int64Array>(&batch, "id", &cfg.images)?;
+    let labels = column::<Int32Array>(&batch, "label", &cfg.images)?;
+    let split = column::<StringArray>(&batch, "split", &cfg.images)?;
     let rows: Vec<usize> = (0..batch.num_rows())
         .filter(|&r| cfg.splits.iter().any(|s| s == split.value(r)))
         .filter(|&r| {
@@ -193,11 +190,13 @@ fn prepare(
         .collect();
     let mut input = Vec::new();
     if !rows.is_empty() {
-        fill_input(&batch, &rows, &cfg.preprocess, cfg.input_size, &mut input).map_err(
-            |message| ExtractError::Input {
-                path: cfg.images.clone(),
-                message,
-            },
+        fill_input(
+            &batch,
+            &rows,
+            &cfg.preprocess,
+            cfg.input_size,
+            &mut input,
+            &cfg.images,
         )?;
     }
     Ok(Prepared {
@@ -338,18 +337,6 @@ pub fn ensure_parent(path: &Path) -> Result<(), ExtractError> {
     Ok(())
 }
 
-/// Reads how many rows of each split a features dataset holds (for summaries).
-pub fn split_counts(batches: &[RecordBatch]) -> std::collections::BTreeMap<String, usize> {
-    let mut m = std::collections::BTreeMap::new();
-    for b in batches {
-        let s = col::<StringArray>(b, "split");
-        for i in 0..s.len() {
-            *m.entry(s.value(i).to_string()).or_insert(0) += 1;
-        }
-    }
-    m
-}
-
 /// Runs a network over the first `limit` images of one split and returns, per image, the
 /// spatial mean of every output channel, with the labels. Used to score channels.
 pub fn channel_means(
@@ -378,7 +365,7 @@ pub fn channel_means(
             path: images.to_path_buf(),
             message: e.to_string(),
         })?;
-        let split_col = col::<StringArray>(&batch, "split");
+        let split_col = column::<StringArray>(&batch, "split", images)?;
         let rows: Vec<usize> = (0..batch.num_rows())
             .filter(|&r| split_col.value(r) == split)
             .take(limit - labels.len())
@@ -386,14 +373,9 @@ pub fn channel_means(
         if rows.is_empty() {
             continue;
         }
-        let lab = col::<Int32Array>(&batch, "label");
+        let lab = column::<Int32Array>(&batch, "label", images)?;
         let mut input = Vec::new();
-        fill_input(&batch, &rows, preprocess, input_size, &mut input).map_err(|message| {
-            ExtractError::Input {
-                path: images.to_path_buf(),
-                message,
-            }
-        })?;
+        fill_input(&batch, &rows, preprocess, input_size, &mut input, images)?;
         labels.extend(rows.iter().map(|&r| lab.value(r)));
         let x = ArrayView4::from_shape((rows.len(), 3, size, size), &input)
             .expect("the input buffer should have the batch's shape");

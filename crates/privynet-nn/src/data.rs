@@ -7,8 +7,8 @@ use arrow::array::{
     Array, FixedSizeListArray, Float32Array, Int32Array, Int64Array, StringArray, UInt8Array,
 };
 
-use privynet_core::ArtifactKind;
 use privynet_core::io::{dataset_parts, open_parquet_splits, read_schema};
+use privynet_core::{ArtifactKind, column};
 
 use crate::NnError;
 
@@ -89,10 +89,10 @@ pub fn load_features(path: &Path, splits: &[&str], classes: usize) -> Result<Dat
                 path: part.clone(),
                 message: e.to_string(),
             })?;
-            let ids = col::<Int64Array>(&b, "id");
-            let labels = col::<Int32Array>(&b, "label");
-            let split = col::<StringArray>(&b, "split");
-            let list = col::<FixedSizeListArray>(&b, "features");
+            let ids = column::<Int64Array>(&b, "id", part)?;
+            let labels = column::<Int32Array>(&b, "label", part)?;
+            let split = column::<StringArray>(&b, "split", part)?;
+            let list = column::<FixedSizeListArray>(&b, "features", part)?;
             if list.value_length() as usize != len {
                 return Err(NnError::Data {
                     path: part.clone(),
@@ -166,10 +166,10 @@ pub fn load_images(path: &Path, splits: &[&str], classes: usize) -> Result<Datas
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        let ids = col::<Int64Array>(&b, "id");
-        let labels = col::<Int32Array>(&b, "label");
-        let split = col::<StringArray>(&b, "split");
-        let px = col::<FixedSizeListArray>(&b, "pixels");
+        let ids = column::<Int64Array>(&b, "id", path)?;
+        let labels = column::<Int32Array>(&b, "label", path)?;
+        let split = column::<StringArray>(&b, "split", path)?;
+        let px = column::<FixedSizeListArray>(&b, "pixels", path)?;
         for r in 0..b.num_rows() {
             let Some(s) = out.get_mut(split.value(r)) else {
                 continue;
@@ -205,10 +205,4 @@ fn check_label(path: &Path, id: i64, label: i32, classes: usize) -> Result<i32, 
         });
     }
     Ok(label)
-}
-
-fn col<'a, T: 'static>(b: &'a arrow::array::RecordBatch, name: &str) -> &'a T {
-    b.column_by_name(name)
-        .and_then(|c| c.as_any().downcast_ref::<T>())
-        .expect("a checked batch has this column")
 }

@@ -14,7 +14,7 @@ use clap::Parser;
 
 use privynet_core::io::{read_arrow, write_artifact};
 use privynet_core::manifest::ManifestArgs;
-use privynet_core::{ArtifactKind, Provenance, Topology};
+use privynet_core::{ArtifactKind, Provenance, Topology, column};
 
 /// Gather the per-topology results of a run into characterization.parquet.
 #[derive(Debug, Parser)]
@@ -64,12 +64,6 @@ struct ModeRow {
     converged: bool,
 }
 
-fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T> {
-    b.column_by_name(name)
-        .and_then(|c| c.as_any().downcast_ref::<T>())
-        .with_context(|| format!("no column `{name}`"))
-}
-
 fn run(args: Args) -> Result<()> {
     let mut prov = Provenance::new("characterize", &args.manifest.label());
     let mut rows = Vec::new();
@@ -85,19 +79,19 @@ fn run(args: Args) -> Result<()> {
         let (_, b) = read_arrow(&ts, ArtifactKind::TrainSummary)
             .with_context(|| format!("reading {}", ts.display()))?;
         let b = b.first().context("empty train summary")?;
-        r.val_acc = col::<Float64Array>(b, "final_val_accuracy")?.value(0);
-        r.test_acc = col::<Float64Array>(b, "final_test_accuracy")?.value(0);
-        r.train_s = col::<Float64Array>(b, "seconds")?.value(0);
+        r.val_acc = column::<Float64Array>(b, "final_val_accuracy", &ts)?.value(0);
+        r.test_acc = column::<Float64Array>(b, "final_test_accuracy", &ts)?.value(0);
+        r.train_s = column::<Float64Array>(b, "seconds", &ts)?.value(0);
         let asum = dir.join("attack/attack_summary.arrow");
         let (_, bs) = read_arrow(&asum, ArtifactKind::AttackSummary)
             .with_context(|| format!("reading {}", asum.display()))?;
         for b in &bs {
-            let mode = col::<StringArray>(b, "mode")?;
-            let f = |name| col::<Float64Array>(b, name);
-            let matched = col::<Int64Array>(b, "channels_matched")?;
-            let worst = col::<BooleanArray>(b, "worst")?;
-            let converged = col::<BooleanArray>(b, "converged")?;
-            let epochs = col::<Int32Array>(b, "epochs")?;
+            let mode = column::<StringArray>(b, "mode", &asum)?;
+            let f = |name| column::<Float64Array>(b, name, &asum);
+            let matched = column::<Int64Array>(b, "channels_matched", &asum)?;
+            let worst = column::<BooleanArray>(b, "worst", &asum)?;
+            let converged = column::<BooleanArray>(b, "converged", &asum)?;
+            let epochs = column::<Int32Array>(b, "epochs", &asum)?;
             for i in 0..b.num_rows() {
                 r.modes.push(ModeRow {
                     mode: mode.value(i).to_string(),

@@ -9,6 +9,18 @@ use serde_norway::Value;
 
 use crate::{CoreError, Result};
 
+#[cfg(feature = "cli")]
+mod args;
+mod grid;
+mod overrides;
+mod validate;
+
+#[cfg(feature = "cli")]
+pub use args::ManifestArgs;
+pub use grid::{grid_channels, sample_channels};
+pub use overrides::apply_override;
+pub use validate::{MAX_INPUT_SIZE, SPLITS, check_input_size};
+
 /// A whole pipeline manifest.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -653,215 +665,6 @@ impl Default for OptimizeParams {
     }
 }
 
-/// A cut's grid of channel counts: the sweep's counts resolved against the cut, sorted and
-/// deduplicated. A count larger than the cut's channels is an error naming both.
-pub fn grid_channels(
-    channels: &[ChannelCount],
-    cut: &str,
-    cut_channels: i64,
-) -> std::result::Result<Vec<i64>, String> {
-    let mut ds = Vec::with_capacity(channels.len());
-    for c in channels {
-        let d = match c {
-            ChannelCount::Count(d) => i64::from(*d),
-            ChannelCount::All(_) => cut_channels,
-        };
-        if d > cut_channels {
-            return Err(format!(
-                "sweep asks for {d} channels at `{cut}`, which has {cut_channels} channels"
-            ));
-        }
-        ds.push(d);
-    }
-    ds.sort_unstable();
-    ds.dedup();
-    Ok(ds)
-}
-
-/// The sampled channel counts of one cut's grid (sorted, deduplicated).
-pub fn sample_channels(grid: &[i64], cut_channels: i64, sample: &[SamplePoint]) -> Vec<i64> {
-    let mut out = Vec::new();
-    if grid.is_empty() {
-        return out;
-    }
-    for s in sample {
-        let d = match s {
-            SamplePoint::Count(d) => Some(i64::from(*d)).filter(|d| grid.contains(d)),
-            SamplePoint::Rule(SampleRule::Smallest) => grid.first().copied(),
-            SamplePoint::Rule(SampleRule::Middle) => Some(grid[(grid.len() - 1) / 2]),
-            SamplePoint::Rule(SampleRule::Largest) => grid.last().copied(),
-            SamplePoint::Rule(SampleRule::All) => Some(cut_channels).filter(|d| grid.contains(d)),
-        };
-        out.extend(d);
-    }
-    out.sort_unstable();
-    out.dedup();
-    out
-}
-
-/// The split names images can carry.
-pub const SPLITS: [&str; 4] = ["train", "val", "attacker", "test"];
-
-/// A number that must be finite and at least `min` (`strict`: above it); the message names
-/// the key and what was expected, whatever the value came from (manifest, `--set`, a flag).
-fn check_number(key: &str, v: f64, min: f64, strict: bool) -> std::result::Result<(), String> {
-    let ok = v.is_finite() && if strict { v > min } else { v >= min };
-    if ok {
-        Ok(())
-    } else {
-        let what = if strict { "greater than" } else { "at least" };
-        Err(format!(
-            "`{key}` must be a finite number {what} {min}, got {v}"
-        ))
-    }
-}
-
-/// The largest square input side accepted: far beyond any image a CNN trunk is run on here,
-/// small enough that one image's activations cannot exhaust memory by a typo.
-pub const MAX_INPUT_SIZE: u32 = 4096;
-
-/// `model.input_size` (or `--input-size`) is between 1 and [`MAX_INPUT_SIZE`] pixels.
-pub fn check_input_size(v: u32) -> std::result::Result<(), String> {
-    if (1..=MAX_INPUT_SIZE).contains(&v) {
-        Ok(())
-    } else {
-        Err(format!(
-            "`model.input_size` must be between 1 and {MAX_INPUT_SIZE} pixels, got {v}"
-        ))
-    }
-}
-
-/// A count that must be at least 1.
-fn check_count(key: &str, v: usize) -> std::result::Result<(), String> {
-    if v == 0 {
-        Err(format!("`{key}` must be at least 1, got 0"))
-    } else {
-        Ok(())
-    }
-}
-
-// The checks of each section live with it, so that a stage binary that overrides a value
-// from its command line checks the result exactly as the manifest loader does.
-
-impl SplitSizes {
-    /// A cloud network needs images to train on and to be scored on.
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        check_count("dataset.splits.train", self.train)?;
-        check_count("dataset.splits.test", self.test)
-    }
-}
-
-impl ExtractParams {
-    /// The section's values are usable; the message names the key.
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        check_count("extract.batch_size", self.batch_size)?;
-        if let Some(t) = self.threads {
-            check_count("extract.threads", t)?;
-        }
-        for split in &self.splits {
-            if !SPLITS.contains(&split.as_str()) {
-                return Err(format!(
-                    "`extract.splits` names `{split}`, expected one of {}",
-                    SPLITS.join(", ")
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-impl TrainParams {
-    /// The section's values are usable; the message names the key.
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        check_count("train.epochs", self.epochs)?;
-        check_count("train.batch_size", self.batch_size)?;
-        check_count("train.width", self.width)?;
-        check_count("train.depth", self.depth)?;
-        if self.classes < 2 {
-            return Err(format!(
-                "`train.classes` must be at least 2, got {}",
-                self.classes
-            ));
-        }
-        check_number("train.lr", self.lr, 0.0, true)?;
-        check_number("train.momentum", self.momentum, 0.0, false)?;
-        check_number("train.weight_decay", self.weight_decay, 0.0, false)
-    }
-}
-
-impl AttackParams {
-    /// The section's values are usable; the message names the key.
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        if self.modes.is_empty() {
-            return Err("`attack.modes` must list at least one mode".into());
-        }
-        check_count("attack.max_epochs", self.max_epochs)?;
-        check_count("attack.batch_size", self.batch_size)?;
-        check_count("attack.min_width", self.min_width)?;
-        for (key, v) in [
-            ("attack.width", self.width),
-            ("attack.pool", self.pool),
-            ("attack.victims", self.victims),
-        ] {
-            if let Some(v) = v {
-                check_count(key, v)?;
-            }
-        }
-        if !(self.holdout > 0.0 && self.holdout < 1.0) {
-            return Err(format!(
-                "`attack.holdout` must be a fraction between 0 and 1 (exclusive), got {}",
-                self.holdout
-            ));
-        }
-        check_number("attack.lr", self.lr, 0.0, true)?;
-        check_number("attack.min_delta", self.min_delta, 0.0, false)?;
-        check_number("attack.tv_weight", self.tv_weight, 0.0, false)?;
-        if self.bootstrap < 100 {
-            return Err(format!(
-                "`attack.bootstrap` must be at least 100 resamples, got {}",
-                self.bootstrap
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl Limits {
-    /// The limits are usable: PSNR and SSIM finite, MACs and bytes not negative.
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        for (key, v) in [("max_psnr", self.max_psnr), ("max_ssim", self.max_ssim)] {
-            if let Some(v) = v.filter(|v| !v.is_finite()) {
-                return Err(format!(
-                    "`optimize.limits.{key}` must be a finite number, got {v}"
-                ));
-            }
-        }
-        for (key, v) in [
-            ("max_macs", self.max_macs),
-            ("max_weight_bytes", self.max_weight_bytes),
-        ] {
-            if v.is_some_and(|v| v < 0) {
-                return Err(format!("`optimize.limits.{key}` must not be negative"));
-            }
-        }
-        Ok(())
-    }
-}
-
-impl OptimizeParams {
-    /// The section's values are usable; the message names the key.
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        if self.sample.is_empty() {
-            return Err("`optimize.sample` must list at least one point".into());
-        }
-        if self.sample.contains(&SamplePoint::Count(0)) {
-            return Err("`optimize.sample` must not contain 0".into());
-        }
-        check_number("optimize.margin_scale", self.margin_scale, 0.0, false)?;
-        self.limits.validate()
-    }
-}
-
 impl Manifest {
     /// Reads a manifest file and applies `key.path=value` overrides.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
@@ -900,40 +703,6 @@ impl Manifest {
             .clone()
             .unwrap_or_else(|| PathBuf::from("runs").join(&self.name))
     }
-
-    fn validate(&self, path: &Path) -> Result<()> {
-        let bad = |message: String| CoreError::ManifestValue {
-            path: path.to_path_buf(),
-            message,
-        };
-        if self.name.trim().is_empty() {
-            return Err(bad("`name` must not be empty".into()));
-        }
-        self.dataset.splits.validate().map_err(bad)?;
-        check_input_size(self.model.input_size).map_err(bad)?;
-        if self.model.preprocess.std.contains(&0.0) {
-            return Err(bad("`model.preprocess.std` must not contain 0".into()));
-        }
-        if self.sweep.cuts.is_empty() || self.sweep.channels.is_empty() {
-            return Err(bad(
-                "`sweep.cuts` and `sweep.channels` must each list at least one value".into(),
-            ));
-        }
-        if self.sweep.channels.contains(&ChannelCount::Count(0)) {
-            return Err(bad("`sweep.channels` must not contain 0".into()));
-        }
-        if !(self.slice.top_fraction > 0.0 && self.slice.top_fraction <= 1.0) {
-            return Err(bad(format!(
-                "`slice.top_fraction` must be in (0, 1], got {}",
-                self.slice.top_fraction
-            )));
-        }
-        self.train.validate().map_err(bad)?;
-        self.attack.validate().map_err(bad)?;
-        self.optimize.validate().map_err(bad)?;
-        self.extract.validate().map_err(bad)?;
-        Ok(())
-    }
 }
 
 fn yaml_err(path: &Path, e: &serde_norway::Error) -> CoreError {
@@ -952,75 +721,6 @@ fn yaml_err(path: &Path, e: &serde_norway::Error) -> CoreError {
         line,
         column,
         message,
-    }
-}
-
-/// Applies one `a.b.c=value` override to a YAML tree. The value is parsed as YAML, so numbers,
-/// lists and strings all work (`--set sweep.channels=[8,all]`).
-pub fn apply_override(root: &mut Value, expr: &str) -> Result<()> {
-    let bad = |message: &str| CoreError::Override {
-        expr: expr.to_string(),
-        message: message.to_string(),
-    };
-    let (key, raw) = expr
-        .split_once('=')
-        .ok_or_else(|| bad("expected KEY=VALUE, e.g. extract.batch_size=64"))?;
-    let parts: Vec<&str> = key.trim().split('.').collect();
-    if parts.iter().any(|p| p.is_empty()) {
-        return Err(bad("the key has an empty part"));
-    }
-    let value: Value = serde_norway::from_str(raw).map_err(|e| bad(&e.to_string()))?;
-    let mut node = root;
-    for (i, part) in parts.iter().enumerate() {
-        if node.is_null() {
-            *node = Value::Mapping(Default::default());
-        }
-        let map = node.as_mapping_mut().ok_or_else(|| {
-            bad(&format!(
-                "`{}` is not a mapping, so it has no key `{part}`",
-                parts[..i].join(".")
-            ))
-        })?;
-        let k = Value::String(part.to_string());
-        if i + 1 == parts.len() {
-            map.insert(k, value);
-            return Ok(());
-        }
-        node = map.entry(k).or_insert(Value::Null);
-    }
-    unreachable!("the loop returns at the last key part")
-}
-
-/// The `--manifest` and `--set` arguments every stage binary takes.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ManifestArgs {
-    /// Pipeline manifest (YAML) to take parameters from.
-    #[arg(long, value_name = "PATH")]
-    pub manifest: Option<PathBuf>,
-    /// Override a manifest value, e.g. `--set extract.batch_size=64` (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub set: Vec<String>,
-}
-
-impl ManifestArgs {
-    /// Loads the manifest, if one was given.
-    pub fn load(&self) -> Result<Option<Manifest>> {
-        match &self.manifest {
-            Some(p) => Manifest::load(p, &self.set).map(Some),
-            None if !self.set.is_empty() => Err(CoreError::Override {
-                expr: self.set.join(" "),
-                message: "--set needs --manifest".into(),
-            }),
-            None => Ok(None),
-        }
-    }
-
-    /// The manifest's name for provenance, or `-` when run from flags alone.
-    pub fn label(&self) -> String {
-        self.manifest
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "-".into())
     }
 }
 
