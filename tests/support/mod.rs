@@ -4,20 +4,31 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The repository root.
+/// The repository root: `PRIVYNET_ROOT` when set (a bench binary run on a copy of the project
+/// elsewhere), else the one this was built in.
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("PRIVYNET_ROOT")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
+/// A built stage binary: from `PRIVYNET_BIN_DIR` when set (to compare two builds), else the
+/// release build's; an error says how to build it.
+pub fn built(name: &str) -> Result<PathBuf, String> {
+    let dir = std::env::var_os("PRIVYNET_BIN_DIR")
+        .map_or_else(|| root().join("target/release"), PathBuf::from);
+    let p = dir.join(name);
+    if !p.is_file() {
+        return Err(format!(
+            "{} is not built: run `cargo build --release --workspace --bins` (make build and make test do)",
+            p.display()
+        ));
+    }
+    Ok(p)
 }
 
 /// A built stage binary (`make test` builds them before running tests).
 pub fn bin(name: &str) -> PathBuf {
-    let p = root().join("target/release").join(name);
-    assert!(
-        p.is_file(),
-        "{} is not built: run `cargo build --release --workspace --bins` (make test does)",
-        p.display()
-    );
-    p
+    built(name).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A file under data/ (filled by `make data`).

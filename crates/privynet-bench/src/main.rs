@@ -28,18 +28,11 @@ use privynet_extract::runtime::Runner;
 
 const BATCH: usize = 128;
 
-use steps::root;
+use privynet_e2e::root;
 
-/// A stage binary: from `PRIVYNET_BIN_DIR` when set (to compare two builds), else the release
-/// build's.
+/// A stage binary, located as the end-to-end tests locate it (`PRIVYNET_BIN_DIR` honoured).
 fn bin(name: &str) -> Result<PathBuf> {
-    let dir = std::env::var_os("PRIVYNET_BIN_DIR")
-        .map_or_else(|| root().join("target/release"), PathBuf::from);
-    let p = dir.join(name);
-    if !p.is_file() {
-        bail!("{} is not built; run `make build`", p.display());
-    }
-    Ok(p)
+    privynet_e2e::built(name).map_err(anyhow::Error::msg)
 }
 
 /// Runs a command, polling its peak RSS (VmHWM) from /proc; returns (seconds, peak MiB).
@@ -342,7 +335,6 @@ fn bench_extract(d: &Path, m: &str, images: &Path) -> Result<()> {
 /// features: the cloud network at fire3 with 32 and all 128 channels, and the attacker's IRN
 /// at conv1 and fire3 (all channels).
 fn train_and_attack(d: &Path, m: &str) -> Result<()> {
-    use arrow::array::Float64Array;
     let small = "dataset.splits={train: 4000, val: 500, attacker: 1000, test: 1000}";
     let sd = d.join("small");
     let sm = d.join("small.yaml");
@@ -355,46 +347,58 @@ fn train_and_attack(d: &Path, m: &str) -> Result<()> {
     )?;
     let sms = sm.to_str().context("path")?;
     timed(Command::new(bin("privynet-ingest")?).args(["--manifest", sms, "--set", small]))?;
-    let prep = |cut: &str, dch: &str| -> Result<PathBuf> {
-        let o = sd.join(format!("{cut}-{dch}"));
-        let os = o.to_str().context("path")?.to_string();
-        timed(Command::new(bin("privynet-slice")?).args([
-            "--manifest",
-            sms,
-            "--cut",
-            cut,
-            "--channels",
-            dch,
-            "-o",
-            &os,
-        ]))?;
-        timed(Command::new(bin("privynet-extract")?).args([
-            "--manifest",
-            sms,
-            "--model",
-            &format!("{os}/local.onnx"),
-            "--topology",
-            &format!("{os}/topology.arrow"),
-            "-o",
-            &format!("{os}/features.parquet"),
-        ]))?;
-        Ok(o)
-    };
-    let rate = |file: &Path, kind: ArtifactKind| -> Result<f64> {
-        let (_, b) = privynet_core::io::read_arrow(file, kind)?;
-        let c = b[0]
-            .column_by_name("samples_per_second")
-            .context("column")?;
-        Ok(c.as_any()
-            .downcast_ref::<Float64Array>()
-            .context("f64")?
-            .value(0))
-    };
+    cloud_throughput(sms, &sd)?;
+    attack_throughput(sms, &sd)?;
+    println!(
+        "  (end to end: data loading, evaluation and checkpoints included; the step table above is the training step alone)"
+    );
+    Ok(())
+}
+
+/// Slices and extracts one topology of the small manifest `sms` into `sd/<cut>-<channels>`.
+fn slice_and_extract(sms: &str, sd: &Path, cut: &str, channels: &str) -> Result<PathBuf> {
+    let o = sd.join(format!("{cut}-{channels}"));
+    let os = o.to_str().context("path")?.to_string();
+    timed(Command::new(bin("privynet-slice")?).args([
+        "--manifest",
+        sms,
+        "--cut",
+        cut,
+        "--channels",
+        channels,
+        "-o",
+        &os,
+    ]))?;
+    timed(Command::new(bin("privynet-extract")?).args([
+        "--manifest",
+        sms,
+        "--model",
+        &format!("{os}/local.onnx"),
+        "--topology",
+        &format!("{os}/topology.arrow"),
+        "-o",
+        &format!("{os}/features.parquet"),
+    ]))?;
+    Ok(o)
+}
+
+/// The `samples_per_second` a train or attack summary recorded.
+fn rate(file: &Path, kind: ArtifactKind) -> Result<f64> {
+    let (_, b) = privynet_core::io::read_arrow(file, kind)?;
+    let b = b.first().context("an empty summary")?;
+    Ok(
+        privynet_core::column::<arrow::array::Float64Array>(b, "samples_per_second", file)?
+            .value(0),
+    )
+}
+
+/// Cloud training at fire3 with 32 and all channels, two epochs each.
+fn cloud_throughput(sms: &str, sd: &Path) -> Result<()> {
     println!(
         "\ncloud training throughput (default network, batch 128, Adam, burn flex on all cores):"
     );
     for dch in ["32", "all"] {
-        let o = prep("fire3", dch)?;
+        let o = slice_and_extract(sms, sd, "fire3", dch)?;
         let os = o.to_str().context("path")?;
         timed(Command::new(bin("privynet-train")?).args([
             "--manifest",
@@ -406,20 +410,23 @@ fn train_and_attack(d: &Path, m: &str) -> Result<()> {
             "-o",
             &format!("{os}/train"),
         ]))?;
-        println!(
-            "  fire3 D={dch:<4} {:>7.0} samples/s",
-            rate(
-                &o.join("train/train_summary.arrow"),
-                ArtifactKind::TrainSummary
-            )?
-        );
+        let samples = rate(
+            &o.join("train/train_summary.arrow"),
+            ArtifactKind::TrainSummary,
+        )?;
+        println!("  fire3 D={dch:<4} {samples:>7.0} samples/s");
     }
+    Ok(())
+}
+
+/// The attacker (known selection, 100 victims, two epochs) at conv1 and fire3, all channels.
+fn attack_throughput(sms: &str, sd: &Path) -> Result<()> {
     println!("\nattacker IRN training throughput (known-selection, batch 64, Adam):");
     for cut in ["conv1", "fire3"] {
         let o = if cut == "fire3" {
             sd.join("fire3-all")
         } else {
-            prep(cut, "all")?
+            slice_and_extract(sms, sd, cut, "all")?
         };
         let os = o.to_str().context("path")?;
         timed(Command::new(bin("privynet-attack")?).args([
@@ -440,16 +447,11 @@ fn train_and_attack(d: &Path, m: &str) -> Result<()> {
             "-o",
             &format!("{os}/attack"),
         ]))?;
-        println!(
-            "  {cut:<6} all channels {:>7.0} samples/s",
-            rate(
-                &o.join("attack/attack_summary.arrow"),
-                ArtifactKind::AttackSummary
-            )?
-        );
+        let samples = rate(
+            &o.join("attack/attack_summary.arrow"),
+            ArtifactKind::AttackSummary,
+        )?;
+        println!("  {cut:<6} all channels {samples:>7.0} samples/s");
     }
-    println!(
-        "  (end to end: data loading, evaluation and checkpoints included; the step table above is the training step alone)"
-    );
     Ok(())
 }

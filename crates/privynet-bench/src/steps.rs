@@ -7,7 +7,7 @@
 //! `cloud::layout` and `irn::spec`, so the PyTorch side builds what burn trains; both sides
 //! check the parameter count against burn's network.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
@@ -927,17 +927,10 @@ fn batch_building(b: usize) {
     );
 }
 
-/// The project's root folder: `PRIVYNET_ROOT` when set (a bench binary run on a copy of the
-/// project elsewhere), else the one it was built in.
-pub fn root() -> PathBuf {
-    std::env::var_os("PRIVYNET_ROOT").map_or_else(
-        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")),
-        PathBuf::from,
-    )
-}
-
 #[cfg(test)]
 mod tests {
+    use privynet_e2e::root;
+
     use super::*;
 
     /// The layer lists PyTorch builds must add up to the project's networks: a change to

@@ -444,12 +444,12 @@ fn open_unguarded(
     batch_size: usize,
     splits: Option<&[String]>,
 ) -> Result<(SchemaRef, ParquetRecordBatchReader, u64)> {
-    let perr = |e| CoreError::Parquet {
+    let parquet_err = |e| CoreError::Parquet {
         path: path.to_path_buf(),
         source: e,
     };
     let file = File::open(path).map_err(|e| CoreError::io(path, e))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(perr)?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err)?;
     let schema = builder.schema().clone();
     kind.schema()?.check(path, &schema)?;
     let builder = match columns {
@@ -477,7 +477,7 @@ fn open_unguarded(
         .with_row_groups(groups)
         .with_batch_size(batch_size)
         .build()
-        .map_err(perr)?;
+        .map_err(parquet_err)?;
     Ok((schema, reader, rows))
 }
 

@@ -6,12 +6,13 @@
 use std::path::Path;
 
 use arrow::array::{
-    Array, FixedSizeListArray, Float16Array, Float32Array, Int32Array, Int64Array, StringArray,
+    Array, FixedSizeListArray, Float16Array, Float32Array, Int32Array, Int64Array, RecordBatch,
+    StringArray,
 };
 
 use privynet_core::io::{ArtifactWriter, dataset_parts, open_parquet, read_schema};
 use privynet_core::manifest::FeatureDtype;
-use privynet_core::{ArtifactKind, Provenance, Topology};
+use privynet_core::{ArtifactKind, Provenance, Topology, column};
 
 use crate::ExtractError;
 use crate::extract::{features_batch, features_schema};
@@ -23,7 +24,7 @@ pub fn derive(
     narrow_selection: &[i64],
     narrow: &Topology,
     output: &Path,
-    mut provenance: Provenance,
+    provenance: Provenance,
 ) -> Result<usize, ExtractError> {
     let d = narrow_selection.len();
     if d > wide_selection.len() || wide_selection[..d] != *narrow_selection {
@@ -36,8 +37,34 @@ pub fn derive(
         });
     }
     let len = (narrow.channels * narrow.height * narrow.width) as usize;
+    // Values per row of the wide features: the same H*W per channel.
+    let wide_len = wide_selection.len() * (len / d);
     let parts = dataset_parts(wide)?;
-    let schema0 = read_schema(&parts[0])?;
+    let (mut w, dtype) = open_writer(wide, &parts[0], narrow, output, provenance)?;
+    for part in parts {
+        let (_, reader) = open_parquet(&part, ArtifactKind::Features, None, 1024)?;
+        for b in reader {
+            let b = b.map_err(|e| ExtractError::Input {
+                path: part.clone(),
+                message: e.to_string(),
+            })?;
+            let out = narrow_batch(&b, &part, &w, wide_len, wide_selection.len(), len, dtype)?;
+            w.write(&out)?;
+        }
+    }
+    Ok(w.finish()?)
+}
+
+/// The narrow features' writer, with the wide features' preprocessing and storage type and the
+/// narrow topology in its provenance.
+fn open_writer(
+    wide: &Path,
+    first_part: &Path,
+    narrow: &Topology,
+    output: &Path,
+    mut provenance: Provenance,
+) -> Result<(ArtifactWriter, FeatureDtype), ExtractError> {
+    let schema0 = read_schema(first_part)?;
     let meta = schema0.metadata();
     for key in ["preprocess"] {
         if let Some(v) = meta.get(&format!("privynet.{key}")) {
@@ -64,72 +91,61 @@ pub fn derive(
         }
         _ => FeatureDtype::Float32,
     };
-    let mut w = ArtifactWriter::create(
+    let len = (narrow.channels * narrow.height * narrow.width) as usize;
+    let w = ArtifactWriter::create(
         output,
         ArtifactKind::Features,
         features_schema(len, dtype),
         &provenance,
     )?;
-    for part in parts {
-        let (_, reader) = open_parquet(&part, ArtifactKind::Features, None, 1024)?;
-        for b in reader {
-            let b = b.map_err(|e| ExtractError::Input {
-                path: part.clone(),
-                message: e.to_string(),
-            })?;
-            let list = b
-                .column_by_name("features")
-                .and_then(|c| c.as_any().downcast_ref::<FixedSizeListArray>())
-                .expect("checked features");
-            let wide_len = list.value_length() as usize;
-            if wide_len != wide_selection.len() * (len / d) {
-                return Err(ExtractError::Input {
-                    path: part.clone(),
-                    message: format!(
-                        "rows hold {wide_len} values, expected {} for the {}-channel selection",
-                        wide_selection.len() * (len / d),
-                        wide_selection.len()
-                    ),
-                });
-            }
-            let mut values = Vec::with_capacity(b.num_rows() * len);
-            let flat = list.values();
-            if let Some(f) = flat.as_any().downcast_ref::<Float32Array>() {
-                for r in 0..b.num_rows() {
-                    let o = r * wide_len;
-                    values.extend_from_slice(&f.values()[o..o + len]);
-                }
-            } else if let Some(f) = flat.as_any().downcast_ref::<Float16Array>() {
-                for r in 0..b.num_rows() {
-                    let o = r * wide_len;
-                    values.extend(f.values()[o..o + len].iter().map(|v| v.to_f32()));
-                }
-            }
-            let ids = b
-                .column_by_name("id")
-                .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
-                .expect("checked");
-            let labels = b
-                .column_by_name("label")
-                .and_then(|c| c.as_any().downcast_ref::<Int32Array>())
-                .expect("checked");
-            let splits = b
-                .column_by_name("split")
-                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-                .expect("checked");
-            let out = features_batch(
-                w.schema(),
-                ids.values().to_vec(),
-                labels.values().to_vec(),
-                (0..splits.len())
-                    .map(|i| splits.value(i).to_string())
-                    .collect(),
-                values,
-                len,
-                dtype,
-            );
-            w.write(&out)?;
+    Ok((w, dtype))
+}
+
+/// One batch of wide features cut to the first `len` values of each row.
+fn narrow_batch(
+    b: &RecordBatch,
+    part: &Path,
+    w: &ArtifactWriter,
+    wide_len: usize,
+    wide_channels: usize,
+    len: usize,
+    dtype: FeatureDtype,
+) -> Result<RecordBatch, ExtractError> {
+    let list = column::<FixedSizeListArray>(b, "features", part)?;
+    let row_len = list.value_length() as usize;
+    if row_len != wide_len {
+        return Err(ExtractError::Input {
+            path: part.to_path_buf(),
+            message: format!(
+                "rows hold {row_len} values, expected {wide_len} for the {wide_channels}-channel selection"
+            ),
+        });
+    }
+    let mut values = Vec::with_capacity(b.num_rows() * len);
+    let flat = list.values();
+    if let Some(f) = flat.as_any().downcast_ref::<Float32Array>() {
+        for r in 0..b.num_rows() {
+            let o = r * row_len;
+            values.extend_from_slice(&f.values()[o..o + len]);
+        }
+    } else if let Some(f) = flat.as_any().downcast_ref::<Float16Array>() {
+        for r in 0..b.num_rows() {
+            let o = r * row_len;
+            values.extend(f.values()[o..o + len].iter().map(|v| v.to_f32()));
         }
     }
-    Ok(w.finish()?)
+    let ids = column::<Int64Array>(b, "id", part)?;
+    let labels = column::<Int32Array>(b, "label", part)?;
+    let splits = column::<StringArray>(b, "split", part)?;
+    Ok(features_batch(
+        w.schema(),
+        ids.values().to_vec(),
+        labels.values().to_vec(),
+        (0..splits.len())
+            .map(|i| splits.value(i).to_string())
+            .collect(),
+        values,
+        len,
+        dtype,
+    ))
 }

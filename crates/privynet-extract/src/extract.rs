@@ -39,6 +39,17 @@ pub struct ExtractConfig {
     pub shard: Option<(u64, u64)>,
 }
 
+/// Parses `--shard K/N` (keep the rows whose id is K modulo N).
+pub fn parse_shard(s: &str) -> Result<(u64, u64), String> {
+    let (k, n) = s.split_once('/').ok_or("expected K/N, e.g. 0/4")?;
+    let k: u64 = k.trim().parse().map_err(|_| "K is not a number")?;
+    let n: u64 = n.trim().parse().map_err(|_| "N is not a number")?;
+    if n == 0 || k >= n {
+        return Err(format!("shard {k}/{n}: expected 0 <= K < N"));
+    }
+    Ok((k, n))
+}
+
 /// What an extraction did.
 #[derive(Debug, Clone)]
 pub struct ExtractReport {
@@ -265,30 +276,7 @@ pub fn extract(
             let shape = [y.shape()[1], y.shape()[2], y.shape()[3]];
             let len = shape.iter().product::<usize>();
             if writer.is_none() {
-                if let Some(t) = &cfg.topology {
-                    let want = [t.channels as usize, t.height as usize, t.width as usize];
-                    if want != shape {
-                        return Err(ExtractError::Model {
-                            path: cfg.model.clone(),
-                            message: format!(
-                                "outputs features of shape {shape:?} (C, H, W) at input size {}, but the topology {} says {want:?}",
-                                cfg.input_size,
-                                t.label()
-                            ),
-                        });
-                    }
-                }
-                provenance.set(
-                    "feature_shape",
-                    format!("{},{},{}", shape[0], shape[1], shape[2]),
-                );
-                let w = ArtifactWriter::create(
-                    &cfg.output,
-                    ArtifactKind::Features,
-                    features_schema(len, cfg.dtype),
-                    &provenance,
-                )?;
-                writer = Some((w, shape));
+                writer = Some((open_writer(cfg, shape, &mut provenance)?, shape));
             }
             let (w, _) = writer.as_mut().expect("the writer was just created");
             let values = into_values(y);
@@ -307,16 +295,7 @@ pub fn extract(
     })?;
     bar.finish_and_clear();
     let Some((w, shape)) = writer else {
-        return Err(ExtractError::Input {
-            path: cfg.images.clone(),
-            message: format!(
-                "no images in the splits [{}]{}",
-                cfg.splits.join(", "),
-                cfg.shard
-                    .map(|(k, n)| format!(" in shard {k}/{n}"))
-                    .unwrap_or_default()
-            ),
-        });
+        return Err(no_images(cfg));
     };
     let rows = w.finish()?;
     Ok(ExtractReport {
@@ -324,6 +303,53 @@ pub fn extract(
         shape,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// The features writer, once the network's first output gives the feature shape: checked
+/// against the topology, and recorded in the provenance.
+fn open_writer(
+    cfg: &ExtractConfig,
+    shape: [usize; 3],
+    provenance: &mut Provenance,
+) -> Result<ArtifactWriter, ExtractError> {
+    if let Some(t) = &cfg.topology {
+        let want = [t.channels as usize, t.height as usize, t.width as usize];
+        if want != shape {
+            return Err(ExtractError::Model {
+                path: cfg.model.clone(),
+                message: format!(
+                    "outputs features of shape {shape:?} (C, H, W) at input size {}, but the topology {} says {want:?}",
+                    cfg.input_size,
+                    t.label()
+                ),
+            });
+        }
+    }
+    provenance.set(
+        "feature_shape",
+        format!("{},{},{}", shape[0], shape[1], shape[2]),
+    );
+    let len = shape.iter().product::<usize>();
+    Ok(ArtifactWriter::create(
+        &cfg.output,
+        ArtifactKind::Features,
+        features_schema(len, cfg.dtype),
+        provenance,
+    )?)
+}
+
+/// The error when no row of the images file is in the wanted splits (and shard).
+fn no_images(cfg: &ExtractConfig) -> ExtractError {
+    ExtractError::Input {
+        path: cfg.images.clone(),
+        message: format!(
+            "no images in the splits [{}]{}",
+            cfg.splits.join(", "),
+            cfg.shard
+                .map(|(k, n)| format!(" in shard {k}/{n}"))
+                .unwrap_or_default()
+        ),
+    }
 }
 
 /// Checks that `path` is not a folder of parts when one file is wanted, for clear messages.
@@ -395,4 +421,23 @@ pub fn channel_means(
         });
     }
     Ok((acts, labels))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_parse_and_out_of_range_ones_are_refused() {
+        assert_eq!(parse_shard("1/4"), Ok((1, 4)));
+        assert_eq!(parse_shard(" 0 / 2"), Ok((0, 2)));
+        assert!(parse_shard("4/4").unwrap_err().contains("0 <= K < N"));
+        assert!(parse_shard("0/0").is_err());
+        assert!(
+            parse_shard("x/2")
+                .unwrap_err()
+                .contains("K is not a number")
+        );
+        assert!(parse_shard("3").unwrap_err().contains("expected K/N"));
+    }
 }

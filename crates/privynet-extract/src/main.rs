@@ -1,12 +1,12 @@
 //! `privynet-extract`: runs the local network over images.parquet and writes features.parquet,
 //! or derives a narrower channel count from a wider extraction at the same cut.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 
-use privynet_core::manifest::{FeatureDtype, ManifestArgs, Preprocess};
+use privynet_core::manifest::{FeatureDtype, Manifest, ManifestArgs, Preprocess};
 use privynet_core::{Provenance, Topology};
 use privynet_extract::extract::{ExtractConfig, extract};
 
@@ -44,7 +44,7 @@ struct Args {
     #[arg(long)]
     input_size: Option<u32>,
     /// Write only shard K of N (rows whose id is K modulo N), e.g. `--shard 0/4`.
-    #[arg(long, value_parser = parse_shard)]
+    #[arg(long, value_parser = privynet_extract::extract::parse_shard)]
     shard: Option<(u64, u64)>,
     /// Derive from these wider features (same cut, nested selection) instead of running the network.
     #[arg(long, requires_all = ["wide_selection", "selection", "topology"])]
@@ -63,16 +63,6 @@ enum Dtype {
     Float16,
 }
 
-fn parse_shard(s: &str) -> Result<(u64, u64), String> {
-    let (k, n) = s.split_once('/').ok_or("expected K/N, e.g. 0/4")?;
-    let k: u64 = k.trim().parse().map_err(|_| "K is not a number")?;
-    let n: u64 = n.trim().parse().map_err(|_| "N is not a number")?;
-    if n == 0 || k >= n {
-        return Err(format!("shard {k}/{n}: expected 0 <= K < N"));
-    }
-    Ok((k, n))
-}
-
 fn main() {
     privynet_core::logging::run_main(|| run(Args::parse()));
 }
@@ -86,39 +76,63 @@ fn run(args: Args) -> Result<()> {
         .transpose()?;
     let prov = Provenance::new("extract", &args.manifest.label());
     if let Some(wide) = &args.derive_from {
-        let read = |p: &PathBuf| {
-            privynet_core::topology::read_selection(p)
-                .with_context(|| format!("reading {}", p.display()))
-        };
-        let wide_sel = read(args.wide_selection.as_ref().expect("clap requires it"))?;
-        let narrow_sel = read(args.selection.as_ref().expect("clap requires it"))?;
-        let topo = topology.expect("clap requires --topology with --derive-from");
-        let prov = prov.with_params(&serde_json::json!({
-            "derive_from": wide.display().to_string(),
-            "channels": narrow_sel.len(),
-        }));
-        let rows = privynet_extract::derive::derive(
-            wide,
-            &wide_sel,
-            &narrow_sel,
-            &topo,
-            &args.output,
-            prov,
-        )
-        .with_context(|| format!("deriving {} from {}", args.output.display(), wide.display()))?;
-        tracing::info!(
-            rows,
-            "derived {} ({} channels)",
-            args.output.display(),
-            narrow_sel.len()
-        );
-        println!("{}", args.output.display());
-        return Ok(());
+        let topology = topology.expect("clap requires --topology with --derive-from");
+        return derive_from(&args, wide, topology, prov);
     }
-    let mut params = manifest
-        .as_ref()
-        .map(|m| m.extract.clone())
-        .unwrap_or_default();
+    let cfg = config(&args, manifest.as_ref(), topology)?;
+    let prov = prov.with_params(&cfg);
+    let report = extract(&cfg, prov)
+        .with_context(|| format!("extracting features from {}", cfg.images.display()))?;
+    tracing::info!(
+        rows = report.rows,
+        shape = format!("{:?}", report.shape),
+        seconds = format!("{:.1}", report.seconds),
+        images_per_s = format!("{:.0}", report.rows as f64 / report.seconds.max(1e-9)),
+        "wrote {}",
+        cfg.output.display()
+    );
+    println!("{}", cfg.output.display());
+    Ok(())
+}
+
+/// Derives the narrower features of `--selection` from the wider `wide` at the same cut.
+fn derive_from(args: &Args, wide: &Path, topology: Topology, prov: Provenance) -> Result<()> {
+    let read = |p: &PathBuf| {
+        privynet_core::topology::read_selection(p)
+            .with_context(|| format!("reading {}", p.display()))
+    };
+    let wide_sel = read(args.wide_selection.as_ref().expect("clap requires it"))?;
+    let narrow_sel = read(args.selection.as_ref().expect("clap requires it"))?;
+    let prov = prov.with_params(&serde_json::json!({
+        "derive_from": wide.display().to_string(),
+        "channels": narrow_sel.len(),
+    }));
+    let rows = privynet_extract::derive::derive(
+        wide,
+        &wide_sel,
+        &narrow_sel,
+        &topology,
+        &args.output,
+        prov,
+    )
+    .with_context(|| format!("deriving {} from {}", args.output.display(), wide.display()))?;
+    tracing::info!(
+        rows,
+        "derived {} ({} channels)",
+        args.output.display(),
+        narrow_sel.len()
+    );
+    println!("{}", args.output.display());
+    Ok(())
+}
+
+/// The extraction's settings from the flags, the manifest and the topology (in that order).
+fn config(
+    args: &Args,
+    manifest: Option<&Manifest>,
+    topology: Option<Topology>,
+) -> Result<ExtractConfig> {
+    let mut params = manifest.map(|m| m.extract.clone()).unwrap_or_default();
     params.batch_size = args.batch_size.unwrap_or(params.batch_size);
     params.threads = args.threads.or(params.threads);
     if let Some(s) = &args.splits {
@@ -128,7 +142,7 @@ fn run(args: Args) -> Result<()> {
     params
         .validate()
         .map_err(|m| anyhow::anyhow!("invalid extraction settings (manifest and flags): {m}"))?;
-    let images = privynet_core::manifest::images_of(args.images.as_deref(), manifest.as_ref())
+    let images = privynet_core::manifest::images_of(args.images.as_deref(), manifest)
         .context("no images: pass --images or --manifest")?;
     let model = args
         .model
@@ -136,12 +150,11 @@ fn run(args: Args) -> Result<()> {
         .context("no local network: pass --model local.onnx")?;
     let input_size = args
         .input_size
-        .or(manifest.as_ref().map(|m| m.model.input_size))
+        .or(manifest.map(|m| m.model.input_size))
         .or(topology.as_ref().map(|t| t.input_size as u32))
         .context("no input size: pass --input-size, --topology or --manifest")?;
     privynet_core::manifest::check_input_size(input_size).map_err(anyhow::Error::msg)?;
     let preprocess: Preprocess = manifest
-        .as_ref()
         .map(|m| m.model.preprocess.clone())
         .unwrap_or_default();
     if manifest.is_none() {
@@ -157,7 +170,7 @@ fn run(args: Args) -> Result<()> {
             "float16 feature storage is refused: polars reads Float16 Parquet columns only with a cast, and features must open in polars as they are; use float32"
         );
     }
-    let cfg = ExtractConfig {
+    Ok(ExtractConfig {
         images,
         model,
         output: args.output.clone(),
@@ -169,18 +182,5 @@ fn run(args: Args) -> Result<()> {
         dtype,
         threads: params.threads,
         shard: args.shard,
-    };
-    let prov = prov.with_params(&cfg);
-    let report = extract(&cfg, prov)
-        .with_context(|| format!("extracting features from {}", cfg.images.display()))?;
-    tracing::info!(
-        rows = report.rows,
-        shape = format!("{:?}", report.shape),
-        seconds = format!("{:.1}", report.seconds),
-        images_per_s = format!("{:.0}", report.rows as f64 / report.seconds.max(1e-9)),
-        "wrote {}",
-        cfg.output.display()
-    );
-    println!("{}", cfg.output.display());
-    Ok(())
+    })
 }

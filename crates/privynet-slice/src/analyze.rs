@@ -153,6 +153,26 @@ fn window_out(n: &NodeProto, size: i64, w: [i64; 5], ceil: bool) -> Result<i64, 
     Ok(out)
 }
 
+/// Per node of the analysed prefix: its own multiply-accumulates, parameter count and stored
+/// bytes.
+#[derive(Debug, Clone, Copy, Default)]
+struct NodeCost {
+    macs: i64,
+    params: i64,
+    bytes: i64,
+}
+
+/// What shape inference learned about a graph's prefix: every tensor's shape (without the batch
+/// dimension), which node produced it, each node's own cost, and where inference stopped.
+struct Inferred<'g> {
+    shapes: HashMap<String, Vec<i64>>,
+    producer: HashMap<&'g str, usize>,
+    costs: Vec<NodeCost>,
+    /// Nodes analysed, from the start of the graph.
+    analysed: usize,
+    stopped_at: Option<(String, String)>,
+}
+
 /// Analyses the model for square inputs of `input_size`.
 pub fn analyze(model: &Model, input_size: i64) -> Result<Analysis, SliceError> {
     let graph = model
@@ -160,12 +180,27 @@ pub fn analyze(model: &Model, input_size: i64) -> Result<Analysis, SliceError> {
         .graph
         .as_ref()
         .expect("a loaded model has a graph");
+    let inferred = infer(model, graph, input_size)?;
+    let points = cut_points(graph, &inferred);
+    Ok(Analysis {
+        input_size,
+        points,
+        stopped_at: inferred.stopped_at,
+    })
+}
+
+/// Runs shape and cost inference node by node until the end of the graph or the first op it
+/// does not know.
+fn infer<'g>(
+    model: &Model,
+    graph: &'g onnx_protobuf::GraphProto,
+    input_size: i64,
+) -> Result<Inferred<'g>, SliceError> {
     let inits: HashMap<&str, &onnx_protobuf::TensorProto> = graph
         .initializer
         .iter()
         .map(|t| (t.name.as_str(), t))
         .collect();
-    // Shapes without the batch dimension.
     let mut shapes: HashMap<String, Vec<i64>> = HashMap::new();
     let channels_in = graph
         .input
@@ -181,171 +216,198 @@ pub fn analyze(model: &Model, input_size: i64) -> Result<Analysis, SliceError> {
     for (name, t) in &inits {
         shapes.insert((*name).to_string(), t.dims.clone());
     }
-    // Per node: its own MACs, parameter count and stored bytes.
-    let mut node_cost: Vec<(i64, i64, i64)> = Vec::with_capacity(graph.node.len());
-    let mut producer: HashMap<&str, usize> = HashMap::new();
-    let mut stopped_at = None;
-    let mut analysed = 0;
+    let mut inferred = Inferred {
+        shapes,
+        producer: HashMap::new(),
+        costs: Vec::with_capacity(graph.node.len()),
+        analysed: 0,
+        stopped_at: None,
+    };
     for (i, n) in graph.node.iter().enumerate() {
         let input_shape = |k: usize| -> Result<Vec<i64>, SliceError> {
             let name = n
                 .input
                 .get(k)
                 .ok_or_else(|| op_err(n, format!("missing input {k}")))?;
-            shapes
+            inferred
+                .shapes
                 .get(name)
                 .cloned()
                 .ok_or_else(|| op_err(n, format!("the shape of input `{name}` is unknown")))
         };
-        let mut macs = 0i64;
-        let out: Vec<i64> = match n.op_type.as_str() {
-            "Conv" => {
-                let x = input_shape(0)?;
-                let w = input_shape(1)?;
-                if x.len() != 3 || w.len() != 4 {
-                    return Err(op_err(n, "only 2-D convolutions over NCHW are supported"));
-                }
-                if w.iter().any(|&v| v < 1) {
-                    return Err(op_err(n, format!("weights of shape {w:?}")));
-                }
-                let group = int(n, "group", 1);
-                let [wh, ww] = window_attrs(n, Some([w[2], w[3]]))?;
-                if w[1].saturating_mul(group) != x[0] {
-                    return Err(op_err(
-                        n,
-                        format!(
-                            "weights expect {} input channels, got {}",
-                            w[1] * group,
-                            x[0]
-                        ),
-                    ));
-                }
-                let h = window_out(n, x[1], wh, false)?;
-                let wd = window_out(n, x[2], ww, false)?;
-                macs = w[0] * h * wd * w[1] * wh[0] * ww[0];
-                vec![w[0], h, wd]
-            }
-            "MaxPool" | "AveragePool" => {
-                let x = input_shape(0)?;
-                if x.len() != 3 {
-                    return Err(op_err(n, "only 2-D pooling over NCHW is supported"));
-                }
-                let [wh, ww] = window_attrs(n, None)?;
-                let ceil = int(n, "ceil_mode", 0) == 1;
-                let h = window_out(n, x[1], wh, ceil)?;
-                let w = window_out(n, x[2], ww, ceil)?;
-                vec![x[0], h, w]
-            }
-            "GlobalAveragePool" | "GlobalMaxPool" => {
-                let x = input_shape(0)?;
-                if x.len() != 3 {
-                    return Err(op_err(n, "only 2-D pooling over NCHW is supported"));
-                }
-                vec![x[0], 1, 1]
-            }
-            "Relu" | "LeakyRelu" | "Sigmoid" | "Clip" | "Dropout" | "Identity"
-            | "BatchNormalization" | "Softmax" | "Tanh" => input_shape(0)?,
-            "Add" | "Sum" | "Mul" | "Max" => {
-                // Activations broadcast against per-channel constants: the larger shape wins.
-                let mut best = Vec::new();
-                for k in 0..n.input.len() {
-                    let s = input_shape(k)?;
-                    if s.len() > best.len() {
-                        best = s;
-                    }
-                }
-                best
-            }
-            "Concat" => {
-                let axis = int(n, "axis", 1);
-                let first = input_shape(0)?;
-                // Batch is dim 0 in ONNX; our shapes drop it, so axis 1 is index 0.
-                let rank = first.len() as i64 + 1;
-                let axis = if axis < 0 { axis + rank } else { axis };
-                if axis != 1 {
-                    return Err(op_err(
-                        n,
-                        format!(
-                            "only concatenation over channels (axis 1) is supported, got axis {axis}"
-                        ),
-                    ));
-                }
-                let mut c = 0;
-                for k in 0..n.input.len() {
-                    let s = input_shape(k)?;
-                    // Input 0 is `first`, so this checks it too before it is sliced.
-                    if s.len() != 3 {
-                        return Err(op_err(n, "only NCHW inputs can be concatenated"));
-                    }
-                    if s[1..] != first[1..] {
-                        return Err(op_err(n, "inputs differ in spatial size"));
-                    }
-                    c += s[0];
-                }
-                let mut out = first.clone();
-                out[0] = c;
-                out
-            }
-            "Flatten" => {
-                let x = input_shape(0)?;
-                vec![x.iter().product()]
-            }
-            "Gemm" => {
-                let a = input_shape(0)?;
-                let b = input_shape(1)?;
-                let trans_b = int(n, "transB", 0) == 1;
-                let (k, m) = if trans_b { (b[1], b[0]) } else { (b[0], b[1]) };
-                if a.iter().product::<i64>() != k {
-                    return Err(op_err(
-                        n,
-                        format!(
-                            "input has {} features, weights expect {k}",
-                            a.iter().product::<i64>()
-                        ),
-                    ));
-                }
-                macs = k * m;
-                vec![m]
-            }
-            other => {
-                stopped_at = Some((node_label(n), other.to_string()));
-                break;
-            }
+        let Some((out, macs)) = node_output(n, &input_shape)? else {
+            inferred.stopped_at = Some((node_label(n), n.op_type.clone()));
+            break;
         };
-        let (mut params, mut bytes) = (0i64, 0i64);
+        let mut cost = NodeCost {
+            macs,
+            ..NodeCost::default()
+        };
         for inp in &n.input {
             if let Some(t) = inits.get(inp.as_str()) {
-                params += t.dims.iter().product::<i64>();
-                bytes += *model.stored_bytes.get(inp).unwrap_or(&0) as i64;
+                cost.params += t.dims.iter().product::<i64>();
+                cost.bytes += *model.stored_bytes.get(inp).unwrap_or(&0) as i64;
             }
         }
-        node_cost.push((macs, params, bytes));
+        inferred.costs.push(cost);
         for o in &n.output {
-            shapes.insert(o.clone(), out.clone());
-            producer.insert(o.as_str(), i);
+            inferred.shapes.insert(o.clone(), out.clone());
+            inferred.producer.insert(o.as_str(), i);
         }
         // Dropout's optional mask output is not an activation; only the first output counts.
-        analysed = i + 1;
+        inferred.analysed = i + 1;
     }
+    Ok(inferred)
+}
 
-    let layers = friendly_names(&graph.node[..analysed]);
+/// A node's output shape (without the batch dimension) and its multiply-accumulates, from the
+/// shapes of its inputs; `None` for an op the inference does not know.
+fn node_output(
+    n: &NodeProto,
+    input_shape: &dyn Fn(usize) -> Result<Vec<i64>, SliceError>,
+) -> Result<Option<(Vec<i64>, i64)>, SliceError> {
+    let no_macs = |shape: Vec<i64>| Some((shape, 0));
+    Ok(match n.op_type.as_str() {
+        "Conv" => Some(conv_output(n, &input_shape(0)?, &input_shape(1)?)?),
+        "MaxPool" | "AveragePool" => no_macs(pool_output(n, &input_shape(0)?)?),
+        "GlobalAveragePool" | "GlobalMaxPool" => {
+            let x = input_shape(0)?;
+            if x.len() != 3 {
+                return Err(op_err(n, "only 2-D pooling over NCHW is supported"));
+            }
+            no_macs(vec![x[0], 1, 1])
+        }
+        "Relu" | "LeakyRelu" | "Sigmoid" | "Clip" | "Dropout" | "Identity"
+        | "BatchNormalization" | "Softmax" | "Tanh" => no_macs(input_shape(0)?),
+        "Add" | "Sum" | "Mul" | "Max" => {
+            // Activations broadcast against per-channel constants: the larger shape wins.
+            let mut best = Vec::new();
+            for k in 0..n.input.len() {
+                let s = input_shape(k)?;
+                if s.len() > best.len() {
+                    best = s;
+                }
+            }
+            no_macs(best)
+        }
+        "Concat" => no_macs(concat_output(n, input_shape)?),
+        "Flatten" => no_macs(vec![input_shape(0)?.iter().product()]),
+        "Gemm" => Some(gemm_output(n, &input_shape(0)?, &input_shape(1)?)?),
+        _ => None,
+    })
+}
+
+/// A 2-D convolution's output shape and multiply-accumulates, from its input `x` (CHW) and
+/// weights `w` (OIHW).
+fn conv_output(n: &NodeProto, x: &[i64], w: &[i64]) -> Result<(Vec<i64>, i64), SliceError> {
+    if x.len() != 3 || w.len() != 4 {
+        return Err(op_err(n, "only 2-D convolutions over NCHW are supported"));
+    }
+    if w.iter().any(|&v| v < 1) {
+        return Err(op_err(n, format!("weights of shape {w:?}")));
+    }
+    let group = int(n, "group", 1);
+    let [wh, ww] = window_attrs(n, Some([w[2], w[3]]))?;
+    if w[1].saturating_mul(group) != x[0] {
+        return Err(op_err(
+            n,
+            format!(
+                "weights expect {} input channels, got {}",
+                w[1] * group,
+                x[0]
+            ),
+        ));
+    }
+    let h = window_out(n, x[1], wh, false)?;
+    let wd = window_out(n, x[2], ww, false)?;
+    let macs = w[0] * h * wd * w[1] * wh[0] * ww[0];
+    Ok((vec![w[0], h, wd], macs))
+}
+
+/// A 2-D max or average pool's output shape.
+fn pool_output(n: &NodeProto, x: &[i64]) -> Result<Vec<i64>, SliceError> {
+    if x.len() != 3 {
+        return Err(op_err(n, "only 2-D pooling over NCHW is supported"));
+    }
+    let [wh, ww] = window_attrs(n, None)?;
+    let ceil = int(n, "ceil_mode", 0) == 1;
+    let h = window_out(n, x[1], wh, ceil)?;
+    let w = window_out(n, x[2], ww, ceil)?;
+    Ok(vec![x[0], h, w])
+}
+
+/// A concatenation over channels: the sum of the inputs' channels at their common spatial size.
+fn concat_output(
+    n: &NodeProto,
+    input_shape: &dyn Fn(usize) -> Result<Vec<i64>, SliceError>,
+) -> Result<Vec<i64>, SliceError> {
+    let axis = int(n, "axis", 1);
+    let first = input_shape(0)?;
+    // Batch is dim 0 in ONNX; our shapes drop it, so axis 1 is index 0.
+    let rank = first.len() as i64 + 1;
+    let axis = if axis < 0 { axis + rank } else { axis };
+    if axis != 1 {
+        return Err(op_err(
+            n,
+            format!("only concatenation over channels (axis 1) is supported, got axis {axis}"),
+        ));
+    }
+    let mut c = 0;
+    for k in 0..n.input.len() {
+        let s = input_shape(k)?;
+        // Input 0 is `first`, so this checks it too before it is sliced.
+        if s.len() != 3 {
+            return Err(op_err(n, "only NCHW inputs can be concatenated"));
+        }
+        if s[1..] != first[1..] {
+            return Err(op_err(n, "inputs differ in spatial size"));
+        }
+        c += s[0];
+    }
+    let mut out = first.clone();
+    out[0] = c;
+    Ok(out)
+}
+
+/// A fully connected layer's output shape and multiply-accumulates, from its input `a` and
+/// weights `b`.
+fn gemm_output(n: &NodeProto, a: &[i64], b: &[i64]) -> Result<(Vec<i64>, i64), SliceError> {
+    let trans_b = int(n, "transB", 0) == 1;
+    let (k, m) = if trans_b { (b[1], b[0]) } else { (b[0], b[1]) };
+    if a.iter().product::<i64>() != k {
+        return Err(op_err(
+            n,
+            format!(
+                "input has {} features, weights expect {k}",
+                a.iter().product::<i64>()
+            ),
+        ));
+    }
+    Ok((vec![m], k * m))
+}
+
+/// Every analysed node's first output that is a CHW activation, with the cumulative cost of
+/// computing it.
+fn cut_points(graph: &onnx_protobuf::GraphProto, inferred: &Inferred<'_>) -> Vec<CutPoint> {
+    let analysed = &graph.node[..inferred.analysed];
+    let layers = friendly_names(analysed);
     let mut points = Vec::new();
-    for n in &graph.node[..analysed] {
+    for n in analysed {
         let Some(name) = n.output.first() else {
             continue;
         };
-        let shape = &shapes[name];
+        let shape = &inferred.shapes[name];
         if shape.len() != 3 {
             continue;
         }
         // Cumulative cost over the ancestors of this tensor, not a graph-order prefix, so
         // branches that the cut does not need are not charged.
-        let needed = ancestors(&graph.node, &producer, name);
+        let needed = ancestors(&graph.node, &inferred.producer, name);
         let (mut macs, mut params, mut bytes) = (0, 0, 0);
         for &j in &needed {
-            macs += node_cost[j].0;
-            params += node_cost[j].1;
-            bytes += node_cost[j].2;
+            macs += inferred.costs[j].macs;
+            params += inferred.costs[j].params;
+            bytes += inferred.costs[j].bytes;
         }
         points.push(CutPoint {
             index: points.len(),
@@ -360,11 +422,7 @@ pub fn analyze(model: &Model, input_size: i64) -> Result<Analysis, SliceError> {
             weight_bytes: bytes,
         });
     }
-    Ok(Analysis {
-        input_size,
-        points,
-        stopped_at,
-    })
+    points
 }
 
 /// Indices of the nodes needed to compute `tensor`.

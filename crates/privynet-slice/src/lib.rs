@@ -2,8 +2,11 @@
 //! shape and cost inference for its cut points, and the secret channel selection.
 
 pub mod analyze;
+#[cfg(feature = "fisher")]
+pub mod fisher;
 pub mod model;
 pub mod select;
+pub mod stage;
 pub mod surgery;
 pub mod tables;
 
@@ -32,6 +35,12 @@ pub enum SliceError {
     UnknownCut { name: String, suggestions: String },
     #[error("{0}")]
     Selection(String),
+    #[error("scoring channels on {path}: {source}")]
+    Scoring {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error(transparent)]
     Core(#[from] privynet_core::CoreError),
 }

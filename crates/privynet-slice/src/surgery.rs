@@ -33,11 +33,16 @@ fn dim_value(v: i64) -> Dimension {
     d
 }
 
+/// A graph input or output: a float tensor `name` of shape `dims`.
 fn tensor_value_info(name: &str, dims: Vec<Dimension>) -> ValueInfoProto {
+    typed_value_info(name, DataType::FLOAT, dims)
+}
+
+fn typed_value_info(name: &str, elem_type: DataType, dims: Vec<Dimension>) -> ValueInfoProto {
     let mut shape = TensorShapeProto::new();
     shape.dim = dims;
     let mut tt = Tensor::new();
-    tt.elem_type = DataType::FLOAT as i32;
+    tt.elem_type = elem_type as i32;
     tt.shape = Some(shape).into();
     let mut ty = TypeProto::new();
     ty.value = Some(TypeValue::TensorType(tt));
@@ -83,28 +88,10 @@ pub fn local_network(
     graph.initializer.retain(|t| used.contains(&t.name));
     let kept: HashSet<String> = graph.initializer.iter().map(|t| t.name.clone()).collect();
 
-    // The image input gets symbolic batch and spatial dims, so any input size runs.
-    let image = graph
-        .input
-        .iter()
-        .find(|i| i.name == model.input)
-        .cloned()
-        .expect("the image input was found on load");
-    let channels = crate::model::dims(&image)
-        .and_then(|d| d.get(1).copied().flatten())
-        .unwrap_or(3);
-    let image = tensor_value_info(
-        &model.input,
-        vec![
-            dim_param("N"),
-            dim_value(channels),
-            dim_param("H"),
-            dim_param("W"),
-        ],
-    );
+    let mut inputs = vec![image_input(graph, &model.input)];
     // IR < 4 requires every initializer to be listed among the graph inputs too.
-    let mut inputs = vec![image];
-    if proto.ir_version < 4 {
+    let old_ir = proto.ir_version < 4;
+    if old_ir {
         inputs.extend(
             graph
                 .input
@@ -112,39 +99,11 @@ pub fn local_network(
                 .filter(|i| kept.contains(&i.name))
                 .cloned(),
         );
+        let dims = vec![dim_value(selection.len() as i64)];
+        inputs.push(typed_value_info(INDICES, DataType::INT64, dims));
     }
-
-    let mut indices = TensorProto::new();
-    indices.name = INDICES.to_string();
-    indices.data_type = DataType::INT64 as i32;
-    indices.dims = vec![selection.len() as i64];
-    indices.raw_data = selection.iter().flat_map(|v| v.to_le_bytes()).collect();
-    if proto.ir_version < 4 {
-        let mut shape = TensorShapeProto::new();
-        shape.dim = vec![dim_value(selection.len() as i64)];
-        let mut tt = Tensor::new();
-        tt.elem_type = DataType::INT64 as i32;
-        tt.shape = Some(shape).into();
-        let mut ty = TypeProto::new();
-        ty.value = Some(TypeValue::TensorType(tt));
-        let mut vi = ValueInfoProto::new();
-        vi.name = INDICES.to_string();
-        vi.type_ = Some(ty).into();
-        inputs.push(vi);
-    }
-    graph.initializer.push(indices);
-
-    let mut axis = AttributeProto::new();
-    axis.name = "axis".into();
-    axis.type_ = AttributeType::INT.into();
-    axis.i = 1;
-    let mut gather = NodeProto::new();
-    gather.op_type = "Gather".into();
-    gather.name = "privynet_channel_selection".into();
-    gather.input = vec![cut.to_string(), INDICES.to_string()];
-    gather.output = vec![OUTPUT.to_string()];
-    gather.attribute = vec![axis];
-    nodes.push(gather);
+    graph.initializer.push(selection_indices(selection));
+    nodes.push(channel_gather(cut));
 
     graph.node = nodes;
     graph.input = inputs;
@@ -164,6 +123,52 @@ pub fn local_network(
         selection.len()
     );
     Ok(proto)
+}
+
+/// The image input with symbolic batch and spatial dims, so any input size runs.
+fn image_input(graph: &onnx_protobuf::GraphProto, name: &str) -> ValueInfoProto {
+    let image = graph
+        .input
+        .iter()
+        .find(|i| i.name == name)
+        .expect("the image input was found on load");
+    let channels = crate::model::dims(image)
+        .and_then(|d| d.get(1).copied().flatten())
+        .unwrap_or(3);
+    tensor_value_info(
+        name,
+        vec![
+            dim_param("N"),
+            dim_value(channels),
+            dim_param("H"),
+            dim_param("W"),
+        ],
+    )
+}
+
+/// The secret selection as an int64 initializer, in output order.
+fn selection_indices(selection: &[i64]) -> TensorProto {
+    let mut indices = TensorProto::new();
+    indices.name = INDICES.to_string();
+    indices.data_type = DataType::INT64 as i32;
+    indices.dims = vec![selection.len() as i64];
+    indices.raw_data = selection.iter().flat_map(|v| v.to_le_bytes()).collect();
+    indices
+}
+
+/// `Gather` over the channel axis of `cut` with the selection, producing `features`.
+fn channel_gather(cut: &str) -> NodeProto {
+    let mut axis = AttributeProto::new();
+    axis.name = "axis".into();
+    axis.type_ = AttributeType::INT.into();
+    axis.i = 1;
+    let mut gather = NodeProto::new();
+    gather.op_type = "Gather".into();
+    gather.name = "privynet_channel_selection".into();
+    gather.input = vec![cut.to_string(), INDICES.to_string()];
+    gather.output = vec![OUTPUT.to_string()];
+    gather.attribute = vec![axis];
+    gather
 }
 
 /// Serialises a model.

@@ -1,0 +1,46 @@
+//! Fisher scoring of a cut's channels with ONNX Runtime (feature `fisher`): the slice binary's
+//! scorer for `fisher-random`, kept out of the default library so the runner plans without ort.
+
+use std::path::Path;
+
+use privynet_core::manifest::Preprocess;
+
+use crate::analyze::CutPoint;
+use crate::{SliceError, model, select, surgery};
+
+/// Scores every channel at the cut by its Fisher ratio on the first `limit` labelled training
+/// images of `images`.
+pub fn scores(
+    m: &model::Model,
+    point: &CutPoint,
+    images: &Path,
+    preprocess: &Preprocess,
+    input_size: u32,
+    limit: usize,
+) -> Result<Vec<f64>, SliceError> {
+    let all: Vec<i64> = (0..point.channels).collect();
+    let full = surgery::local_network(m, &point.name, &all)?;
+    let dir = tempfile::tempdir().map_err(|source| SliceError::Io {
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    let path = dir.path().join("full.onnx");
+    std::fs::write(&path, surgery::to_bytes(&full)?).map_err(|source| SliceError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let (acts, labels) = privynet_extract::extract::channel_means(
+        &path, images, "train", limit, preprocess, input_size, None,
+    )
+    .map_err(|e| SliceError::Scoring {
+        path: images.to_path_buf(),
+        source: Box::new(e),
+    })?;
+    let classes = labels.iter().copied().max().unwrap_or(0) as usize + 1;
+    tracing::info!(
+        images = labels.len(),
+        "scored {} channels by Fisher ratio",
+        point.channels
+    );
+    Ok(select::fisher_scores(&acts, &labels, classes))
+}
