@@ -270,10 +270,62 @@ pub fn optimize(
             "the characterization table has no rows: nothing to fit".into(),
         ));
     }
-    // Per cut: the sampled points of accuracy, PSNR and SSIM.
-    let mut fits: BTreeMap<&str, [Vec<Point>; 3]> = BTreeMap::new();
-    // Per cut: its rows and its sampled channel counts, for the fits and the predictions.
-    let mut by_cut: BTreeMap<&str, (Vec<&Measurement>, Vec<i64>)> = BTreeMap::new();
+    let (samples, uncharacterized) = sample_cuts(rows, grid, sample)?;
+    let (curves, mut fit) = fit_curves(&samples);
+    let largest_error = |v: &[f64]| v.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    let margins = Margins {
+        psnr: margin_scale * largest_error(&fit.loo_psnr),
+        ssim: margin_scale * largest_error(&fit.loo_ssim),
+    };
+    let mut candidates = predict_grid(grid, &samples, &curves, margins, limits);
+    fit.holdout = candidates.iter().filter_map(holdout_error).collect();
+    // Rows the grid does not hold (a topology measured outside the sweep) are ignored.
+    let (chosen, binding, nearest) = choose(&mut candidates, limits);
+    mark_frontier(&mut candidates, limits);
+    let exhaustive =
+        (mode == OptimizeMode::Exhaustive).then(|| exhaustive(&candidates, chosen, limits));
+    Ok(Plan {
+        mode,
+        limits: *limits,
+        candidates,
+        chosen,
+        binding,
+        nearest,
+        margin_psnr: margins.psnr,
+        margin_ssim: margins.ssim,
+        fit,
+        uncharacterized,
+        exhaustive,
+        baseline: None,
+    })
+}
+
+/// One characterized cut of the grid: its rows, its sampled channel counts, and the sampled
+/// points of accuracy, PSNR and SSIM the curves are fitted to.
+struct CutSamples<'r> {
+    rows: Vec<&'r Measurement>,
+    sampled_channels: Vec<i64>,
+    points: [Vec<Point>; 3],
+}
+
+/// The characterized cuts of the grid by name, in a fixed order for the fits.
+type SampledCuts<'g, 'r> = BTreeMap<&'g str, CutSamples<'r>>;
+
+/// The privacy margins added to predicted PSNR and SSIM.
+#[derive(Debug, Clone, Copy)]
+struct Margins {
+    psnr: f64,
+    ssim: f64,
+}
+
+/// Each characterized cut's samples (by cut, so the fits run in a fixed order), and the cuts of
+/// the grid with no row. A cut none of whose sampled channel counts was measured is an error.
+fn sample_cuts<'g, 'r>(
+    rows: &'r [Measurement],
+    grid: &'g [CutGrid],
+    sample: &[SamplePoint],
+) -> Result<(SampledCuts<'g, 'r>, Vec<String>), OptimizeError> {
+    let mut samples = BTreeMap::new();
     let mut uncharacterized = Vec::new();
     for g in grid {
         let cut_rows: Vec<&Measurement> = rows.iter().filter(|r| r.topo.cut == g.cut).collect();
@@ -281,11 +333,14 @@ pub fn optimize(
             uncharacterized.push(g.cut.clone());
             continue;
         };
-        let ds = sample_channels(&g.channels, first.topo.cut_channels, sample);
+        let sampled_channels = sample_channels(&g.channels, first.topo.cut_channels, sample);
         let mut acc = Vec::new();
         let mut psnr = Vec::new();
         let mut ssim = Vec::new();
-        for r in cut_rows.iter().filter(|r| ds.contains(&r.topo.channels)) {
+        for r in cut_rows
+            .iter()
+            .filter(|r| sampled_channels.contains(&r.topo.channels))
+        {
             let p = |value| Point {
                 channels: r.topo.channels,
                 value,
@@ -297,40 +352,57 @@ pub fn optimize(
         if acc.is_empty() {
             let have: Vec<String> = cut_rows.iter().map(|r| r.topo.topology.clone()).collect();
             return Err(OptimizeError::Input(format!(
-                "cut `{}`: none of its sampled channel counts {ds:?} is in the characterization table (it has {}); run the sampled topologies first",
+                "cut `{}`: none of its sampled channel counts {sampled_channels:?} is in the characterization table (it has {}); run the sampled topologies first",
                 g.cut,
                 have.join(", ")
             )));
         }
-        by_cut.insert(g.cut.as_str(), (cut_rows, ds));
-        fits.insert(g.cut.as_str(), [acc, psnr, ssim]);
+        let cut = CutSamples {
+            rows: cut_rows,
+            sampled_channels,
+            points: [acc, psnr, ssim],
+        };
+        samples.insert(g.cut.as_str(), cut);
     }
-    if fits.is_empty() {
+    if samples.is_empty() {
         return Err(OptimizeError::Input(format!(
             "no cut of the grid ({}) has a row in the characterization table",
             uncharacterized.join(", ")
         )));
     }
-    // Slopes to lend to cuts with a single sample: the mean span slope of the others.
-    let lend = |which: usize| -> f64 {
-        let slopes: Vec<f64> = fits
-            .values()
-            .filter_map(|f| Curve::fit(&f[which], 0.0).and_then(|c| c.span_slope()))
-            .collect();
-        if slopes.is_empty() {
-            0.0
-        } else {
-            slopes.iter().sum::<f64>() / slopes.len() as f64
-        }
-    };
-    let lent = [lend(0), lend(1), lend(2)];
+    Ok((samples, uncharacterized))
+}
+
+/// The slope to lend to cuts with a single sample, for metric `which` (0 accuracy, 1 PSNR,
+/// 2 SSIM): the mean span slope of the cuts that have one.
+fn lent_slope(samples: &SampledCuts<'_, '_>, which: usize) -> f64 {
+    let slopes: Vec<f64> = samples
+        .values()
+        .filter_map(|s| Curve::fit(&s.points[which], 0.0).and_then(|c| c.span_slope()))
+        .collect();
+    if slopes.is_empty() {
+        0.0
+    } else {
+        slopes.iter().sum::<f64>() / slopes.len() as f64
+    }
+}
+
+/// Per cut, the curves of accuracy, PSNR and SSIM, and how well they fit (all but the
+/// held-out errors, which need the predictions).
+fn fit_curves<'g>(samples: &SampledCuts<'g, '_>) -> (BTreeMap<&'g str, [Curve; 3]>, FitQuality) {
+    let lent = [
+        lent_slope(samples, 0),
+        lent_slope(samples, 1),
+        lent_slope(samples, 2),
+    ];
     let mut fit = FitQuality::default();
-    let mut curves: BTreeMap<&str, [Curve; 3]> = BTreeMap::new();
-    for (cut, [acc, psnr, ssim]) in &fits {
+    let mut curves = BTreeMap::new();
+    for (cut, s) in samples {
+        let [acc, psnr, ssim] = &s.points;
         let c = [
-            Curve::fit(acc, lent[0]).expect("a cut in `fits` has points"),
-            Curve::fit(psnr, lent[1]).expect("a cut in `fits` has points"),
-            Curve::fit(ssim, lent[2]).expect("a cut in `fits` has points"),
+            Curve::fit(acc, lent[0]).expect("a sampled cut has points"),
+            Curve::fit(psnr, lent[1]).expect("a sampled cut has points"),
+            Curve::fit(ssim, lent[2]).expect("a sampled cut has points"),
         ];
         if c[0].single() {
             fit.borrowed.push((*cut).to_string());
@@ -338,70 +410,100 @@ pub fn optimize(
         fit.loo_accuracy.extend(loo_residuals(acc));
         fit.loo_psnr.extend(loo_residuals(psnr));
         fit.loo_ssim.extend(loo_residuals(ssim));
-        curves.insert(cut, c);
+        curves.insert(*cut, c);
     }
-    let max_abs = |v: &[f64]| v.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-    let margin_psnr = margin_scale * max_abs(&fit.loo_psnr);
-    let margin_ssim = margin_scale * max_abs(&fit.loo_ssim);
+    (curves, fit)
+}
 
+/// Every topology of the grid's characterized cuts, predicted, with the estimate the choice
+/// uses and the limits it breaks.
+fn predict_grid(
+    grid: &[CutGrid],
+    samples: &SampledCuts<'_, '_>,
+    curves: &BTreeMap<&str, [Curve; 3]>,
+    margins: Margins,
+    limits: &Limits,
+) -> Vec<Candidate> {
     let mut candidates = Vec::new();
     for g in grid {
-        let Some(c) = curves.get(g.cut.as_str()) else {
+        let Some(curve) = curves.get(g.cut.as_str()) else {
             continue;
         };
-        let (cut_rows, ds) = &by_cut[g.cut.as_str()];
-        let first = cut_rows[0];
+        let cut = &samples[g.cut.as_str()];
         for &d in &g.channels {
-            let row = cut_rows.iter().find(|r| r.topo.channels == d);
-            let topo = Topo {
-                topology: row
-                    .map_or_else(|| label(&first.topo.layer, d), |r| r.topo.topology.clone()),
-                channels: d,
-                ..first.topo.clone()
-            };
-            let predicted = Metrics {
-                accuracy: c[0].predict(d).clamp(0.0, 1.0),
-                psnr: c[1].predict(d),
-                ssim: c[2].predict(d).min(1.0),
-            };
-            let measured = row.map(|r| r.metrics);
-            let measured_test_accuracy = row.map(|r| r.test_accuracy);
-            let measured_mean = row.map(|r| r.privacy_mean);
-            let attack_converged = row.map(|r| r.attack_converged);
-            let sampled = ds.contains(&d) && measured.is_some();
-            let estimate = match (sampled, measured) {
-                (true, Some(m)) => m,
-                _ => Metrics {
-                    psnr: predicted.psnr + margin_psnr,
-                    ssim: predicted.ssim + margin_ssim,
-                    ..predicted
-                },
-            };
-            if let (false, Some(m)) = (sampled, measured) {
-                fit.holdout.push((
-                    topo.topology.clone(),
-                    m.accuracy - predicted.accuracy,
-                    m.psnr - predicted.psnr,
-                    m.ssim - predicted.ssim,
-                ));
-            }
-            let violates = violations(&topo, &estimate, limits, 0.0, 0.0);
-            candidates.push(Candidate {
-                topo,
-                sampled,
-                predicted,
-                measured,
-                measured_test_accuracy,
-                measured_mean,
-                attack_converged,
-                estimate,
-                violates,
-                on_frontier: false,
-                chosen: false,
-            });
+            candidates.push(candidate(cut, curve, d, margins, limits));
         }
     }
-    // Rows the grid does not hold (a topology measured outside the sweep) are ignored.
+    candidates
+}
+
+/// The topology of `cut` with `d` channels.
+fn candidate(
+    cut: &CutSamples<'_>,
+    curve: &[Curve; 3],
+    d: i64,
+    margins: Margins,
+    limits: &Limits,
+) -> Candidate {
+    let first = cut.rows[0];
+    let row = cut.rows.iter().find(|r| r.topo.channels == d);
+    let topo = Topo {
+        topology: row.map_or_else(|| label(&first.topo.layer, d), |r| r.topo.topology.clone()),
+        channels: d,
+        ..first.topo.clone()
+    };
+    let predicted = Metrics {
+        accuracy: curve[0].predict(d).clamp(0.0, 1.0),
+        psnr: curve[1].predict(d),
+        ssim: curve[2].predict(d).min(1.0),
+    };
+    let measured = row.map(|r| r.metrics);
+    let sampled = cut.sampled_channels.contains(&d) && measured.is_some();
+    let estimate = match (sampled, measured) {
+        (true, Some(m)) => m,
+        _ => Metrics {
+            psnr: predicted.psnr + margins.psnr,
+            ssim: predicted.ssim + margins.ssim,
+            ..predicted
+        },
+    };
+    let violates = violations(&topo, &estimate, limits, 0.0, 0.0);
+    Candidate {
+        topo,
+        sampled,
+        predicted,
+        measured,
+        measured_test_accuracy: row.map(|r| r.test_accuracy),
+        measured_mean: row.map(|r| r.privacy_mean),
+        attack_converged: row.map(|r| r.attack_converged),
+        estimate,
+        violates,
+        on_frontier: false,
+        chosen: false,
+    }
+}
+
+/// The prediction error (measured minus predicted) of a measured topology that was not
+/// sampled: the test of the models.
+fn holdout_error(c: &Candidate) -> Option<(String, f64, f64, f64)> {
+    match (c.sampled, c.measured) {
+        (false, Some(m)) => Some((
+            c.topo.topology.clone(),
+            m.accuracy - c.predicted.accuracy,
+            m.psnr - c.predicted.psnr,
+            m.ssim - c.predicted.ssim,
+        )),
+        _ => None,
+    }
+}
+
+/// The choice: the first feasible candidate in preference order, marked chosen. Also the limits
+/// that bind (those that exclude the topology that would win without limits, or when none is
+/// feasible, those the nearest breaks) and, when none is feasible, the nearest topologies.
+fn choose(
+    candidates: &mut [Candidate],
+    limits: &Limits,
+) -> (Option<usize>, Vec<Limit>, Vec<usize>) {
     let mut order: Vec<usize> = (0..candidates.len()).collect();
     order.sort_by(|&a, &b| better(&candidates[a], &candidates[b], limits));
     let chosen = order
@@ -413,7 +515,6 @@ pub fn optimize(
     match chosen {
         Some(ci) => {
             candidates[ci].chosen = true;
-            // The limits that exclude the topology that would win without limits.
             if let Some(&top) = order.first()
                 && top != ci
             {
@@ -421,21 +522,31 @@ pub fn optimize(
             }
         }
         None => {
-            let mut by_excess: Vec<usize> = (0..candidates.len()).collect();
-            by_excess.sort_by(|&a, &b| {
-                let ea = excess(&candidates[a].topo, &candidates[a].estimate, limits);
-                let eb = excess(&candidates[b].topo, &candidates[b].estimate, limits);
-                ea.total_cmp(&eb)
-                    .then(better(&candidates[a], &candidates[b], limits))
-            });
-            nearest = by_excess.into_iter().take(3).collect();
+            nearest = nearest_topologies(candidates, limits);
             if let Some(&n) = nearest.first() {
                 binding = candidates[n].violates.clone();
             }
         }
     }
-    // The Pareto frontier among feasible topologies: by privacy loss, keep each that is more
-    // accurate than every less leaky one.
+    (chosen, binding, nearest)
+}
+
+/// The three topologies closest to meeting the limits (smallest total relative excess), nearest
+/// first.
+fn nearest_topologies(candidates: &[Candidate], limits: &Limits) -> Vec<usize> {
+    let mut by_excess: Vec<usize> = (0..candidates.len()).collect();
+    by_excess.sort_by(|&a, &b| {
+        let ea = excess(&candidates[a].topo, &candidates[a].estimate, limits);
+        let eb = excess(&candidates[b].topo, &candidates[b].estimate, limits);
+        ea.total_cmp(&eb)
+            .then(better(&candidates[a], &candidates[b], limits))
+    });
+    by_excess.into_iter().take(3).collect()
+}
+
+/// Marks the Pareto frontier among feasible topologies: by privacy loss, each that is more
+/// accurate than every less leaky one.
+fn mark_frontier(candidates: &mut [Candidate], limits: &Limits) {
     let mut feasible: Vec<usize> = (0..candidates.len())
         .filter(|&i| candidates[i].violates.is_empty())
         .collect();
@@ -451,50 +562,39 @@ pub fn optimize(
             candidates[i].on_frontier = true;
         }
     }
-    let exhaustive = (mode == OptimizeMode::Exhaustive).then(|| {
-        let truly_feasible = |c: &Candidate| {
-            c.measured
-                .is_some_and(|m| violations(&c.topo, &m, limits, 0.0, 0.0).is_empty())
-        };
-        let best = (0..candidates.len())
-            .filter(|&i| truly_feasible(&candidates[i]))
-            .max_by(|&a, &b| {
-                let (ma, mb) = (
-                    candidates[a].measured.unwrap(),
-                    candidates[b].measured.unwrap(),
-                );
-                ma.accuracy
-                    .total_cmp(&mb.accuracy)
-                    .then(privacy(&mb, limits).total_cmp(&privacy(&ma, limits)))
-                    .then(
-                        candidates[b]
-                            .topo
-                            .topology
-                            .cmp(&candidates[a].topo.topology),
-                    )
-            });
-        let regret = match (best, chosen) {
-            (Some(b), Some(c)) => candidates[c]
-                .measured
-                .map(|m| candidates[b].measured.unwrap().accuracy - m.accuracy),
-            _ => None,
-        };
-        Exhaustive { best, regret }
-    });
-    Ok(Plan {
-        mode,
-        limits: *limits,
-        candidates,
-        chosen,
-        binding,
-        nearest,
-        margin_psnr,
-        margin_ssim,
-        fit,
-        uncharacterized,
-        exhaustive,
-        baseline: None,
-    })
+}
+
+/// The exhaustive comparison: the most accurate topology whose measured values meet every
+/// limit, and the regret of the model-based choice against it.
+fn exhaustive(candidates: &[Candidate], chosen: Option<usize>, limits: &Limits) -> Exhaustive {
+    let truly_feasible = |c: &Candidate| {
+        c.measured
+            .is_some_and(|m| violations(&c.topo, &m, limits, 0.0, 0.0).is_empty())
+    };
+    let best = (0..candidates.len())
+        .filter(|&i| truly_feasible(&candidates[i]))
+        .max_by(|&a, &b| {
+            let (ma, mb) = (
+                candidates[a].measured.unwrap(),
+                candidates[b].measured.unwrap(),
+            );
+            ma.accuracy
+                .total_cmp(&mb.accuracy)
+                .then(privacy(&mb, limits).total_cmp(&privacy(&ma, limits)))
+                .then(
+                    candidates[b]
+                        .topo
+                        .topology
+                        .cmp(&candidates[a].topo.topology),
+                )
+        });
+    let regret = match (best, chosen) {
+        (Some(b), Some(c)) => candidates[c]
+            .measured
+            .map(|m| candidates[b].measured.unwrap().accuracy - m.accuracy),
+        _ => None,
+    };
+    Exhaustive { best, regret }
 }
 
 #[cfg(test)]

@@ -2,9 +2,10 @@
 //! validation accuracy and privacy loss in log D per cut from a few sampled topologies, chooses
 //! the most accurate topology (on validation; test accuracy only reports) under privacy,
 //! compute and storage limits, and writes the decision, the frontier, the predicted grid, a
-//! report and plots. Also renders any artifact with polars for
-//! `privynet show`.
+//! report and plots, compared with the raw-image baseline where there is one. Also renders any
+//! artifact with polars for `privynet show`.
 
+pub mod baseline;
 pub mod choose;
 pub mod fit;
 pub mod output;
@@ -34,4 +35,22 @@ pub enum OptimizeError {
     Input(String),
     #[error("building an output table: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+}
+
+/// Maps a polars error on `path` to [`OptimizeError::Polars`], naming the file.
+pub(crate) fn polars_error(
+    path: &std::path::Path,
+) -> impl Fn(polars::prelude::PolarsError) -> OptimizeError + '_ {
+    move |source| OptimizeError::Polars {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Maps an I/O error on `path` to [`OptimizeError::Io`], naming the file.
+pub(crate) fn io_error(path: &std::path::Path) -> impl Fn(std::io::Error) -> OptimizeError + '_ {
+    move |source| OptimizeError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }

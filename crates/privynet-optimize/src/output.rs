@@ -1,122 +1,214 @@
-//! The optimizer's table artifacts, written with arrow-rs through the core's schema-checked,
-//! atomic writer: `predictions.parquet` (the whole grid), `frontier.parquet` and `decision.arrow`.
+//! The optimizer's outputs: the table artifacts, written with arrow-rs through the core's
+//! schema-checked, atomic writer (`predictions.parquet`, the whole grid; `frontier.parquet`;
+//! `decision.arrow`), and [`write_all`], which writes them with the report and the plots.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
-};
-use arrow::datatypes::{DataType, Field, Schema};
-use privynet_core::io::write_artifact;
+use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, StringArray};
+use privynet_core::io::{write_artifact, write_bytes_atomic};
 use privynet_core::manifest::OptimizeMode;
 use privynet_core::{ArtifactKind, Provenance};
 
 use crate::OptimizeError;
 use crate::choose::{Candidate, Plan, limit_names};
+use crate::{plot, report};
 
-fn utf8<'a>(v: impl IntoIterator<Item = &'a str>) -> ArrayRef {
-    Arc::new(StringArray::from_iter_values(v))
+/// A named column, as [`ArtifactKind::batch`] takes it.
+type NamedColumn = (&'static str, ArrayRef);
+
+fn string_column<'a>(values: impl IntoIterator<Item = &'a str>) -> ArrayRef {
+    Arc::new(StringArray::from_iter_values(values))
 }
-fn i64s(v: impl IntoIterator<Item = i64>) -> ArrayRef {
-    Arc::new(Int64Array::from_iter_values(v))
+fn int_column(values: impl IntoIterator<Item = i64>) -> ArrayRef {
+    Arc::new(Int64Array::from_iter_values(values))
 }
-fn f64s(v: impl IntoIterator<Item = f64>) -> ArrayRef {
-    Arc::new(Float64Array::from_iter_values(v))
+fn float_column(values: impl IntoIterator<Item = f64>) -> ArrayRef {
+    Arc::new(Float64Array::from_iter_values(values))
 }
-fn opt_f64s(v: impl IntoIterator<Item = Option<f64>>) -> ArrayRef {
-    Arc::new(Float64Array::from_iter(v))
+fn optional_float_column(values: impl IntoIterator<Item = Option<f64>>) -> ArrayRef {
+    Arc::new(Float64Array::from_iter(values))
 }
-fn bools(v: impl IntoIterator<Item = bool>) -> ArrayRef {
-    Arc::new(BooleanArray::from_iter(v.into_iter().map(Some)))
+fn bool_column(values: impl IntoIterator<Item = bool>) -> ArrayRef {
+    Arc::new(BooleanArray::from_iter(values.into_iter().map(Some)))
 }
 
+// One-row columns of `decision.arrow`, each value possibly null.
+fn one_string(value: Option<String>) -> ArrayRef {
+    Arc::new(StringArray::from(vec![value]))
+}
+fn one_int(value: Option<i64>) -> ArrayRef {
+    Arc::new(Int64Array::from(vec![value]))
+}
+fn one_float(value: Option<f64>) -> ArrayRef {
+    Arc::new(Float64Array::from(vec![value]))
+}
+fn one_bool(value: Option<bool>) -> ArrayRef {
+    Arc::new(BooleanArray::from(vec![value]))
+}
+
+/// Writes one batch of `kind`, laid out (order, types, nullability) by the kind's schema file.
 fn write(
     path: &Path,
     kind: ArtifactKind,
-    fields: Vec<Field>,
-    columns: Vec<ArrayRef>,
+    columns: Vec<NamedColumn>,
     prov: &Provenance,
 ) -> Result<(), OptimizeError> {
-    let schema = Schema::new(fields);
-    let batch = RecordBatch::try_new(Arc::new(schema.clone()), columns)?;
-    write_artifact(path, kind, schema, prov, &[batch])?;
+    let batch = kind.batch(columns)?;
+    write_artifact(path, kind, batch.schema().as_ref().clone(), prov, &[batch])?;
     Ok(())
+}
+
+/// Writes every output of a run into `dir`, whose `plots/` folder must exist: the predictions,
+/// the frontier, the plots, the report and, last, the decision, whose presence means every
+/// other output of the run is in place.
+pub fn write_all(
+    dir: &Path,
+    plan: &Plan,
+    prov: &Provenance,
+    manifest_label: &str,
+) -> Result<(), OptimizeError> {
+    write_predictions(&dir.join("predictions.parquet"), plan, prov)?;
+    write_frontier(&dir.join("frontier.parquet"), plan, prov)?;
+    write_bytes_atomic(
+        &dir.join("plots/tradeoff.svg"),
+        plot::tradeoff(plan).as_bytes(),
+    )?;
+    write_bytes_atomic(
+        &dir.join("plots/channels.svg"),
+        plot::by_channels(plan).as_bytes(),
+    )?;
+    write_bytes_atomic(
+        &dir.join("report.md"),
+        report::render(plan, manifest_label).as_bytes(),
+    )?;
+    write_decision(&dir.join("decision.arrow"), plan, prov)
 }
 
 /// Writes `predictions.parquet`: every grid topology with its predictions and measurements.
 pub fn write_predictions(path: &Path, plan: &Plan, prov: &Provenance) -> Result<(), OptimizeError> {
-    let c = &plan.candidates;
-    let f = |name: &str, ty: DataType, nullable: bool| Field::new(name, ty, nullable);
-    let fields = vec![
-        f("topology", DataType::Utf8, false),
-        f("cut", DataType::Utf8, false),
-        f("depth", DataType::Int32, false),
-        f("cut_channels", DataType::Int64, false),
-        f("channels", DataType::Int64, false),
-        f("macs", DataType::Int64, false),
-        f("weight_bytes", DataType::Int64, false),
-        f("sampled", DataType::Boolean, false),
-        f("measured", DataType::Boolean, false),
-        f("predicted_val_accuracy", DataType::Float64, false),
-        f("predicted_psnr", DataType::Float64, false),
-        f("predicted_ssim", DataType::Float64, false),
-        f("measured_val_accuracy", DataType::Float64, true),
-        f("measured_test_accuracy", DataType::Float64, true),
-        f("measured_psnr", DataType::Float64, true),
-        f("measured_ssim", DataType::Float64, true),
-        f("measured_psnr_mean", DataType::Float64, true),
-        f("measured_ssim_mean", DataType::Float64, true),
-        f("attack_converged", DataType::Boolean, true),
-        f("accuracy", DataType::Float64, false),
-        f("psnr", DataType::Float64, false),
-        f("ssim", DataType::Float64, false),
-        f("violates", DataType::Utf8, false),
-        f("feasible", DataType::Boolean, false),
-        f("on_frontier", DataType::Boolean, false),
-        f("chosen", DataType::Boolean, false),
-    ];
-    let violates: Vec<String> = c
+    let candidates = &plan.candidates;
+    let mut columns = topology_columns(candidates);
+    columns.extend(measured_columns(candidates));
+    columns.extend(estimate_columns(candidates));
+    write(path, ArtifactKind::Predictions, columns, prov)
+}
+
+// Columns of `predictions.parquet`, one value per candidate.
+fn each_int(candidates: &[Candidate], get: fn(&Candidate) -> i64) -> ArrayRef {
+    int_column(candidates.iter().map(get))
+}
+fn each_float(candidates: &[Candidate], get: fn(&Candidate) -> f64) -> ArrayRef {
+    float_column(candidates.iter().map(get))
+}
+fn each_optional_float(candidates: &[Candidate], get: fn(&Candidate) -> Option<f64>) -> ArrayRef {
+    optional_float_column(candidates.iter().map(get))
+}
+fn each_bool(candidates: &[Candidate], get: fn(&Candidate) -> bool) -> ArrayRef {
+    bool_column(candidates.iter().map(get))
+}
+
+/// The predictions' columns that identify each topology, its cost, and whether it was sampled
+/// or measured.
+fn topology_columns(candidates: &[Candidate]) -> Vec<NamedColumn> {
+    vec![
+        (
+            "topology",
+            string_column(candidates.iter().map(|c| c.topo.topology.as_str())),
+        ),
+        (
+            "cut",
+            string_column(candidates.iter().map(|c| c.topo.layer.as_str())),
+        ),
+        (
+            "depth",
+            Arc::new(Int32Array::from_iter_values(
+                candidates.iter().map(|c| c.topo.depth),
+            )),
+        ),
+        (
+            "cut_channels",
+            each_int(candidates, |c| c.topo.cut_channels),
+        ),
+        ("channels", each_int(candidates, |c| c.topo.channels)),
+        ("macs", each_int(candidates, |c| c.topo.macs)),
+        (
+            "weight_bytes",
+            each_int(candidates, |c| c.topo.weight_bytes),
+        ),
+        ("sampled", each_bool(candidates, |c| c.sampled)),
+        ("measured", each_bool(candidates, |c| c.measured.is_some())),
+    ]
+}
+
+/// The predictions' predicted and measured values (the measured ones null where not measured).
+fn measured_columns(candidates: &[Candidate]) -> Vec<NamedColumn> {
+    let measured = |get: fn(&Candidate) -> Option<f64>| each_optional_float(candidates, get);
+    vec![
+        (
+            "predicted_val_accuracy",
+            each_float(candidates, |c| c.predicted.accuracy),
+        ),
+        (
+            "predicted_psnr",
+            each_float(candidates, |c| c.predicted.psnr),
+        ),
+        (
+            "predicted_ssim",
+            each_float(candidates, |c| c.predicted.ssim),
+        ),
+        (
+            "measured_val_accuracy",
+            measured(|c| c.measured.map(|m| m.accuracy)),
+        ),
+        (
+            "measured_test_accuracy",
+            measured(|c| c.measured_test_accuracy),
+        ),
+        ("measured_psnr", measured(|c| c.measured.map(|m| m.psnr))),
+        ("measured_ssim", measured(|c| c.measured.map(|m| m.ssim))),
+        (
+            "measured_psnr_mean",
+            measured(|c| c.measured_mean.map(|m| m.0)),
+        ),
+        (
+            "measured_ssim_mean",
+            measured(|c| c.measured_mean.map(|m| m.1)),
+        ),
+        (
+            "attack_converged",
+            Arc::new(BooleanArray::from_iter(
+                candidates.iter().map(|c| c.attack_converged),
+            )),
+        ),
+    ]
+}
+
+/// The predictions' columns of what the choice used: the estimates, the limits broken, and
+/// the frontier and choice flags.
+fn estimate_columns(candidates: &[Candidate]) -> Vec<NamedColumn> {
+    let violates: Vec<String> = candidates
         .iter()
-        .map(|x| {
-            if x.violates.is_empty() {
+        .map(|c| {
+            if c.violates.is_empty() {
                 String::new()
             } else {
-                limit_names(&x.violates)
+                limit_names(&c.violates)
             }
         })
         .collect();
-    let columns = vec![
-        utf8(c.iter().map(|x| x.topo.topology.as_str())),
-        utf8(c.iter().map(|x| x.topo.layer.as_str())),
-        Arc::new(Int32Array::from_iter_values(c.iter().map(|x| x.topo.depth))) as ArrayRef,
-        i64s(c.iter().map(|x| x.topo.cut_channels)),
-        i64s(c.iter().map(|x| x.topo.channels)),
-        i64s(c.iter().map(|x| x.topo.macs)),
-        i64s(c.iter().map(|x| x.topo.weight_bytes)),
-        bools(c.iter().map(|x| x.sampled)),
-        bools(c.iter().map(|x| x.measured.is_some())),
-        f64s(c.iter().map(|x| x.predicted.accuracy)),
-        f64s(c.iter().map(|x| x.predicted.psnr)),
-        f64s(c.iter().map(|x| x.predicted.ssim)),
-        opt_f64s(c.iter().map(|x| x.measured.map(|m| m.accuracy))),
-        opt_f64s(c.iter().map(|x| x.measured_test_accuracy)),
-        opt_f64s(c.iter().map(|x| x.measured.map(|m| m.psnr))),
-        opt_f64s(c.iter().map(|x| x.measured.map(|m| m.ssim))),
-        opt_f64s(c.iter().map(|x| x.measured_mean.map(|m| m.0))),
-        opt_f64s(c.iter().map(|x| x.measured_mean.map(|m| m.1))),
-        Arc::new(BooleanArray::from_iter(
-            c.iter().map(|x| x.attack_converged),
-        )) as ArrayRef,
-        f64s(c.iter().map(|x| x.estimate.accuracy)),
-        f64s(c.iter().map(|x| x.estimate.psnr)),
-        f64s(c.iter().map(|x| x.estimate.ssim)),
-        utf8(violates.iter().map(String::as_str)),
-        bools(c.iter().map(|x| x.violates.is_empty())),
-        bools(c.iter().map(|x| x.on_frontier)),
-        bools(c.iter().map(|x| x.chosen)),
-    ];
-    write(path, ArtifactKind::Predictions, fields, columns, prov)
+    vec![
+        ("accuracy", each_float(candidates, |c| c.estimate.accuracy)),
+        ("psnr", each_float(candidates, |c| c.estimate.psnr)),
+        ("ssim", each_float(candidates, |c| c.estimate.ssim)),
+        (
+            "violates",
+            string_column(violates.iter().map(String::as_str)),
+        ),
+        ("feasible", each_bool(candidates, |c| c.violates.is_empty())),
+        ("on_frontier", each_bool(candidates, |c| c.on_frontier)),
+        ("chosen", each_bool(candidates, |c| c.chosen)),
+    ]
 }
 
 /// The frontier's topologies, least leaky first.
@@ -133,85 +225,106 @@ pub fn frontier(plan: &Plan) -> Vec<&Candidate> {
 
 /// Writes `frontier.parquet`.
 pub fn write_frontier(path: &Path, plan: &Plan, prov: &Provenance) -> Result<(), OptimizeError> {
-    let c = frontier(plan);
-    let f = |name: &str, ty: DataType| Field::new(name, ty, false);
-    let fields = vec![
-        f("topology", DataType::Utf8),
-        f("cut", DataType::Utf8),
-        f("channels", DataType::Int64),
-        f("macs", DataType::Int64),
-        f("weight_bytes", DataType::Int64),
-        f("accuracy", DataType::Float64),
-        f("psnr", DataType::Float64),
-        f("ssim", DataType::Float64),
-        f("source", DataType::Utf8),
-        f("chosen", DataType::Boolean),
-    ];
-    let columns = vec![
-        utf8(c.iter().map(|x| x.topo.topology.as_str())),
-        utf8(c.iter().map(|x| x.topo.layer.as_str())),
-        i64s(c.iter().map(|x| x.topo.channels)),
-        i64s(c.iter().map(|x| x.topo.macs)),
-        i64s(c.iter().map(|x| x.topo.weight_bytes)),
-        f64s(c.iter().map(|x| x.estimate.accuracy)),
-        f64s(c.iter().map(|x| x.estimate.psnr)),
-        f64s(c.iter().map(|x| x.estimate.ssim)),
-        utf8(
-            c.iter()
-                .map(|x| if x.sampled { "measured" } else { "predicted" }),
+    let front = frontier(plan);
+    let each_int = |get: fn(&Candidate) -> i64| int_column(front.iter().map(|c| get(c)));
+    let each_float = |get: fn(&Candidate) -> f64| float_column(front.iter().map(|c| get(c)));
+    let columns: Vec<NamedColumn> = vec![
+        (
+            "topology",
+            string_column(front.iter().map(|c| c.topo.topology.as_str())),
         ),
-        bools(c.iter().map(|x| x.chosen)),
+        (
+            "cut",
+            string_column(front.iter().map(|c| c.topo.layer.as_str())),
+        ),
+        ("channels", each_int(|c| c.topo.channels)),
+        ("macs", each_int(|c| c.topo.macs)),
+        ("weight_bytes", each_int(|c| c.topo.weight_bytes)),
+        ("accuracy", each_float(|c| c.estimate.accuracy)),
+        ("psnr", each_float(|c| c.estimate.psnr)),
+        ("ssim", each_float(|c| c.estimate.ssim)),
+        (
+            "source",
+            string_column(
+                front
+                    .iter()
+                    .map(|c| if c.sampled { "measured" } else { "predicted" }),
+            ),
+        ),
+        ("chosen", bool_column(front.iter().map(|c| c.chosen))),
     ];
-    write(path, ArtifactKind::Frontier, fields, columns, prov)
+    write(path, ArtifactKind::Frontier, columns, prov)
 }
 
 /// Writes `decision.arrow`, one row.
 pub fn write_decision(path: &Path, plan: &Plan, prov: &Provenance) -> Result<(), OptimizeError> {
     let chosen = plan.chosen.map(|i| &plan.candidates[i]);
-    let l = &plan.limits;
-    let nf = |name: &str, ty: DataType| Field::new(name, ty, true);
-    let f = |name: &str, ty: DataType| Field::new(name, ty, false);
-    let fields = vec![
-        f("status", DataType::Utf8),
-        f("mode", DataType::Utf8),
-        nf("topology", DataType::Utf8),
-        nf("cut", DataType::Utf8),
-        nf("channels", DataType::Int64),
-        nf("macs", DataType::Int64),
-        nf("weight_bytes", DataType::Int64),
-        nf("predicted_val_accuracy", DataType::Float64),
-        nf("predicted_psnr", DataType::Float64),
-        nf("predicted_ssim", DataType::Float64),
-        nf("measured_val_accuracy", DataType::Float64),
-        nf("measured_test_accuracy", DataType::Float64),
-        nf("measured_psnr", DataType::Float64),
-        nf("measured_ssim", DataType::Float64),
-        nf("measured_psnr_mean", DataType::Float64),
-        nf("measured_ssim_mean", DataType::Float64),
-        nf("attack_converged", DataType::Boolean),
-        nf("unconverged", DataType::Utf8),
-        nf("measured_feasible", DataType::Boolean),
-        nf("max_psnr", DataType::Float64),
-        nf("max_ssim", DataType::Float64),
-        nf("max_macs", DataType::Int64),
-        nf("max_weight_bytes", DataType::Int64),
-        f("margin_psnr", DataType::Float64),
-        f("margin_ssim", DataType::Float64),
-        f("binding", DataType::Utf8),
-        nf("nearest", DataType::Utf8),
-        f("grid_topologies", DataType::Int64),
-        f("trained_model_based", DataType::Int64),
-        nf("trained_exhaustive", DataType::Int64),
-        nf("best_topology", DataType::Utf8),
-        nf("best_val_accuracy", DataType::Float64),
-        nf("regret", DataType::Float64),
-        nf("baseline_val_accuracy", DataType::Float64),
-        nf("baseline_test_accuracy", DataType::Float64),
-        nf("accuracy_cost", DataType::Float64),
+    let status = if chosen.is_some() {
+        "chosen"
+    } else {
+        "infeasible"
+    };
+    let mode = match plan.mode {
+        OptimizeMode::Model => "model",
+        OptimizeMode::Exhaustive => "exhaustive",
+    };
+    let mut columns: Vec<NamedColumn> = vec![
+        ("status", one_string(Some(status.into()))),
+        ("mode", one_string(Some(mode.into()))),
     ];
-    let s1 = |v: Option<String>| -> ArrayRef { Arc::new(StringArray::from(vec![v])) };
-    let i1 = |v: Option<i64>| -> ArrayRef { Arc::new(Int64Array::from(vec![v])) };
-    let f1 = |v: Option<f64>| -> ArrayRef { Arc::new(Float64Array::from(vec![v])) };
+    columns.extend(choice_columns(chosen));
+    columns.extend(limit_columns(plan));
+    columns.extend(search_columns(plan));
+    write(path, ArtifactKind::Decision, columns, prov)
+}
+
+/// The decision's columns about the chosen topology (all null when infeasible).
+fn choice_columns(chosen: Option<&Candidate>) -> Vec<NamedColumn> {
+    let each_float = |get: fn(&Candidate) -> Option<f64>| one_float(chosen.and_then(get));
+    vec![
+        (
+            "topology",
+            one_string(chosen.map(|c| c.topo.topology.clone())),
+        ),
+        ("cut", one_string(chosen.map(|c| c.topo.layer.clone()))),
+        ("channels", one_int(chosen.map(|c| c.topo.channels))),
+        ("macs", one_int(chosen.map(|c| c.topo.macs))),
+        ("weight_bytes", one_int(chosen.map(|c| c.topo.weight_bytes))),
+        (
+            "predicted_val_accuracy",
+            each_float(|c| Some(c.predicted.accuracy)),
+        ),
+        ("predicted_psnr", each_float(|c| Some(c.predicted.psnr))),
+        ("predicted_ssim", each_float(|c| Some(c.predicted.ssim))),
+        (
+            "measured_val_accuracy",
+            each_float(|c| c.measured.map(|m| m.accuracy)),
+        ),
+        (
+            "measured_test_accuracy",
+            each_float(|c| c.measured_test_accuracy),
+        ),
+        ("measured_psnr", each_float(|c| c.measured.map(|m| m.psnr))),
+        ("measured_ssim", each_float(|c| c.measured.map(|m| m.ssim))),
+        (
+            "measured_psnr_mean",
+            each_float(|c| c.measured_mean.map(|m| m.0)),
+        ),
+        (
+            "measured_ssim_mean",
+            each_float(|c| c.measured_mean.map(|m| m.1)),
+        ),
+        (
+            "attack_converged",
+            one_bool(chosen.and_then(|c| c.attack_converged)),
+        ),
+    ]
+}
+
+/// The decision's columns about the limits: which the choice meets, their values, the margins,
+/// which binds, and the nearest topologies when none meets them.
+fn limit_columns(plan: &Plan) -> Vec<NamedColumn> {
+    let limits = &plan.limits;
     let nearest = (!plan.nearest.is_empty()).then(|| {
         plan.nearest
             .iter()
@@ -219,63 +332,61 @@ pub fn write_decision(path: &Path, plan: &Plan, prov: &Provenance) -> Result<(),
             .collect::<Vec<_>>()
             .join(",")
     });
-    let ex = plan.exhaustive.as_ref();
-    let best = ex.and_then(|e| e.best).map(|i| &plan.candidates[i]);
-    let mode = match plan.mode {
-        OptimizeMode::Model => "model",
-        OptimizeMode::Exhaustive => "exhaustive",
-    };
-    let columns = vec![
-        s1(Some(
-            if chosen.is_some() {
-                "chosen"
-            } else {
-                "infeasible"
-            }
-            .into(),
-        )),
-        s1(Some(mode.into())),
-        s1(chosen.map(|c| c.topo.topology.clone())),
-        s1(chosen.map(|c| c.topo.layer.clone())),
-        i1(chosen.map(|c| c.topo.channels)),
-        i1(chosen.map(|c| c.topo.macs)),
-        i1(chosen.map(|c| c.topo.weight_bytes)),
-        f1(chosen.map(|c| c.predicted.accuracy)),
-        f1(chosen.map(|c| c.predicted.psnr)),
-        f1(chosen.map(|c| c.predicted.ssim)),
-        f1(chosen.and_then(|c| c.measured.map(|m| m.accuracy))),
-        f1(chosen.and_then(|c| c.measured_test_accuracy)),
-        f1(chosen.and_then(|c| c.measured.map(|m| m.psnr))),
-        f1(chosen.and_then(|c| c.measured.map(|m| m.ssim))),
-        f1(chosen.and_then(|c| c.measured_mean.map(|m| m.0))),
-        f1(chosen.and_then(|c| c.measured_mean.map(|m| m.1))),
-        Arc::new(BooleanArray::from(vec![
-            chosen.and_then(|c| c.attack_converged),
-        ])),
-        s1(Some(plan.unconverged().join(",")).filter(|v| !v.is_empty())),
-        Arc::new(BooleanArray::from(vec![plan.measured_feasible()])),
-        f1(l.max_psnr),
-        f1(l.max_ssim),
-        i1(l.max_macs),
-        i1(l.max_weight_bytes),
-        f1(Some(plan.margin_psnr)),
-        f1(Some(plan.margin_ssim)),
-        s1(Some(limit_names(&plan.binding))),
-        s1(nearest),
-        i1(Some(plan.candidates.len() as i64)),
-        i1(Some(plan.trained_model_based() as i64)),
-        i1(ex.map(|_| {
-            plan.candidates
-                .iter()
-                .filter(|c| c.measured.is_some())
-                .count() as i64
-        })),
-        s1(best.map(|c| c.topo.topology.clone())),
-        f1(best.and_then(|c| c.measured.map(|m| m.accuracy))),
-        f1(ex.and_then(|e| e.regret)),
-        f1(plan.baseline.map(|b| b.val_accuracy)),
-        f1(plan.baseline.map(|b| b.test_accuracy)),
-        f1(plan.accuracy_cost()),
-    ];
-    write(path, ArtifactKind::Decision, fields, columns, prov)
+    vec![
+        (
+            "unconverged",
+            one_string(Some(plan.unconverged().join(",")).filter(|v| !v.is_empty())),
+        ),
+        ("measured_feasible", one_bool(plan.measured_feasible())),
+        ("max_psnr", one_float(limits.max_psnr)),
+        ("max_ssim", one_float(limits.max_ssim)),
+        ("max_macs", one_int(limits.max_macs)),
+        ("max_weight_bytes", one_int(limits.max_weight_bytes)),
+        ("margin_psnr", one_float(Some(plan.margin_psnr))),
+        ("margin_ssim", one_float(Some(plan.margin_ssim))),
+        ("binding", one_string(Some(limit_names(&plan.binding)))),
+        ("nearest", one_string(nearest)),
+    ]
+}
+
+/// The decision's columns about the search: its cost, the exhaustive comparison and the
+/// raw-image baseline.
+fn search_columns(plan: &Plan) -> Vec<NamedColumn> {
+    let exhaustive = plan.exhaustive.as_ref();
+    let best = exhaustive.and_then(|e| e.best).map(|i| &plan.candidates[i]);
+    let trained_exhaustive = exhaustive.map(|_| {
+        plan.candidates
+            .iter()
+            .filter(|c| c.measured.is_some())
+            .count() as i64
+    });
+    vec![
+        (
+            "grid_topologies",
+            one_int(Some(plan.candidates.len() as i64)),
+        ),
+        (
+            "trained_model_based",
+            one_int(Some(plan.trained_model_based() as i64)),
+        ),
+        ("trained_exhaustive", one_int(trained_exhaustive)),
+        (
+            "best_topology",
+            one_string(best.map(|c| c.topo.topology.clone())),
+        ),
+        (
+            "best_val_accuracy",
+            one_float(best.and_then(|c| c.measured.map(|m| m.accuracy))),
+        ),
+        ("regret", one_float(exhaustive.and_then(|e| e.regret))),
+        (
+            "baseline_val_accuracy",
+            one_float(plan.baseline.map(|b| b.val_accuracy)),
+        ),
+        (
+            "baseline_test_accuracy",
+            one_float(plan.baseline.map(|b| b.test_accuracy)),
+        ),
+        ("accuracy_cost", one_float(plan.accuracy_cost())),
+    ]
 }

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use crate::choose::{Candidate, Plan};
+use crate::choose::{Candidate, Metrics, Plan};
 
 const PALETTE: [&str; 8] = [
     "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2",
@@ -23,11 +23,13 @@ struct Panel {
 }
 
 impl Panel {
-    fn px(&self, x: f64) -> f64 {
+    /// The canvas x of data value `x`.
+    fn pixel_x(&self, x: f64) -> f64 {
         let x = if self.log2_x { x.log2() } else { x };
         self.left + (x - self.x.0) / (self.x.1 - self.x.0) * self.width
     }
-    fn py(&self, y: f64) -> f64 {
+    /// The canvas y of data value `y`.
+    fn pixel_y(&self, y: f64) -> f64 {
         self.top + self.height - (y - self.y.0) / (self.y.1 - self.y.0) * self.height
     }
 }
@@ -87,7 +89,7 @@ fn axes(svg: &mut String, p: &Panel, xlabel: &str, ylabel: &str, title: &str) {
         ticks(p.x.0, p.x.1, 6)
     };
     for x in xt {
-        let px = p.px(x);
+        let px = p.pixel_x(x);
         let _ = write!(
             svg,
             r##"<line x1="{px:.1}" y1="{}" x2="{px:.1}" y2="{}" stroke="#333"/><text x="{px:.1}" y="{}" font-size="11" text-anchor="middle">{}</text>"##,
@@ -98,7 +100,7 @@ fn axes(svg: &mut String, p: &Panel, xlabel: &str, ylabel: &str, title: &str) {
         );
     }
     for y in ticks(p.y.0, p.y.1, 5) {
-        let py = p.py(y);
+        let py = p.pixel_y(y);
         let _ = write!(
             svg,
             r##"<line x1="{}" y1="{py:.1}" x2="{l}" y2="{py:.1}" stroke="#333"/><line x1="{l}" y1="{py:.1}" x2="{}" y2="{py:.1}" stroke="#eee"/><text x="{}" y="{:.1}" font-size="11" text-anchor="end">{}</text>"##,
@@ -166,23 +168,50 @@ fn legend(svg: &mut String, x: f64, y: f64, cuts: &[String], extra: &[(&str, &st
     }
 }
 
-/// Accuracy against privacy loss (PSNR, or SSIM when only an SSIM limit is set) for every
-/// topology of the grid.
-pub fn tradeoff(plan: &Plan) -> String {
-    let use_ssim = plan.limits.max_psnr.is_none() && plan.limits.max_ssim.is_some();
-    let px = |c: &Candidate| {
-        if use_ssim {
+/// The privacy metric on the tradeoff plot's x axis: PSNR, or SSIM when only an SSIM limit is
+/// set (the one the frontier and the ties use).
+#[derive(Clone, Copy)]
+struct PrivacyAxis {
+    ssim: bool,
+}
+
+impl PrivacyAxis {
+    fn of(plan: &Plan) -> Self {
+        PrivacyAxis {
+            ssim: plan.limits.max_psnr.is_none() && plan.limits.max_ssim.is_some(),
+        }
+    }
+    /// A topology's privacy loss on this axis.
+    fn value(self, c: &Candidate) -> f64 {
+        if self.ssim {
             c.estimate.ssim
         } else {
             c.estimate.psnr
         }
-    };
-    let limit = if use_ssim {
-        plan.limits.max_ssim
-    } else {
-        plan.limits.max_psnr
-    };
-    let mut xs: Vec<f64> = plan.candidates.iter().map(px).collect();
+    }
+    /// The limit on this axis, if set.
+    fn limit(self, plan: &Plan) -> Option<f64> {
+        if self.ssim {
+            plan.limits.max_ssim
+        } else {
+            plan.limits.max_psnr
+        }
+    }
+    fn label(self) -> &'static str {
+        if self.ssim {
+            "privacy loss: attacker SSIM (worst mode)"
+        } else {
+            "privacy loss: attacker PSNR, dB (worst mode)"
+        }
+    }
+}
+
+/// Accuracy against privacy loss (PSNR, or SSIM when only an SSIM limit is set) for every
+/// topology of the grid.
+pub fn tradeoff(plan: &Plan) -> String {
+    let axis = PrivacyAxis::of(plan);
+    let limit = axis.limit(plan);
+    let mut xs: Vec<f64> = plan.candidates.iter().map(|c| axis.value(c)).collect();
     xs.extend(limit);
     let p = Panel {
         left: 70.0,
@@ -200,84 +229,24 @@ pub fn tradeoff(plan: &Plan) -> String {
     };
     let cuts = cuts(plan);
     let mut svg = svg_open(800.0, 480.0);
-    let xlabel = if use_ssim {
-        "privacy loss: attacker SSIM (worst mode)"
-    } else {
-        "privacy loss: attacker PSNR, dB (worst mode)"
-    };
     axes(
         &mut svg,
         &p,
-        xlabel,
+        axis.label(),
         "validation accuracy",
         "Accuracy against privacy loss",
     );
     if let Some(x) = limit {
-        let lx = p.px(x);
-        let _ = write!(
-            svg,
-            r##"<line x1="{lx:.1}" y1="{}" x2="{lx:.1}" y2="{}" stroke="#c00" stroke-dasharray="6,4"/><text x="{:.1}" y="{}" font-size="11" fill="#c00">limit {}</text>"##,
-            p.top,
-            p.top + p.height,
-            lx + 4.0,
-            p.top + 12.0,
-            fmt_tick(x)
-        );
+        limit_line(&mut svg, &p, x);
     }
     // The accuracy without any split, on the same (validation) split as the points: the gap
     // below it is what privacy costs.
     if let Some(b) = plan.baseline.map(|b| b.val_accuracy) {
-        let by = p.py(b);
-        let _ = write!(
-            svg,
-            r##"<line x1="{}" y1="{by:.1}" x2="{}" y2="{by:.1}" stroke="#06c" stroke-dasharray="6,4"/><text x="{}" y="{:.1}" font-size="11" fill="#06c">raw images, no split {:.3} (validation)</text>"##,
-            p.left,
-            p.left + p.width,
-            p.left + 4.0,
-            by - 4.0,
-            b
-        );
+        baseline_line(&mut svg, &p, b);
     }
-    let front = crate::output::frontier(plan);
-    if front.len() > 1 {
-        let pts: Vec<String> = front
-            .iter()
-            .map(|c| format!("{:.1},{:.1}", p.px(px(c)), p.py(c.estimate.accuracy)))
-            .collect();
-        let _ = write!(
-            svg,
-            r##"<polyline points="{}" fill="none" stroke="#555" stroke-width="1.5"/>"##,
-            pts.join(" ")
-        );
-    }
+    frontier_line(&mut svg, &p, plan, axis);
     for c in &plan.candidates {
-        let (x, y) = (p.px(px(c)), p.py(c.estimate.accuracy));
-        let col = colour(&cuts, c);
-        let fill = if c.sampled { col } else { "white" };
-        // Topologies that break a limit stay visible but faded, so the frontier reads clearly.
-        let opacity = if c.violates.is_empty() { 1.0 } else { 0.35 };
-        let _ = write!(
-            svg,
-            r##"<circle cx="{x:.1}" cy="{y:.1}" r="5" fill="{fill}" stroke="{col}" stroke-width="2" opacity="{opacity}"><title>{} acc {:.4} psnr {:.2} ssim {:.3}{}</title></circle>"##,
-            c.topo.topology,
-            c.estimate.accuracy,
-            c.estimate.psnr,
-            c.estimate.ssim,
-            if c.violates.is_empty() {
-                String::new()
-            } else {
-                format!(" (breaks {})", crate::choose::limit_names(&c.violates))
-            }
-        );
-        if c.chosen {
-            let _ = write!(
-                svg,
-                r##"<circle cx="{x:.1}" cy="{y:.1}" r="10" fill="none" stroke="black" stroke-width="2"/><text x="{:.1}" y="{:.1}" font-size="12" font-weight="bold">{}</text>"##,
-                x + 12.0,
-                y - 8.0,
-                c.topo.topology
-            );
-        }
+        tradeoff_point(&mut svg, &p, c, axis.value(c), colour(&cuts, c));
     }
     legend(
         &mut svg,
@@ -304,24 +273,104 @@ pub fn tradeoff(plan: &Plan) -> String {
     svg
 }
 
+/// The privacy limit, a dashed vertical line at `x`.
+fn limit_line(svg: &mut String, p: &Panel, x: f64) {
+    let lx = p.pixel_x(x);
+    let _ = write!(
+        svg,
+        r##"<line x1="{lx:.1}" y1="{}" x2="{lx:.1}" y2="{}" stroke="#c00" stroke-dasharray="6,4"/><text x="{:.1}" y="{}" font-size="11" fill="#c00">limit {}</text>"##,
+        p.top,
+        p.top + p.height,
+        lx + 4.0,
+        p.top + 12.0,
+        fmt_tick(x)
+    );
+}
+
+/// The raw-image baseline's validation accuracy, a dashed horizontal line.
+fn baseline_line(svg: &mut String, p: &Panel, accuracy: f64) {
+    let by = p.pixel_y(accuracy);
+    let _ = write!(
+        svg,
+        r##"<line x1="{}" y1="{by:.1}" x2="{}" y2="{by:.1}" stroke="#06c" stroke-dasharray="6,4"/><text x="{}" y="{:.1}" font-size="11" fill="#06c">raw images, no split {:.3} (validation)</text>"##,
+        p.left,
+        p.left + p.width,
+        p.left + 4.0,
+        by - 4.0,
+        accuracy
+    );
+}
+
+/// The frontier, a line through its topologies (none for fewer than two).
+fn frontier_line(svg: &mut String, p: &Panel, plan: &Plan, axis: PrivacyAxis) {
+    let front = crate::output::frontier(plan);
+    if front.len() > 1 {
+        let pts: Vec<String> = front
+            .iter()
+            .map(|c| {
+                format!(
+                    "{:.1},{:.1}",
+                    p.pixel_x(axis.value(c)),
+                    p.pixel_y(c.estimate.accuracy)
+                )
+            })
+            .collect();
+        let _ = write!(
+            svg,
+            r##"<polyline points="{}" fill="none" stroke="#555" stroke-width="1.5"/>"##,
+            pts.join(" ")
+        );
+    }
+}
+
+/// One topology at privacy loss `privacy`: filled when measured, faded when it breaks a limit,
+/// ringed and named when chosen.
+fn tradeoff_point(svg: &mut String, p: &Panel, c: &Candidate, privacy: f64, col: &str) {
+    let (x, y) = (p.pixel_x(privacy), p.pixel_y(c.estimate.accuracy));
+    let fill = if c.sampled { col } else { "white" };
+    // Topologies that break a limit stay visible but faded, so the frontier reads clearly.
+    let opacity = if c.violates.is_empty() { 1.0 } else { 0.35 };
+    let _ = write!(
+        svg,
+        r##"<circle cx="{x:.1}" cy="{y:.1}" r="5" fill="{fill}" stroke="{col}" stroke-width="2" opacity="{opacity}"><title>{} acc {:.4} psnr {:.2} ssim {:.3}{}</title></circle>"##,
+        c.topo.topology,
+        c.estimate.accuracy,
+        c.estimate.psnr,
+        c.estimate.ssim,
+        if c.violates.is_empty() {
+            String::new()
+        } else {
+            format!(" (breaks {})", crate::choose::limit_names(&c.violates))
+        }
+    );
+    if c.chosen {
+        let _ = write!(
+            svg,
+            r##"<circle cx="{x:.1}" cy="{y:.1}" r="10" fill="none" stroke="black" stroke-width="2"/><text x="{:.1}" y="{:.1}" font-size="12" font-weight="bold">{}</text>"##,
+            x + 12.0,
+            y - 8.0,
+            c.topo.topology
+        );
+    }
+}
+
+/// Reads one metric (accuracy or PSNR) of a topology.
+type MetricOf = fn(&Metrics) -> f64;
+
 /// Accuracy and PSNR against the channel count D (log scale), per cut: the fitted curves and
 /// the measured points.
 pub fn by_channels(plan: &Plan) -> String {
     let cuts = cuts(plan);
-    let ds: Vec<f64> = plan
+    let (lo, hi) = plan
         .candidates
         .iter()
         .map(|c| c.topo.channels as f64)
-        .collect();
-    let (lo, hi) = ds
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &d| {
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), d| {
             (a.min(d), b.max(d))
         });
     let x = (lo.log2() - 0.3, hi.log2() + 0.3);
     let mut svg = svg_open(1100.0, 460.0);
-    type Get = fn(&crate::choose::Metrics) -> f64;
-    let panels: [(&str, Get, f64); 2] = [
+    let panels: [(&str, MetricOf, f64); 2] = [
         ("validation accuracy", |m| m.accuracy, 70.0),
         ("attacker PSNR, dB (worst mode)", |m| m.psnr, 560.0),
     ];
@@ -342,41 +391,7 @@ pub fn by_channels(plan: &Plan) -> String {
         };
         axes(&mut svg, &p, "channels D (log scale)", ylabel, ylabel);
         for (i, cut) in cuts.iter().enumerate() {
-            let col = PALETTE[i % PALETTE.len()];
-            let mut own: Vec<&Candidate> = plan
-                .candidates
-                .iter()
-                .filter(|c| &c.topo.layer == cut)
-                .collect();
-            own.sort_by_key(|c| c.topo.channels);
-            let pts: Vec<String> = own
-                .iter()
-                .map(|c| {
-                    format!(
-                        "{:.1},{:.1}",
-                        p.px(c.topo.channels as f64),
-                        p.py(get(&c.predicted))
-                    )
-                })
-                .collect();
-            let _ = write!(
-                svg,
-                r##"<polyline points="{}" fill="none" stroke="{col}" stroke-width="1.5"/>"##,
-                pts.join(" ")
-            );
-            for c in own {
-                if let Some(m) = &c.measured {
-                    let _ = write!(
-                        svg,
-                        r##"<circle cx="{:.1}" cy="{:.1}" r="4.5" fill="{}" stroke="{col}" stroke-width="2"><title>{} {:.4}</title></circle>"##,
-                        p.px(c.topo.channels as f64),
-                        p.py(get(m)),
-                        if c.sampled { col } else { "white" },
-                        c.topo.topology,
-                        get(m)
-                    );
-                }
-            }
+            cut_curve(&mut svg, &p, plan, cut, PALETTE[i % PALETTE.len()], get);
         }
     }
     legend(
@@ -398,6 +413,45 @@ pub fn by_channels(plan: &Plan) -> String {
     );
     svg.push_str("</svg>\n");
     svg
+}
+
+/// One cut's predicted curve of metric `get` against D, and its measured points (filled when
+/// sampled, hollow when held out).
+fn cut_curve(svg: &mut String, p: &Panel, plan: &Plan, cut: &str, col: &str, get: MetricOf) {
+    let mut own: Vec<&Candidate> = plan
+        .candidates
+        .iter()
+        .filter(|c| c.topo.layer == cut)
+        .collect();
+    own.sort_by_key(|c| c.topo.channels);
+    let pts: Vec<String> = own
+        .iter()
+        .map(|c| {
+            format!(
+                "{:.1},{:.1}",
+                p.pixel_x(c.topo.channels as f64),
+                p.pixel_y(get(&c.predicted))
+            )
+        })
+        .collect();
+    let _ = write!(
+        svg,
+        r##"<polyline points="{}" fill="none" stroke="{col}" stroke-width="1.5"/>"##,
+        pts.join(" ")
+    );
+    for c in own {
+        if let Some(m) = &c.measured {
+            let _ = write!(
+                svg,
+                r##"<circle cx="{:.1}" cy="{:.1}" r="4.5" fill="{}" stroke="{col}" stroke-width="2"><title>{} {:.4}</title></circle>"##,
+                p.pixel_x(c.topo.channels as f64),
+                p.pixel_y(get(m)),
+                if c.sampled { col } else { "white" },
+                c.topo.topology,
+                get(m)
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,31 +7,24 @@ use std::path::Path;
 
 use polars::prelude::*;
 
-use crate::OptimizeError;
+use crate::{OptimizeError, io_error, polars_error};
 
 const COLS: usize = 6;
 const ROWS: usize = 10;
 
 /// Reads the first `rows` rows of `path` (`.parquet`, or Arrow IPC otherwise) with polars.
 pub fn first_rows(path: &Path, rows: usize) -> Result<DataFrame, OptimizeError> {
-    let file = File::open(path).map_err(|e| OptimizeError::Io {
-        path: path.display().to_string(),
-        source: e,
-    })?;
-    let perr = |e| OptimizeError::Polars {
-        path: path.display().to_string(),
-        source: e,
-    };
+    let file = File::open(path).map_err(io_error(path))?;
     if path.extension().is_some_and(|e| e == "parquet") {
         ParquetReader::new(file)
             .with_slice(Some((0, rows)))
             .finish()
-            .map_err(perr)
+            .map_err(polars_error(path))
     } else {
         IpcReader::new(file)
             .with_n_rows(Some(rows))
             .finish()
-            .map_err(perr)
+            .map_err(polars_error(path))
     }
 }
 

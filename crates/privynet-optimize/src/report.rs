@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use privynet_core::manifest::OptimizeMode;
 
-use crate::choose::{Candidate, Plan, limit_names};
+use crate::choose::{Candidate, Metrics, Plan, limit_names};
 
 fn limits_line(plan: &Plan) -> String {
     let l = &plan.limits;
@@ -31,7 +31,8 @@ fn limits_line(plan: &Plan) -> String {
     }
 }
 
-fn opt(v: Option<f64>, digits: usize) -> String {
+/// A value with `digits` decimals, or `-` when there is none.
+fn optional(v: Option<f64>, digits: usize) -> String {
     v.map_or_else(|| "-".into(), |x| format!("{x:.digits$}"))
 }
 
@@ -51,8 +52,8 @@ fn grid_row(c: &Candidate) -> String {
             "predicted"
         },
         c.predicted.accuracy,
-        opt(m.map(|m| m.accuracy), 4),
-        opt(c.measured_test_accuracy, 4),
+        optional(m.map(|m| m.accuracy), 4),
+        optional(c.measured_test_accuracy, 4),
         c.predicted.psnr,
         match (m, c.measured_mean) {
             (Some(m), Some(mean)) => format!(
@@ -68,7 +69,7 @@ fn grid_row(c: &Candidate) -> String {
             _ => "-".into(),
         },
         c.predicted.ssim,
-        opt(m.map(|m| m.ssim), 3),
+        optional(m.map(|m| m.ssim), 3),
         if c.violates.is_empty() {
             "yes".to_string()
         } else {
@@ -93,10 +94,26 @@ fn stats(v: &[f64]) -> String {
 
 /// Renders the report.
 pub fn render(plan: &Plan, manifest: &str) -> String {
-    let mut r = String::new();
-    let _ = writeln!(r, "# PrivyNet topology decision\n");
+    let mut out = String::new();
+    header(&mut out, plan, manifest);
+    let _ = writeln!(out, "## Decision\n");
+    match plan.chosen.map(|i| &plan.candidates[i]) {
+        Some(c) => decision(&mut out, plan, c),
+        None => infeasible(&mut out, plan),
+    }
+    search_cost(&mut out, plan);
+    models(&mut out, plan);
+    frontier(&mut out, plan);
+    convergence(&mut out, plan);
+    grid(&mut out, plan);
+    out
+}
+
+/// The title, and what the limits and the accuracies mean.
+fn header(out: &mut String, plan: &Plan, manifest: &str) {
+    let _ = writeln!(out, "# PrivyNet topology decision\n");
     let _ = writeln!(
-        r,
+        out,
         "Manifest `{manifest}`, mode `{}`. Limits: {}. Privacy loss is the worst case over the enabled attacker modes, and limits are tested against the upper end of its 95% interval over the attacked images (plus the fit's margin for predicted topologies), so a limit holds against the attacker's uncertainty and not only its mean. Accuracy is validation accuracy, what the models are fitted to and the choice is made on; test accuracy is reported for the measured topologies and never used to choose.\n",
         match plan.mode {
             OptimizeMode::Model => "model",
@@ -104,134 +121,141 @@ pub fn render(plan: &Plan, manifest: &str) -> String {
         },
         limits_line(plan)
     );
-    let _ = writeln!(r, "## Decision\n");
-    match plan.chosen.map(|i| &plan.candidates[i]) {
-        Some(c) => {
-            let _ = writeln!(
-                r,
-                "Chosen: **{}** (cut `{}`, {} of {} channels; {} MACs/image, {} bytes of local weights).\n",
-                c.topo.topology,
-                c.topo.layer,
-                c.topo.channels,
-                c.topo.cut_channels,
-                c.topo.macs,
-                c.topo.weight_bytes
-            );
-            let _ = writeln!(
-                r,
-                "Binding limit: {}.\n",
-                if plan.binding.is_empty() {
-                    "none: the most accurate topology of the grid meets every limit".to_string()
-                } else {
-                    format!(
-                        "{} (it excludes the topologies that would be more accurate)",
-                        limit_names(&plan.binding)
-                    )
-                }
-            );
-            let _ = writeln!(
-                r,
-                "| | val accuracy | test accuracy | PSNR (dB) | SSIM |\n|---|---|---|---|---|"
-            );
-            let _ = writeln!(
-                r,
-                "| predicted | {:.4} | - | {:.2} | {:.3} |",
-                c.predicted.accuracy, c.predicted.psnr, c.predicted.ssim
-            );
-            let _ = writeln!(
-                r,
-                "| used for the choice{} | {:.4} | not used | {:.2} | {:.3} |",
-                if c.sampled {
-                    " (measured)"
-                } else {
-                    " (predicted + margin)"
-                },
-                c.estimate.accuracy,
-                c.estimate.psnr,
-                c.estimate.ssim
-            );
-            match c.measured {
-                Some(m) => {
-                    let _ = writeln!(
-                        r,
-                        "| measured: 95% upper end | {:.4} | {} | {:.2} | {:.3} |",
-                        m.accuracy,
-                        opt(c.measured_test_accuracy, 4),
-                        m.psnr,
-                        m.ssim
-                    );
-                    if let Some((p, s)) = c.measured_mean {
-                        let _ = writeln!(r, "| measured: mean | | | {p:.2} | {s:.3} |\n");
-                    }
-                    let _ = writeln!(
-                        r,
-                        "The privacy limit is tested against the upper end ({:.2} dB), not the mean ({}); {}.\n",
-                        m.psnr,
-                        c.measured_mean
-                            .map_or("-".into(), |x| format!("{:.2} dB", x.0)),
-                        if c.measured_mean.is_some_and(|x| plan
-                            .limits
-                            .max_psnr
-                            .is_some_and(|l| x.0 <= l && m.psnr > l))
-                        {
-                            "the mean alone would pass the limit, its interval does not"
-                        } else {
-                            "the upper end is what binds"
-                        }
-                    );
-                    if let (Some(b), Some(cost)) = (plan.baseline, plan.accuracy_cost()) {
-                        let _ = writeln!(
-                            r,
-                            "The same cloud network trained on the raw images (no split, nothing private) reaches {:.4} test accuracy ({:.4} validation): on the test split, which no choice was made on, the split costs {cost:.4} in accuracy ({:.1}% of it).\n",
-                            b.test_accuracy,
-                            b.val_accuracy,
-                            100.0 * cost / b.test_accuracy
-                        );
-                    }
-                    if plan.measured_feasible() == Some(false) {
-                        let _ = writeln!(
-                            r,
-                            "**Warning:** measured for real, the chosen topology breaks a limit the models predicted it would meet. Raise `optimize.margin_scale`, sample more channel counts, or use `mode: exhaustive`.\n"
-                        );
-                    } else {
-                        let _ = writeln!(r, "Measured for real, it meets every limit.\n");
-                    }
-                }
-                None => {
-                    let _ = writeln!(
-                        r,
-                        "| measured | not yet | | |\n\nThe runner evaluates the chosen topology next and this report is written again with its measured values.\n"
-                    );
-                }
-            }
+}
+
+/// The chosen topology, the limit that binds, and its predicted, estimated and measured values.
+fn decision(out: &mut String, plan: &Plan, c: &Candidate) {
+    let _ = writeln!(
+        out,
+        "Chosen: **{}** (cut `{}`, {} of {} channels; {} MACs/image, {} bytes of local weights).\n",
+        c.topo.topology,
+        c.topo.layer,
+        c.topo.channels,
+        c.topo.cut_channels,
+        c.topo.macs,
+        c.topo.weight_bytes
+    );
+    let _ = writeln!(
+        out,
+        "Binding limit: {}.\n",
+        if plan.binding.is_empty() {
+            "none: the most accurate topology of the grid meets every limit".to_string()
+        } else {
+            format!(
+                "{} (it excludes the topologies that would be more accurate)",
+                limit_names(&plan.binding)
+            )
         }
+    );
+    let _ = writeln!(
+        out,
+        "| | val accuracy | test accuracy | PSNR (dB) | SSIM |\n|---|---|---|---|---|"
+    );
+    let _ = writeln!(
+        out,
+        "| predicted | {:.4} | - | {:.2} | {:.3} |",
+        c.predicted.accuracy, c.predicted.psnr, c.predicted.ssim
+    );
+    let _ = writeln!(
+        out,
+        "| used for the choice{} | {:.4} | not used | {:.2} | {:.3} |",
+        if c.sampled {
+            " (measured)"
+        } else {
+            " (predicted + margin)"
+        },
+        c.estimate.accuracy,
+        c.estimate.psnr,
+        c.estimate.ssim
+    );
+    match c.measured {
+        Some(m) => measured(out, plan, c, &m),
         None => {
             let _ = writeln!(
-                r,
-                "**No topology meets the limits.** Binding: {}.\n\nNearest topologies (smallest total relative excess over the limits):\n",
-                limit_names(&plan.binding)
+                out,
+                "| measured | not yet | | |\n\nThe runner evaluates the chosen topology next and this report is written again with its measured values.\n"
             );
-            for &i in &plan.nearest {
-                let c = &plan.candidates[i];
-                let _ = writeln!(
-                    r,
-                    "- {}: accuracy {:.4}, PSNR {:.2} dB, SSIM {:.3}, {} MACs, {} bytes; breaks {}",
-                    c.topo.topology,
-                    c.estimate.accuracy,
-                    c.estimate.psnr,
-                    c.estimate.ssim,
-                    c.topo.macs,
-                    c.topo.weight_bytes,
-                    limit_names(&c.violates)
-                );
-            }
-            r.push('\n');
         }
     }
-    let sampled = plan.candidates.iter().filter(|c| c.sampled).count();
-    let _ = writeln!(r, "## Search cost\n");
+}
+
+/// The chosen topology's measured values: the interval the limit is tested against, what the
+/// split costs against the raw-image baseline, and whether the measurement meets the limits.
+fn measured(out: &mut String, plan: &Plan, c: &Candidate, m: &Metrics) {
     let _ = writeln!(
-        r,
+        out,
+        "| measured: 95% upper end | {:.4} | {} | {:.2} | {:.3} |",
+        m.accuracy,
+        optional(c.measured_test_accuracy, 4),
+        m.psnr,
+        m.ssim
+    );
+    if let Some((p, s)) = c.measured_mean {
+        let _ = writeln!(out, "| measured: mean | | | {p:.2} | {s:.3} |\n");
+    }
+    let _ = writeln!(
+        out,
+        "The privacy limit is tested against the upper end ({:.2} dB), not the mean ({}); {}.\n",
+        m.psnr,
+        c.measured_mean
+            .map_or("-".into(), |x| format!("{:.2} dB", x.0)),
+        if c.measured_mean
+            .is_some_and(|x| plan.limits.max_psnr.is_some_and(|l| x.0 <= l && m.psnr > l))
+        {
+            "the mean alone would pass the limit, its interval does not"
+        } else {
+            "the upper end is what binds"
+        }
+    );
+    if let (Some(b), Some(cost)) = (plan.baseline, plan.accuracy_cost()) {
+        let _ = writeln!(
+            out,
+            "The same cloud network trained on the raw images (no split, nothing private) reaches {:.4} test accuracy ({:.4} validation): on the test split, which no choice was made on, the split costs {cost:.4} in accuracy ({:.1}% of it).\n",
+            b.test_accuracy,
+            b.val_accuracy,
+            100.0 * cost / b.test_accuracy
+        );
+    }
+    if plan.measured_feasible() == Some(false) {
+        let _ = writeln!(
+            out,
+            "**Warning:** measured for real, the chosen topology breaks a limit the models predicted it would meet. Raise `optimize.margin_scale`, sample more channel counts, or use `mode: exhaustive`.\n"
+        );
+    } else {
+        let _ = writeln!(out, "Measured for real, it meets every limit.\n");
+    }
+}
+
+/// No feasible topology: the binding limit and the nearest topologies.
+fn infeasible(out: &mut String, plan: &Plan) {
+    let _ = writeln!(
+        out,
+        "**No topology meets the limits.** Binding: {}.\n\nNearest topologies (smallest total relative excess over the limits):\n",
+        limit_names(&plan.binding)
+    );
+    for &i in &plan.nearest {
+        let c = &plan.candidates[i];
+        let _ = writeln!(
+            out,
+            "- {}: accuracy {:.4}, PSNR {:.2} dB, SSIM {:.3}, {} MACs, {} bytes; breaks {}",
+            c.topo.topology,
+            c.estimate.accuracy,
+            c.estimate.psnr,
+            c.estimate.ssim,
+            c.topo.macs,
+            c.topo.weight_bytes,
+            limit_names(&c.violates)
+        );
+    }
+    out.push('\n');
+}
+
+/// Topologies each search trained, and in exhaustive mode the regret of the model-based choice.
+fn search_cost(out: &mut String, plan: &Plan) {
+    let sampled = plan.candidates.iter().filter(|c| c.sampled).count();
+    let _ = writeln!(out, "## Search cost\n");
+    let _ = writeln!(
+        out,
         "Grid: {} topologies. The model-based search trained {} ({} sampled{}).",
         plan.candidates.len(),
         plan.trained_model_based(),
@@ -248,11 +272,11 @@ pub fn render(plan: &Plan, manifest: &str) -> String {
             .iter()
             .filter(|c| c.measured.is_some())
             .count();
-        let _ = writeln!(r, "The exhaustive search trained {trained}.");
+        let _ = writeln!(out, "The exhaustive search trained {trained}.");
         match (ex.best.map(|i| &plan.candidates[i]), ex.regret) {
             (Some(b), Some(reg)) => {
                 let _ = writeln!(
-                    r,
+                    out,
                     "Best feasible topology of the measured grid: **{}** (validation accuracy {:.4}). Regret of the model-based choice: **{:.4}** validation accuracy.",
                     b.topo.topology,
                     b.measured.map_or(f64::NAN, |m| m.accuracy),
@@ -261,20 +285,24 @@ pub fn render(plan: &Plan, manifest: &str) -> String {
             }
             (Some(b), None) => {
                 let _ = writeln!(
-                    r,
+                    out,
                     "Best feasible topology of the measured grid: **{}**; the model-based search found none, so its regret is that topology's whole accuracy.",
                     b.topo.topology
                 );
             }
             (None, _) => {
-                let _ = writeln!(r, "No topology of the measured grid meets the limits.");
+                let _ = writeln!(out, "No topology of the measured grid meets the limits.");
             }
         }
     }
-    r.push('\n');
-    let _ = writeln!(r, "## Models\n");
+    out.push('\n');
+}
+
+/// How the models fit: the margins, the held-out errors, borrowed slopes and left-out cuts.
+fn models(out: &mut String, plan: &Plan) {
+    let _ = writeln!(out, "## Models\n");
     let _ = writeln!(
-        r,
+        out,
         "Per cut, a non-decreasing (isotonic) fit to the sampled points, interpolated linearly in ln D. Safety margin on predicted privacy loss: {:.3} dB PSNR, {:.4} SSIM ({} x the largest leave-one-out error).\n",
         plan.margin_psnr,
         plan.margin_ssim,
@@ -285,18 +313,18 @@ pub fn render(plan: &Plan, manifest: &str) -> String {
         }
     );
     let _ = writeln!(
-        r,
+        out,
         "| error (measured - predicted) | accuracy | PSNR (dB) | SSIM |\n|---|---|---|---|"
     );
     let _ = writeln!(
-        r,
+        out,
         "| leave-one-out, sampled | {} | {} | {} |",
         stats(&plan.fit.loo_accuracy),
         stats(&plan.fit.loo_psnr),
         stats(&plan.fit.loo_ssim)
     );
     if !plan.fit.holdout.is_empty() {
-        let col = |k: usize| -> Vec<f64> {
+        let metric = |k: usize| -> Vec<f64> {
             plan.fit
                 .holdout
                 .iter()
@@ -304,78 +332,89 @@ pub fn render(plan: &Plan, manifest: &str) -> String {
                 .collect()
         };
         let _ = writeln!(
-            r,
+            out,
             "| measured but not sampled | {} | {} | {} |",
-            stats(&col(0)),
-            stats(&col(1)),
-            stats(&col(2))
+            stats(&metric(0)),
+            stats(&metric(1)),
+            stats(&metric(2))
         );
     }
-    r.push('\n');
+    out.push('\n');
     if !plan.fit.borrowed.is_empty() {
         let _ = writeln!(
-            r,
+            out,
             "Cuts with one sample, whose slope in ln D was borrowed from the other cuts: {}.\n",
             plan.fit.borrowed.join(", ")
         );
     }
     if !plan.uncharacterized.is_empty() {
         let _ = writeln!(
-            r,
+            out,
             "Cuts of the sweep with no characterized topology (left out): {}.\n",
             plan.uncharacterized.join(", ")
         );
     }
-    let _ = writeln!(r, "## Frontier\n");
+}
+
+/// The frontier's topologies, least leaky first.
+fn frontier(out: &mut String, plan: &Plan) {
+    let _ = writeln!(out, "## Frontier\n");
     let front = crate::output::frontier(plan);
     if front.is_empty() {
-        let _ = writeln!(r, "No feasible topology, so no frontier.\n");
-    } else {
-        let _ = writeln!(
-            r,
-            "Feasible topologies no other feasible topology beats on both accuracy and privacy loss, least leaky first:\n"
-        );
-        let _ = writeln!(
-            r,
-            "| topology | val accuracy | PSNR (dB) | SSIM | source |\n|---|---|---|---|---|"
-        );
-        for c in front {
-            let _ = writeln!(
-                r,
-                "| {}{} | {:.4} | {:.2} | {:.3} | {} |",
-                c.topo.topology,
-                if c.chosen { " (chosen)" } else { "" },
-                c.estimate.accuracy,
-                c.estimate.psnr,
-                c.estimate.ssim,
-                if c.sampled { "measured" } else { "predicted" }
-            );
-        }
-        r.push('\n');
+        let _ = writeln!(out, "No feasible topology, so no frontier.\n");
+        return;
     }
+    let _ = writeln!(
+        out,
+        "Feasible topologies no other feasible topology beats on both accuracy and privacy loss, least leaky first:\n"
+    );
+    let _ = writeln!(
+        out,
+        "| topology | val accuracy | PSNR (dB) | SSIM | source |\n|---|---|---|---|---|"
+    );
+    for c in front {
+        let _ = writeln!(
+            out,
+            "| {}{} | {:.4} | {:.2} | {:.3} | {} |",
+            c.topo.topology,
+            if c.chosen { " (chosen)" } else { "" },
+            c.estimate.accuracy,
+            c.estimate.psnr,
+            c.estimate.ssim,
+            if c.sampled { "measured" } else { "predicted" }
+        );
+    }
+    out.push('\n');
+}
+
+/// A warning naming the measured topologies whose attacker did not converge (none: nothing).
+fn convergence(out: &mut String, plan: &Plan) {
     let unconverged = plan.unconverged();
     if !unconverged.is_empty() {
         let _ = writeln!(
-            r,
+            out,
             "## Attacker convergence\n\n**Privacy loss may be understated** for {}: the attacker reached `attack.max_epochs` while its held-out PSNR was still rising (marked `cap!` below). Raise `attack.max_epochs` and run again.\n",
             unconverged.join(", ")
         );
     }
-    let _ = writeln!(r, "## Every topology of the grid\n");
+}
+
+/// Every topology of the grid, one row each, and the plots.
+fn grid(out: &mut String, plan: &Plan) {
+    let _ = writeln!(out, "## Every topology of the grid\n");
     let _ = writeln!(
-        r,
+        out,
         "Measured PSNR and SSIM are the upper ends of their 95% intervals (the PSNR mean in brackets); predicted ones are the fit to those upper ends.\n"
     );
     let _ = writeln!(
-        r,
+        out,
         "| topology | D | MACs | weight bytes | status | val acc pred | val acc meas | test acc | PSNR pred | PSNR meas | SSIM pred | SSIM meas | feasible | |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for c in &plan.candidates {
-        let _ = writeln!(r, "{}", grid_row(c));
+        let _ = writeln!(out, "{}", grid_row(c));
     }
     let _ = writeln!(
-        r,
+        out,
         "\n![accuracy against privacy loss](plots/tradeoff.svg)\n\n![accuracy and PSNR against channels](plots/channels.svg)"
     );
-    r
 }

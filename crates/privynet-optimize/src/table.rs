@@ -13,86 +13,128 @@ use privynet_core::ArtifactKind;
 use privynet_core::io::read_schema;
 use privynet_core::manifest::{ChannelCount, grid_channels};
 
-use crate::OptimizeError;
 use crate::choose::{CutGrid, Measurement, Metrics, Topo};
-
-fn perr(path: &Path) -> impl Fn(PolarsError) -> OptimizeError + '_ {
-    move |e| OptimizeError::Polars {
-        path: path.display().to_string(),
-        source: e,
-    }
-}
+use crate::{OptimizeError, io_error, polars_error};
 
 /// Reads `characterization.parquet` (its schema checked against `schemas/characterization.yaml`
 /// first, so a wrong file is named with the field at fault), sorted by depth and channels.
 pub fn read_characterization(path: &Path) -> Result<Vec<Measurement>, OptimizeError> {
+    let df = with_worst_case(read_checked(path)?, path)?;
+    let rows = measurements(&Columns { df: &df, path })?;
+    check_finite(&rows, path)?;
+    Ok(rows)
+}
+
+/// The table as polars reads it, after its schema was checked.
+fn read_checked(path: &Path) -> Result<DataFrame, OptimizeError> {
     let schema = read_schema(path)?;
     ArtifactKind::Characterization
         .schema()?
         .check(path, &schema)?;
-    let file = File::open(path).map_err(|e| OptimizeError::Io {
-        path: path.display().to_string(),
-        source: e,
-    })?;
-    let df = ParquetReader::new(file).finish().map_err(perr(path))?;
-    let worst = |metric: &str| -> PolarsResult<Expr> {
+    let file = File::open(path).map_err(io_error(path))?;
+    ParquetReader::new(file)
+        .finish()
+        .map_err(polars_error(path))
+}
+
+/// Adds the worst-case mean PSNR and SSIM over the attacker modes (`psnr_max`, `ssim_max`) and
+/// the cut's display name, and sorts by depth and channels.
+fn with_worst_case(df: DataFrame, path: &Path) -> Result<DataFrame, OptimizeError> {
+    let worst = |metric: &str| -> Result<Expr, OptimizeError> {
         polars::lazy::dsl::max_horizontal(
             ["known", "unknown", "matched", "worst"].map(|m| col(format!("{metric}_{m}"))),
         )
+        .map_err(polars_error(path))
     };
-    let df = df
-        .lazy()
+    df.lazy()
         .with_columns([
-            worst("psnr").map_err(perr(path))?.alias("psnr_max"),
-            worst("ssim").map_err(perr(path))?.alias("ssim_max"),
+            worst("psnr")?.alias("psnr_max"),
+            worst("ssim")?.alias("ssim_max"),
             coalesce(&[col("layer"), col("cut")]).alias("name"),
         ])
         .sort(["depth", "channels"], SortMultipleOptions::default())
         .collect()
-        .map_err(perr(path))?;
-    let e = perr(path);
-    let s = |name: &str| -> Result<Vec<String>, OptimizeError> {
-        Ok(df
-            .column(name)
-            .and_then(|c| c.str().cloned())
-            .map_err(&e)?
+        .map_err(polars_error(path))
+}
+
+/// The columns of a frame read from `path`, as plain vectors (nulls as empty, 0, NaN or false).
+struct Columns<'a> {
+    df: &'a DataFrame,
+    path: &'a Path,
+}
+
+impl Columns<'_> {
+    fn column(&self, name: &str) -> Result<&Column, OptimizeError> {
+        self.df.column(name).map_err(polars_error(self.path))
+    }
+
+    fn strings(&self, name: &str) -> Result<Vec<String>, OptimizeError> {
+        Ok(self
+            .column(name)?
+            .str()
+            .map_err(polars_error(self.path))?
             .iter()
             .map(|v| v.unwrap_or_default().to_string())
             .collect())
-    };
-    let i = |name: &str| -> Result<Vec<i64>, OptimizeError> {
-        let c = df.column(name).map_err(&e)?;
-        let c = c.cast(&DataType::Int64).map_err(&e)?;
-        Ok(c.i64()
-            .map_err(&e)?
+    }
+
+    fn ints(&self, name: &str) -> Result<Vec<i64>, OptimizeError> {
+        let cast = self
+            .column(name)?
+            .cast(&DataType::Int64)
+            .map_err(polars_error(self.path))?;
+        Ok(cast
+            .i64()
+            .map_err(polars_error(self.path))?
             .iter()
             .map(|v| v.unwrap_or(0))
             .collect())
-    };
-    let f = |name: &str| -> Result<Vec<f64>, OptimizeError> {
-        Ok(df
-            .column(name)
-            .and_then(|c| c.f64().cloned())
-            .map_err(&e)?
+    }
+
+    fn floats(&self, name: &str) -> Result<Vec<f64>, OptimizeError> {
+        Ok(self
+            .column(name)?
+            .f64()
+            .map_err(polars_error(self.path))?
             .iter()
             .map(|v| v.unwrap_or(f64::NAN))
             .collect())
-    };
-    let (topology, cut, name) = (s("topology")?, s("cut")?, s("name")?);
-    let (depth, cut_channels, channels) = (i("depth")?, i("cut_channels")?, i("channels")?);
-    let (macs, weight_bytes) = (i("macs")?, i("weight_bytes")?);
+    }
+
+    fn bools(&self, name: &str) -> Result<Vec<bool>, OptimizeError> {
+        Ok(self
+            .column(name)?
+            .bool()
+            .map_err(polars_error(self.path))?
+            .iter()
+            .map(|v| v.unwrap_or(false))
+            .collect())
+    }
+}
+
+/// One [`Measurement`] per row of the (worst-cased, sorted) table.
+fn measurements(columns: &Columns<'_>) -> Result<Vec<Measurement>, OptimizeError> {
+    let (topology, cut, name) = (
+        columns.strings("topology")?,
+        columns.strings("cut")?,
+        columns.strings("name")?,
+    );
+    let (depth, cut_channels, channels) = (
+        columns.ints("depth")?,
+        columns.ints("cut_channels")?,
+        columns.ints("channels")?,
+    );
+    let (macs, weight_bytes) = (columns.ints("macs")?, columns.ints("weight_bytes")?);
     // Limits hold against the upper ends of the intervals; the means are reported beside them.
-    let (acc, psnr, ssim) = (f("val_accuracy")?, f("psnr_worst_hi")?, f("ssim_worst_hi")?);
-    let (psnr_mean, ssim_mean) = (f("psnr_max")?, f("ssim_max")?);
-    let test_acc = f("test_accuracy")?;
-    let converged: Vec<bool> = df
-        .column("attack_converged")
-        .and_then(|c| c.bool().cloned())
-        .map_err(&e)?
-        .iter()
-        .map(|v| v.unwrap_or(false))
-        .collect();
-    let rows: Vec<Measurement> = (0..df.height())
+    let (accuracy, psnr, ssim) = (
+        columns.floats("val_accuracy")?,
+        columns.floats("psnr_worst_hi")?,
+        columns.floats("ssim_worst_hi")?,
+    );
+    let (psnr_mean, ssim_mean) = (columns.floats("psnr_max")?, columns.floats("ssim_max")?);
+    let test_accuracy = columns.floats("test_accuracy")?;
+    let converged = columns.bools("attack_converged")?;
+    Ok((0..columns.df.height())
         .map(|k| Measurement {
             topo: Topo {
                 topology: topology[k].clone(),
@@ -105,15 +147,19 @@ pub fn read_characterization(path: &Path) -> Result<Vec<Measurement>, OptimizeEr
                 weight_bytes: weight_bytes[k],
             },
             metrics: Metrics {
-                accuracy: acc[k],
+                accuracy: accuracy[k],
                 psnr: psnr[k],
                 ssim: ssim[k],
             },
-            test_accuracy: test_acc[k],
+            test_accuracy: test_accuracy[k],
             privacy_mean: (psnr_mean[k], ssim_mean[k]),
             attack_converged: converged[k],
         })
-        .collect();
+        .collect())
+}
+
+/// Refuses a row whose accuracy or privacy loss is missing or not finite, naming it.
+fn check_finite(rows: &[Measurement], path: &Path) -> Result<(), OptimizeError> {
     if let Some(r) = rows.iter().find(|r| {
         !(r.metrics.accuracy.is_finite()
             && r.test_accuracy.is_finite()
@@ -126,7 +172,7 @@ pub fn read_characterization(path: &Path) -> Result<Vec<Measurement>, OptimizeEr
             r.topo.topology
         )));
     }
-    Ok(rows)
+    Ok(())
 }
 
 /// The grid of the manifest's sweep over the characterized cuts: each cut (named by its friendly

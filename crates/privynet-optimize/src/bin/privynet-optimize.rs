@@ -1,24 +1,32 @@
 //! `privynet-optimize`: chooses the local topology with the best validation accuracy under
 //! privacy, compute and storage limits from the characterization table (test accuracy is only
 //! reported), and writes decision.arrow, frontier.parquet, predictions.parquet, report.md and
-//! plots/.
+//! plots/. A thin shell: it resolves the flags against the manifest, calls the library and
+//! prints the outcome.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use arrow::array::{Float64Array, StringArray};
 use clap::Parser;
 
-use privynet_core::io::{read_arrow, write_bytes_atomic};
+use privynet_core::Provenance;
 use privynet_core::manifest::{
-    ChannelCount, Limits, ManifestArgs, OptimizeMode, OptimizeParams, SamplePoint,
+    ChannelCount, Manifest, ManifestArgs, OptimizeMode, OptimizeParams, SamplePoint,
 };
-use privynet_core::{ArtifactKind, Provenance};
-use privynet_optimize::{choose, output, plot, report, table};
+use privynet_optimize::choose::{self, Plan};
+use privynet_optimize::{baseline, output, table};
 
-/// Choose the local topology from the characterization table.
+/// Chooses the local topology (cut and channel count) with the best validation accuracy under
+/// privacy, compute and storage limits, from the characterization table.
+///
+/// Fits monotone models of validation accuracy and attacker PSNR/SSIM against the channel count
+/// to the sampled topologies of each cut, predicts the rest of the grid (with a safety margin
+/// from the fits' held-out error), and chooses the most accurate topology that meets every
+/// limit; test accuracy is only reported. Writes decision.arrow, frontier.parquet,
+/// predictions.parquet, report.md and plots/ into --output, and prints `chosen <topology>` or
+/// `infeasible`.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     #[command(flatten)]
     manifest: ManifestArgs,
@@ -61,32 +69,6 @@ struct Args {
     output: PathBuf,
 }
 
-/// The raw-image baseline's final validation and test accuracy, from its train summary.
-fn baseline_accuracy(path: &Path) -> Result<choose::Baseline> {
-    let (_, batches) = read_arrow(path, ArtifactKind::TrainSummary)?;
-    let b = batches.first().context("the summary has no row")?;
-    let topology = b
-        .column_by_name("topology")
-        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-        .context("no `topology` column")?
-        .value(0);
-    if topology != "raw" {
-        bail!(
-            "this is the train summary of `{topology}`, not of the raw-image baseline (`privynet-train --baseline raw`)"
-        );
-    }
-    let get = |name: &str| -> Result<f64> {
-        Ok(b.column_by_name(name)
-            .and_then(|c| c.as_any().downcast_ref::<Float64Array>())
-            .with_context(|| format!("no `{name}` column"))?
-            .value(0))
-    };
-    Ok(choose::Baseline {
-        val_accuracy: get("final_val_accuracy")?,
-        test_accuracy: get("final_test_accuracy")?,
-    })
-}
-
 fn yaml<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
     serde_norway::from_str(s).map_err(|e| format!("`{s}`: {e}"))
 }
@@ -100,20 +82,23 @@ fn parse_mode(s: &str) -> Result<OptimizeMode, String> {
     yaml(s)
 }
 
-fn main() {
-    privynet_core::logging::run_main(|| run(Args::parse()));
+/// The run's settings: the manifest's, with the flags over them.
+struct Settings {
+    params: OptimizeParams,
+    cuts: Vec<String>,
+    channels: Vec<ChannelCount>,
 }
 
-fn run(args: Args) -> Result<()> {
-    let m = args.manifest.load()?;
-    let mut params = m.as_ref().map(|m| m.optimize.clone()).unwrap_or_default();
+/// Resolves the flags against the manifest (if any) and checks the result.
+fn resolve(args: &Args, manifest: Option<&Manifest>) -> Result<Settings> {
+    let mut params = manifest.map(|m| m.optimize.clone()).unwrap_or_default();
     let cuts = if args.cuts.is_empty() {
-        m.as_ref().map(|m| m.sweep.cuts.clone()).unwrap_or_default()
+        manifest.map(|m| m.sweep.cuts.clone()).unwrap_or_default()
     } else {
         args.cuts.clone()
     };
     let channels = if args.channels.is_empty() {
-        m.as_ref()
+        manifest
             .map(|m| m.sweep.channels.clone())
             .unwrap_or_default()
     } else {
@@ -128,18 +113,37 @@ fn run(args: Args) -> Result<()> {
     if let Some(mode) = args.mode {
         params.mode = mode;
     }
-    if let Some(s) = args.margin_scale {
-        params.margin_scale = s;
+    if let Some(scale) = args.margin_scale {
+        params.margin_scale = scale;
     }
-    let l = &mut params.limits;
-    l.max_psnr = args.max_psnr.or(l.max_psnr);
-    l.max_ssim = args.max_ssim.or(l.max_ssim);
-    l.max_macs = args.max_macs.or(l.max_macs);
-    l.max_weight_bytes = args.max_weight_bytes.or(l.max_weight_bytes);
+    let limits = &mut params.limits;
+    limits.max_psnr = args.max_psnr.or(limits.max_psnr);
+    limits.max_ssim = args.max_ssim.or(limits.max_ssim);
+    limits.max_macs = args.max_macs.or(limits.max_macs);
+    limits.max_weight_bytes = args.max_weight_bytes.or(limits.max_weight_bytes);
     // The flags go through the manifest's own checks (a NaN limit would silently never bind).
     params
         .validate()
         .map_err(|m| anyhow::anyhow!("invalid optimizer settings (manifest and flags): {m}"))?;
+    Ok(Settings {
+        params,
+        cuts,
+        channels,
+    })
+}
+
+fn main() {
+    privynet_core::logging::run_main(|| run(Args::parse()));
+}
+
+fn run(args: Args) -> Result<()> {
+    let manifest = args.manifest.load()?;
+    let Settings {
+        params,
+        cuts,
+        channels,
+    } = resolve(&args, manifest.as_ref())?;
+    // Destructured so that a new optimizer setting cannot go unused unnoticed.
     let OptimizeParams {
         mode,
         sample,
@@ -147,7 +151,6 @@ fn run(args: Args) -> Result<()> {
         margin_scale,
         raw_baseline: _,
     } = params.clone();
-    let limits: Limits = limits;
 
     let rows = table::read_characterization(&args.characterization)
         .with_context(|| format!("reading {}", args.characterization.display()))?;
@@ -158,33 +161,23 @@ fn run(args: Args) -> Result<()> {
         &serde_json::json!({ "optimize": params, "cuts": cuts, "channels": channels }),
     );
     prov.add_input(&args.characterization)?;
-    if let Some(b) = &args.baseline {
+    if let Some(path) = &args.baseline {
         plan.baseline = Some(
-            baseline_accuracy(b)
-                .with_context(|| format!("reading the baseline {}", b.display()))?,
+            baseline::read(path)
+                .with_context(|| format!("reading the baseline {}", path.display()))?,
         );
-        prov.add_input(b)?;
+        prov.add_input(path)?;
     }
     let out = &args.output;
     std::fs::create_dir_all(out.join("plots"))
         .with_context(|| format!("creating {}", out.display()))?;
-    output::write_predictions(&out.join("predictions.parquet"), &plan, &prov)?;
-    output::write_frontier(&out.join("frontier.parquet"), &plan, &prov)?;
-    write_bytes_atomic(
-        &out.join("plots/tradeoff.svg"),
-        plot::tradeoff(&plan).as_bytes(),
-    )?;
-    write_bytes_atomic(
-        &out.join("plots/channels.svg"),
-        plot::by_channels(&plan).as_bytes(),
-    )?;
-    write_bytes_atomic(
-        &out.join("report.md"),
-        report::render(&plan, &args.manifest.label()).as_bytes(),
-    )?;
-    // The decision last: its presence means every other output of this run is in place.
-    output::write_decision(&out.join("decision.arrow"), &plan, &prov)?;
+    output::write_all(out, &plan, &prov, &args.manifest.label())?;
+    print_outcome(&plan);
+    Ok(())
+}
 
+/// Logs the choice (or the nearest topologies) and prints `chosen <topology>` or `infeasible`.
+fn print_outcome(plan: &Plan) {
     match plan.chosen.map(|i| &plan.candidates[i]) {
         Some(c) => {
             let measured = c.measured.map_or_else(
@@ -222,5 +215,47 @@ fn run(args: Args) -> Result<()> {
             println!("infeasible");
         }
     }
-    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn help_says_what_the_binary_does() {
+        let help = Args::command().render_long_help().to_string();
+        assert!(help.contains("Chooses the local topology"), "{help}");
+        assert!(help.contains("decision.arrow"), "{help}");
+        let short = Args::command().render_help().to_string();
+        assert!(short.contains("best validation accuracy"), "{short}");
+    }
+
+    #[test]
+    fn flags_override_the_grid_and_the_limits() {
+        let args = Args::parse_from([
+            "privynet-optimize",
+            "--characterization",
+            "c.parquet",
+            "--cuts",
+            "conv1,fire3",
+            "--channels",
+            "4,all",
+            "--max-psnr",
+            "16",
+            "--mode",
+            "exhaustive",
+            "-o",
+            "out",
+        ]);
+        let settings = resolve(&args, None).unwrap();
+        assert_eq!(settings.cuts, ["conv1", "fire3"]);
+        assert_eq!(settings.channels.len(), 2);
+        assert_eq!(settings.params.limits.max_psnr, Some(16.0));
+        assert_eq!(settings.params.mode, OptimizeMode::Exhaustive);
+        let no_grid = Args::parse_from(["privynet-optimize", "--characterization", "c", "-o", "o"]);
+        let e = resolve(&no_grid, None).err().unwrap().to_string();
+        assert!(e.contains("the grid is not set"), "{e}");
+    }
 }
