@@ -6,8 +6,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use std::path::{Path, PathBuf};
 
-use privynet_core::manifest::{Manifest, OptimizeMode, grid_channels, sample_channels};
-use privynet_core::{ArtifactKind, Zone};
+use arrow::array::{Array, StringArray};
+use privynet_core::manifest::{
+    Manifest, OptimizeMode, SelectionMethod, grid_channels, sample_channels,
+};
+use privynet_core::{ArtifactKind, Zone, column};
 use privynet_slice::{analyze, model};
 use serde_json::{Value, json};
 
@@ -97,8 +100,8 @@ impl Stage {
         }
     }
 
-    pub fn from_name(s: &str) -> Option<Stage> {
-        Stage::ALL.into_iter().find(|st| st.name() == s)
+    pub fn from_name(name: &str) -> Option<Stage> {
+        Stage::ALL.into_iter().find(|stage| stage.name() == name)
     }
 }
 
@@ -194,13 +197,9 @@ fn chosen_topology(out: &Path) -> Option<String> {
             return None;
         }
     };
-    let b = batches.iter().find(|b| b.num_rows() > 0)?;
-    let col = b
-        .column_by_name("topology")?
-        .as_any()
-        .downcast_ref::<arrow::array::StringArray>()?;
-    use arrow::array::Array;
-    (!col.is_null(0)).then(|| col.value(0).to_string())
+    let batch = batches.iter().find(|b| b.num_rows() > 0)?;
+    let topology = column::<StringArray>(batch, "topology", &path).ok()?;
+    (!topology.is_null(0)).then(|| topology.value(0).to_string())
 }
 
 /// The topologies to evaluate (train and attack): the whole grid in exhaustive mode; else the
@@ -225,76 +224,14 @@ pub fn evaluated(m: &Manifest, grid: &[SweepPoint]) -> Vec<SweepPoint> {
     out
 }
 
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
-
-/// The arguments of a node that reads `ins` (each passed as `--flag PATH`) and writes to
-/// `output`, and its inputs: built from one list, so the command line and the up-to-date
-/// check always name the same files.
-fn wire(
-    base: &[String],
-    ins: Vec<(&str, PathBuf, Option<ArtifactKind>)>,
-    output: &Path,
-) -> (Vec<String>, Vec<Input>) {
-    let mut args = base.to_vec();
-    let mut inputs = Vec::new();
-    for (flag, path, kind) in ins {
-        args.push(format!("--{flag}"));
-        args.push(s(&path));
-        inputs.push(Input { path, kind });
-    }
-    args.push("--output".into());
-    args.push(s(output));
-    (args, inputs)
-}
-
-/// What `privynet-train` writes into its output folder.
-const TRAIN_OUTPUTS: [&str; 4] = [
-    "cloud_model.bpk",
-    "cloud_config.json",
-    "train_metrics.arrow",
-    "train_summary.arrow",
-];
-
-/// Builds the DAG for a manifest file (the path is passed to every stage binary).
-pub fn build(manifest_path: &Path, overrides: &[String]) -> Result<Dag, RunError> {
-    let m = Manifest::load(manifest_path, overrides)?;
-    let grid = resolve_sweep(&m)?;
-    let sweep = evaluated(&m, &grid);
-    let out = m.out_dir();
-    let mpath = s(manifest_path);
-    let mut base_args = vec!["--manifest".to_string(), mpath];
-    for o in overrides {
-        base_args.push("--set".into());
-        base_args.push(o.clone());
-    }
-    let mut nodes: Vec<Node> = Vec::new();
-    let images = m.images_path();
-    let v = |x: &dyn erased::Ser| x.to_value();
-    nodes.push(Node {
-        id: "ingest".into(),
-        stage: Stage::Ingest,
-        topology: None,
-        inputs: vec![Input {
-            path: m.dataset.path.clone(),
-            kind: None,
-        }],
-        outputs: vec![images.clone()],
-        params: BTreeMap::from([
-            ("dataset".into(), v(&m.dataset)),
-            ("seed".into(), json!(m.seed)),
-        ]),
-        args: base_args.clone(),
-        deps: vec![],
-    });
-    let fisher = m.slice.method == privynet_core::manifest::SelectionMethod::FisherRandom;
-    // Per cut, all C channels are extracted once (in the selection's order); every narrower
-    // D is derived from that, and the attack stage's attackers compute their own guesses from
-    // it. When the sweep does not list all channels, that topology is sliced and extracted
-    // for those uses only (it is not trained or attacked).
-    let mut points = sweep.clone();
-    for p in &sweep {
+/// The evaluated points plus, for each cut whose all-channel point is not among them, that
+/// point: per cut, all C channels are extracted once (in the selection's order); every
+/// narrower D is derived from that, and the attack stage's attackers compute their own
+/// guesses from it. An added point is sliced and extracted for those uses only (it is not
+/// trained or attacked).
+fn with_wide_points(sweep: &[SweepPoint]) -> Vec<SweepPoint> {
+    let mut points = sweep.to_vec();
+    for p in sweep {
         if !points
             .iter()
             .any(|q| q.cut == p.cut && q.channels == p.cut_channels)
@@ -310,341 +247,436 @@ pub fn build(manifest_path: &Path, overrides: &[String]) -> Result<Dag, RunError
             });
         }
     }
-    let wide_of = |p: &SweepPoint| -> SweepPoint {
+    points
+}
+
+/// The all-channel point of `p`'s cut among `points` (which [`with_wide_points`] completed).
+fn wide_point<'a>(points: &'a [SweepPoint], p: &SweepPoint) -> &'a SweepPoint {
+    points
+        .iter()
+        .find(|q| q.cut == p.cut && q.channels == p.cut_channels)
+        .expect("every cut has its all-channel point")
+}
+
+/// A path as a command-line argument.
+fn path_arg(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// A manifest value as a JSON parameter.
+fn param<T: serde::Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).expect("manifest values should serialise")
+}
+
+/// An input a stage binary is given as `--flag PATH`, with the artifact kind it holds.
+type FlagInput<'a> = (&'a str, PathBuf, Option<ArtifactKind>);
+
+/// What `privynet-train` writes into its output folder.
+const TRAIN_OUTPUTS: [&str; 4] = [
+    "cloud_model.bpk",
+    "cloud_config.json",
+    "train_metrics.arrow",
+    "train_summary.arrow",
+];
+
+/// What `privynet-attack` writes into its output folder.
+const ATTACK_OUTPUTS: [&str; 4] = [
+    "privacy.parquet",
+    "attack_summary.arrow",
+    "attack_metrics.arrow",
+    "reconstructions.png",
+];
+
+/// What `privynet-optimize` writes into its output folder.
+const OPTIMIZE_OUTPUTS: [&str; 6] = [
+    "predictions.parquet",
+    "frontier.parquet",
+    "report.md",
+    "plots/tradeoff.svg",
+    "plots/channels.svg",
+    "decision.arrow",
+];
+
+/// Builds the DAG for a manifest file (the path is passed to every stage binary).
+pub fn build(manifest_path: &Path, overrides: &[String]) -> Result<Dag, RunError> {
+    let m = Manifest::load(manifest_path, overrides)?;
+    let grid = resolve_sweep(&m)?;
+    let sweep = evaluated(&m, &grid);
+    let points = with_wide_points(&sweep);
+    let plan = NodeBuilder::new(&m, manifest_path, overrides);
+    let mut nodes = vec![plan.ingest()];
+    nodes.extend(points.iter().map(|p| plan.slice(p)));
+    nodes.extend(
         points
             .iter()
-            .find(|q| q.cut == p.cut && q.channels == p.cut_channels)
-            .expect("every cut has its all-channel point")
-            .clone()
-    };
-    for p in &points {
-        let dir = out.join(&p.label);
-        let mut inputs = vec![Input {
-            path: m.model.path.clone(),
-            kind: None,
-        }];
-        let mut params = BTreeMap::from([
-            ("model".into(), v(&m.model.path)),
-            ("model.input".into(), v(&m.model.input)),
-            ("model.input_size".into(), json!(m.model.input_size)),
-            ("slice".into(), v(&m.slice)),
-            ("seed".into(), json!(m.seed)),
-            ("cut".into(), json!(p.cut)),
-            ("channels".into(), json!(p.channels)),
-        ]);
-        let deps = vec![];
-        if fisher {
-            inputs.push(Input {
-                path: images.clone(),
-                kind: Some(ArtifactKind::Images),
-            });
-            params.insert("model.preprocess".into(), v(&m.model.preprocess));
-        }
-        let mut args = base_args.clone();
-        args.extend([
-            "--cut".into(),
-            p.cut.clone(),
-            "--channels".into(),
-            p.channels.to_string(),
-            "--images".into(),
-            s(&images),
-            "--output".into(),
-            s(&dir),
-        ]);
-        nodes.push(Node {
-            id: format!("slice/{}", p.label),
-            stage: Stage::Slice,
-            topology: Some(p.label.clone()),
-            inputs,
-            outputs: vec![
-                dir.join("local.onnx"),
-                dir.join("topology.arrow"),
-                dir.join("selection.arrow"),
-            ],
-            params,
-            args,
-            deps,
-        });
-    }
-    for p in &points {
-        let dir = out.join(&p.label);
-        let wide = wide_of(p);
-        let wide_d = wide.channels;
-        let wdir = out.join(&wide.label);
-        let features = dir.join("features.parquet");
-        let (args, inputs, params) = if p.channels == wide_d {
-            let (args, inputs) = wire(
-                &base_args,
-                vec![
-                    ("images", images.clone(), Some(ArtifactKind::Images)),
-                    ("model", dir.join("local.onnx"), None),
-                    (
-                        "topology",
-                        dir.join("topology.arrow"),
-                        Some(ArtifactKind::Topology),
-                    ),
-                ],
-                &features,
-            );
-            let params = BTreeMap::from([
-                ("model.preprocess".into(), v(&m.model.preprocess)),
-                ("model.input_size".into(), json!(m.model.input_size)),
-                ("extract".into(), v(&m.extract)),
-            ]);
-            (args, inputs, params)
-        } else {
-            let (args, inputs) = wire(
-                &base_args,
-                vec![
-                    (
-                        "derive-from",
-                        wdir.join("features.parquet"),
-                        Some(ArtifactKind::Features),
-                    ),
-                    (
-                        "wide-selection",
-                        wdir.join("selection.arrow"),
-                        Some(ArtifactKind::Selection),
-                    ),
-                    (
-                        "selection",
-                        dir.join("selection.arrow"),
-                        Some(ArtifactKind::Selection),
-                    ),
-                    (
-                        "topology",
-                        dir.join("topology.arrow"),
-                        Some(ArtifactKind::Topology),
-                    ),
-                ],
-                &features,
-            );
-            (args, inputs, BTreeMap::new())
-        };
-        nodes.push(Node {
-            id: format!("extract/{}", p.label),
-            stage: Stage::Extract,
-            topology: Some(p.label.clone()),
-            inputs,
-            outputs: vec![features],
-            params,
-            args,
-            deps: vec![],
-        });
-    }
-    for p in &sweep {
-        let dir = out.join(&p.label);
-        let (mut args, inputs) = wire(
-            &base_args,
-            vec![
-                (
-                    "features",
-                    dir.join("features.parquet"),
-                    Some(ArtifactKind::Features),
-                ),
-                (
-                    "topology",
-                    dir.join("topology.arrow"),
-                    Some(ArtifactKind::Topology),
-                ),
-            ],
-            &dir.join("train"),
-        );
-        // A training run killed with the pipeline continues from its last epoch on the next
-        // run; a finished one leaves no state, so this changes nothing else.
-        args.push("--resume".into());
-        nodes.push(Node {
-            id: format!("train/{}", p.label),
-            stage: Stage::Train,
-            topology: Some(p.label.clone()),
-            inputs,
-            outputs: TRAIN_OUTPUTS
-                .iter()
-                .map(|f| dir.join("train").join(f))
-                .collect(),
-            params: BTreeMap::from([
-                ("train".into(), v(&m.train)),
-                ("seed".into(), json!(m.seed)),
-            ]),
-            args,
-            deps: vec![],
-        });
-    }
-    // The same cloud network on the images themselves, so the report can say what the split
-    // costs in accuracy. It reads the raw images: a local node (Stage::Baseline's zone).
-    let baseline_dir = m.optimize.raw_baseline.then(|| out.join("baseline-raw"));
-    if let Some(bdir) = &baseline_dir {
-        let (mut args, inputs) = wire(
-            &base_args,
-            vec![("images", images.clone(), Some(ArtifactKind::Images))],
-            bdir,
-        );
-        args.extend(["--baseline".into(), "raw".into(), "--resume".into()]);
-        nodes.push(Node {
-            id: "baseline".into(),
-            stage: Stage::Baseline,
-            topology: None,
-            inputs,
-            outputs: TRAIN_OUTPUTS.iter().map(|f| bdir.join(f)).collect(),
-            params: BTreeMap::from([
-                ("train".into(), v(&m.train)),
-                ("seed".into(), json!(m.seed)),
-            ]),
-            args,
-            deps: vec![],
-        });
-    }
-    for p in &sweep {
-        let dir = out.join(&p.label);
-        let wdir = out.join(wide_of(p).label);
-        let (args, inputs) = wire(
-            &base_args,
-            vec![
-                ("images", images.clone(), Some(ArtifactKind::Images)),
-                (
-                    "features",
-                    dir.join("features.parquet"),
-                    Some(ArtifactKind::Features),
-                ),
-                (
-                    "topology",
-                    dir.join("topology.arrow"),
-                    Some(ArtifactKind::Topology),
-                ),
-                (
-                    "selection",
-                    dir.join("selection.arrow"),
-                    Some(ArtifactKind::Selection),
-                ),
-                (
-                    "full-features",
-                    wdir.join("features.parquet"),
-                    Some(ArtifactKind::Features),
-                ),
-                (
-                    "full-selection",
-                    wdir.join("selection.arrow"),
-                    Some(ArtifactKind::Selection),
-                ),
-            ],
-            &dir.join("attack"),
-        );
-        nodes.push(Node {
-            id: format!("attack/{}", p.label),
-            stage: Stage::Attack,
-            topology: Some(p.label.clone()),
-            inputs,
-            outputs: [
-                "privacy.parquet",
-                "attack_summary.arrow",
-                "attack_metrics.arrow",
-                "reconstructions.png",
-            ]
-            .iter()
-            .map(|f| dir.join("attack").join(f))
-            .collect(),
-            params: BTreeMap::from([
-                ("attack".into(), v(&m.attack)),
-                ("seed".into(), json!(m.seed)),
-                ("train.classes".into(), json!(m.train.classes)),
-            ]),
-            args,
-            deps: vec![],
-        });
-    }
-    let mut inputs = Vec::new();
-    for p in &sweep {
-        let dir = out.join(&p.label);
-        inputs.push(Input {
-            path: dir.join("topology.arrow"),
-            kind: Some(ArtifactKind::Topology),
-        });
-        inputs.push(Input {
-            path: dir.join("train/train_summary.arrow"),
-            kind: Some(ArtifactKind::TrainSummary),
-        });
-        inputs.push(Input {
-            path: dir.join("attack/attack_summary.arrow"),
-            kind: Some(ArtifactKind::AttackSummary),
-        });
-    }
-    let labels: Vec<String> = sweep.iter().map(|p| p.label.clone()).collect();
-    let mut args = base_args.clone();
-    args.extend([
-        "--run-dir".into(),
-        s(&out),
-        "--topologies".into(),
-        labels.join(","),
-        "--output".into(),
-        s(&out.join("characterization.parquet")),
-    ]);
-    nodes.push(Node {
-        id: "characterize".into(),
-        stage: Stage::Characterize,
-        topology: None,
-        inputs,
-        outputs: vec![out.join("characterization.parquet")],
-        params: BTreeMap::from([("topologies".into(), json!(labels))]),
-        args,
-        deps: vec![],
-    });
-    let mut optimize_ins = vec![(
-        "characterization",
-        out.join("characterization.parquet"),
-        Some(ArtifactKind::Characterization),
-    )];
-    if let Some(bdir) = &baseline_dir {
-        optimize_ins.push((
-            "baseline",
-            bdir.join("train_summary.arrow"),
-            Some(ArtifactKind::TrainSummary),
-        ));
-    }
-    let odir = out.join("optimize");
-    let (args, inputs) = wire(&base_args, optimize_ins, &odir);
-    nodes.push(Node {
-        id: "optimize".into(),
-        stage: Stage::Optimize,
-        topology: None,
-        inputs,
-        outputs: [
-            "predictions.parquet",
-            "frontier.parquet",
-            "report.md",
-            "plots/tradeoff.svg",
-            "plots/channels.svg",
-            "decision.arrow",
-        ]
-        .iter()
-        .map(|f| odir.join(f))
-        .collect(),
-        params: BTreeMap::from([
-            ("optimize".into(), v(&m.optimize)),
-            ("sweep".into(), v(&m.sweep)),
-        ]),
-        args,
-        deps: vec![],
-    });
+            .map(|p| plan.extract(p, wide_point(&points, p))),
+    );
+    nodes.extend(sweep.iter().map(|p| plan.train(p)));
+    nodes.extend(plan.baseline());
+    nodes.extend(sweep.iter().map(|p| plan.attack(p, wide_point(&points, p))));
+    nodes.push(plan.characterize(&sweep));
+    nodes.push(plan.optimize());
     for n in &mut nodes {
         n.params = flatten(std::mem::take(&mut n.params));
     }
     let mut dag = Dag {
         nodes,
-        out_dir: out,
+        out_dir: plan.out,
     };
     dag.link()?;
     dag.check_zones()?;
     Ok(dag)
 }
 
+impl Node {
+    /// A node of the pipeline, its id made of its stage and topology; its dependencies are
+    /// left to [`Dag::link`].
+    fn planned(
+        stage: Stage,
+        topology: Option<&str>,
+        inputs: Vec<Input>,
+        outputs: Vec<PathBuf>,
+        params: BTreeMap<String, Value>,
+        args: Vec<String>,
+    ) -> Node {
+        Node {
+            id: topology.map_or_else(
+                || stage.name().to_string(),
+                |t| format!("{}/{t}", stage.name()),
+            ),
+            stage,
+            topology: topology.map(str::to_string),
+            inputs,
+            outputs,
+            params,
+            args,
+            deps: vec![],
+        }
+    }
+}
+
+/// Builds each stage's nodes for one manifest: where things go, and the arguments every stage
+/// binary is given.
+struct NodeBuilder<'a> {
+    manifest: &'a Manifest,
+    out: PathBuf,
+    images: PathBuf,
+    /// `--manifest PATH` and each `--set KEY=VALUE`: the start of every node's arguments.
+    base_args: Vec<String>,
+}
+
+impl<'a> NodeBuilder<'a> {
+    fn new(manifest: &'a Manifest, manifest_path: &Path, overrides: &[String]) -> Self {
+        let mut base_args = vec!["--manifest".to_string(), path_arg(manifest_path)];
+        for o in overrides {
+            base_args.push("--set".into());
+            base_args.push(o.clone());
+        }
+        NodeBuilder {
+            manifest,
+            out: manifest.out_dir(),
+            images: manifest.images_path(),
+            base_args,
+        }
+    }
+
+    /// The arguments of a node that reads `ins` (each passed as `--flag PATH`) and writes to
+    /// `output`, and its inputs: built from one list, so the command line and the up-to-date
+    /// check always name the same files.
+    fn args_and_inputs(&self, ins: Vec<FlagInput>, output: &Path) -> (Vec<String>, Vec<Input>) {
+        let mut args = self.base_args.clone();
+        let mut inputs = Vec::new();
+        for (flag, path, kind) in ins {
+            args.push(format!("--{flag}"));
+            args.push(path_arg(&path));
+            inputs.push(Input { path, kind });
+        }
+        args.push("--output".into());
+        args.push(path_arg(output));
+        (args, inputs)
+    }
+
+    /// The ingested images, as an input.
+    fn images_input(&self) -> FlagInput<'static> {
+        ("images", self.images.clone(), Some(ArtifactKind::Images))
+    }
+
+    fn ingest(&self) -> Node {
+        let m = self.manifest;
+        Node::planned(
+            Stage::Ingest,
+            None,
+            vec![Input {
+                path: m.dataset.path.clone(),
+                kind: None,
+            }],
+            vec![self.images.clone()],
+            BTreeMap::from([
+                ("dataset".into(), param(&m.dataset)),
+                ("seed".into(), json!(m.seed)),
+            ]),
+            self.base_args.clone(),
+        )
+    }
+
+    fn slice(&self, p: &SweepPoint) -> Node {
+        let m = self.manifest;
+        let dir = self.out.join(&p.label);
+        let mut inputs = vec![Input {
+            path: m.model.path.clone(),
+            kind: None,
+        }];
+        let mut params = BTreeMap::from([
+            ("model".into(), param(&m.model.path)),
+            ("model.input".into(), param(&m.model.input)),
+            ("model.input_size".into(), json!(m.model.input_size)),
+            ("slice".into(), param(&m.slice)),
+            ("seed".into(), json!(m.seed)),
+            ("cut".into(), json!(p.cut)),
+            ("channels".into(), json!(p.channels)),
+        ]);
+        // Fisher scoring runs the model on the images; a random selection never reads them.
+        if m.slice.method == SelectionMethod::FisherRandom {
+            inputs.push(Input {
+                path: self.images.clone(),
+                kind: Some(ArtifactKind::Images),
+            });
+            params.insert("model.preprocess".into(), param(&m.model.preprocess));
+        }
+        let mut args = self.base_args.clone();
+        args.extend([
+            "--cut".into(),
+            p.cut.clone(),
+            "--channels".into(),
+            p.channels.to_string(),
+            "--images".into(),
+            path_arg(&self.images),
+            "--output".into(),
+            path_arg(&dir),
+        ]);
+        let outputs = ["local.onnx", "topology.arrow", "selection.arrow"];
+        let outputs = outputs.iter().map(|f| dir.join(f)).collect();
+        Node::planned(Stage::Slice, Some(&p.label), inputs, outputs, params, args)
+    }
+
+    /// The extraction of `p`'s features: run through the local network at the widest channel
+    /// count of its cut (`wide`), derived from that one's features for any narrower count.
+    fn extract(&self, p: &SweepPoint, wide: &SweepPoint) -> Node {
+        let dir = self.out.join(&p.label);
+        let features = dir.join("features.parquet");
+        let topology = (
+            "topology",
+            dir.join("topology.arrow"),
+            Some(ArtifactKind::Topology),
+        );
+        let (args, inputs, params) = if p.channels == wide.channels {
+            let m = self.manifest;
+            let model = ("model", dir.join("local.onnx"), None);
+            let ins = vec![self.images_input(), model, topology];
+            let (args, inputs) = self.args_and_inputs(ins, &features);
+            let params = BTreeMap::from([
+                ("model.preprocess".into(), param(&m.model.preprocess)),
+                ("model.input_size".into(), json!(m.model.input_size)),
+                ("extract".into(), param(&m.extract)),
+            ]);
+            (args, inputs, params)
+        } else {
+            let wide_dir = self.out.join(&wide.label);
+            let ins = vec![
+                (
+                    "derive-from",
+                    wide_dir.join("features.parquet"),
+                    Some(ArtifactKind::Features),
+                ),
+                (
+                    "wide-selection",
+                    wide_dir.join("selection.arrow"),
+                    Some(ArtifactKind::Selection),
+                ),
+                (
+                    "selection",
+                    dir.join("selection.arrow"),
+                    Some(ArtifactKind::Selection),
+                ),
+                topology,
+            ];
+            let (args, inputs) = self.args_and_inputs(ins, &features);
+            (args, inputs, BTreeMap::new())
+        };
+        let outputs = vec![features];
+        Node::planned(
+            Stage::Extract,
+            Some(&p.label),
+            inputs,
+            outputs,
+            params,
+            args,
+        )
+    }
+
+    /// What a training node (a topology's or the raw baseline) depends on in the manifest.
+    fn train_params(&self) -> BTreeMap<String, Value> {
+        BTreeMap::from([
+            ("train".into(), param(&self.manifest.train)),
+            ("seed".into(), json!(self.manifest.seed)),
+        ])
+    }
+
+    fn train(&self, p: &SweepPoint) -> Node {
+        let dir = self.out.join(&p.label);
+        let train_dir = dir.join("train");
+        let ins = vec![
+            (
+                "features",
+                dir.join("features.parquet"),
+                Some(ArtifactKind::Features),
+            ),
+            (
+                "topology",
+                dir.join("topology.arrow"),
+                Some(ArtifactKind::Topology),
+            ),
+        ];
+        let (mut args, inputs) = self.args_and_inputs(ins, &train_dir);
+        // A training run killed with the pipeline continues from its last epoch on the next
+        // run; a finished one leaves no state, so this changes nothing else.
+        args.push("--resume".into());
+        let outputs = TRAIN_OUTPUTS.iter().map(|f| train_dir.join(f)).collect();
+        let params = self.train_params();
+        Node::planned(Stage::Train, Some(&p.label), inputs, outputs, params, args)
+    }
+
+    /// Where the raw baseline trains, when the manifest asks for it.
+    fn baseline_dir(&self) -> Option<PathBuf> {
+        let wanted = self.manifest.optimize.raw_baseline;
+        wanted.then(|| self.out.join("baseline-raw"))
+    }
+
+    /// The same cloud network on the images themselves, so the report can say what the split
+    /// costs in accuracy. It reads the raw images: a local node (Stage::Baseline's zone).
+    fn baseline(&self) -> Option<Node> {
+        let dir = self.baseline_dir()?;
+        let (mut args, inputs) = self.args_and_inputs(vec![self.images_input()], &dir);
+        args.extend(["--baseline".into(), "raw".into(), "--resume".into()]);
+        let outputs = TRAIN_OUTPUTS.iter().map(|f| dir.join(f)).collect();
+        let params = self.train_params();
+        Some(Node::planned(
+            Stage::Baseline,
+            None,
+            inputs,
+            outputs,
+            params,
+            args,
+        ))
+    }
+
+    fn attack(&self, p: &SweepPoint, wide: &SweepPoint) -> Node {
+        let m = self.manifest;
+        let dir = self.out.join(&p.label);
+        let wide_dir = self.out.join(&wide.label);
+        let attack_dir = dir.join("attack");
+        let ins = vec![
+            self.images_input(),
+            (
+                "features",
+                dir.join("features.parquet"),
+                Some(ArtifactKind::Features),
+            ),
+            (
+                "topology",
+                dir.join("topology.arrow"),
+                Some(ArtifactKind::Topology),
+            ),
+            (
+                "selection",
+                dir.join("selection.arrow"),
+                Some(ArtifactKind::Selection),
+            ),
+            (
+                "full-features",
+                wide_dir.join("features.parquet"),
+                Some(ArtifactKind::Features),
+            ),
+            (
+                "full-selection",
+                wide_dir.join("selection.arrow"),
+                Some(ArtifactKind::Selection),
+            ),
+        ];
+        let (args, inputs) = self.args_and_inputs(ins, &attack_dir);
+        let outputs = ATTACK_OUTPUTS.iter().map(|f| attack_dir.join(f)).collect();
+        let params = BTreeMap::from([
+            ("attack".into(), param(&m.attack)),
+            ("seed".into(), json!(m.seed)),
+            ("train.classes".into(), json!(m.train.classes)),
+        ]);
+        Node::planned(Stage::Attack, Some(&p.label), inputs, outputs, params, args)
+    }
+
+    /// Gathers every evaluated topology's summaries into the characterization table.
+    fn characterize(&self, sweep: &[SweepPoint]) -> Node {
+        let mut inputs = Vec::new();
+        for p in sweep {
+            let dir = self.out.join(&p.label);
+            for (file, kind) in [
+                ("topology.arrow", ArtifactKind::Topology),
+                ("train/train_summary.arrow", ArtifactKind::TrainSummary),
+                ("attack/attack_summary.arrow", ArtifactKind::AttackSummary),
+            ] {
+                inputs.push(Input {
+                    path: dir.join(file),
+                    kind: Some(kind),
+                });
+            }
+        }
+        let labels: Vec<String> = sweep.iter().map(|p| p.label.clone()).collect();
+        let table = self.out.join("characterization.parquet");
+        let mut args = self.base_args.clone();
+        args.extend([
+            "--run-dir".into(),
+            path_arg(&self.out),
+            "--topologies".into(),
+            labels.join(","),
+            "--output".into(),
+            path_arg(&table),
+        ]);
+        let params = BTreeMap::from([("topologies".into(), json!(labels))]);
+        Node::planned(Stage::Characterize, None, inputs, vec![table], params, args)
+    }
+
+    fn optimize(&self) -> Node {
+        let m = self.manifest;
+        let mut ins = vec![(
+            "characterization",
+            self.out.join("characterization.parquet"),
+            Some(ArtifactKind::Characterization),
+        )];
+        if let Some(baseline_dir) = self.baseline_dir() {
+            ins.push((
+                "baseline",
+                baseline_dir.join("train_summary.arrow"),
+                Some(ArtifactKind::TrainSummary),
+            ));
+        }
+        let dir = self.out.join("optimize");
+        let (args, inputs) = self.args_and_inputs(ins, &dir);
+        let outputs = OPTIMIZE_OUTPUTS.iter().map(|f| dir.join(f)).collect();
+        let params = BTreeMap::from([
+            ("optimize".into(), param(&m.optimize)),
+            ("sweep".into(), param(&m.sweep)),
+        ]);
+        Node::planned(Stage::Optimize, None, inputs, outputs, params, args)
+    }
+}
+
 /// Flattens nested parameter objects into dotted keys, so a change is reported by its exact
 /// key (`slice.top_fraction`, not `slice`).
 fn flatten(params: BTreeMap<String, Value>) -> BTreeMap<String, Value> {
-    fn go(prefix: String, v: Value, out: &mut BTreeMap<String, Value>) {
-        match v {
+    fn flatten_into(prefix: String, value: Value, out: &mut BTreeMap<String, Value>) {
+        match value {
             Value::Object(map) => {
-                for (k, v) in map {
-                    go(format!("{prefix}.{k}"), v, out);
+                for (key, inner) in map {
+                    flatten_into(format!("{prefix}.{key}"), inner, out);
                 }
             }
             other => {
@@ -653,22 +685,10 @@ fn flatten(params: BTreeMap<String, Value>) -> BTreeMap<String, Value> {
         }
     }
     let mut out = BTreeMap::new();
-    for (k, v) in params {
-        go(k, v, &mut out);
+    for (key, value) in params {
+        flatten_into(key, value, &mut out);
     }
     out
-}
-
-/// Lets the DAG builder turn any serialisable parameter into JSON in one call.
-mod erased {
-    pub trait Ser {
-        fn to_value(&self) -> serde_json::Value;
-    }
-    impl<T: serde::Serialize> Ser for T {
-        fn to_value(&self) -> serde_json::Value {
-            serde_json::to_value(self).expect("manifest values should serialise")
-        }
-    }
 }
 
 impl Dag {

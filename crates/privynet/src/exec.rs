@@ -1,9 +1,11 @@
 //! Running the DAG: decide per node whether it is up to date (and say why not), run stale
 //! nodes as separate stage-binary processes, up to `jobs` at once, record each success in the
 //! lock file at once (atomically), stop the dependants of a failed node and keep its siblings'
-//! results, and append every event to `events.jsonl`.
+//! results, and append every event to `events.jsonl`. The scheduling, lock file and reports
+//! are [`run_with`]'s; starting a node's process and waiting for it are an [`Executor`]'s
+//! ([`LocalExecutor`] runs them on this machine), so another can run them elsewhere.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -143,160 +145,318 @@ pub fn command_line(dag: &Dag, i: usize, bin_dir: &Path) -> String {
     parts.join(" ")
 }
 
-/// Runs the DAG; returns the outcome of every considered node.
-pub fn run(dag: &Dag, opts: &RunOptions) -> Result<BTreeMap<usize, Outcome>, RunError> {
-    let order = dag.order()?;
-    let mut considered: Vec<usize> = order
-        .iter()
-        .copied()
-        .filter(|i| opts.selected.as_ref().is_none_or(|s| s.contains(i)))
-        .collect();
-    // Of the ready nodes, start first those `Stage::start_rank` puts first. The loop below
-    // starts a node only once its dependencies are done, so any order of this list is safe.
-    considered.sort_by_key(|&i| dag.nodes[i].stage.start_rank());
-    // Check every binary before anything runs.
-    for &i in &considered {
-        binary(&opts.bin_dir, dag.nodes[i].stage.binary())?;
+/// A node the scheduler starts, for an [`Executor`] to run.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The node's index in the DAG.
+    pub node: usize,
+    pub binary: PathBuf,
+    pub args: Vec<String>,
+    /// Where the process's stdout and stderr go.
+    pub log: PathBuf,
+}
+
+/// A started node's process ended: after so many seconds of wall time, or with the reason it
+/// failed (ending with its log's last lines).
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub node: usize,
+    pub result: Result<f64, String>,
+}
+
+/// Runs the processes of the nodes the scheduler starts: the part of a run that differs
+/// between running stages on this machine ([`LocalExecutor`]) and handing each to a batch
+/// system. The scheduler ([`run_with`]) decides what to start and when, records results in the
+/// lock file and reports; an executor only starts processes and says when they end.
+pub trait Executor {
+    /// Starts a job; its end is reported by exactly one later [`Executor::wait`].
+    fn start(&mut self, job: Job);
+    /// Blocks until one started job ends. Called only while some job is running.
+    fn wait(&mut self) -> Finished;
+}
+
+/// Runs each node as a child process of the runner, waited for on a thread of its own.
+pub struct LocalExecutor {
+    threads: Option<usize>,
+    sender: mpsc::Sender<Finished>,
+    receiver: mpsc::Receiver<Finished>,
+}
+
+impl LocalExecutor {
+    /// `threads`: the `RAYON_NUM_THREADS` each process gets (see [`RunOptions::threads`]).
+    pub fn new(threads: Option<usize>) -> Self {
+        let (sender, receiver) = mpsc::channel();
+        LocalExecutor {
+            threads,
+            sender,
+            receiver,
+        }
     }
+}
+
+impl Executor for LocalExecutor {
+    fn start(&mut self, job: Job) {
+        let sender = self.sender.clone();
+        let threads = self.threads;
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let result = run_process(&job.binary, &job.args, &job.log, threads);
+            let result = result.map(|()| started.elapsed().as_secs_f64());
+            let _ = sender.send(Finished {
+                node: job.node,
+                result,
+            });
+        });
+    }
+
+    fn wait(&mut self) -> Finished {
+        self.receiver
+            .recv()
+            .expect("a running node should report back")
+    }
+}
+
+/// Runs the DAG, each node as a local process; returns the outcome of every considered node.
+pub fn run(dag: &Dag, opts: &RunOptions) -> Result<BTreeMap<usize, Outcome>, RunError> {
+    run_with(dag, opts, &mut LocalExecutor::new(opts.threads))
+}
+
+/// Runs the DAG with `executor` running the nodes' processes; returns the outcome of every
+/// considered node.
+pub fn run_with(
+    dag: &Dag,
+    opts: &RunOptions,
+    executor: &mut dyn Executor,
+) -> Result<BTreeMap<usize, Outcome>, RunError> {
+    let considered = considered_nodes(dag, opts)?;
     std::fs::create_dir_all(dag.out_dir.join("logs")).map_err(|e| RunError::Io {
         path: dag.out_dir.display().to_string(),
         source: e,
     })?;
-    let mut lock = LockFile::load(&dag.out_dir)?;
-    let mut outcomes: BTreeMap<usize, Outcome> = BTreeMap::new();
-    let mut running: HashSet<usize> = HashSet::new();
-    let (tx, rx) = mpsc::channel::<(usize, Result<f64, String>, String)>();
-    let total = considered.len();
-    let start = Instant::now();
+    let mut scheduler = Scheduler {
+        dag,
+        opts,
+        total: considered.len(),
+        considered,
+        lock: LockFile::load(&dag.out_dir)?,
+        outcomes: BTreeMap::new(),
+        running: HashMap::new(),
+        started: Instant::now(),
+    };
     loop {
-        // Start every ready node while there is room.
-        for &i in &considered {
-            if outcomes.contains_key(&i) || running.contains(&i) {
-                continue;
-            }
-            let deps = &dag.nodes[i].deps;
-            let pending_dep = deps
-                .iter()
-                .any(|d| considered.contains(d) && !outcomes.contains_key(d));
-            if pending_dep {
-                continue;
-            }
-            if let Some(bad) = deps.iter().find(|d| {
-                matches!(
-                    outcomes.get(d),
-                    Some(Outcome::Failed { .. } | Outcome::Blocked { .. })
-                )
-            }) {
-                let by = dag.nodes[*bad].id.clone();
-                println!("  blocked  {:<28} ({by} did not finish)", dag.nodes[i].id);
-                event(&dag.out_dir, &dag.nodes[i].id, "blocked", &by, None);
-                outcomes.insert(i, Outcome::Blocked { by });
-                continue;
-            }
-            if running.len() >= opts.jobs.max(1) {
-                continue;
-            }
-            let bin = binary(&opts.bin_dir, dag.nodes[i].stage.binary())?;
-            let decision = if opts.force.contains(&i) {
-                Decision::Run("forced".into())
-            } else {
-                decide(dag, &mut lock, i, &bin)?
-            };
-            match decision {
-                Decision::UpToDate => {
-                    println!("  skipped  {:<28} (up to date)", dag.nodes[i].id);
-                    event(
-                        &dag.out_dir,
-                        &dag.nodes[i].id,
-                        "skipped",
-                        "up to date",
-                        None,
-                    );
-                    outcomes.insert(i, Outcome::Skipped);
-                }
-                Decision::Run(reason) => {
-                    eprintln!("  running  {:<28} ({reason})", dag.nodes[i].id);
-                    tracing::debug!("{}", command_line(dag, i, &opts.bin_dir));
-                    event(&dag.out_dir, &dag.nodes[i].id, "start", &reason, None);
-                    running.insert(i);
-                    let tx = tx.clone();
-                    let args = dag.nodes[i].args.clone();
-                    let threads = opts.threads;
-                    let log = dag
-                        .out_dir
-                        .join("logs")
-                        .join(format!("{}.log", log_name(&dag.nodes[i].id)));
-                    std::thread::spawn(move || {
-                        let t = Instant::now();
-                        let res = run_process(&bin, &args, &log, threads);
-                        let _ = tx.send((i, res.map(|()| t.elapsed().as_secs_f64()), reason));
-                    });
-                }
-            }
-        }
-        if running.is_empty() {
+        scheduler.start_ready(executor)?;
+        if scheduler.running.is_empty() {
             break;
         }
-        let (i, res, reason) = rx.recv().expect("a running node should report back");
-        running.remove(&i);
-        let n = &dag.nodes[i];
-        match res {
-            Ok(seconds) => {
-                let mut rec = NodeRecord {
-                    params: n.params.clone(),
-                    seconds,
-                    ..NodeRecord::default()
-                };
-                let bin = binary(&opts.bin_dir, n.stage.binary())?;
-                rec.binary = lock.hash(&bin)?.unwrap_or_default();
-                for inp in &n.inputs {
-                    if let Some(h) = lock.hash(&inp.path)? {
-                        rec.inputs.insert(inp.path.display().to_string(), h);
-                    }
-                }
-                let mut missing = None;
-                for out in &n.outputs {
-                    match lock.hash(out)? {
-                        Some(h) => {
-                            rec.outputs.insert(out.display().to_string(), h);
-                        }
-                        None => missing = Some(out.display().to_string()),
-                    }
-                }
-                if let Some(m) = missing {
-                    let message = format!("finished but did not write {m}");
-                    println!("  FAILED   {:<28} {message}", n.id);
-                    event(&dag.out_dir, &n.id, "failed", &message, Some(seconds));
-                    outcomes.insert(i, Outcome::Failed { message });
-                } else {
-                    lock.nodes.insert(n.id.clone(), rec);
-                    lock.save(&dag.out_dir)?;
-                    println!("  ran      {:<28} {:>7.1}s  ({reason})", n.id, seconds);
-                    event(&dag.out_dir, &n.id, "ran", &reason, Some(seconds));
-                    outcomes.insert(i, Outcome::Ran { seconds, reason });
-                }
-            }
-            Err(message) => {
-                println!("  FAILED   {:<28} {message}", n.id);
-                println!(
-                    "           rerun by hand: {}",
-                    command_line(dag, i, &opts.bin_dir)
-                );
-                event(&dag.out_dir, &n.id, "failed", &message, None);
-                outcomes.insert(i, Outcome::Failed { message });
-            }
-        }
-        let done = outcomes.len();
-        eprintln!(
-            "  [{done}/{total} done, {} running, {} pending, {:.0}s]",
-            running.len(),
-            total - done - running.len(),
-            start.elapsed().as_secs_f64()
-        );
+        scheduler.finish(executor.wait())?;
+        scheduler.report_progress();
     }
     // Save the stat cache even when nothing ran, so the next check is fast.
-    lock.save(&dag.out_dir)?;
-    Ok(outcomes)
+    scheduler.lock.save(&dag.out_dir)?;
+    Ok(scheduler.outcomes)
+}
+
+/// The nodes a run considers, in the order it tries to start them; every one's binary checked
+/// before anything runs.
+fn considered_nodes(dag: &Dag, opts: &RunOptions) -> Result<Vec<usize>, RunError> {
+    let mut considered: Vec<usize> = dag
+        .order()?
+        .into_iter()
+        .filter(|i| opts.selected.as_ref().is_none_or(|s| s.contains(i)))
+        .collect();
+    // Of the ready nodes, start first those `Stage::start_rank` puts first. A node starts only
+    // once its dependencies are done, so any order of this list is safe.
+    considered.sort_by_key(|&i| dag.nodes[i].stage.start_rank());
+    for &i in &considered {
+        binary(&opts.bin_dir, dag.nodes[i].stage.binary())?;
+    }
+    Ok(considered)
+}
+
+/// Whether a node can start now.
+enum Readiness {
+    /// A dependency this run considers has not ended yet.
+    Waiting,
+    /// A dependency failed or was blocked (its id).
+    Blocked(String),
+    Ready,
+}
+
+/// The state of one run: what has ended and how, what is running (with why it runs), and the
+/// lock file, updated as each node succeeds.
+struct Scheduler<'a> {
+    dag: &'a Dag,
+    opts: &'a RunOptions,
+    considered: Vec<usize>,
+    total: usize,
+    lock: LockFile,
+    outcomes: BTreeMap<usize, Outcome>,
+    running: HashMap<usize, String>,
+    started: Instant,
+}
+
+impl Scheduler<'_> {
+    /// Starts (or settles as skipped or blocked) every node that is ready, while there is room.
+    fn start_ready(&mut self, executor: &mut dyn Executor) -> Result<(), RunError> {
+        for k in 0..self.considered.len() {
+            let i = self.considered[k];
+            if self.outcomes.contains_key(&i) || self.running.contains_key(&i) {
+                continue;
+            }
+            match self.readiness(i) {
+                Readiness::Waiting => continue,
+                Readiness::Blocked(by) => {
+                    self.block(i, by);
+                    continue;
+                }
+                Readiness::Ready => {}
+            }
+            if self.running.len() >= self.opts.jobs.max(1) {
+                continue;
+            }
+            self.start(i, executor)?;
+        }
+        Ok(())
+    }
+
+    fn readiness(&self, i: usize) -> Readiness {
+        let deps = &self.dag.nodes[i].deps;
+        let pending_dep = deps
+            .iter()
+            .any(|d| self.considered.contains(d) && !self.outcomes.contains_key(d));
+        if pending_dep {
+            return Readiness::Waiting;
+        }
+        let failed_dep = deps.iter().find(|d| {
+            matches!(
+                self.outcomes.get(d),
+                Some(Outcome::Failed { .. } | Outcome::Blocked { .. })
+            )
+        });
+        match failed_dep {
+            Some(&d) => Readiness::Blocked(self.dag.nodes[d].id.clone()),
+            None => Readiness::Ready,
+        }
+    }
+
+    fn block(&mut self, i: usize, by: String) {
+        let id = &self.dag.nodes[i].id;
+        println!("  blocked  {id:<28} ({by} did not finish)");
+        event(&self.dag.out_dir, id, "blocked", &by, None);
+        self.outcomes.insert(i, Outcome::Blocked { by });
+    }
+
+    /// Skips a ready node that is up to date, or hands it to the executor.
+    fn start(&mut self, i: usize, executor: &mut dyn Executor) -> Result<(), RunError> {
+        let node = &self.dag.nodes[i];
+        let bin = binary(&self.opts.bin_dir, node.stage.binary())?;
+        let decision = if self.opts.force.contains(&i) {
+            Decision::Run("forced".into())
+        } else {
+            decide(self.dag, &mut self.lock, i, &bin)?
+        };
+        match decision {
+            Decision::UpToDate => {
+                println!("  skipped  {:<28} (up to date)", node.id);
+                event(&self.dag.out_dir, &node.id, "skipped", "up to date", None);
+                self.outcomes.insert(i, Outcome::Skipped);
+            }
+            Decision::Run(reason) => {
+                eprintln!("  running  {:<28} ({reason})", node.id);
+                tracing::debug!("{}", command_line(self.dag, i, &self.opts.bin_dir));
+                event(&self.dag.out_dir, &node.id, "start", &reason, None);
+                let log = self.dag.out_dir.join("logs");
+                executor.start(Job {
+                    node: i,
+                    binary: bin,
+                    args: node.args.clone(),
+                    log: log.join(format!("{}.log", log_name(&node.id))),
+                });
+                self.running.insert(i, reason);
+            }
+        }
+        Ok(())
+    }
+
+    /// Settles a node whose process ended: a success is recorded in the lock file at once.
+    fn finish(&mut self, finished: Finished) -> Result<(), RunError> {
+        let i = finished.node;
+        let reason = self
+            .running
+            .remove(&i)
+            .expect("a finished node should be running");
+        let seconds = match finished.result {
+            Ok(seconds) => seconds,
+            Err(message) => {
+                self.fail(i, message, None);
+                let rerun = command_line(self.dag, i, &self.opts.bin_dir);
+                println!("           rerun by hand: {rerun}");
+                return Ok(());
+            }
+        };
+        let (record, missing) = self.record(i, seconds)?;
+        if let Some(missing) = missing {
+            self.fail(
+                i,
+                format!("finished but did not write {missing}"),
+                Some(seconds),
+            );
+            return Ok(());
+        }
+        let id = &self.dag.nodes[i].id;
+        self.lock.nodes.insert(id.clone(), record);
+        self.lock.save(&self.dag.out_dir)?;
+        println!("  ran      {id:<28} {seconds:>7.1}s  ({reason})");
+        event(&self.dag.out_dir, id, "ran", &reason, Some(seconds));
+        self.outcomes.insert(i, Outcome::Ran { seconds, reason });
+        Ok(())
+    }
+
+    /// What the lock file records of a node that just ran, and the last of its outputs it did
+    /// not write, if any.
+    fn record(&mut self, i: usize, seconds: f64) -> Result<(NodeRecord, Option<String>), RunError> {
+        let node = &self.dag.nodes[i];
+        let mut record = NodeRecord {
+            params: node.params.clone(),
+            seconds,
+            ..NodeRecord::default()
+        };
+        let bin = binary(&self.opts.bin_dir, node.stage.binary())?;
+        record.binary = self.lock.hash(&bin)?.unwrap_or_default();
+        for inp in &node.inputs {
+            if let Some(h) = self.lock.hash(&inp.path)? {
+                record.inputs.insert(inp.path.display().to_string(), h);
+            }
+        }
+        let mut missing = None;
+        for out in &node.outputs {
+            match self.lock.hash(out)? {
+                Some(h) => {
+                    record.outputs.insert(out.display().to_string(), h);
+                }
+                None => missing = Some(out.display().to_string()),
+            }
+        }
+        Ok((record, missing))
+    }
+
+    fn fail(&mut self, i: usize, message: String, seconds: Option<f64>) {
+        let id = &self.dag.nodes[i].id;
+        println!("  FAILED   {id:<28} {message}");
+        event(&self.dag.out_dir, id, "failed", &message, seconds);
+        self.outcomes.insert(i, Outcome::Failed { message });
+    }
+
+    fn report_progress(&self) {
+        let done = self.outcomes.len();
+        eprintln!(
+            "  [{done}/{} done, {} running, {} pending, {:.0}s]",
+            self.total,
+            self.running.len(),
+            self.total - done - self.running.len(),
+            self.started.elapsed().as_secs_f64()
+        );
+    }
 }
 
 fn run_process(
@@ -333,5 +493,130 @@ fn run_process(
                 .collect::<Vec<_>>()
                 .join("\n")
         ))
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use crate::dag::{Input, Node, Stage};
+
+    /// A stage "binary" that runs its one argument as a shell command, so each test node says
+    /// what it does in its arguments.
+    fn fake_bins(dir: &Path) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let bins = dir.join("bin");
+        std::fs::create_dir_all(&bins).unwrap();
+        for stage in Stage::ALL {
+            let path = bins.join(stage.binary());
+            std::fs::write(&path, "#!/bin/sh\nexec sh -c \"$1\"\n").unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        bins
+    }
+
+    fn node(id: &str, stage: Stage, inputs: &[&Path], output: &Path, script: &str) -> Node {
+        Node {
+            id: id.into(),
+            stage,
+            topology: None,
+            inputs: inputs
+                .iter()
+                .map(|p| Input {
+                    path: p.to_path_buf(),
+                    kind: None,
+                })
+                .collect(),
+            outputs: vec![output.to_path_buf()],
+            params: BTreeMap::new(),
+            args: vec![script.into()],
+            deps: vec![],
+        }
+    }
+
+    fn options(bin_dir: &Path) -> RunOptions {
+        RunOptions {
+            selected: None,
+            force: HashSet::new(),
+            jobs: 2,
+            threads: None,
+            bin_dir: bin_dir.to_path_buf(),
+        }
+    }
+
+    #[test]
+    fn runs_skips_fails_and_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let bins = fake_bins(dir.path());
+        let out = dir.path().join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        let file = |name: &str| out.join(name);
+        let (a, b, c, d, e) = (
+            file("a.txt"),
+            file("b.txt"),
+            file("c.txt"),
+            file("d.txt"),
+            file("e.txt"),
+        );
+        let write_a = format!("echo a > {}", a.display());
+        let copy_b = format!("cat {} > {}", a.display(), b.display());
+        let mut dag = Dag {
+            nodes: vec![
+                node("ingest", Stage::Ingest, &[], &a, &write_a),
+                node("slice/t", Stage::Slice, &[&a], &b, &copy_b),
+                node("extract/t", Stage::Extract, &[&a], &c, "echo oops; exit 3"),
+                node("train/t", Stage::Train, &[&c], &d, "true"),
+                node("attack/t", Stage::Attack, &[&a], &e, "true"),
+            ],
+            out_dir: out.clone(),
+        };
+        dag.link().unwrap();
+        let first = run(&dag, &options(&bins)).unwrap();
+        assert!(matches!(&first[&0], Outcome::Ran { reason, .. } if reason == "never ran"));
+        assert!(matches!(&first[&1], Outcome::Ran { .. }));
+        assert!(
+            matches!(&first[&2], Outcome::Failed { message } if message.contains("exited with") && message.contains("| oops")),
+            "{:?}",
+            first[&2]
+        );
+        assert_eq!(
+            first[&3],
+            Outcome::Blocked {
+                by: "extract/t".into()
+            }
+        );
+        assert!(
+            matches!(&first[&4], Outcome::Failed { message } if message == &format!("finished but did not write {}", e.display())),
+            "{:?}",
+            first[&4]
+        );
+        let lock = LockFile::load(&out).unwrap();
+        let recorded: Vec<&str> = lock.nodes.keys().map(String::as_str).collect();
+        assert_eq!(recorded, ["ingest", "slice/t"]);
+        assert!(out.join("logs/extract__t.log").is_file());
+        let events = std::fs::read_to_string(out.join("events.jsonl")).unwrap();
+        assert_eq!(events.lines().count(), 9, "{events}");
+
+        // Nothing changed: the two good nodes are up to date; a forced one reruns.
+        let mut opts = options(&bins);
+        opts.selected = Some(HashSet::from([0, 1]));
+        let second = run(&dag, &opts).unwrap();
+        assert_eq!(second.len(), 2);
+        assert!(second.values().all(|o| *o == Outcome::Skipped));
+        opts.force = HashSet::from([1]);
+        let forced = run(&dag, &opts).unwrap();
+        assert_eq!(forced[&0], Outcome::Skipped);
+        assert!(matches!(&forced[&1], Outcome::Ran { reason, .. } if reason == "forced"));
+
+        // A changed input reruns its reader, and says which input changed.
+        std::fs::write(&a, "changed\n").unwrap();
+        opts.force.clear();
+        opts.selected = Some(HashSet::from([1]));
+        let third = run(&dag, &opts).unwrap();
+        assert!(
+            matches!(&third[&1], Outcome::Ran { reason, .. } if reason == &format!("input {} changed", a.display())),
+            "{:?}",
+            third[&1]
+        );
     }
 }

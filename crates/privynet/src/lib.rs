@@ -2,9 +2,11 @@
 //! by content hashes which nodes are up to date, runs the rest (in parallel where the DAG
 //! allows), and keeps a lock file and an event log beside the outputs.
 
+pub mod characterize;
 pub mod dag;
 pub mod exec;
 pub mod lock;
+pub mod pipeline;
 pub mod show;
 
 /// Errors the runner reports before or while running.
@@ -26,4 +28,25 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    /// What the runner was doing (`planning pipelines/smoke.yaml`), with the error that stopped
+    /// it as its cause: the binaries print the whole chain.
+    #[error("{context}")]
+    Context {
+        context: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl RunError {
+    /// `source`, as the cause of failing at `context`.
+    pub fn context(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        RunError::Context {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
 }

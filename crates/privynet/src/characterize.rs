@@ -1,0 +1,445 @@
+//! The characterization table (characterization.parquet): per evaluated topology, its local
+//! cost, validation and test accuracy and privacy loss (per attacker mode and in the worst
+//! case), gathered from the topology's own artifacts. The optimizer chooses from it on
+//! validation accuracy; test accuracy is carried for the report only.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+};
+use privynet_core::io::{read_arrow, write_artifact};
+use privynet_core::{ArtifactKind, CoreError, Provenance, Topology, column};
+
+use crate::RunError;
+
+/// What one topology's run measured.
+#[derive(Debug, Clone)]
+pub struct TopologyResults {
+    /// The topology's folder name, e.g. `fire3-d8`.
+    pub label: String,
+    pub topology: Topology,
+    pub val_accuracy: f64,
+    pub test_accuracy: f64,
+    pub train_seconds: f64,
+    /// One per attacker mode the audit ran; never empty.
+    pub modes: Vec<ModeResult>,
+    /// The privacy floor (PSNR, SSIM) of the audit.
+    pub floor: (f64, f64),
+    /// All modes' attack seconds together.
+    pub attack_seconds: f64,
+}
+
+/// One attacker mode of a topology's audit.
+#[derive(Debug, Default, Clone)]
+pub struct ModeResult {
+    pub mode: String,
+    pub psnr: f64,
+    pub ssim: f64,
+    pub matched: Option<i64>,
+    pub worst: bool,
+    /// 95% intervals of the means: (lo, hi).
+    pub psnr_ci: (f64, f64),
+    pub ssim_ci: (f64, f64),
+    pub epochs: i32,
+    pub converged: bool,
+}
+
+/// Gathers the named topologies of a run folder into `output`, recording what it read in its
+/// provenance; returns how many rows it wrote.
+pub fn characterize(
+    run_dir: &Path,
+    labels: &[String],
+    manifest_label: &str,
+    output: &Path,
+) -> Result<usize, RunError> {
+    let mut prov = Provenance::new("characterize", manifest_label);
+    let mut rows = Vec::new();
+    for label in labels {
+        let (row, read) = read_topology(run_dir, label)?;
+        for path in &read {
+            prov.add_input(path)?;
+        }
+        rows.push(row);
+    }
+    let batch = table(&rows)?;
+    let prov = prov.with_params(&serde_json::json!({ "topologies": labels }));
+    write_artifact(
+        output,
+        ArtifactKind::Characterization,
+        batch.schema().as_ref().clone(),
+        &prov,
+        &[batch],
+    )?;
+    Ok(rows.len())
+}
+
+/// An error reading `path`, said as such.
+fn reading(path: &Path) -> impl FnOnce(CoreError) -> RunError + '_ {
+    move |e| RunError::context(format!("reading {}", path.display()), e)
+}
+
+/// One topology's results, read from its folder under `run_dir`, and the files they came from.
+pub fn read_topology(
+    run_dir: &Path,
+    label: &str,
+) -> Result<(TopologyResults, [PathBuf; 3]), RunError> {
+    let dir = run_dir.join(label);
+    let topology_path = dir.join("topology.arrow");
+    let topology = Topology::read(&topology_path).map_err(reading(&topology_path))?;
+    let train_path = dir.join("train/train_summary.arrow");
+    let (val_accuracy, test_accuracy, train_seconds) = read_train_summary(&train_path)?;
+    let attack_path = dir.join("attack/attack_summary.arrow");
+    let audit = read_attack_summary(&attack_path)?;
+    let results = TopologyResults {
+        label: label.to_string(),
+        topology,
+        val_accuracy,
+        test_accuracy,
+        train_seconds,
+        modes: audit.modes,
+        floor: audit.floor,
+        attack_seconds: audit.seconds,
+    };
+    Ok((results, [topology_path, train_path, attack_path]))
+}
+
+/// The final validation and test accuracy and the seconds of a training run.
+fn read_train_summary(path: &Path) -> Result<(f64, f64, f64), RunError> {
+    let (_, batches) = read_arrow(path, ArtifactKind::TrainSummary).map_err(reading(path))?;
+    let batch = batches
+        .first()
+        .ok_or_else(|| RunError::Dag("empty train summary".into()))?;
+    let value = |name| column::<Float64Array>(batch, name, path).map(|c| c.value(0));
+    Ok((
+        value("final_val_accuracy")?,
+        value("final_test_accuracy")?,
+        value("seconds")?,
+    ))
+}
+
+/// What a topology's privacy audit measured: every attacker mode, the privacy floor (PSNR,
+/// SSIM) and the seconds of all modes together.
+struct Audit {
+    modes: Vec<ModeResult>,
+    floor: (f64, f64),
+    seconds: f64,
+}
+
+fn read_attack_summary(path: &Path) -> Result<Audit, RunError> {
+    let (_, batches) = read_arrow(path, ArtifactKind::AttackSummary).map_err(reading(path))?;
+    let mut modes = Vec::new();
+    let mut floor = (0.0, 0.0);
+    let mut seconds = 0.0;
+    for b in &batches {
+        let mode = column::<StringArray>(b, "mode", path)?;
+        let matched = column::<Int64Array>(b, "channels_matched", path)?;
+        let worst = column::<BooleanArray>(b, "worst", path)?;
+        let converged = column::<BooleanArray>(b, "converged", path)?;
+        let epochs = column::<Int32Array>(b, "epochs", path)?;
+        let float = |name| column::<Float64Array>(b, name, path);
+        let (psnr, ssim) = (float("mean_psnr")?, float("mean_ssim")?);
+        let (psnr_lo, psnr_hi) = (float("psnr_lo")?, float("psnr_hi")?);
+        let (ssim_lo, ssim_hi) = (float("ssim_lo")?, float("ssim_hi")?);
+        let (floor_psnr, floor_ssim) = (float("floor_psnr")?, float("floor_ssim")?);
+        let mode_seconds = float("seconds")?;
+        for i in 0..b.num_rows() {
+            modes.push(ModeResult {
+                mode: mode.value(i).to_string(),
+                psnr: psnr.value(i),
+                ssim: ssim.value(i),
+                matched: matched.is_valid(i).then(|| matched.value(i)),
+                worst: worst.value(i),
+                psnr_ci: (psnr_lo.value(i), psnr_hi.value(i)),
+                ssim_ci: (ssim_lo.value(i), ssim_hi.value(i)),
+                epochs: epochs.value(i),
+                converged: converged.value(i),
+            });
+            floor = (floor_psnr.value(i), floor_ssim.value(i));
+            seconds += mode_seconds.value(i);
+        }
+    }
+    if modes.is_empty() {
+        return Err(RunError::Dag(format!(
+            "{}: no attacker mode was run",
+            path.display()
+        )));
+    }
+    Ok(Audit {
+        modes,
+        floor,
+        seconds,
+    })
+}
+
+/// Each cut's depth: its position among the rows' cuts, deepest last (by cumulative MACs,
+/// which grow along the graph), counted from 1.
+fn cut_depths(rows: &[TopologyResults]) -> impl Fn(&str) -> i32 {
+    let mut cuts: Vec<(i64, String)> = rows
+        .iter()
+        .map(|r| (r.topology.macs, r.topology.cut.clone()))
+        .collect();
+    cuts.sort();
+    cuts.dedup();
+    move |cut| {
+        cuts.iter()
+            .position(|c| c.1 == cut)
+            .map_or(0, |i| i as i32 + 1)
+    }
+}
+
+/// The characterization table, one row per topology (in the column order of its schema file).
+pub fn table(rows: &[TopologyResults]) -> Result<RecordBatch, RunError> {
+    let mut columns = topology_columns(rows);
+    columns.extend(privacy_columns(rows));
+    columns.extend(attack_columns(rows));
+    Ok(ArtifactKind::Characterization.batch(columns)?)
+}
+
+type Column = (&'static str, ArrayRef);
+
+fn floats(rows: &[TopologyResults], value: impl Fn(&TopologyResults) -> Option<f64>) -> ArrayRef {
+    Arc::new(Float64Array::from(
+        rows.iter().map(value).collect::<Vec<_>>(),
+    ))
+}
+
+fn ints(rows: &[TopologyResults], value: impl Fn(&Topology) -> i64) -> ArrayRef {
+    Arc::new(Int64Array::from_iter_values(
+        rows.iter().map(|r| value(&r.topology)),
+    ))
+}
+
+fn strings(rows: &[TopologyResults], value: impl Fn(&TopologyResults) -> String) -> ArrayRef {
+    Arc::new(StringArray::from_iter_values(rows.iter().map(value)))
+}
+
+/// What the topology is and costs, and the cloud network's accuracy on it.
+fn topology_columns(rows: &[TopologyResults]) -> Vec<Column> {
+    let depth = cut_depths(rows);
+    vec![
+        ("topology", strings(rows, |r| r.label.clone())),
+        ("cut", strings(rows, |r| r.topology.cut.clone())),
+        (
+            "layer",
+            Arc::new(StringArray::from(
+                rows.iter()
+                    .map(|r| r.topology.layer.clone())
+                    .collect::<Vec<_>>(),
+            )),
+        ),
+        (
+            "depth",
+            Arc::new(Int32Array::from_iter_values(
+                rows.iter().map(|r| depth(&r.topology.cut)),
+            )),
+        ),
+        ("cut_channels", ints(rows, |t| t.cut_channels)),
+        ("channels", ints(rows, |t| t.channels)),
+        ("method", strings(rows, |r| r.topology.method.clone())),
+        ("feature_len", ints(rows, |t| t.feature_len)),
+        ("macs", ints(rows, |t| t.macs)),
+        ("params", ints(rows, |t| t.params)),
+        ("weight_bytes", ints(rows, |t| t.weight_bytes)),
+        ("val_accuracy", floats(rows, |r| Some(r.val_accuracy))),
+        ("test_accuracy", floats(rows, |r| Some(r.test_accuracy))),
+    ]
+}
+
+fn mode<'a>(r: &'a TopologyResults, name: &str) -> Option<&'a ModeResult> {
+    r.modes.iter().find(|m| m.mode == name)
+}
+
+/// The worst case over modes: the one the audit marked, else the highest mean PSNR.
+fn worst(r: &TopologyResults) -> &ModeResult {
+    r.modes
+        .iter()
+        .find(|m| m.worst)
+        .or_else(|| r.modes.iter().max_by(|a, b| a.psnr.total_cmp(&b.psnr)))
+        .expect("modes are not empty")
+}
+
+/// Of each interval end the highest over the modes, so that the upper end bounds every mode's
+/// mean at once.
+fn max_over_modes(r: &TopologyResults, value: fn(&ModeResult) -> f64) -> f64 {
+    r.modes.iter().map(value).fold(f64::NEG_INFINITY, f64::max)
+}
+
+/// The privacy loss per attacker mode (empty where a mode was not run) and in the worst case.
+fn privacy_columns(rows: &[TopologyResults]) -> Vec<Column> {
+    let per_mode =
+        |name: &str, value: fn(&ModeResult) -> f64| floats(rows, |r| mode(r, name).map(value));
+    let worst_case = |value: fn(&ModeResult) -> f64| floats(rows, |r| Some(value(worst(r))));
+    let widest = |value: fn(&ModeResult) -> f64| floats(rows, |r| Some(max_over_modes(r, value)));
+    vec![
+        ("psnr_known", per_mode("known-selection", |m| m.psnr)),
+        ("ssim_known", per_mode("known-selection", |m| m.ssim)),
+        ("psnr_unknown", per_mode("unknown-selection", |m| m.psnr)),
+        ("ssim_unknown", per_mode("unknown-selection", |m| m.ssim)),
+        ("psnr_matched", per_mode("matched-selection", |m| m.psnr)),
+        ("ssim_matched", per_mode("matched-selection", |m| m.ssim)),
+        (
+            "channels_matched",
+            Arc::new(Int64Array::from(
+                rows.iter()
+                    .map(|r| mode(r, "matched-selection").and_then(|m| m.matched))
+                    .collect::<Vec<_>>(),
+            )),
+        ),
+        ("psnr_worst", worst_case(|m| m.psnr)),
+        ("ssim_worst", worst_case(|m| m.ssim)),
+        ("psnr_worst_lo", widest(|m| m.psnr_ci.0)),
+        ("psnr_worst_hi", widest(|m| m.psnr_ci.1)),
+        ("ssim_worst_lo", widest(|m| m.ssim_ci.0)),
+        ("ssim_worst_hi", widest(|m| m.ssim_ci.1)),
+    ]
+}
+
+/// How far the attackers trained, the privacy floor, and what training and attacking cost.
+fn attack_columns(rows: &[TopologyResults]) -> Vec<Column> {
+    vec![
+        (
+            "attack_epochs",
+            Arc::new(Int32Array::from_iter_values(
+                rows.iter()
+                    .map(|r| r.modes.iter().map(|m| m.epochs).max().unwrap_or(0)),
+            )),
+        ),
+        (
+            "attack_converged",
+            Arc::new(BooleanArray::from(
+                rows.iter()
+                    .map(|r| r.modes.iter().all(|m| m.converged))
+                    .collect::<Vec<_>>(),
+            )),
+        ),
+        ("floor_psnr", floats(rows, |r| Some(r.floor.0))),
+        ("floor_ssim", floats(rows, |r| Some(r.floor.1))),
+        ("train_seconds", floats(rows, |r| Some(r.train_seconds))),
+        ("attack_seconds", floats(rows, |r| Some(r.attack_seconds))),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topology(cut: &str, channels: i64, macs: i64) -> Topology {
+        Topology {
+            cut: cut.into(),
+            layer: (cut != "conv1").then(|| format!("{cut}/concat")),
+            input_size: 32,
+            cut_channels: 128,
+            channels,
+            method: "random".into(),
+            height: 8,
+            width: 8,
+            feature_len: channels * 64,
+            macs,
+            params: 10,
+            weight_bytes: 40,
+        }
+    }
+
+    fn mode(name: &str, psnr: f64, worst: bool) -> ModeResult {
+        ModeResult {
+            mode: name.into(),
+            psnr,
+            ssim: psnr / 100.0,
+            matched: (name == "matched-selection").then_some(3),
+            worst,
+            psnr_ci: (psnr - 1.0, psnr + 1.0),
+            ssim_ci: (0.1, 0.2),
+            epochs: psnr as i32,
+            converged: true,
+        }
+    }
+
+    fn results(label: &str, topology: Topology, modes: Vec<ModeResult>) -> TopologyResults {
+        TopologyResults {
+            label: label.into(),
+            topology,
+            val_accuracy: 0.5,
+            test_accuracy: 0.4,
+            train_seconds: 3.0,
+            modes,
+            floor: (11.0, 0.01),
+            attack_seconds: 7.0,
+        }
+    }
+
+    fn floats_of<'a>(batch: &'a RecordBatch, name: &str) -> &'a Float64Array {
+        column::<Float64Array>(batch, name, Path::new("t")).unwrap()
+    }
+
+    #[test]
+    fn one_row_per_topology_with_depths_and_worst_cases() {
+        let rows = vec![
+            results(
+                "fire3-d8",
+                topology("fire3", 8, 300),
+                vec![
+                    mode("known-selection", 20.0, false),
+                    mode("unknown-selection", 14.0, false),
+                ],
+            ),
+            results(
+                "conv1-d8",
+                topology("conv1", 8, 100),
+                vec![
+                    mode("known-selection", 15.0, false),
+                    mode("matched-selection", 18.0, true),
+                ],
+            ),
+            results(
+                "fire3-d4",
+                topology("fire3", 4, 300),
+                vec![mode("unknown-selection", 12.0, false)],
+            ),
+        ];
+        let batch = table(&rows).unwrap();
+        assert_eq!(batch.num_rows(), 3);
+        let schema = ArtifactKind::Characterization.schema().unwrap();
+        let names: Vec<&str> = schema.fields.iter().map(|f| f.name.as_str()).collect();
+        let got: Vec<&str> = batch
+            .schema_ref()
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        assert_eq!(got, names);
+        let depth = column::<Int32Array>(&batch, "depth", Path::new("t")).unwrap();
+        assert_eq!(depth.values(), &[2, 1, 2]);
+        let layer = column::<StringArray>(&batch, "layer", Path::new("t")).unwrap();
+        assert!(layer.is_null(1) && layer.value(0) == "fire3/concat");
+        // No worst mode marked: the highest mean; else the marked one, even if lower.
+        assert_eq!(
+            floats_of(&batch, "psnr_worst").values(),
+            &[20.0, 18.0, 12.0]
+        );
+        assert_eq!(
+            floats_of(&batch, "psnr_worst_hi").values(),
+            &[21.0, 19.0, 13.0]
+        );
+        let known = floats_of(&batch, "psnr_known");
+        assert_eq!((known.value(0), known.value(1)), (20.0, 15.0));
+        assert!(known.is_null(2));
+        let matched = column::<Int64Array>(&batch, "channels_matched", Path::new("t")).unwrap();
+        assert_eq!(matched.iter().collect::<Vec<_>>(), [None, Some(3), None]);
+        let epochs = column::<Int32Array>(&batch, "attack_epochs", Path::new("t")).unwrap();
+        assert_eq!(epochs.values(), &[20, 18, 12]);
+    }
+
+    #[test]
+    fn a_missing_topology_folder_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = read_topology(dir.path(), "fire9-d3").unwrap_err();
+        let text = privynet_core::logging::describe(&e);
+        let expected = format!(
+            "reading {}",
+            dir.path().join("fire9-d3/topology.arrow").display()
+        );
+        assert!(text.starts_with(&expected), "{text}");
+    }
+}
