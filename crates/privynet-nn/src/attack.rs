@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -226,28 +226,33 @@ impl Pool<'_> {
     }
     /// Copies of rows `idx`: features and images.
     fn rows(&self, idx: &[usize]) -> (Vec<f32>, Vec<f32>) {
-        let (fl, il) = (self.feature_len(), self.image_len());
-        let mut x = Vec::with_capacity(idx.len() * fl);
-        let mut y = Vec::with_capacity(idx.len() * il);
+        let (feature_len, image_len) = (self.feature_len(), self.image_len());
+        let mut x = Vec::with_capacity(idx.len() * feature_len);
+        let mut y = Vec::with_capacity(idx.len() * image_len);
         for &i in idx {
-            x.extend_from_slice(&self.x[i * fl..(i + 1) * fl]);
-            y.extend_from_slice(&self.y[i * il..(i + 1) * il]);
+            x.extend_from_slice(&self.x[i * feature_len..(i + 1) * feature_len]);
+            y.extend_from_slice(&self.y[i * image_len..(i + 1) * image_len]);
         }
         (x, y)
     }
 }
 
-/// Trains an IRN on the pool until held-out PSNR converges (see the module doc). `cut_channels`
-/// is the cut's full channel count, which sets the IRN's width. `on_epoch` sees every epoch.
-pub fn train_irn(
-    p: &AttackParams,
-    seed: u64,
-    cut_channels: usize,
-    pool: Pool<'_>,
-    mut on_epoch: impl FnMut(&EpochRecord),
-) -> Result<Attacker, NnError> {
+/// The attacker's pool split into the pairs it trains on and the pairs it holds out to score
+/// itself on, features standardised with statistics of the training pairs.
+struct SplitPool {
+    standardizer: Standardizer,
+    train_x: Vec<f32>,
+    train_y: Vec<f32>,
+    heldout_x: Vec<f32>,
+    heldout_y: Vec<f32>,
+    train_samples: usize,
+    heldout_samples: usize,
+}
+
+/// Holds out `p.holdout` of the pool (a seeded draw) and standardises both parts.
+fn split_pool(params: &AttackParams, seed: u64, pool: Pool<'_>) -> Result<SplitPool, NnError> {
     let n = pool.len();
-    let held = ((n as f64 * p.holdout).round() as usize).max(1);
+    let held = ((n as f64 * params.holdout).round() as usize).max(1);
     if n < 2 || pool.y.len() != n * pool.image_len() || held >= n {
         return Err(NnError::Training(format!(
             "the attacker needs at least 2 matching pairs to train and hold out: {n} feature rows, {} image rows",
@@ -260,63 +265,111 @@ pub fn train_irn(
     let [d, h, w] = pool.feature_shape;
     let (train_x, train_y) = pool.rows(train_idx);
     let standardizer = Standardizer::fit(&train_x, d, h * w);
-    let train = Pool {
-        x: &standardizer.apply(&train_x),
-        y: &train_y,
-        ..pool
-    };
-    let (held_x, held_y) = pool.rows(held_idx);
-    let held_x = standardizer.apply(&held_x);
+    let train_x = standardizer.apply(&train_x);
+    let (heldout_x, heldout_y) = pool.rows(held_idx);
+    let heldout_x = standardizer.apply(&heldout_x);
+    Ok(SplitPool {
+        standardizer,
+        train_x,
+        train_y,
+        heldout_x,
+        heldout_y,
+        train_samples: train_idx.len(),
+        heldout_samples: held,
+    })
+}
 
+/// What every epoch of the attacker's training works with.
+struct IrnTraining<'a> {
+    params: &'a AttackParams,
+    irn_spec: IrnSpec,
+    /// The training pairs, standardised.
+    train: Pool<'a>,
+    autodiff: Device,
+    /// Optimiser steps of the learning-rate warm-up, and of the whole schedule.
+    warmup_steps: usize,
+    total_steps: usize,
+}
+
+impl<'a> IrnTraining<'a> {
+    /// Training on `pairs` (split from `pool`) with the schedule of `params`.
+    fn new(
+        params: &'a AttackParams,
+        irn_spec: IrnSpec,
+        pool: Pool<'a>,
+        pairs: &'a SplitPool,
+        autodiff: Device,
+    ) -> Self {
+        let steps_per_epoch = pairs.train_samples.div_ceil(params.batch_size);
+        Self {
+            params,
+            irn_spec,
+            train: Pool {
+                x: &pairs.train_x,
+                y: &pairs.train_y,
+                ..pool
+            },
+            autodiff,
+            warmup_steps: params.warmup_epochs * steps_per_epoch,
+            total_steps: params.max_epochs * steps_per_epoch,
+        }
+    }
+}
+
+/// Mean PSNR and SSIM of the model's reconstructions of the held-out pairs.
+fn score_heldout(model: &Irn, training: &IrnTraining<'_>, pairs: &SplitPool) -> (f64, f64) {
+    let pool = &training.train;
+    let recon = reconstruct_with(
+        model,
+        training.irn_spec,
+        pool.feature_shape,
+        &pairs.heldout_x,
+        256,
+    );
+    score(&pairs.heldout_y, &recon, pool.size)
+}
+
+/// Trains an IRN on the pool until held-out PSNR converges (see the module doc). `cut_channels`
+/// is the cut's full channel count, which sets the IRN's width. `on_epoch` sees every epoch.
+pub fn train_irn(
+    params: &AttackParams,
+    seed: u64,
+    cut_channels: usize,
+    pool: Pool<'_>,
+    mut on_epoch: impl FnMut(&EpochRecord),
+) -> Result<Attacker, NnError> {
+    let pairs = split_pool(params, seed, pool)?;
     let device = Device::flex();
     device.seed(seed);
-    let ad = device.clone().autodiff();
-    let s = spec(
+    let irn_spec = spec(
         pool.feature_shape,
         cut_channels,
         pool.size,
-        p.width,
-        p.min_width,
+        params.width,
+        params.min_width,
     );
-    let mut model = Irn::new(d, s, &ad);
+    let training = IrnTraining::new(params, irn_spec, pool, &pairs, device.autodiff());
+    let mut model = Irn::new(pool.feature_shape[0], irn_spec, &training.autodiff);
     let mut optim = AdamConfig::new().init();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut stopping = EarlyStopping::new(p.patience, p.min_delta);
+    let mut stopping = EarlyStopping::new(params.patience, params.min_delta);
     let (mut best, mut curve) = (None, Vec::new());
-    let steps_per_epoch = train_idx.len().div_ceil(p.batch_size);
-    let (warmup, total) = (
-        p.warmup_epochs * steps_per_epoch,
-        p.max_epochs * steps_per_epoch,
-    );
-    let t = Instant::now();
+    let started = Instant::now();
     let mut step = 0;
     let mut converged = false;
-    for epoch in 1..=p.max_epochs {
-        let mut idx: Vec<usize> = (0..train_idx.len()).collect();
-        idx.shuffle(&mut rng);
-        let (mut sum, mut lr) = (0.0, p.lr);
-        for chunk in idx.chunks(p.batch_size) {
-            lr = lr_at_step(p.lr, p.schedule, step, warmup, total);
-            let (loss, grads) = train_step(&model, s, &train, chunk, p.tv_weight, &ad);
-            if !loss.is_finite() {
-                return Err(NnError::Training(format!(
-                    "the attacker's loss became {loss} in epoch {epoch}"
-                )));
-            }
-            sum += loss * chunk.len() as f64;
-            model = optim.step(lr, model, grads);
-            step += 1;
-        }
+    for epoch in 1..=params.max_epochs {
+        let (trained, lr, loss_sum) =
+            irn_epoch(model, &mut optim, &mut rng, &mut step, &training, epoch)?;
+        model = trained;
         let valid = model.valid();
-        let recon = reconstruct_with(&valid, s, pool.feature_shape, &held_x, 256);
-        let (heldout_psnr, heldout_ssim) = score(&held_y, &recon, pool.size);
+        let (heldout_psnr, heldout_ssim) = score_heldout(&valid, &training, &pairs);
         let record = EpochRecord {
             epoch,
             lr,
-            train_loss: sum / train_idx.len() as f64,
+            train_loss: loss_sum / pairs.train_samples as f64,
             heldout_psnr,
             heldout_ssim,
-            seconds: t.elapsed().as_secs_f64(),
+            seconds: started.elapsed().as_secs_f64(),
         };
         on_epoch(&record);
         curve.push(record);
@@ -332,27 +385,71 @@ pub fn train_irn(
     let model = best.expect("at least one epoch ran, and the first is always the best so far");
     Ok(Attacker {
         training: Training {
-            spec: s,
+            spec: irn_spec,
             params: model.num_params(),
             best_epoch: stopping.best().0,
             converged,
-            train_samples: train_idx.len(),
-            heldout_samples: held,
-            samples_per_second: (train_idx.len() * curve.len()) as f64
-                / t.elapsed().as_secs_f64().max(1e-9),
+            train_samples: pairs.train_samples,
+            heldout_samples: pairs.heldout_samples,
+            samples_per_second: (pairs.train_samples * curve.len()) as f64
+                / started.elapsed().as_secs_f64().max(1e-9),
             curve,
         },
         model,
         feature_shape: pool.feature_shape,
         size: pool.size,
-        standardizer,
+        standardizer: pairs.standardizer,
     })
+}
+
+/// One epoch of the attacker's training: the pairs in a fresh shuffled order, one optimiser
+/// step per batch (`step` counts them over the run, for the schedule). Returns the model, the
+/// learning rate of the epoch's last step and the loss summed over the samples; a loss that is
+/// not finite stops training.
+fn irn_epoch(
+    mut model: Irn,
+    optim: &mut ModuleOptimizer,
+    rng: &mut ChaCha8Rng,
+    step: &mut usize,
+    training: &IrnTraining<'_>,
+    epoch: usize,
+) -> Result<(Irn, f64, f64), NnError> {
+    let params = training.params;
+    let mut idx: Vec<usize> = (0..training.train.len()).collect();
+    idx.shuffle(rng);
+    let (mut sum, mut lr) = (0.0, params.lr);
+    for chunk in idx.chunks(params.batch_size) {
+        lr = lr_at_step(
+            params.lr,
+            params.schedule,
+            *step,
+            training.warmup_steps,
+            training.total_steps,
+        );
+        let (loss, grads) = train_step(
+            &model,
+            training.irn_spec,
+            &training.train,
+            chunk,
+            params.tv_weight,
+            &training.autodiff,
+        );
+        if !loss.is_finite() {
+            return Err(NnError::Training(format!(
+                "the attacker's loss became {loss} in epoch {epoch}"
+            )));
+        }
+        sum += loss * chunk.len() as f64;
+        model = optim.step(lr, model, grads);
+        *step += 1;
+    }
+    Ok((model, lr, sum))
 }
 
 /// One forward and backward pass on the rows `chunk` of `train`: the loss and its gradients.
 fn train_step(
     model: &Irn,
-    s: IrnSpec,
+    irn_spec: IrnSpec,
     train: &Pool<'_>,
     chunk: &[usize],
     tv_weight: f64,
@@ -362,7 +459,7 @@ fn train_step(
     let (xb, yb) = train.rows(chunk);
     let xt = Tensor::<4>::from_data(TensorData::new(xb, [b, d, h, w]), device);
     let yt = Tensor::<4>::from_data(TensorData::new(yb, [b, 3, size, size]), device);
-    let pred = model.forward(xt, s);
+    let pred = model.forward(xt, irn_spec);
     let diff = pred.clone() - yt;
     let mut loss = (diff.clone() * diff).mean();
     if tv_weight > 0.0 {
@@ -378,10 +475,13 @@ fn train_step(
 
 /// Mean capped PSNR and mean SSIM of reconstructions against originals.
 fn score(originals: &[f32], recon: &[f32], size: usize) -> (f64, f64) {
-    let il = 3 * size * size;
-    let n = (originals.len() / il).max(1) as f64;
+    let image_len = 3 * size * size;
+    let n = (originals.len() / image_len).max(1) as f64;
     let (mut p, mut s) = (0.0, 0.0);
-    for (a, b) in originals.chunks_exact(il).zip(recon.chunks_exact(il)) {
+    for (a, b) in originals
+        .chunks_exact(image_len)
+        .zip(recon.chunks_exact(image_len))
+    {
         p += metrics::psnr(a, b).min(metrics::PSNR_CAP) / n;
         s += metrics::ssim(a, b, 3, size, size) / n;
     }
@@ -391,22 +491,22 @@ fn score(originals: &[f32], recon: &[f32], size: usize) -> (f64, f64) {
 /// Images ([n, 3, size, size] flat) from standardised features, in batches of `batch`.
 fn reconstruct_with(
     model: &Irn,
-    s: IrnSpec,
+    irn_spec: IrnSpec,
     shape: [usize; 3],
     x: &[f32],
     batch: usize,
 ) -> Vec<f32> {
     let device = Device::flex();
-    let flen = shape.iter().product::<usize>();
-    let size = s.resize_to << s.upsamplings;
-    let mut out = Vec::with_capacity(x.len() / flen.max(1) * 3 * size * size);
-    for rows in x.chunks(batch.max(1) * flen) {
-        let b = rows.len() / flen;
+    let feature_len = shape.iter().product::<usize>();
+    let size = irn_spec.resize_to << irn_spec.upsamplings;
+    let mut out = Vec::with_capacity(x.len() / feature_len.max(1) * 3 * size * size);
+    for rows in x.chunks(batch.max(1) * feature_len) {
+        let b = rows.len() / feature_len;
         let xt = Tensor::<4>::from_data(
             TensorData::new(rows.to_vec(), [b, shape[0], shape[1], shape[2]]),
             &device,
         );
-        let y = model.forward(xt, s);
+        let y = model.forward(xt, irn_spec);
         out.extend(
             y.into_data()
                 .try_to_vec::<f32>()

@@ -37,13 +37,13 @@ impl Aligned {
     }
 }
 
-/// The first `limit` rows of `feat` (rows of `flen` values) with the rows of `images` (rows of
-/// `ilen` values) of the same ids. A feature row whose id has no image is an error.
+/// The first `limit` rows of `feat` (rows of `feature_len` values) with the rows of `images`
+/// (rows of `image_len` values) of the same ids. A feature row whose id has no image is an error.
 pub fn align(
     feat: &Split,
-    flen: usize,
+    feature_len: usize,
     images: &Split,
-    ilen: usize,
+    image_len: usize,
     limit: Option<usize>,
 ) -> Result<Aligned, String> {
     let pos: HashMap<i64, usize> = images
@@ -55,8 +55,8 @@ pub fn align(
     let n = limit.map_or(feat.len(), |l| l.min(feat.len()));
     let mut out = Aligned {
         ids: Vec::with_capacity(n),
-        x: Vec::with_capacity(n * flen),
-        y: Vec::with_capacity(n * ilen),
+        x: Vec::with_capacity(n * feature_len),
+        y: Vec::with_capacity(n * image_len),
     };
     for i in 0..n {
         let id = feat.ids[i];
@@ -64,8 +64,10 @@ pub fn align(
             .get(&id)
             .ok_or_else(|| format!("features row id {id} has no image"))?;
         out.ids.push(id);
-        out.x.extend_from_slice(&feat.x[i * flen..(i + 1) * flen]);
-        out.y.extend_from_slice(&images.x[j * ilen..(j + 1) * ilen]);
+        out.x
+            .extend_from_slice(&feat.x[i * feature_len..(i + 1) * feature_len]);
+        out.y
+            .extend_from_slice(&images.x[j * image_len..(j + 1) * image_len]);
     }
     Ok(out)
 }
@@ -168,13 +170,12 @@ pub fn run(
     input: AuditInput<'_>,
     mut on_epoch: impl FnMut(AttackMode, &EpochRecord),
 ) -> Result<Audit, NnError> {
-    let p = input.params;
+    let params = input.params;
     let size = input.image_size;
-    let ilen = 3 * size * size;
     let (floor_psnr, floor_ssim) = floor(&input.pool.y, &input.victims.y, size);
     let mut modes = Vec::new();
     let mut trained: Vec<Trained> = Vec::new();
-    for &mode in &p.modes {
+    for &mode in &params.modes {
         let t = Instant::now();
         let (train_x, matched) = mode_features(mode, &input)?;
         // Training is deterministic in (pairs, seed), so a mode whose pairs are bit for bit
@@ -196,7 +197,7 @@ pub fn run(
                     y: &input.pool.y,
                     size,
                 };
-                let attacker = train_irn(p, input.seed, input.cut_channels, pool, |r| {
+                let attacker = train_irn(params, input.seed, input.cut_channels, pool, |r| {
                     on_epoch(mode, r)
                 })?;
                 let recon = attacker.reconstruct(&input.victims.x, 256);
@@ -210,21 +211,11 @@ pub fn run(
                 (recon, training)
             }
         };
-        let (mut psnr, mut ssim, mut mse) = (Vec::new(), Vec::new(), Vec::new());
-        for (a, b) in input
-            .victims
-            .y
-            .chunks_exact(ilen)
-            .zip(recon.chunks_exact(ilen))
-        {
-            psnr.push(metrics::psnr(a, b));
-            ssim.push(metrics::ssim(a, b, 3, size, size));
-            mse.push(metrics::mse(a, b));
-        }
+        let (psnr, ssim, mse) = per_victim(&input.victims.y, &recon, size);
         modes.push(ModeResult {
             mode,
-            psnr_interval: metrics::bootstrap_mean(&psnr, p.bootstrap, input.seed),
-            ssim_interval: metrics::bootstrap_mean(&ssim, p.bootstrap, input.seed),
+            psnr_interval: metrics::bootstrap_mean(&psnr, params.bootstrap, input.seed),
+            ssim_interval: metrics::bootstrap_mean(&ssim, params.bootstrap, input.seed),
             recon,
             psnr,
             ssim,
@@ -239,6 +230,21 @@ pub fn run(
         floor_psnr,
         floor_ssim,
     })
+}
+
+/// PSNR, SSIM and MSE of each reconstruction against its original.
+fn per_victim(originals: &[f32], recon: &[f32], size: usize) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let image_len = 3 * size * size;
+    let (mut psnr, mut ssim, mut mse) = (Vec::new(), Vec::new(), Vec::new());
+    for (a, b) in originals
+        .chunks_exact(image_len)
+        .zip(recon.chunks_exact(image_len))
+    {
+        psnr.push(metrics::psnr(a, b));
+        ssim.push(metrics::ssim(a, b, 3, size, size));
+        mse.push(metrics::mse(a, b));
+    }
+    (psnr, ssim, mse)
 }
 
 /// The training features of a mode (the pool's rows as that attacker would compute them) and,
@@ -270,11 +276,11 @@ fn mode_features(
             (take_channels(full()?, n_pool, c, hw, &guess[..d]), None)
         }
         AttackMode::MatchedSelection => {
-            let fx = full()?;
-            let pool_sig = matching::signatures(fx, n_pool, c, hw);
+            let full_x = full()?;
+            let pool_sig = matching::signatures(full_x, n_pool, c, hw);
             let recv_sig = matching::signatures(&input.victims.x, input.victims.len(), d, hw);
-            let m = matching::match_channels(&pool_sig, &recv_sig);
-            let right = m
+            let matched = matching::match_channels(&pool_sig, &recv_sig);
+            let right = matched
                 .iter()
                 .zip(input.selection)
                 .filter(|(a, b)| a == b)
@@ -284,24 +290,27 @@ fn mode_features(
                 of = d,
                 "matched received channels to pretrained channels"
             );
-            (take_channels(fx, n_pool, c, hw, &m), Some(right as i64))
+            (
+                take_channels(full_x, n_pool, c, hw, &matched),
+                Some(right as i64),
+            )
         }
     })
 }
 
 /// The trivial attacker: answer every victim with the pool's mean image.
 fn floor(pool_y: &[f32], victims_y: &[f32], size: usize) -> (f64, f64) {
-    let ilen = 3 * size * size;
-    let n_pool = (pool_y.len() / ilen).max(1);
-    let mut mean_img = vec![0f32; ilen];
-    for row in pool_y.chunks_exact(ilen) {
+    let image_len = 3 * size * size;
+    let n_pool = (pool_y.len() / image_len).max(1);
+    let mut mean_img = vec![0f32; image_len];
+    for row in pool_y.chunks_exact(image_len) {
         for (m, v) in mean_img.iter_mut().zip(row) {
             *m += v / n_pool as f32;
         }
     }
-    let n = (victims_y.len() / ilen).max(1) as f64;
+    let n = (victims_y.len() / image_len).max(1) as f64;
     victims_y
-        .chunks_exact(ilen)
+        .chunks_exact(image_len)
         .fold((0.0, 0.0), |(p, s), row| {
             (
                 p + metrics::psnr(row, &mean_img).min(metrics::PSNR_CAP) / n,

@@ -84,32 +84,33 @@ fn write(
     Ok(())
 }
 
-fn strings<'a>(v: impl IntoIterator<Item = &'a str>) -> ArrayRef {
+/// Arrow columns from plain values, for [`ArtifactKind::batch`].
+fn string_array<'a>(v: impl IntoIterator<Item = &'a str>) -> ArrayRef {
     Arc::new(StringArray::from_iter_values(v))
 }
-fn f64s(v: impl IntoIterator<Item = f64>) -> ArrayRef {
+fn f64_array(v: impl IntoIterator<Item = f64>) -> ArrayRef {
     Arc::new(Float64Array::from_iter_values(v))
 }
-fn i64s(v: impl IntoIterator<Item = i64>) -> ArrayRef {
+fn i64_array(v: impl IntoIterator<Item = i64>) -> ArrayRef {
     Arc::new(Int64Array::from_iter_values(v))
 }
-fn i32s(v: impl IntoIterator<Item = i32>) -> ArrayRef {
+fn i32_array(v: impl IntoIterator<Item = i32>) -> ArrayRef {
     Arc::new(Int32Array::from_iter_values(v))
 }
-fn bools(v: impl IntoIterator<Item = bool>) -> ArrayRef {
+fn bool_array(v: impl IntoIterator<Item = bool>) -> ArrayRef {
     Arc::new(BooleanArray::from(v.into_iter().collect::<Vec<_>>()))
 }
 
 fn privacy_rows(r: &ModeResult, ids: &[i64]) -> Result<arrow::array::RecordBatch, NnError> {
     Ok(ArtifactKind::Privacy.batch(vec![
-        ("id", i64s(ids.iter().copied())),
+        ("id", i64_array(ids.iter().copied())),
         (
             "mode",
-            strings(std::iter::repeat_n(r.mode.name(), ids.len())),
+            string_array(std::iter::repeat_n(r.mode.name(), ids.len())),
         ),
-        ("psnr", f64s(r.psnr.iter().copied())),
-        ("ssim", f64s(r.ssim.iter().copied())),
-        ("mse", f64s(r.mse.iter().copied())),
+        ("psnr", f64_array(r.psnr.iter().copied())),
+        ("ssim", f64_array(r.ssim.iter().copied())),
+        ("mse", f64_array(r.mse.iter().copied())),
     ])?)
 }
 
@@ -117,10 +118,13 @@ fn summary_rows(a: &Audit, ctx: &OutputContext<'_>) -> Result<arrow::array::Reco
     let m = &a.modes;
     let n = m.len();
     let worst = a.worst();
-    let each = |f: fn(&ModeResult) -> f64| f64s(m.iter().map(f));
+    let each = |f: fn(&ModeResult) -> f64| f64_array(m.iter().map(f));
     Ok(ArtifactKind::AttackSummary.batch(vec![
-        ("mode", strings(m.iter().map(|r| r.mode.name()))),
-        ("images", i64s(std::iter::repeat_n(ctx.ids.len() as i64, n))),
+        ("mode", string_array(m.iter().map(|r| r.mode.name()))),
+        (
+            "images",
+            i64_array(std::iter::repeat_n(ctx.ids.len() as i64, n)),
+        ),
         ("mean_psnr", each(ModeResult::mean_psnr)),
         ("psnr_lo", each(|r| r.psnr_interval.lo)),
         ("psnr_hi", each(|r| r.psnr_interval.hi)),
@@ -128,11 +132,17 @@ fn summary_rows(a: &Audit, ctx: &OutputContext<'_>) -> Result<arrow::array::Reco
         ("ssim_lo", each(|r| r.ssim_interval.lo)),
         ("ssim_hi", each(|r| r.ssim_interval.hi)),
         ("mean_mse", each(|r| crate::metrics::mean(&r.mse))),
-        ("floor_psnr", f64s(std::iter::repeat_n(a.floor_psnr, n))),
-        ("floor_ssim", f64s(std::iter::repeat_n(a.floor_ssim, n))),
+        (
+            "floor_psnr",
+            f64_array(std::iter::repeat_n(a.floor_psnr, n)),
+        ),
+        (
+            "floor_ssim",
+            f64_array(std::iter::repeat_n(a.floor_ssim, n)),
+        ),
         (
             "channels",
-            i64s(std::iter::repeat_n(ctx.channels as i64, n)),
+            i64_array(std::iter::repeat_n(ctx.channels as i64, n)),
         ),
         (
             "channels_matched",
@@ -142,40 +152,43 @@ fn summary_rows(a: &Audit, ctx: &OutputContext<'_>) -> Result<arrow::array::Reco
         ),
         (
             "irn_width",
-            i64s(m.iter().map(|r| r.training.spec.width as i64)),
+            i64_array(m.iter().map(|r| r.training.spec.width as i64)),
         ),
         (
             "irn_params",
-            i64s(m.iter().map(|r| r.training.params as i64)),
+            i64_array(m.iter().map(|r| r.training.params as i64)),
         ),
         (
             "train_samples",
-            i64s(m.iter().map(|r| r.training.train_samples as i64)),
+            i64_array(m.iter().map(|r| r.training.train_samples as i64)),
         ),
         (
             "heldout_samples",
-            i64s(m.iter().map(|r| r.training.heldout_samples as i64)),
+            i64_array(m.iter().map(|r| r.training.heldout_samples as i64)),
         ),
         (
             "epochs",
-            i32s(m.iter().map(|r| r.training.curve.len() as i32)),
+            i32_array(m.iter().map(|r| r.training.curve.len() as i32)),
         ),
         (
             "best_epoch",
-            i32s(m.iter().map(|r| r.training.best_epoch as i32)),
+            i32_array(m.iter().map(|r| r.training.best_epoch as i32)),
         ),
         (
             "max_epochs",
-            i32s(std::iter::repeat_n(ctx.max_epochs as i32, n)),
+            i32_array(std::iter::repeat_n(ctx.max_epochs as i32, n)),
         ),
-        ("converged", bools(m.iter().map(|r| r.training.converged))),
+        (
+            "converged",
+            bool_array(m.iter().map(|r| r.training.converged)),
+        ),
         ("heldout_psnr", each(|r| r.training.heldout_psnr())),
         (
             "samples_per_second",
             each(|r| r.training.samples_per_second),
         ),
         ("seconds", each(|r| r.seconds)),
-        ("worst", bools((0..n).map(|i| Some(i) == worst))),
+        ("worst", bool_array((0..n).map(|i| Some(i) == worst))),
     ])?)
 }
 
@@ -186,22 +199,28 @@ fn metrics_rows(a: &Audit) -> Result<arrow::array::RecordBatch, NnError> {
         .flat_map(|r| r.training.curve.iter().map(move |e| (r, e)))
         .collect();
     Ok(ArtifactKind::AttackMetrics.batch(vec![
-        ("mode", strings(rows.iter().map(|(r, _)| r.mode.name()))),
-        ("epoch", i32s(rows.iter().map(|(_, e)| e.epoch as i32))),
-        ("lr", f64s(rows.iter().map(|(_, e)| e.lr))),
-        ("train_loss", f64s(rows.iter().map(|(_, e)| e.train_loss))),
+        (
+            "mode",
+            string_array(rows.iter().map(|(r, _)| r.mode.name())),
+        ),
+        ("epoch", i32_array(rows.iter().map(|(_, e)| e.epoch as i32))),
+        ("lr", f64_array(rows.iter().map(|(_, e)| e.lr))),
+        (
+            "train_loss",
+            f64_array(rows.iter().map(|(_, e)| e.train_loss)),
+        ),
         (
             "heldout_psnr",
-            f64s(rows.iter().map(|(_, e)| e.heldout_psnr)),
+            f64_array(rows.iter().map(|(_, e)| e.heldout_psnr)),
         ),
         (
             "heldout_ssim",
-            f64s(rows.iter().map(|(_, e)| e.heldout_ssim)),
+            f64_array(rows.iter().map(|(_, e)| e.heldout_ssim)),
         ),
-        ("seconds", f64s(rows.iter().map(|(_, e)| e.seconds))),
+        ("seconds", f64_array(rows.iter().map(|(_, e)| e.seconds))),
         (
             "kept",
-            bools(rows.iter().map(|(r, e)| e.epoch == r.training.best_epoch)),
+            bool_array(rows.iter().map(|(r, e)| e.epoch == r.training.best_epoch)),
         ),
     ])?)
 }
@@ -246,7 +265,7 @@ fn picture(a: &Audit, ctx: &OutputContext<'_>) -> Result<Vec<u8>, NnError> {
         &format!("{}: {} victims", ctx.label, ctx.ids.len()),
     );
     text(&mut img, 2, 2 + GLYPH + 2, "PSNR dB / SSIM, mean [95% CI]");
-    let ilen = 3 * size * size;
+    let image_len = 3 * size * size;
     let put = |img: &mut image::RgbImage, row: usize, col: usize, px: &[f32]| {
         let (x0, y0) = (label_w + col * cell_w, top + row * cell_h);
         for y in 0..size * scale {
@@ -264,7 +283,7 @@ fn picture(a: &Audit, ctx: &OutputContext<'_>) -> Result<Vec<u8>, NnError> {
             &mut img,
             0,
             col,
-            &ctx.originals[col * ilen..(col + 1) * ilen],
+            &ctx.originals[col * image_len..(col + 1) * image_len],
         );
     }
     for (r, m) in a.modes.iter().enumerate() {
@@ -288,7 +307,12 @@ fn picture(a: &Audit, ctx: &OutputContext<'_>) -> Result<Vec<u8>, NnError> {
             &format!("SSIM {:.3}", m.mean_ssim()),
         );
         for col in 0..k {
-            put(&mut img, r + 1, col, &m.recon[col * ilen..(col + 1) * ilen]);
+            put(
+                &mut img,
+                r + 1,
+                col,
+                &m.recon[col * image_len..(col + 1) * image_len],
+            );
             let caption = format!("{:.1}", m.psnr[col].min(crate::metrics::PSNR_CAP));
             text(
                 &mut img,

@@ -5,11 +5,15 @@
 //! same blocks and channels: a deep cut with small maps (fire5's 3x3) is not handed a smaller
 //! network than a shallow one (conv1's 15x15), and cuts compare on accuracy fairly.
 
+use std::path::{Path, PathBuf};
+
 use burn::module::{Module, ModuleMapper, Param, ParamId, RunningState};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
+
+use crate::NnError;
 
 /// A 3x3 conv, batch norm and ReLU.
 #[derive(Module, Debug)]
@@ -145,6 +149,25 @@ impl CloudNet {
         }
         net
     }
+}
+
+/// Saves a model atomically: to a temporary name beside `path`, then renamed.
+pub fn save(model: &CloudNet, path: &Path) -> Result<(), NnError> {
+    let tmp: PathBuf = path.with_extension("bpk.partial");
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(|e| NnError::save(d, e))?;
+    }
+    model
+        .clone()
+        .save_file(&tmp)
+        .map_err(|e| NnError::save(path, e))?;
+    // burn may add its own extension; find what it wrote.
+    let written = if tmp.exists() {
+        tmp.clone()
+    } else {
+        tmp.with_extension("partial.bpk")
+    };
+    std::fs::rename(&written, path).map_err(|e| NnError::save(path, e))
 }
 
 #[cfg(test)]

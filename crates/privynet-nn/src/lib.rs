@@ -6,6 +6,7 @@
 pub mod attack;
 pub mod audit;
 pub mod audit_output;
+pub mod audit_run;
 pub mod cloud;
 pub mod data;
 pub mod irn;
@@ -13,6 +14,9 @@ pub mod matching;
 pub mod metrics;
 pub mod resume;
 pub mod train;
+pub mod train_output;
+pub mod train_report;
+pub mod train_run;
 
 use std::path::{Path, PathBuf};
 
@@ -27,6 +31,16 @@ pub enum NnError {
     Save { path: PathBuf, message: String },
     #[error("cannot continue from {path}: {message}")]
     Resume { path: PathBuf, message: String },
+    /// An input a stage refuses (wrong zone, missing split, mismatched shapes...).
+    #[error("{0}")]
+    Input(String),
+    /// A failure in a step of a stage, said first: `loading features.parquet: ...`.
+    #[error("{context}")]
+    Context {
+        context: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error(transparent)]
     Core(#[from] privynet_core::CoreError),
 }
@@ -37,6 +51,18 @@ impl NnError {
         Self::Save {
             path: path.to_path_buf(),
             message: e.to_string(),
+        }
+    }
+
+    /// Wraps an error in what the stage was doing (`loading X`), for `map_err`. The stage
+    /// binaries print an error with its causes, so this reads `loading X: <the cause>`.
+    pub(crate) fn context<E>(context: String) -> impl FnOnce(E) -> Self
+    where
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        move |e| Self::Context {
+            context,
+            source: e.into(),
         }
     }
 }

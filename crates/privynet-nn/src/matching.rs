@@ -45,20 +45,22 @@ pub fn match_channels(pool: &[Vec<f64>], received: &[Vec<f64>]) -> Vec<usize> {
     let dims = pool.first().map_or(0, Vec::len);
     // Standardise every signature dimension by its spread over the pool's channels, so that
     // no statistic dominates by its units.
-    let (mut mu, mut sd) = (vec![0.0; dims], vec![0.0; dims]);
+    let (mut mean, mut spread) = (vec![0.0; dims], vec![0.0; dims]);
     for k in 0..dims {
-        mu[k] = pool.iter().map(|s| s[k]).sum::<f64>() / pool.len() as f64;
-        sd[k] = (pool.iter().map(|s| (s[k] - mu[k]).powi(2)).sum::<f64>() / pool.len() as f64)
+        mean[k] = pool.iter().map(|s| s[k]).sum::<f64>() / pool.len() as f64;
+        spread[k] = (pool.iter().map(|s| (s[k] - mean[k]).powi(2)).sum::<f64>()
+            / pool.len() as f64)
             .sqrt()
             .max(1e-9);
     }
-    let z = |s: &Vec<f64>| -> Vec<f64> { (0..dims).map(|k| (s[k] - mu[k]) / sd[k]).collect() };
-    let zp: Vec<Vec<f64>> = pool.iter().map(z).collect();
-    let zr: Vec<Vec<f64>> = received.iter().map(z).collect();
-    let costs: Vec<i64> = zr
+    let standardise =
+        |s: &Vec<f64>| -> Vec<f64> { (0..dims).map(|k| (s[k] - mean[k]) / spread[k]).collect() };
+    let pool_standardised: Vec<Vec<f64>> = pool.iter().map(standardise).collect();
+    let received_standardised: Vec<Vec<f64>> = received.iter().map(standardise).collect();
+    let costs: Vec<i64> = received_standardised
         .iter()
         .flat_map(|r| {
-            zp.iter().map(move |p| {
+            pool_standardised.iter().map(move |p| {
                 let d: f64 = r
                     .iter()
                     .zip(p)
@@ -69,9 +71,9 @@ pub fn match_channels(pool: &[Vec<f64>], received: &[Vec<f64>]) -> Vec<usize> {
             })
         })
         .collect();
-    let m = Matrix::from_vec(received.len(), pool.len(), costs)
+    let cost_matrix = Matrix::from_vec(received.len(), pool.len(), costs)
         .expect("the cost matrix has received x pool entries");
-    kuhn_munkres_min(&m).1
+    kuhn_munkres_min(&cost_matrix).1
 }
 
 #[cfg(test)]

@@ -13,8 +13,8 @@ use burn::optim::ModuleOptimizer;
 use rand_chacha::ChaCha8Rng;
 
 use crate::NnError;
-use crate::cloud::CloudNet;
-use crate::train::EpochMetrics;
+use crate::cloud::{self, CloudNet};
+use crate::train_report::EpochMetrics;
 
 /// The saved state of a run after `epochs_done` epochs.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -28,72 +28,9 @@ pub struct SavedState {
     /// Seconds spent in training steps, and in all, before the stop (for samples/s and totals).
     pub train_seconds: f64,
     pub seconds: f64,
-    #[serde(with = "exact_metrics")]
+    /// The metrics so far, exactly (see `train_report::json_f64`): a continued run reports its
+    /// earlier epochs as they were.
     pub epochs: Vec<EpochMetrics>,
-}
-
-/// The metrics so far, their floats as decimal strings: serde_json parses a JSON number to a
-/// double that may be one ulp off (exact parsing is its `float_roundtrip` feature, which would
-/// rebuild every crate that uses serde_json), while Rust prints the shortest decimal that
-/// parses back exactly. A continued run reports its earlier epochs as they were.
-mod exact_metrics {
-    use serde::de::Error;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    use crate::train::EpochMetrics;
-
-    #[derive(Serialize, Deserialize)]
-    struct Row {
-        epoch: usize,
-        lr: String,
-        train_loss: String,
-        train_accuracy: String,
-        val_loss: String,
-        val_accuracy: String,
-        test_loss: String,
-        test_accuracy: String,
-        seconds: String,
-    }
-
-    pub fn serialize<S: Serializer>(v: &[EpochMetrics], s: S) -> Result<S::Ok, S::Error> {
-        v.iter()
-            .map(|m| Row {
-                epoch: m.epoch,
-                lr: m.lr.to_string(),
-                train_loss: m.train_loss.to_string(),
-                train_accuracy: m.train_accuracy.to_string(),
-                val_loss: m.val_loss.to_string(),
-                val_accuracy: m.val_accuracy.to_string(),
-                test_loss: m.test_loss.to_string(),
-                test_accuracy: m.test_accuracy.to_string(),
-                seconds: m.seconds.to_string(),
-            })
-            .collect::<Vec<_>>()
-            .serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<EpochMetrics>, D::Error> {
-        let f = |s: &str| {
-            s.parse::<f64>()
-                .map_err(|e| D::Error::custom(format!("{s:?}: {e}")))
-        };
-        Vec::<Row>::deserialize(d)?
-            .into_iter()
-            .map(|r| {
-                Ok(EpochMetrics {
-                    epoch: r.epoch,
-                    lr: f(&r.lr)?,
-                    train_loss: f(&r.train_loss)?,
-                    train_accuracy: f(&r.train_accuracy)?,
-                    val_loss: f(&r.val_loss)?,
-                    val_accuracy: f(&r.val_accuracy)?,
-                    test_loss: f(&r.test_loss)?,
-                    test_accuracy: f(&r.test_accuracy)?,
-                    seconds: f(&r.seconds)?,
-                })
-            })
-            .collect()
-    }
 }
 
 fn state_file(dir: &Path) -> PathBuf {
@@ -123,16 +60,18 @@ pub fn save(
     model: &CloudNet,
     optim: &ModuleOptimizer,
 ) -> Result<(), NnError> {
-    let ed = epoch_dir(dir, state.epochs_done);
-    // Creates `ed` too.
-    crate::train::save(model, &ed.join("model.bpk"))?;
-    let op = ed.join("optimizer.bpk");
-    optim.save(&op).map_err(|e| NnError::save(&op, e))?;
+    let epoch_folder = epoch_dir(dir, state.epochs_done);
+    // Creates `epoch_folder` too.
+    cloud::save(model, &epoch_folder.join("model.bpk"))?;
+    let optimizer_file = epoch_folder.join("optimizer.bpk");
+    optim
+        .save(&optimizer_file)
+        .map_err(|e| NnError::save(&optimizer_file, e))?;
     let json = serde_json::to_string_pretty(state).map_err(|e| NnError::save(dir, e))?;
     privynet_core::io::write_bytes_atomic(&state_file(dir), json.as_bytes())?;
     for entry in std::fs::read_dir(dir).map_err(|e| NnError::save(dir, e))? {
         let path = entry.map_err(|e| NnError::save(dir, e))?.path();
-        if path.is_dir() && path != ed {
+        if path.is_dir() && path != epoch_folder {
             std::fs::remove_dir_all(&path).map_err(|e| NnError::save(&path, e))?;
         }
     }
@@ -174,15 +113,15 @@ pub fn restore(
     optim: ModuleOptimizer,
     rng: &mut ChaCha8Rng,
 ) -> Result<(CloudNet, ModuleOptimizer), NnError> {
-    let ed = epoch_dir(dir, state.epochs_done);
-    let mp = ed.join("model.bpk");
+    let epoch_folder = epoch_dir(dir, state.epochs_done);
+    let model_file = epoch_folder.join("model.bpk");
     let model = model
-        .try_load_file(&mp)
-        .map_err(|e| resume_err(&mp, e.to_string()))?;
-    let op = ed.join("optimizer.bpk");
+        .try_load_file(&model_file)
+        .map_err(|e| resume_err(&model_file, e.to_string()))?;
+    let optimizer_file = epoch_folder.join("optimizer.bpk");
     let optim = optim
-        .load(&op)
-        .map_err(|e| resume_err(&op, e.to_string()))?;
+        .load(&optimizer_file)
+        .map_err(|e| resume_err(&optimizer_file, e.to_string()))?;
     let pos = state.rng_word_pos.parse::<u128>().map_err(|e| {
         resume_err(
             &state_file(dir),
@@ -205,14 +144,14 @@ fn differences(
         (Object(a), Object(b)) => {
             let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
             for k in keys {
-                let p = if path.is_empty() {
+                let leaf_path = if path.is_empty() {
                     k.clone()
                 } else {
                     format!("{path}.{k}")
                 };
                 let null = serde_json::Value::Null;
                 differences(
-                    &p,
+                    &leaf_path,
                     a.get(k).unwrap_or(&null),
                     b.get(k).unwrap_or(&null),
                     out,
@@ -279,5 +218,22 @@ mod tests {
         };
         assert_eq!(bits(&back.epochs[0]), bits(&m));
         assert_eq!(back.epochs[0].epoch, 3);
+    }
+
+    #[test]
+    fn states_with_metrics_saved_as_strings_are_read() {
+        // The form states had before the metrics were JSON numbers.
+        let text = r#"{"key": {}, "epochs_done": 1, "rng_word_pos": "12", "train_seconds": 1.5,
+            "seconds": 2.0, "epochs": [{"epoch": 1, "lr": "0.30000000000000004",
+            "train_loss": "0.6666666666666666", "train_accuracy": "0.5", "val_loss": "NaN",
+            "val_accuracy": "0.25", "test_loss": "inf", "test_accuracy": "1e-300",
+            "seconds": "3"}]}"#;
+        let state: SavedState = serde_json::from_str(text).expect("a state");
+        let m = &state.epochs[0];
+        assert_eq!(m.lr.to_bits(), (0.1f64 + 0.2).to_bits());
+        assert_eq!(m.train_loss.to_bits(), (2.0f64 / 3.0).to_bits());
+        assert!(m.val_loss.is_nan());
+        assert_eq!(m.test_loss, f64::INFINITY);
+        assert_eq!((m.test_accuracy, m.seconds), (1e-300, 3.0));
     }
 }

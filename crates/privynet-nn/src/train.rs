@@ -4,14 +4,14 @@
 //! so a loss that turns NaN stops the run with the last good model kept, and a saved state that
 //! lets a stopped or killed run continue exactly where it was (see `resume`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{AdamConfig, GradientsParams, SgdConfig};
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -19,32 +19,10 @@ use rand_chacha::ChaCha8Rng;
 
 use privynet_core::manifest::{OptimizerKind, Schedule, TrainParams};
 
-use crate::cloud::CloudNet;
+use crate::cloud::{self, CloudNet};
 use crate::data::Split;
+use crate::train_report::{EpochMetrics, TrainReport};
 use crate::{NnError, resume};
-
-/// One epoch's metrics.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct EpochMetrics {
-    pub epoch: usize,
-    pub lr: f64,
-    pub train_loss: f64,
-    pub train_accuracy: f64,
-    pub val_loss: f64,
-    pub val_accuracy: f64,
-    pub test_loss: f64,
-    pub test_accuracy: f64,
-    pub seconds: f64,
-}
-
-/// What a training run did. `epochs` holds the epochs before a resumed run's start too, and
-/// is shorter than the schedule when the run stopped at `Checkpoints::stop_after`.
-#[derive(Debug, Clone)]
-pub struct TrainReport {
-    pub epochs: Vec<EpochMetrics>,
-    pub samples_per_second: f64,
-    pub seconds: f64,
-}
 
 /// Where a run keeps its checkpoints, whether it continues a saved state, and where it stops.
 #[derive(Debug, Clone)]
@@ -63,11 +41,12 @@ pub struct Checkpoints {
 }
 
 /// Learning rate at `epoch` (0-based) of `epochs`.
-pub fn lr_at(p: &TrainParams, epoch: usize) -> f64 {
-    match p.schedule {
-        Schedule::Constant => p.lr,
+pub fn lr_at(params: &TrainParams, epoch: usize) -> f64 {
+    match params.schedule {
+        Schedule::Constant => params.lr,
         Schedule::Cosine => {
-            0.5 * p.lr * (1.0 + (std::f64::consts::PI * epoch as f64 / p.epochs as f64).cos())
+            0.5 * params.lr
+                * (1.0 + (std::f64::consts::PI * epoch as f64 / params.epochs as f64).cos())
         }
     }
 }
@@ -126,164 +105,295 @@ pub fn evaluate(
     (loss / s.len() as f64, correct as f64 / s.len() as f64)
 }
 
+/// What every epoch of a run works with.
+struct EpochInputs<'a> {
+    params: &'a TrainParams,
+    shape: [usize; 3],
+    train: &'a Split,
+    val: &'a Split,
+    test: &'a Split,
+    checkpoints: &'a Checkpoints,
+    /// The device of the validation and test passes, and its autodiff twin for training.
+    device: Device,
+    autodiff: Device,
+    loss_fn: CrossEntropyLoss,
+}
+
+/// What a run has done so far, with the runs it continues: the shuffling stream, the epochs'
+/// metrics and the time they took.
+struct Progress {
+    rng: ChaCha8Rng,
+    epochs: Vec<EpochMetrics>,
+    /// Seconds spent in training steps.
+    train_seconds: f64,
+    /// Seconds the runs this one continues took in all.
+    seconds_before: f64,
+}
+
 /// Trains a cloud network on `train`, scoring it on `val` and `test` after every epoch; after
-/// every epoch whose loss is finite, saves the model and the state to continue from (`ckpt`).
-/// Nothing in training depends on either score. `on_epoch` sees each epoch this run trains.
+/// every epoch whose loss is finite, saves the model and the state to continue from
+/// (`checkpoints`). Nothing in training depends on either score. `on_epoch` sees each epoch
+/// this run trains.
 #[allow(clippy::too_many_arguments)]
 pub fn train(
-    p: &TrainParams,
+    params: &TrainParams,
     seed: u64,
     shape: [usize; 3],
     train: &Split,
     val: &Split,
     test: &Split,
-    ckpt: &Checkpoints,
+    checkpoints: &Checkpoints,
     mut on_epoch: impl FnMut(&EpochMetrics),
 ) -> Result<(CloudNet, TrainReport), NnError> {
     let device = Device::flex();
     device.seed(seed);
-    let ad = device.clone().autodiff();
-    let mut model = CloudNet::new(shape, p.width, p.depth, p.classes, &ad);
-    let mut optim = match p.optimizer {
-        OptimizerKind::Adam => AdamConfig::new()
-            .with_weight_decay(Some(WeightDecayConfig::new(p.weight_decay as f32)))
-            .init(),
-        OptimizerKind::Sgd => SgdConfig::new()
-            .with_weight_decay(Some(WeightDecayConfig::new(p.weight_decay as f32)))
-            .with_momentum(Some(
-                MomentumConfig::new()
-                    .with_momentum(p.momentum)
-                    .with_dampening(0.0),
-            ))
-            .init(),
+    let autodiff = device.clone().autodiff();
+    let model = CloudNet::new(shape, params.width, params.depth, params.classes, &autodiff);
+    let optim = optimizer(params);
+    let loss_fn = CrossEntropyLossConfig::new().init(&autodiff);
+    let (mut model, mut optim, mut progress) = start(params, seed, checkpoints, model, optim)?;
+    let inputs = EpochInputs {
+        params,
+        shape,
+        train,
+        val,
+        test,
+        checkpoints,
+        device,
+        autodiff,
+        loss_fn,
     };
-    let loss_fn = CrossEntropyLossConfig::new().init(&ad);
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let (mut train_time, mut before, mut epochs) = (0.0, 0.0, Vec::new());
-    let saved = if ckpt.resume {
-        resume::load(&ckpt.state, &ckpt.key)?
-    } else {
-        if resume::exists(&ckpt.state) {
-            tracing::warn!(
-                "starting over: the saved state in {} will be replaced (--resume continues it)",
-                ckpt.state.display()
-            );
-        }
-        None
-    };
-    if let Some(s) = &saved {
-        (model, optim) = resume::restore(&ckpt.state, s, model, optim, &mut rng)?;
-        (train_time, before, epochs) = (s.train_seconds, s.seconds, s.epochs.clone());
-        tracing::info!(
-            "continuing after epoch {} of {} from {}",
-            s.epochs_done,
-            p.epochs,
-            ckpt.state.display()
-        );
-    } else if ckpt.resume {
-        tracing::info!(
-            "no saved state in {}: starting from epoch 1",
-            ckpt.state.display()
-        );
-    }
-    let first = epochs.len();
-    let bar = privynet_core::logging::progress((p.epochs * train.len()) as u64, "samples");
+    let first = progress.epochs.len();
+    let bar = privynet_core::logging::progress((params.epochs * train.len()) as u64, "samples");
     bar.inc((first * train.len()) as u64);
     let start = Instant::now();
-    for epoch in first..p.epochs {
+    for epoch in first..params.epochs {
         // Checked before the epoch, so a continued run already past the stop trains nothing.
-        if ckpt.stop_after.is_some_and(|k| epoch >= k) {
+        if checkpoints.stop_after.is_some_and(|k| epoch >= k) {
             break;
         }
-        let t = Instant::now();
-        let lr = lr_at(p, epoch);
-        let mut order: Vec<usize> = (0..train.len()).collect();
-        order.shuffle(&mut rng);
-        let (mut loss_sum, mut correct) = (0.0f64, 0usize);
-        for chunk in order.chunks(p.batch_size) {
-            let n = chunk.len();
-            let flip: Vec<bool> = (0..n)
-                .map(|_| p.flip && rand::Rng::random_bool(&mut rng, 0.5))
-                .collect();
-            let (x, y) = gather(train, shape, chunk, &flip);
-            let x =
-                Tensor::<4>::from_data(TensorData::new(x, [n, shape[0], shape[1], shape[2]]), &ad);
-            let y = Tensor::<1, Int>::from_data(TensorData::new(y, [n]), &ad);
-            let logits = model.forward(x);
-            let loss = loss_fn.forward(logits.clone(), y.clone());
-            let lv = loss.clone().into_scalar::<f32>();
-            if !lv.is_finite() {
-                return Err(NnError::Training(format!(
-                    "the training loss became {lv} in epoch {} (lr {lr:.2e}); stopped. The last good model is at {}",
-                    epoch + 1,
-                    ckpt.model.display()
-                )));
-            }
-            loss_sum += f64::from(lv) * n as f64;
-            correct += logits
-                .argmax(1)
-                .reshape([n])
-                .equal(y)
-                .int()
-                .sum()
-                .into_scalar::<i64>() as usize;
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(lr, model, grads);
-            bar.inc(n as u64);
-            bar.set_message(format!("epoch {}/{} loss {:.3}", epoch + 1, p.epochs, lv));
-        }
-        train_time += t.elapsed().as_secs_f64();
-        let valid = model.valid();
-        let (val_loss, val_accuracy) = evaluate(&valid, val, shape, 256, &device);
-        let (test_loss, test_accuracy) = evaluate(&valid, test, shape, 256, &device);
-        save(&valid.clone().with_stable_ids(), &ckpt.model)?;
-        let m = EpochMetrics {
-            epoch: epoch + 1,
-            lr,
-            train_loss: loss_sum / train.len() as f64,
-            train_accuracy: correct as f64 / train.len() as f64,
-            val_loss,
-            val_accuracy,
-            test_loss,
-            test_accuracy,
-            seconds: t.elapsed().as_secs_f64(),
+        let on_batch = |rows: usize, loss: f32| {
+            bar.inc(rows as u64);
+            bar.set_message(format!(
+                "epoch {}/{} loss {:.3}",
+                epoch + 1,
+                params.epochs,
+                loss
+            ));
         };
-        epochs.push(m);
-        let state = resume::SavedState {
-            key: ckpt.key.clone(),
-            epochs_done: epoch + 1,
-            rng_word_pos: rng.get_word_pos().to_string(),
-            train_seconds: train_time,
-            seconds: before + start.elapsed().as_secs_f64(),
-            epochs: epochs.clone(),
-        };
-        resume::save(&ckpt.state, &state, &valid, &optim)?;
-        on_epoch(epochs.last().expect("just pushed"));
+        model = run_epoch(
+            model,
+            &mut optim,
+            &mut progress,
+            &inputs,
+            epoch,
+            start,
+            on_batch,
+        )?;
+        on_epoch(progress.epochs.last().expect("just pushed"));
     }
     bar.finish_and_clear();
     let report = TrainReport {
-        samples_per_second: (epochs.len() * train.len()) as f64 / train_time.max(1e-9),
-        seconds: before + start.elapsed().as_secs_f64(),
-        epochs,
+        samples_per_second: (progress.epochs.len() * train.len()) as f64
+            / progress.train_seconds.max(1e-9),
+        seconds: progress.seconds_before + start.elapsed().as_secs_f64(),
+        epochs: progress.epochs,
     };
     Ok((model.valid(), report))
 }
 
-/// Saves a model atomically: to a temporary name beside `path`, then renamed.
-pub fn save(model: &CloudNet, path: &Path) -> Result<(), NnError> {
-    let tmp: PathBuf = path.with_extension("bpk.partial");
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d).map_err(|e| NnError::save(d, e))?;
+/// The optimizer the settings ask for.
+fn optimizer(params: &TrainParams) -> ModuleOptimizer {
+    let decay = WeightDecayConfig::new(params.weight_decay as f32);
+    match params.optimizer {
+        OptimizerKind::Adam => AdamConfig::new().with_weight_decay(Some(decay)).init(),
+        OptimizerKind::Sgd => SgdConfig::new()
+            .with_weight_decay(Some(decay))
+            .with_momentum(Some(
+                MomentumConfig::new()
+                    .with_momentum(params.momentum)
+                    .with_dampening(0.0),
+            ))
+            .init(),
     }
-    model
-        .clone()
-        .save_file(&tmp)
-        .map_err(|e| NnError::save(path, e))?;
-    // burn may add its own extension; find what it wrote.
-    let written = if tmp.exists() {
-        tmp.clone()
-    } else {
-        tmp.with_extension("partial.bpk")
+}
+
+/// Where a run starts: from scratch, or from the saved state it continues
+/// (`checkpoints.resume`), whose model, optimizer and stream position replace the fresh ones.
+fn start(
+    params: &TrainParams,
+    seed: u64,
+    checkpoints: &Checkpoints,
+    model: CloudNet,
+    optim: ModuleOptimizer,
+) -> Result<(CloudNet, ModuleOptimizer, Progress), NnError> {
+    let mut progress = Progress {
+        rng: ChaCha8Rng::seed_from_u64(seed),
+        epochs: Vec::new(),
+        train_seconds: 0.0,
+        seconds_before: 0.0,
     };
-    std::fs::rename(&written, path).map_err(|e| NnError::save(path, e))
+    let saved = if checkpoints.resume {
+        resume::load(&checkpoints.state, &checkpoints.key)?
+    } else {
+        if resume::exists(&checkpoints.state) {
+            tracing::warn!(
+                "starting over: the saved state in {} will be replaced (--resume continues it)",
+                checkpoints.state.display()
+            );
+        }
+        None
+    };
+    let Some(saved) = saved else {
+        if checkpoints.resume {
+            tracing::info!(
+                "no saved state in {}: starting from epoch 1",
+                checkpoints.state.display()
+            );
+        }
+        return Ok((model, optim, progress));
+    };
+    let (model, optim) =
+        resume::restore(&checkpoints.state, &saved, model, optim, &mut progress.rng)?;
+    progress.train_seconds = saved.train_seconds;
+    progress.seconds_before = saved.seconds;
+    progress.epochs = saved.epochs;
+    tracing::info!(
+        "continuing after epoch {} of {} from {}",
+        saved.epochs_done,
+        params.epochs,
+        checkpoints.state.display()
+    );
+    Ok((model, optim, progress))
+}
+
+/// One epoch (0-based) of the schedule: the training pass, then the scores and the state saved
+/// after it (see [`end_epoch`]). `run_start` is when this run started.
+fn run_epoch(
+    model: CloudNet,
+    optim: &mut ModuleOptimizer,
+    progress: &mut Progress,
+    inputs: &EpochInputs<'_>,
+    epoch: usize,
+    run_start: Instant,
+    on_batch: impl FnMut(usize, f32),
+) -> Result<CloudNet, NnError> {
+    let epoch_start = Instant::now();
+    let pass = TrainPass {
+        epoch,
+        lr: lr_at(inputs.params, epoch),
+        ..TrainPass::default()
+    };
+    let (model, pass) = train_epoch(model, optim, &mut progress.rng, inputs, pass, on_batch)?;
+    progress.train_seconds += epoch_start.elapsed().as_secs_f64();
+    end_epoch(
+        &model,
+        optim,
+        progress,
+        inputs,
+        pass,
+        epoch_start,
+        run_start,
+    )?;
+    Ok(model)
+}
+
+/// An epoch's training pass: its index (0-based) and learning rate, the summed loss over its
+/// samples and how many of them the network got right as it went.
+#[derive(Debug, Clone, Copy, Default)]
+struct TrainPass {
+    epoch: usize,
+    lr: f64,
+    loss_sum: f64,
+    correct: usize,
+}
+
+/// One pass over the training split in a fresh shuffled order, with random flips if the
+/// settings ask for them. A loss that is not finite stops the run. `on_batch` sees each batch's
+/// size and loss.
+fn train_epoch(
+    mut model: CloudNet,
+    optim: &mut ModuleOptimizer,
+    rng: &mut ChaCha8Rng,
+    inputs: &EpochInputs<'_>,
+    mut pass: TrainPass,
+    mut on_batch: impl FnMut(usize, f32),
+) -> Result<(CloudNet, TrainPass), NnError> {
+    let (params, shape, train) = (inputs.params, inputs.shape, inputs.train);
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    order.shuffle(rng);
+    for chunk in order.chunks(params.batch_size) {
+        let n = chunk.len();
+        let flip: Vec<bool> = (0..n)
+            .map(|_| params.flip && rand::Rng::random_bool(rng, 0.5))
+            .collect();
+        let (x, y) = gather(train, shape, chunk, &flip);
+        let x = Tensor::<4>::from_data(
+            TensorData::new(x, [n, shape[0], shape[1], shape[2]]),
+            &inputs.autodiff,
+        );
+        let y = Tensor::<1, Int>::from_data(TensorData::new(y, [n]), &inputs.autodiff);
+        let logits = model.forward(x);
+        let loss = inputs.loss_fn.forward(logits.clone(), y.clone());
+        let batch_loss = loss.clone().into_scalar::<f32>();
+        if !batch_loss.is_finite() {
+            return Err(NnError::Training(format!(
+                "the training loss became {batch_loss} in epoch {} (lr {:.2e}); stopped. The last good model is at {}",
+                pass.epoch + 1,
+                pass.lr,
+                inputs.checkpoints.model.display()
+            )));
+        }
+        pass.loss_sum += f64::from(batch_loss) * n as f64;
+        pass.correct += logits
+            .argmax(1)
+            .reshape([n])
+            .equal(y)
+            .int()
+            .sum()
+            .into_scalar::<i64>() as usize;
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(pass.lr, model, grads);
+        on_batch(n, batch_loss);
+    }
+    Ok((model, pass))
+}
+
+/// After an epoch's training pass: scores the model on the validation and test splits, keeps
+/// it as the last good model, records the epoch's metrics and saves the state a later run
+/// continues from. `epoch_start` and `run_start` time the epoch and the run.
+fn end_epoch(
+    model: &CloudNet,
+    optim: &ModuleOptimizer,
+    progress: &mut Progress,
+    inputs: &EpochInputs<'_>,
+    pass: TrainPass,
+    epoch_start: Instant,
+    run_start: Instant,
+) -> Result<(), NnError> {
+    let (shape, train, checkpoints) = (inputs.shape, inputs.train, inputs.checkpoints);
+    let valid = model.valid();
+    let (val_loss, val_accuracy) = evaluate(&valid, inputs.val, shape, 256, &inputs.device);
+    let (test_loss, test_accuracy) = evaluate(&valid, inputs.test, shape, 256, &inputs.device);
+    cloud::save(&valid.clone().with_stable_ids(), &checkpoints.model)?;
+    progress.epochs.push(EpochMetrics {
+        epoch: pass.epoch + 1,
+        lr: pass.lr,
+        train_loss: pass.loss_sum / train.len() as f64,
+        train_accuracy: pass.correct as f64 / train.len() as f64,
+        val_loss,
+        val_accuracy,
+        test_loss,
+        test_accuracy,
+        seconds: epoch_start.elapsed().as_secs_f64(),
+    });
+    let state = resume::SavedState {
+        key: checkpoints.key.clone(),
+        epochs_done: pass.epoch + 1,
+        rng_word_pos: progress.rng.get_word_pos().to_string(),
+        train_seconds: progress.train_seconds,
+        seconds: progress.seconds_before + run_start.elapsed().as_secs_f64(),
+        epochs: progress.epochs.clone(),
+    };
+    resume::save(&checkpoints.state, &state, &valid, optim)
 }

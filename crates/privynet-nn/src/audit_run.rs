@@ -1,0 +1,273 @@
+//! The attack stage as a library: loads a topology's features, its selection and the images,
+//! pairs the rows of the attacker's pool and of the victims with their images, runs the audit
+//! ([`crate::audit::run`]) and writes its files ([`crate::audit_output`]). The
+//! `privynet-attack` binary resolves its flags against the manifest and calls [`run`].
+
+use std::path::{Path, PathBuf};
+
+use privynet_core::manifest::{AttackMode, AttackParams};
+use privynet_core::{Provenance, Topology};
+
+use crate::NnError;
+use crate::audit::{self, Aligned, Audit, AuditInput};
+use crate::audit_output::{OutputContext, write_outputs};
+use crate::data::{self, Dataset};
+
+/// An audit of one topology, its settings already resolved against the manifest and the flags.
+#[derive(Debug, Clone)]
+pub struct AttackRun {
+    pub params: AttackParams,
+    pub seed: u64,
+    /// Classes of the task (the labels the files are checked against).
+    pub classes: usize,
+    /// images.parquet (LOCAL): the attacker's pool and the victims' originals.
+    pub images: PathBuf,
+    /// The topology's features.parquet, topology.arrow and selection.arrow.
+    pub features: PathBuf,
+    pub topology: PathBuf,
+    pub selection: PathBuf,
+    /// All-channel features at the same cut, and the selection.arrow that orders them, for the
+    /// attackers that do not know the selection.
+    pub full_features: Option<PathBuf>,
+    pub full_selection: Option<PathBuf>,
+    /// The manifest's name for provenance (`-` without one).
+    pub manifest_label: String,
+    /// Output folder: privacy.parquet, attack_summary.arrow, attack_metrics.arrow,
+    /// reconstructions.png.
+    pub output: PathBuf,
+}
+
+/// Runs the attack stage (see the module doc).
+pub fn run(run: &AttackRun) -> Result<(), NnError> {
+    let params = &run.params;
+    let topo = Topology::read(&run.topology).map_err(NnError::context(format!(
+        "reading {}",
+        run.topology.display()
+    )))?;
+    privynet_core::topology::check_features(&run.features, &topo)?;
+    let selection: Vec<usize> = privynet_core::topology::read_selection(&run.selection)?
+        .into_iter()
+        .map(|c| c as usize)
+        .collect();
+
+    let data = load(run, &topo)?;
+    tracing::info!(
+        pool = data.pool.len(),
+        victims = data.victims.len(),
+        features = format!("{:?}", data.feature_shape),
+        "attacking {}",
+        topo.label()
+    );
+    let input = AuditInput {
+        params,
+        seed: run.seed,
+        cut_channels: topo.cut_channels as usize,
+        feature_shape: data.feature_shape,
+        image_size: data.image_size,
+        selection: &selection,
+        pool: &data.pool,
+        victims: &data.victims,
+        full_pool: data.full_pool.as_deref(),
+    };
+    let result = audit::run(input, |mode, e| {
+        tracing::info!(
+            mode = mode.name(),
+            epoch = e.epoch,
+            loss = format!("{:.4}", e.train_loss),
+            heldout_psnr = format!("{:.2}", e.heldout_psnr),
+            lr = format!("{:.2e}", e.lr),
+            "IRN epoch"
+        );
+    })?;
+    log_results(&result, params.max_epochs);
+
+    let prov = provenance(run)?;
+    let ctx = OutputContext {
+        label: &topo.label(),
+        ids: &data.victims.ids,
+        originals: &data.victims.y,
+        size: data.image_size,
+        channels: data.feature_shape[0],
+        max_epochs: params.max_epochs,
+    };
+    write_outputs(&run.output, &prov, &result, ctx).map_err(NnError::context(format!(
+        "writing the audit to {}",
+        run.output.display()
+    )))
+}
+
+/// What the audit works on: the victims' and the attacker pool's feature rows, each with its
+/// image, and the pool's all-channel features when a mode needs them.
+struct AuditData {
+    feature_shape: [usize; 3],
+    image_size: usize,
+    victims: Aligned,
+    pool: Aligned,
+    full_pool: Option<Vec<f32>>,
+}
+
+/// Loads the images and features of the `attacker` and `test` splits and pairs their rows.
+fn load(run: &AttackRun, topo: &Topology) -> Result<AuditData, NnError> {
+    let params = &run.params;
+    let images = data::load_images(&run.images, &["attacker", "test"], run.classes).map_err(
+        NnError::context(format!("loading {}", run.images.display())),
+    )?;
+    let [_, image_height, image_width] = images.shape;
+    if image_height != image_width {
+        return Err(NnError::Input(format!(
+            "{}: images are {image_height}x{image_width}; the attacker rebuilds square images only",
+            run.images.display()
+        )));
+    }
+    let feats = data::load_features(&run.features, &["attacker", "test"], run.classes)?;
+    let victims = aligned(
+        &feats,
+        &run.features,
+        "test",
+        &images,
+        &run.images,
+        params.victims,
+    )?;
+    let pool = aligned(
+        &feats,
+        &run.features,
+        "attacker",
+        &images,
+        &run.images,
+        params.pool,
+    )?;
+    let full_pool = full_pool(run, topo, feats.shape, &images)?;
+    Ok(AuditData {
+        feature_shape: feats.shape,
+        image_size: image_height,
+        victims,
+        pool,
+        full_pool,
+    })
+}
+
+/// Logs each mode's scores, and warns where the attacker stopped before it converged.
+fn log_results(result: &Audit, max_epochs: usize) {
+    for r in &result.modes {
+        tracing::info!(
+            mode = r.mode.name(),
+            psnr = format!(
+                "{:.2} [{:.2}, {:.2}]",
+                r.mean_psnr(),
+                r.psnr_interval.lo,
+                r.psnr_interval.hi
+            ),
+            ssim = format!("{:.3}", r.mean_ssim()),
+            floor_psnr = format!("{:.2}", result.floor_psnr),
+            epochs = r.training.curve.len(),
+            best_epoch = r.training.best_epoch,
+            converged = r.training.converged,
+            seconds = format!("{:.1}", r.seconds),
+            "attack done"
+        );
+        if !r.training.converged {
+            tracing::warn!(
+                mode = r.mode.name(),
+                "the attacker hit attack.max_epochs = {} before its held-out PSNR converged: this privacy loss may be understated",
+                max_epochs
+            );
+        }
+    }
+}
+
+/// The audit's provenance: its settings and the digests of every file it read.
+fn provenance(run: &AttackRun) -> Result<Provenance, NnError> {
+    let mut prov = Provenance::new("attack", &run.manifest_label);
+    for input in [&run.images, &run.features, &run.selection] {
+        prov.add_input(input)?;
+    }
+    if let Some(f) = &run.full_features {
+        prov.add_input(f)?;
+    }
+    Ok(prov.with_params(&serde_json::json!({ "attack": run.params, "seed": run.seed })))
+}
+
+/// The rows of `split` of the features, with their images.
+fn aligned(
+    feats: &Dataset,
+    feats_path: &Path,
+    split: &str,
+    images: &Dataset,
+    images_path: &Path,
+    limit: Option<usize>,
+) -> Result<Aligned, NnError> {
+    let feature_len = feats.shape.iter().product::<usize>();
+    let image_len = images.shape.iter().product::<usize>();
+    audit::align(
+        feats.split(feats_path, split)?,
+        feature_len,
+        images.split(images_path, split)?,
+        image_len,
+        limit,
+    )
+    .map_err(|e| {
+        NnError::Input(format!(
+            "{}: `{split}` rows against {}: {e}",
+            feats_path.display(),
+            images_path.display()
+        ))
+    })
+}
+
+/// The attacker pool's all-channel features in the pretrained network's channel order, when a
+/// mode without the selection needs them.
+fn full_pool(
+    run: &AttackRun,
+    topo: &Topology,
+    shape: [usize; 3],
+    images: &Dataset,
+) -> Result<Option<Vec<f32>>, NnError> {
+    if run
+        .params
+        .modes
+        .iter()
+        .all(|m| *m == AttackMode::KnownSelection)
+    {
+        return Ok(None);
+    }
+    let path = run.full_features.as_ref().ok_or_else(|| {
+        NnError::Input(
+            "unknown-selection and matched-selection need --full-features (all channels at the cut)"
+                .into(),
+        )
+    })?;
+    let full = data::load_features(path, &["attacker"], run.classes)?;
+    let channels = full.shape[0];
+    if full.shape[1..] != shape[1..] || channels != topo.cut_channels as usize {
+        return Err(NnError::Input(format!(
+            "{}: shape {:?} is not the cut's {} channels of {}x{}",
+            path.display(),
+            full.shape,
+            topo.cut_channels,
+            shape[1],
+            shape[2]
+        )));
+    }
+    let full_x = aligned(
+        &full,
+        path,
+        "attacker",
+        images,
+        &run.images,
+        run.params.pool,
+    )?
+    .x;
+    // The attacker computes the cut's channels in the pretrained network's own order; the
+    // all-channel features on disk hold them in their selection's order, so undo it.
+    let Some(selection_path) = &run.full_selection else {
+        return Ok(Some(full_x));
+    };
+    let perm: Vec<usize> = privynet_core::topology::read_selection(selection_path)?
+        .into_iter()
+        .map(|v| v as usize)
+        .collect();
+    let hw = shape[1] * shape[2];
+    audit::natural_order(&full_x, channels, hw, &perm)
+        .map(Some)
+        .map_err(|e| NnError::Input(format!("{}: {e}", selection_path.display())))
+}

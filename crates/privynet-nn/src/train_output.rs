@@ -1,0 +1,228 @@
+//! The train stage's files besides the model: `cloud_config.json` (what the network was built
+//! and trained with), `train_metrics.arrow` (one row per epoch) and `train_summary.arrow` (one
+//! row for the run). The tables take their schemas from `schemas/` through
+//! [`ArtifactKind::batch`].
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray};
+
+use privynet_core::io::{write_artifact, write_bytes_atomic};
+use privynet_core::manifest::TrainParams;
+use privynet_core::{ArtifactKind, Provenance};
+
+use crate::NnError;
+use crate::train_report::{EpochMetrics, TrainReport};
+
+/// Rows of the three splits a run trained and scored on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SplitSizes {
+    pub train: usize,
+    pub val: usize,
+    pub test: usize,
+}
+
+/// Writes `cloud_config.json` into `output`: the input shape, the settings, the seed and the
+/// network's layout.
+pub fn write_config(
+    output: &Path,
+    shape: [usize; 3],
+    params: &TrainParams,
+    seed: u64,
+) -> Result<(), NnError> {
+    let config = serde_json::json!({
+        "input_shape": shape, "train": params, "seed": seed,
+        "layout": crate::cloud::layout(shape, params.width, params.depth),
+    });
+    let path = output.join("cloud_config.json");
+    let text = serde_json::to_string_pretty(&config).map_err(|e| NnError::save(&path, e))?;
+    write_bytes_atomic(&path, text.as_bytes())?;
+    Ok(())
+}
+
+/// Writes `train_metrics.arrow` and `train_summary.arrow` into `output`. The summary reports the
+/// last epoch on both splits: the model kept is the last epoch's, so no epoch is picked, least
+/// of all on the test split.
+pub fn write_tables(
+    output: &Path,
+    prov: &Provenance,
+    label: &str,
+    report: &TrainReport,
+    sizes: SplitSizes,
+) -> Result<(), NnError> {
+    let metrics = metrics_batch(&report.epochs)?;
+    write(
+        output,
+        "train_metrics.arrow",
+        ArtifactKind::TrainMetrics,
+        prov,
+        metrics,
+    )?;
+    let summary = summary_batch(label, report, sizes)?;
+    write(
+        output,
+        "train_summary.arrow",
+        ArtifactKind::TrainSummary,
+        prov,
+        summary,
+    )
+}
+
+fn write(
+    output: &Path,
+    name: &str,
+    kind: ArtifactKind,
+    prov: &Provenance,
+    batch: RecordBatch,
+) -> Result<(), NnError> {
+    let schema = batch.schema().as_ref().clone();
+    write_artifact(&output.join(name), kind, schema, prov, &[batch])?;
+    Ok(())
+}
+
+/// One row per epoch.
+pub fn metrics_batch(epochs: &[EpochMetrics]) -> Result<RecordBatch, NnError> {
+    let f64_array = |field: fn(&EpochMetrics) -> f64| -> ArrayRef {
+        Arc::new(Float64Array::from_iter_values(epochs.iter().map(field)))
+    };
+    let epoch = Int32Array::from_iter_values(epochs.iter().map(|m| m.epoch as i32));
+    Ok(ArtifactKind::TrainMetrics.batch(vec![
+        ("epoch", Arc::new(epoch)),
+        ("lr", f64_array(|m| m.lr)),
+        ("train_loss", f64_array(|m| m.train_loss)),
+        ("train_accuracy", f64_array(|m| m.train_accuracy)),
+        ("val_loss", f64_array(|m| m.val_loss)),
+        ("val_accuracy", f64_array(|m| m.val_accuracy)),
+        ("test_loss", f64_array(|m| m.test_loss)),
+        ("test_accuracy", f64_array(|m| m.test_accuracy)),
+        ("seconds", f64_array(|m| m.seconds)),
+    ])?)
+}
+
+/// The run's one row: the last epoch's accuracies, the split sizes and the speed.
+pub fn summary_batch(
+    label: &str,
+    report: &TrainReport,
+    sizes: SplitSizes,
+) -> Result<RecordBatch, NnError> {
+    let last = report
+        .epochs
+        .last()
+        .ok_or_else(|| NnError::Training("no epoch ran".into()))?;
+    let f64_value = |v: f64| -> ArrayRef { Arc::new(Float64Array::from(vec![v])) };
+    let i64_value = |v: usize| -> ArrayRef { Arc::new(Int64Array::from(vec![v as i64])) };
+    Ok(ArtifactKind::TrainSummary.batch(vec![
+        ("topology", Arc::new(StringArray::from(vec![label]))),
+        ("final_val_accuracy", f64_value(last.val_accuracy)),
+        ("final_test_accuracy", f64_value(last.test_accuracy)),
+        (
+            "epochs",
+            Arc::new(Int32Array::from(vec![report.epochs.len() as i32])),
+        ),
+        ("train_samples", i64_value(sizes.train)),
+        ("val_samples", i64_value(sizes.val)),
+        ("test_samples", i64_value(sizes.test)),
+        ("samples_per_second", f64_value(report.samples_per_second)),
+        ("seconds", f64_value(report.seconds)),
+    ])?)
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use privynet_core::column;
+
+    use super::*;
+
+    fn epoch(n: usize) -> EpochMetrics {
+        let v = n as f64;
+        EpochMetrics {
+            epoch: n,
+            lr: v / 10.0,
+            train_loss: v + 0.1,
+            train_accuracy: v + 0.2,
+            val_loss: v + 0.3,
+            val_accuracy: v + 0.4,
+            test_loss: v + 0.5,
+            test_accuracy: v + 0.6,
+            seconds: v + 0.7,
+        }
+    }
+
+    fn non_null(fields: &[(&str, DataType)]) -> Schema {
+        Schema::new(
+            fields
+                .iter()
+                .map(|(name, ty)| Field::new(*name, ty.clone(), false))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    #[test]
+    fn metrics_have_the_schema_the_stage_always_wrote() {
+        let b = metrics_batch(&[epoch(1), epoch(2)]).unwrap();
+        // The schema the binary spelled out by hand before the YAML schemas built it: the
+        // files stay byte for byte the same.
+        let f64 = DataType::Float64;
+        let expected = non_null(&[
+            ("epoch", DataType::Int32),
+            ("lr", f64.clone()),
+            ("train_loss", f64.clone()),
+            ("train_accuracy", f64.clone()),
+            ("val_loss", f64.clone()),
+            ("val_accuracy", f64.clone()),
+            ("test_loss", f64.clone()),
+            ("test_accuracy", f64.clone()),
+            ("seconds", f64),
+        ]);
+        assert_eq!(b.schema().as_ref(), &expected);
+        assert_eq!(b.num_rows(), 2);
+        let val_loss = column::<Float64Array>(&b, "val_loss", Path::new("metrics")).unwrap();
+        assert_eq!(
+            val_loss.values().as_ref(),
+            &[epoch(1).val_loss, epoch(2).val_loss]
+        );
+        assert!(b.columns().iter().all(|c| c.nulls().is_none()));
+    }
+
+    #[test]
+    fn the_summary_reports_the_last_epoch() {
+        let report = TrainReport {
+            epochs: vec![epoch(1), epoch(2)],
+            samples_per_second: 50.0,
+            seconds: 9.0,
+        };
+        let sizes = SplitSizes {
+            train: 10,
+            val: 3,
+            test: 4,
+        };
+        let b = summary_batch("fire3-d8", &report, sizes).unwrap();
+        let expected = non_null(&[
+            ("topology", DataType::Utf8),
+            ("final_val_accuracy", DataType::Float64),
+            ("final_test_accuracy", DataType::Float64),
+            ("epochs", DataType::Int32),
+            ("train_samples", DataType::Int64),
+            ("val_samples", DataType::Int64),
+            ("test_samples", DataType::Int64),
+            ("samples_per_second", DataType::Float64),
+            ("seconds", DataType::Float64),
+        ]);
+        assert_eq!(b.schema().as_ref(), &expected);
+        let path = Path::new("summary");
+        let f64_at = |name| column::<Float64Array>(&b, name, path).unwrap().value(0);
+        assert_eq!(f64_at("final_val_accuracy"), epoch(2).val_accuracy);
+        assert_eq!(f64_at("final_test_accuracy"), epoch(2).test_accuracy);
+        let val = column::<Int64Array>(&b, "val_samples", path).unwrap();
+        assert_eq!(val.value(0), 3);
+        let empty = TrainReport {
+            epochs: vec![],
+            ..report
+        };
+        let e = summary_batch("raw", &empty, sizes).unwrap_err();
+        assert_eq!(e.to_string(), "no epoch ran");
+    }
+}
