@@ -13,6 +13,8 @@
 #   make data [DATA_MIRROR=DIR]   CIFAR-10 and SqueezeNet 1.1 under data/, checksummed
 #   make ingest|slice|extract|train|baseline|attack|characterize|optimize   rerun one stage of MANIFEST (TOPOLOGY=fire3-d8 for one)
 #   make status                   what is stale in MANIFEST and why
+#   make slurm-up | slurm-down     a single-node Slurm cluster on loopback (installs slurm-wlm and munge
+#                                 from Debian as root); then `privynet run MANIFEST --executor slurm`
 #
 # Every target builds with the release profile, so tests, pipeline and bench share one build.
 
@@ -25,7 +27,7 @@ JOBS     ?=
 RUN_FLAGS := $(if $(TOPOLOGY),--topology $(TOPOLOGY)) $(if $(JOBS),-j $(JOBS))
 
 .PHONY: all build ort data pipeline pipeline-exhaustive pipeline-full smoke chaos fuzz status test lint \
-        fmt bench clean distclean ingest slice extract train baseline attack characterize optimize
+        fmt bench clean distclean slurm-up slurm-down ingest slice extract train baseline attack characterize optimize
 
 all: build
 
@@ -69,6 +71,12 @@ fuzz:
 # (tests/chaos.rs; make test runs 4 kills). PRIVYNET_CHAOS_KILLS, PRIVYNET_CHAOS_SEED to vary.
 chaos: build data
 	PRIVYNET_CHAOS_KILLS=$${PRIVYNET_CHAOS_KILLS:-30} $(CARGO) test --release --test chaos -- --nocapture
+
+slurm-up:
+	@scripts/slurm-up.sh
+
+slurm-down:
+	@scripts/slurm-down.sh
 
 status: build
 	$(BIN)/privynet status $(MANIFEST)

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod compare;
+
 /// The repository root: `PRIVYNET_ROOT` when set (a bench binary run on a copy of the project
 /// elsewhere), else the one this was built in.
 pub fn root() -> PathBuf {

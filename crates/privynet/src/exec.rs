@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::RunError;
-use crate::dag::Dag;
+use crate::dag::{Dag, Stage};
 use crate::lock::{LockFile, NodeRecord};
 
 /// Whether a node must run, and why.
@@ -132,17 +132,24 @@ fn event(out_dir: &Path, node: &str, kind: &str, detail: &str, seconds: Option<f
 /// The shell-ready command line of node `i`, for the user to rerun by hand.
 pub fn command_line(dag: &Dag, i: usize, bin_dir: &Path) -> String {
     let n = &dag.nodes[i];
-    let mut parts = vec![bin_dir.join(n.stage.binary()).display().to_string()];
-    parts.extend(n.args.iter().map(|a| {
-        if a.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=,:".contains(c))
-        {
-            a.clone()
-        } else {
-            format!("'{}'", a.replace('\'', "'\\''"))
-        }
-    }));
+    let mut parts = vec![shell_word(
+        &bin_dir.join(n.stage.binary()).display().to_string(),
+    )];
+    parts.extend(n.args.iter().map(|a| shell_word(a)));
     parts.join(" ")
+}
+
+/// `word` as one shell word: as it is when it is plain, else single-quoted.
+pub fn shell_word(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=,:".contains(c))
+    {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
 }
 
 /// A node the scheduler starts, for an [`Executor`] to run.
@@ -150,10 +157,16 @@ pub fn command_line(dag: &Dag, i: usize, bin_dir: &Path) -> String {
 pub struct Job {
     /// The node's index in the DAG.
     pub node: usize,
+    /// The node's id (`train/fire3-d8`) and stage, for names and per-stage resources.
+    pub id: String,
+    pub stage: Stage,
     pub binary: PathBuf,
     pub args: Vec<String>,
     /// Where the process's stdout and stderr go.
     pub log: PathBuf,
+    /// Started nodes this one must wait for (only given to an executor that
+    /// [queues dependencies](Executor::queues_dependencies)).
+    pub after: Vec<usize>,
 }
 
 /// A started node's process ended: after so many seconds of wall time, or with the reason it
@@ -162,6 +175,8 @@ pub struct Job {
 pub struct Finished {
     pub node: usize,
     pub result: Result<f64, String>,
+    /// The job never ran because a dependency did not succeed (a batch system cancelled it).
+    pub never_started: bool,
 }
 
 /// Runs the processes of the nodes the scheduler starts: the part of a run that differs
@@ -173,6 +188,12 @@ pub trait Executor {
     fn start(&mut self, job: Job);
     /// Blocks until one started job ends. Called only while some job is running.
     fn wait(&mut self) -> Finished;
+    /// Whether jobs may be started before the jobs they depend on have ended (a batch system
+    /// holding each until its dependencies succeed). The scheduler then starts every stale
+    /// node at once, with no limit of its own on how many run.
+    fn queues_dependencies(&self) -> bool {
+        false
+    }
 }
 
 /// Runs each node as a child process of the runner, waited for on a thread of its own.
@@ -205,6 +226,7 @@ impl Executor for LocalExecutor {
             let _ = sender.send(Finished {
                 node: job.node,
                 result,
+                never_started: false,
             });
         });
     }
@@ -298,45 +320,74 @@ struct Scheduler<'a> {
 impl Scheduler<'_> {
     /// Starts (or settles as skipped or blocked) every node that is ready, while there is room.
     fn start_ready(&mut self, executor: &mut dyn Executor) -> Result<(), RunError> {
-        for k in 0..self.considered.len() {
-            let i = self.considered[k];
-            if self.outcomes.contains_key(&i) || self.running.contains_key(&i) {
-                continue;
-            }
-            match self.readiness(i) {
-                Readiness::Waiting => continue,
-                Readiness::Blocked(by) => {
-                    self.block(i, by);
+        let queueing = executor.queues_dependencies();
+        // `considered` is in start-rank order, not dependency order: a queueing executor takes
+        // a node once its dependencies are started, so repeat until a pass starts nothing.
+        loop {
+            let settled = self.outcomes.len() + self.running.len();
+            for k in 0..self.considered.len() {
+                let i = self.considered[k];
+                if self.outcomes.contains_key(&i) || self.running.contains_key(&i) {
                     continue;
                 }
-                Readiness::Ready => {}
+                match self.readiness(i, queueing) {
+                    Readiness::Waiting => continue,
+                    Readiness::Blocked(by) => {
+                        self.block(i, by);
+                        continue;
+                    }
+                    Readiness::Ready => {}
+                }
+                if !queueing && self.running.len() >= self.opts.jobs.max(1) {
+                    continue;
+                }
+                self.start(i, executor)?;
             }
-            if self.running.len() >= self.opts.jobs.max(1) {
-                continue;
+            if !queueing || self.outcomes.len() + self.running.len() == settled {
+                return Ok(());
             }
-            self.start(i, executor)?;
         }
-        Ok(())
     }
 
-    fn readiness(&self, i: usize) -> Readiness {
+    fn readiness(&self, i: usize, queueing: bool) -> Readiness {
         let deps = &self.dag.nodes[i].deps;
-        let pending_dep = deps
-            .iter()
-            .any(|d| self.considered.contains(d) && !self.outcomes.contains_key(d));
+        // A queueing executor holds a job until the jobs it depends on succeed, so a started
+        // dependency is as good as an ended one.
+        let pending_dep = deps.iter().any(|d| {
+            self.considered.contains(d)
+                && !self.outcomes.contains_key(d)
+                && !(queueing && self.running.contains_key(d))
+        });
         if pending_dep {
             return Readiness::Waiting;
         }
-        let failed_dep = deps.iter().find(|d| {
+        match self.failed_dep(i) {
+            Some(by) => Readiness::Blocked(by),
+            None => Readiness::Ready,
+        }
+    }
+
+    /// The id of a dependency of node `i` still running (or else its first), for a job that
+    /// was cancelled because of it.
+    fn unfinished_dep(&self, i: usize) -> String {
+        let deps = &self.dag.nodes[i].deps;
+        let d = deps
+            .iter()
+            .find(|d| self.running.contains_key(d))
+            .or(deps.first());
+        d.map_or_else(|| "a dependency".into(), |&d| self.dag.nodes[d].id.clone())
+    }
+
+    /// The id of a dependency of node `i` that failed or was blocked, if any.
+    fn failed_dep(&self, i: usize) -> Option<String> {
+        let deps = &self.dag.nodes[i].deps;
+        let failed = deps.iter().find(|d| {
             matches!(
                 self.outcomes.get(d),
                 Some(Outcome::Failed { .. } | Outcome::Blocked { .. })
             )
-        });
-        match failed_dep {
-            Some(&d) => Readiness::Blocked(self.dag.nodes[d].id.clone()),
-            None => Readiness::Ready,
-        }
+        })?;
+        Some(self.dag.nodes[*failed].id.clone())
     }
 
     fn block(&mut self, i: usize, by: String) {
@@ -350,8 +401,17 @@ impl Scheduler<'_> {
     fn start(&mut self, i: usize, executor: &mut dyn Executor) -> Result<(), RunError> {
         let node = &self.dag.nodes[i];
         let bin = binary(&self.opts.bin_dir, node.stage.binary())?;
+        let after: Vec<usize> = node
+            .deps
+            .iter()
+            .copied()
+            .filter(|d| self.running.contains_key(d))
+            .collect();
         let decision = if self.opts.force.contains(&i) {
             Decision::Run("forced".into())
+        } else if let Some(&d) = after.first() {
+            // Queued behind a dependency that is still to run: its inputs will be rewritten.
+            Decision::Run(format!("after {}", self.dag.nodes[d].id))
         } else {
             decide(self.dag, &mut self.lock, i, &bin)?
         };
@@ -368,9 +428,12 @@ impl Scheduler<'_> {
                 let log = self.dag.out_dir.join("logs");
                 executor.start(Job {
                     node: i,
+                    id: node.id.clone(),
+                    stage: node.stage,
                     binary: bin,
                     args: node.args.clone(),
                     log: log.join(format!("{}.log", log_name(&node.id))),
+                    after,
                 });
                 self.running.insert(i, reason);
             }
@@ -387,6 +450,13 @@ impl Scheduler<'_> {
             .expect("a finished node should be running");
         let seconds = match finished.result {
             Ok(seconds) => seconds,
+            Err(_) if finished.never_started => {
+                // A queued job whose dependency failed is cancelled by the batch system, maybe
+                // before the scheduler has heard of that dependency's end: blocked, not broken.
+                let by = self.failed_dep(i).unwrap_or_else(|| self.unfinished_dep(i));
+                self.block(i, by);
+                return Ok(());
+            }
             Err(message) => {
                 self.fail(i, message, None);
                 let rerun = command_line(self.dag, i, &self.opts.bin_dir);

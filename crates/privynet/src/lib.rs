@@ -8,6 +8,7 @@ pub mod exec;
 pub mod lock;
 pub mod pipeline;
 pub mod show;
+pub mod slurm;
 
 /// Errors the runner reports before or while running.
 #[derive(Debug, thiserror::Error)]

@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use privynet::pipeline::{self, RunRequest};
+use privynet_core::manifest::ExecutorKind;
 
 /// PrivyNet-rs: privacy-preserving split training, one stage binary per step.
 #[derive(Debug, Parser)]
@@ -40,12 +41,19 @@ enum Cmd {
         /// divided among them as threads.
         #[arg(short, long)]
         jobs: Option<usize>,
+        /// Where the nodes run: `local` (default) or `slurm`, one batch job per node with
+        /// afterok dependencies (over the manifest's `executor.kind`).
+        #[arg(long)]
+        executor: Option<ExecutorKind>,
     },
     /// Show which nodes are stale and why, without running anything.
     Status {
         manifest: PathBuf,
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+        /// With `slurm`, also list the run's jobs still queued or running.
+        #[arg(long)]
+        executor: Option<ExecutorKind>,
     },
     /// Show an artifact's kind, schema, provenance and first rows.
     Show {
@@ -74,8 +82,12 @@ fn run(cli: Cli) -> Result<i32> {
             print!("{}", privynet::show::render(&path, rows)?);
             Ok(0)
         }
-        Cmd::Status { manifest, set } => {
-            pipeline::status(&manifest, &set)?;
+        Cmd::Status {
+            manifest,
+            set,
+            executor,
+        } => {
+            pipeline::status(&manifest, &set, executor)?;
             Ok(0)
         }
         Cmd::Run {
@@ -86,6 +98,7 @@ fn run(cli: Cli) -> Result<i32> {
             until,
             force,
             jobs,
+            executor,
         } => {
             let all_finished = pipeline::run(&RunRequest {
                 manifest,
@@ -95,6 +108,7 @@ fn run(cli: Cli) -> Result<i32> {
                 until,
                 force,
                 jobs,
+                executor,
             })?;
             Ok(if all_finished { 0 } else { 1 })
         }

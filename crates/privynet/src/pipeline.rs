@@ -5,10 +5,17 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use privynet_core::Manifest;
+use privynet_core::manifest::{ExecutorKind, ExecutorSpec};
+
 use crate::RunError;
 use crate::dag::{self, Dag, Stage};
 use crate::exec::{self, Decision, Outcome, RunOptions};
 use crate::lock::LockFile;
+use crate::slurm::SlurmExecutor;
 
 /// What `privynet run` was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -24,8 +31,10 @@ pub struct RunRequest {
     pub until: Option<String>,
     /// Run the selected nodes even when up to date (in the first pass).
     pub force: bool,
-    /// Nodes run at once; `None` for [`default_jobs`] of the cores.
+    /// Nodes run at once; `None` for [`default_jobs`] of the cores (local executor only).
     pub jobs: Option<usize>,
+    /// Where the nodes run, over the manifest's `executor.kind`.
+    pub executor: Option<ExecutorKind>,
 }
 
 /// Nodes run at once by default: one per core, at most 4. burn's CPU training scales poorly
@@ -102,6 +111,7 @@ pub fn run(request: &RunRequest) -> Result<bool, RunError> {
     let mut dag = plan(&request.manifest, &request.set)?;
     let whole = request.stage.is_none() && request.until.is_none();
     let (jobs, threads) = parallelism(request.jobs);
+    let executor = executor_of(request)?;
     println!(
         "pipeline {} -> {}",
         request.manifest.display(),
@@ -113,7 +123,14 @@ pub fn run(request: &RunRequest) -> Result<bool, RunError> {
     // with its measured values. The second pass rebuilds the DAG, which now holds the choice,
     // and skips everything already up to date.
     for pass in 0..3 {
-        let failed = run_pass(&dag, request, pass == 0, (jobs, threads), &mut outcomes)?;
+        let failed = run_pass(
+            &dag,
+            request,
+            pass == 0,
+            (jobs, threads),
+            &executor,
+            &mut outcomes,
+        )?;
         if !whole || failed {
             break;
         }
@@ -130,6 +147,36 @@ pub fn run(request: &RunRequest) -> Result<bool, RunError> {
         println!("\n{table}");
     }
     Ok(failed == 0)
+}
+
+/// Where a run's nodes run, resolved from the flag and the manifest.
+enum Executor {
+    Local,
+    /// The manifest's Slurm settings, and the flag the Ctrl-C handler sets.
+    Slurm(Box<privynet_core::manifest::SlurmSpec>, Arc<AtomicBool>),
+}
+
+/// The executor of a run: `--executor`, else the manifest's `executor.kind`. For Slurm, Ctrl-C
+/// cancels the submitted jobs (the executor sees the flag) and the run ends as failed.
+fn executor_of(request: &RunRequest) -> Result<Executor, RunError> {
+    let spec = executor_spec(&request.manifest, &request.set)?;
+    match request.executor.unwrap_or(spec.kind) {
+        ExecutorKind::Local => Ok(Executor::Local),
+        ExecutorKind::Slurm => {
+            let interrupted = Arc::new(AtomicBool::new(false));
+            let flag = interrupted.clone();
+            ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::SeqCst))
+                .map_err(|e| RunError::context("installing the Ctrl-C handler", e))?;
+            Ok(Executor::Slurm(Box::new(spec.slurm), interrupted))
+        }
+    }
+}
+
+/// The manifest's `executor` section.
+fn executor_spec(manifest: &Path, set: &[String]) -> Result<ExecutorSpec, RunError> {
+    let m = Manifest::load(manifest, set)
+        .map_err(|e| RunError::context(format!("planning {}", manifest.display()), e))?;
+    Ok(m.executor)
 }
 
 /// The nodes run at once (`jobs`, else [`default_jobs`] of the cores) and the threads each
@@ -151,6 +198,7 @@ fn run_pass(
     request: &RunRequest,
     first: bool,
     (jobs, threads): (usize, Option<usize>),
+    executor: &Executor,
     outcomes: &mut Outcomes,
 ) -> Result<bool, RunError> {
     let selected = select(
@@ -173,7 +221,19 @@ fn run_pass(
         threads,
         bin_dir: bin_dir()?,
     };
-    let ended = exec::run(dag, &opts)?;
+    let ended = match executor {
+        Executor::Local => exec::run(dag, &opts)?,
+        Executor::Slurm(spec, interrupted) => {
+            let set_threads = threads.is_some();
+            let mut slurm = SlurmExecutor::new(
+                (**spec).clone(),
+                &dag.out_dir,
+                set_threads,
+                interrupted.clone(),
+            )?;
+            exec::run_with(dag, &opts, &mut slurm)?
+        }
+    };
     let failed = ended.values().any(unfinished);
     for (i, outcome) in ended {
         let id = dag.nodes[i].id.clone();
@@ -238,9 +298,21 @@ fn print_summary(outcomes: &Outcomes, started: Instant) -> usize {
     failed
 }
 
-/// Prints, as `privynet status` does, whether each node is up to date or why it would run.
-pub fn status(manifest: &Path, set: &[String]) -> Result<(), RunError> {
+/// Prints, as `privynet status` does, whether each node is up to date or why it would run,
+/// and with Slurm the run's jobs still queued or running.
+pub fn status(
+    manifest: &Path,
+    set: &[String],
+    executor: Option<ExecutorKind>,
+) -> Result<(), RunError> {
     let dag = plan(manifest, set)?;
+    if executor.unwrap_or(executor_spec(manifest, set)?.kind) == ExecutorKind::Slurm {
+        let queue = crate::slurm::queue_lines(&dag.out_dir)?;
+        println!("{} Slurm jobs of this run in the queue", queue.len());
+        for line in queue {
+            println!("  {line}");
+        }
+    }
     let mut lock = LockFile::load(&dag.out_dir)?;
     let bins = bin_dir()?;
     let mut stale: HashSet<usize> = HashSet::new();

@@ -11,12 +11,14 @@ use crate::{CoreError, Result};
 
 #[cfg(feature = "cli")]
 mod args;
+mod executor;
 mod grid;
 mod overrides;
 mod validate;
 
 #[cfg(feature = "cli")]
 pub use args::ManifestArgs;
+pub use executor::{ExecutorKind, ExecutorSpec, SlurmResources, SlurmSpec};
 pub use grid::{grid_channels, sample_channels};
 pub use overrides::apply_override;
 pub use validate::{MAX_INPUT_SIZE, SPLITS, check_input_size};
@@ -48,6 +50,9 @@ pub struct Manifest {
     pub attack: AttackParams,
     #[serde(default)]
     pub optimize: OptimizeParams,
+    /// Where the runner runs the nodes (this machine or Slurm); not part of any cache key.
+    #[serde(default)]
+    pub executor: ExecutorSpec,
 }
 
 /// The seed used when neither the manifest nor a `--seed` flag sets one.
