@@ -219,18 +219,7 @@ fn print_outcome(plan: &Plan) {
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory;
-
     use super::*;
-
-    #[test]
-    fn help_says_what_the_binary_does() {
-        let help = Args::command().render_long_help().to_string();
-        assert!(help.contains("Chooses the local topology"), "{help}");
-        assert!(help.contains("decision.arrow"), "{help}");
-        let short = Args::command().render_help().to_string();
-        assert!(short.contains("best validation accuracy"), "{short}");
-    }
 
     #[test]
     fn flags_override_the_grid_and_the_limits() {

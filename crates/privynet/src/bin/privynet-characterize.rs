@@ -43,17 +43,3 @@ fn run(args: Args) -> Result<()> {
     println!("{}", args.output.display());
     Ok(())
 }
-
-#[cfg(test)]
-mod tests {
-    use clap::CommandFactory;
-
-    #[test]
-    fn help_says_what_it_does() {
-        let about = super::Args::command().get_about().unwrap().to_string();
-        assert!(
-            about.starts_with("Gather each evaluated topology's"),
-            "{about}"
-        );
-    }
-}
