@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Puts CIFAR-10 and SqueezeNet 1.1 under data/ (git-ignored), verified by checksum.
+# Puts CIFAR-10, SqueezeNet 1.1 and (from a mirror) EfficientNet-Lite0 under data/ (git-ignored),
+# verified by checksum.
 #
 # With DATA_MIRROR=DIR (a folder laid out like data/: cifar-10/..., models/...), it verifies the
 # mirror's files against data/checksums.sha256 and links them into data/ (nothing is copied).
@@ -83,3 +84,6 @@ model="$data/models/squeezenet1.1_fp16_opset7.onnx"
 fetch "https://raw.githubusercontent.com/microsoft/Windows-Machine-Learning/044757481c274e4749f5c192962168520807b4cc/SharedContent/models/SqueezeNet_fp16.onnx" "$model"
 verify "$model" "$(grep 'squeezenet1.1_fp16_opset7.onnx' "$sums" | cut -d' ' -f1)" || { rm -f "$model"; exit 1; }
 echo "data: official CIFAR-10 and SqueezeNet 1.1 fetched and verified under data/" >&2
+if [[ ! -e "$data/models/efficientnet-lite0_fp32_opset17.onnx" ]]; then
+  echo "note: EfficientNet-Lite0 has no official ONNX file; its tests and pipeline need a mirror that holds models/efficientnet-lite0_fp32_opset17.onnx (how it was exported: data/README.md)" >&2
+fi

@@ -2,13 +2,18 @@
 //! point with its (C, H, W) and the cumulative local cost of computing it (multiply-accumulates,
 //! parameters, weight bytes). An op it does not know stops the inference with an error naming
 //! the op, rather than a wrong number.
+//!
+//! Activations (tensors computed from the image input) are tracked without their batch
+//! dimension; constants keep their full dims, and small integer constants their values, so
+//! `Pad` reads its folded pads and PyTorch's flatten (`Shape -> Gather -> Unsqueeze -> Concat ->
+//! Reshape`) is followed with the batch size as an unknown. Only activations are cut points.
 
 use std::collections::{HashMap, HashSet};
 
 use onnx_protobuf::{AttributeProto, NodeProto};
 
-use crate::SliceError;
 use crate::model::Model;
+use crate::{SliceError, fold};
 
 /// One candidate cut point.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -162,10 +167,23 @@ struct NodeCost {
     bytes: i64,
 }
 
-/// What shape inference learned about a graph's prefix: every tensor's shape (without the batch
-/// dimension), which node produced it, each node's own cost, and where inference stopped.
+/// What inference knows about one tensor.
+#[derive(Debug, Clone)]
+struct Tensor {
+    /// An activation's shape without the batch dimension; a constant's full dims.
+    shape: Vec<i64>,
+    /// Computed from the image input: an activation, whose first (batch) dimension `shape`
+    /// leaves out. Anything else is a constant (weights, or a shape computed with `Shape`).
+    act: bool,
+    /// The values of a small integer constant where known; `None` for an element that depends
+    /// on the batch size (the `Shape` of an activation).
+    ints: Option<Vec<Option<i64>>>,
+}
+
+/// What shape inference learned about a graph's prefix: every tensor, which node produced it,
+/// each node's own cost, and where inference stopped.
 struct Inferred<'g> {
-    shapes: HashMap<String, Vec<i64>>,
+    tensors: HashMap<String, Tensor>,
     producer: HashMap<&'g str, usize>,
     costs: Vec<NodeCost>,
     /// Nodes analysed, from the start of the graph.
@@ -189,6 +207,32 @@ pub fn analyze(model: &Model, input_size: i64) -> Result<Analysis, SliceError> {
     })
 }
 
+/// Integer constants up to this many elements have their values read (shapes, pads, axes).
+const MAX_INT_VALUES: i64 = 4096;
+
+/// The values of a small integer initializer.
+fn int_values(t: &onnx_protobuf::TensorProto) -> Option<Vec<Option<i64>>> {
+    let n = t
+        .dims
+        .iter()
+        .try_fold(1i64, |p, &d| if d < 0 { None } else { p.checked_mul(d) })?;
+    if n > MAX_INT_VALUES {
+        return None;
+    }
+    let c = fold::decode(t).ok()??;
+    Some(c.ints()?.iter().map(|&v| Some(v)).collect())
+}
+
+/// Whether input `k` of an `op` node holds weights: bounds, pads, shapes and ratios passed as
+/// inputs are settings, not parameters.
+fn is_weight_input(op: &str, k: usize) -> bool {
+    match op {
+        "Clip" | "Pad" | "Dropout" | "Reshape" | "Slice" | "Unsqueeze" | "Squeeze" | "Resize"
+        | "Upsample" | "Expand" | "Tile" => k == 0,
+        _ => true,
+    }
+}
+
 /// Runs shape and cost inference node by node until the end of the graph or the first op it
 /// does not know.
 fn infer<'g>(
@@ -201,7 +245,47 @@ fn infer<'g>(
         .iter()
         .map(|t| (t.name.as_str(), t))
         .collect();
-    let mut shapes: HashMap<String, Vec<i64>> = HashMap::new();
+    let mut inferred = Inferred {
+        tensors: known_tensors(model, graph, &inits, input_size),
+        producer: HashMap::new(),
+        costs: Vec::with_capacity(graph.node.len()),
+        analysed: 0,
+        stopped_at: None,
+    };
+    for (i, n) in graph.node.iter().enumerate() {
+        let inputs = Inputs {
+            n,
+            tensors: &inferred.tensors,
+        };
+        let Some(out) = node_output(n, &inputs)? else {
+            inferred.stopped_at = Some((node_label(n), n.op_type.clone()));
+            break;
+        };
+        inferred.costs.push(node_cost(model, &inits, n, out.macs));
+        // Dropout's optional mask output is not an activation; only the first output counts.
+        for o in &n.output {
+            let t = Tensor {
+                shape: out.shape.clone(),
+                act: out.act,
+                ints: out.ints.clone(),
+            };
+            inferred.tensors.insert(o.clone(), t);
+            inferred.producer.insert(o.as_str(), i);
+        }
+        inferred.analysed = i + 1;
+    }
+    Ok(inferred)
+}
+
+/// What inference knows before the first node: every initializer, as a constant, and the image
+/// input, an activation of `input_size` squares with the channels the graph gives it (else 3).
+fn known_tensors(
+    model: &Model,
+    graph: &onnx_protobuf::GraphProto,
+    inits: &HashMap<&str, &onnx_protobuf::TensorProto>,
+    input_size: i64,
+) -> HashMap<String, Tensor> {
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
     let channels_in = graph
         .input
         .iter()
@@ -209,92 +293,443 @@ fn infer<'g>(
         .and_then(crate::model::dims)
         .and_then(|d| d.get(1).copied().flatten())
         .unwrap_or(3);
-    shapes.insert(
+    for (name, t) in inits {
+        let ints = if fold::is_float_type(t.data_type) {
+            None
+        } else {
+            int_values(t)
+        };
+        let shape = t.dims.clone();
+        let tensor = Tensor {
+            shape,
+            act: false,
+            ints,
+        };
+        tensors.insert((*name).to_string(), tensor);
+    }
+    tensors.insert(
         model.input.clone(),
-        vec![channels_in, input_size, input_size],
+        Tensor {
+            shape: vec![channels_in, input_size, input_size],
+            act: true,
+            ints: None,
+        },
     );
-    for (name, t) in &inits {
-        shapes.insert((*name).to_string(), t.dims.clone());
-    }
-    let mut inferred = Inferred {
-        shapes,
-        producer: HashMap::new(),
-        costs: Vec::with_capacity(graph.node.len()),
-        analysed: 0,
-        stopped_at: None,
-    };
-    for (i, n) in graph.node.iter().enumerate() {
-        let input_shape = |k: usize| -> Result<Vec<i64>, SliceError> {
-            let name = n
-                .input
-                .get(k)
-                .ok_or_else(|| op_err(n, format!("missing input {k}")))?;
-            inferred
-                .shapes
-                .get(name)
-                .cloned()
-                .ok_or_else(|| op_err(n, format!("the shape of input `{name}` is unknown")))
-        };
-        let Some((out, macs)) = node_output(n, &input_shape)? else {
-            inferred.stopped_at = Some((node_label(n), n.op_type.clone()));
-            break;
-        };
-        let mut cost = NodeCost {
-            macs,
-            ..NodeCost::default()
-        };
-        for inp in &n.input {
-            if let Some(t) = inits.get(inp.as_str()) {
-                cost.params += t.dims.iter().product::<i64>();
-                cost.bytes += *model.stored_bytes.get(inp).unwrap_or(&0) as i64;
-            }
-        }
-        inferred.costs.push(cost);
-        for o in &n.output {
-            inferred.shapes.insert(o.clone(), out.clone());
-            inferred.producer.insert(o.as_str(), i);
-        }
-        // Dropout's optional mask output is not an activation; only the first output counts.
-        inferred.analysed = i + 1;
-    }
-    Ok(inferred)
+    tensors
 }
 
-/// A node's output shape (without the batch dimension) and its multiply-accumulates, from the
-/// shapes of its inputs; `None` for an op the inference does not know.
-fn node_output(
+/// Node `n`'s own cost: its `macs`, and the parameters and stored bytes of the float
+/// initializers it reads as weights.
+fn node_cost(
+    model: &Model,
+    inits: &HashMap<&str, &onnx_protobuf::TensorProto>,
     n: &NodeProto,
-    input_shape: &dyn Fn(usize) -> Result<Vec<i64>, SliceError>,
-) -> Result<Option<(Vec<i64>, i64)>, SliceError> {
-    let no_macs = |shape: Vec<i64>| Some((shape, 0));
+    macs: i64,
+) -> NodeCost {
+    let mut cost = NodeCost {
+        macs,
+        ..NodeCost::default()
+    };
+    for (k, inp) in n.input.iter().enumerate() {
+        if let Some(t) = inits.get(inp.as_str())
+            && fold::is_float_type(t.data_type)
+            && is_weight_input(&n.op_type, k)
+        {
+            cost.params += t.dims.iter().product::<i64>();
+            cost.bytes += *model.stored_bytes.get(inp).unwrap_or(&0) as i64;
+        }
+    }
+    cost
+}
+
+/// A node's inputs as inference knows them.
+struct Inputs<'a> {
+    n: &'a NodeProto,
+    tensors: &'a HashMap<String, Tensor>,
+}
+
+impl Inputs<'_> {
+    /// Whether optional input `k` is given.
+    fn present(&self, k: usize) -> bool {
+        self.n.input.get(k).is_some_and(|s| !s.is_empty())
+    }
+
+    fn get(&self, k: usize) -> Result<&Tensor, SliceError> {
+        let n = self.n;
+        let name = n
+            .input
+            .get(k)
+            .ok_or_else(|| op_err(n, format!("missing input {k}")))?;
+        self.tensors
+            .get(name)
+            .ok_or_else(|| op_err(n, format!("the shape of input `{name}` is unknown")))
+    }
+
+    fn shape(&self, k: usize) -> Result<Vec<i64>, SliceError> {
+        self.get(k).map(|t| t.shape.clone())
+    }
+
+    /// Whether any given input is an activation.
+    fn any_act(&self) -> Result<bool, SliceError> {
+        let mut any = false;
+        for k in (0..self.n.input.len()).filter(|&k| self.present(k)) {
+            any |= self.get(k)?.act;
+        }
+        Ok(any)
+    }
+}
+
+/// A node's output as inference computed it.
+struct Out {
+    shape: Vec<i64>,
+    macs: i64,
+    act: bool,
+    ints: Option<Vec<Option<i64>>>,
+}
+
+impl Out {
+    fn like(input: &Tensor, shape: Vec<i64>, macs: i64) -> Out {
+        Out {
+            shape,
+            macs,
+            act: input.act,
+            ints: None,
+        }
+    }
+}
+
+/// A node's output shape (without the batch dimension for an activation) and its
+/// multiply-accumulates, from its inputs; `None` for an op the inference does not know.
+fn node_output(n: &NodeProto, x: &Inputs<'_>) -> Result<Option<Out>, SliceError> {
+    let input_shape = |k: usize| x.shape(k);
     Ok(match n.op_type.as_str() {
-        "Conv" => Some(conv_output(n, &input_shape(0)?, &input_shape(1)?)?),
-        "MaxPool" | "AveragePool" => no_macs(pool_output(n, &input_shape(0)?)?),
+        "Conv" => {
+            let (shape, macs) = conv_output(n, &x.shape(0)?, &x.shape(1)?)?;
+            Some(Out::like(x.get(0)?, shape, macs))
+        }
+        "MaxPool" | "AveragePool" => Some(Out::like(x.get(0)?, pool_output(n, &x.shape(0)?)?, 0)),
         "GlobalAveragePool" | "GlobalMaxPool" => {
-            let x = input_shape(0)?;
-            if x.len() != 3 {
+            let s = x.shape(0)?;
+            if s.len() != 3 {
                 return Err(op_err(n, "only 2-D pooling over NCHW is supported"));
             }
-            no_macs(vec![x[0], 1, 1])
+            Some(Out::like(x.get(0)?, vec![s[0], 1, 1], 0))
         }
-        "Relu" | "LeakyRelu" | "Sigmoid" | "Clip" | "Dropout" | "Identity"
-        | "BatchNormalization" | "Softmax" | "Tanh" => no_macs(input_shape(0)?),
-        "Add" | "Sum" | "Mul" | "Max" => {
-            // Activations broadcast against per-channel constants: the larger shape wins.
-            let mut best = Vec::new();
-            for k in 0..n.input.len() {
-                let s = input_shape(k)?;
-                if s.len() > best.len() {
-                    best = s;
-                }
-            }
-            no_macs(best)
+        "Relu" | "LeakyRelu" | "Sigmoid" | "HardSigmoid" | "HardSwish" | "Clip" | "Dropout"
+        | "BatchNormalization" | "Softmax" | "Tanh" => Some(Out::like(x.get(0)?, x.shape(0)?, 0)),
+        "Add" | "Sub" | "Mul" | "Div" | "Sum" | "Max" | "Min" => Some(broadcast_output(n, x)?),
+        "Shape" => Some(shape_value(n, x.get(0)?)),
+        "Gather" | "Unsqueeze" | "Squeeze" | "Concat" | "Identity" | "Slice" | "Reshape"
+        | "Cast"
+            if !x.any_act()? =>
+        {
+            int_value(n, x)?
         }
-        "Concat" => no_macs(concat_output(n, input_shape)?),
-        "Flatten" => no_macs(vec![input_shape(0)?.iter().product()]),
-        "Gemm" => Some(gemm_output(n, &input_shape(0)?, &input_shape(1)?)?),
+        "Identity" => Some(Out::like(x.get(0)?, x.shape(0)?, 0)),
+        "Concat" => Some(Out::like(x.get(0)?, concat_output(n, &input_shape)?, 0)),
+        "Reshape" => reshape_output(n, x)?,
+        "Flatten" => Some(Out::like(x.get(0)?, vec![x.shape(0)?.iter().product()], 0)),
+        "Pad" => Some(pad_output(n, x)?),
+        "Gemm" => {
+            let (shape, macs) = gemm_output(n, &x.shape(0)?, &x.shape(1)?)?;
+            Some(Out::like(x.get(0)?, shape, macs))
+        }
         _ => None,
     })
+}
+
+/// Marks the batch dimension when an activation's shape is broadcast with constants' dims.
+const BATCH: i64 = i64::MIN;
+
+/// Dims with the batch dimension shown as `N`.
+fn show_dims(dims: &[i64]) -> String {
+    let d: Vec<String> = dims
+        .iter()
+        .map(|&d| {
+            if d == BATCH {
+                "N".into()
+            } else {
+                d.to_string()
+            }
+        })
+        .collect();
+    format!("[{}]", d.join(", "))
+}
+
+/// Elementwise ops broadcast as numpy does: an activation against per-channel constants
+/// (`[C, H, W] + [C, 1, 1]`), or two activations (a residual `Add`; squeeze-excitation's
+/// `[C, H, W] * [C, 1, 1]`). Broadcasting over the batch dimension is refused.
+fn broadcast_output(n: &NodeProto, x: &Inputs<'_>) -> Result<Out, SliceError> {
+    let mut full: Option<Vec<i64>> = None;
+    let mut act = false;
+    for k in (0..n.input.len()).filter(|&k| x.present(k)) {
+        let t = x.get(k)?;
+        if t.shape.iter().any(|&d| d < 0) {
+            return Err(op_err(n, format!("input {k} has shape {:?}", t.shape)));
+        }
+        let s: Vec<i64> = if t.act {
+            std::iter::once(BATCH)
+                .chain(t.shape.iter().copied())
+                .collect()
+        } else {
+            t.shape.clone()
+        };
+        act |= t.act;
+        full = Some(match full {
+            None => s,
+            Some(f) => fold::broadcast(&f, &s).ok_or_else(|| {
+                op_err(
+                    n,
+                    format!(
+                        "shapes {} and {} do not broadcast",
+                        show_dims(&f),
+                        show_dims(&s)
+                    ),
+                )
+            })?,
+        });
+    }
+    let full = full.ok_or_else(|| op_err(n, "no inputs"))?;
+    let shape = if act {
+        if full.first() != Some(&BATCH) {
+            return Err(op_err(
+                n,
+                format!(
+                    "broadcasts an activation to {}, across its batch dimension N",
+                    show_dims(&full)
+                ),
+            ));
+        }
+        full[1..].to_vec()
+    } else {
+        full
+    };
+    Ok(Out {
+        shape,
+        macs: 0,
+        act,
+        ints: None,
+    })
+}
+
+/// `Shape`: for an activation, its values are the batch size (unknown) and the known dims.
+fn shape_value(n: &NodeProto, t: &Tensor) -> Out {
+    let full: Vec<Option<i64>> = if t.act {
+        std::iter::once(None)
+            .chain(t.shape.iter().map(|&d| Some(d)))
+            .collect()
+    } else {
+        t.shape.iter().map(|&d| Some(d)).collect()
+    };
+    let r = full.len() as i64;
+    let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
+    let start = clamp(attr(n, "start").map_or(0, |a| a.i));
+    let end = clamp(attr(n, "end").map_or(r, |a| a.i)).max(start);
+    let v = full[start..end].to_vec();
+    Out {
+        shape: vec![v.len() as i64],
+        macs: 0,
+        act: false,
+        ints: Some(v),
+    }
+}
+
+/// Stands for the unknown batch size while the folder's data movement runs on shape values.
+const UNKNOWN: i64 = i64::MIN + 0x5eed;
+
+/// Data movement on integer constants computed from shapes (`Shape -> Gather -> Unsqueeze ->
+/// Concat` builds PyTorch's flatten target): evaluated with the folder, the batch size carried
+/// through as an unknown. `None` (the listing stops) where a value it needs is unknown.
+fn int_value(n: &NodeProto, x: &Inputs<'_>) -> Result<Option<Out>, SliceError> {
+    let mut consts: Vec<Option<fold::Const>> = Vec::new();
+    for k in 0..n.input.len() {
+        if !x.present(k) {
+            consts.push(None);
+            continue;
+        }
+        let t = x.get(k)?;
+        let Some(ints) = &t.ints else {
+            return Ok(None);
+        };
+        // Only the data may hold the unknown batch size: an unknown position, axis or shape
+        // would be read as a number.
+        if ints.iter().any(Option::is_none) && (k > 0 && n.op_type != "Concat") {
+            return Ok(None);
+        }
+        if t.shape.iter().product::<i64>() != ints.len() as i64 {
+            return Err(op_err(n, format!("input {k} of shape {:?}", t.shape)));
+        }
+        consts.push(Some(fold::Const {
+            dtype: onnx_protobuf::tensor_proto::DataType::INT64,
+            dims: t.shape.clone(),
+            data: fold::Data::Int(ints.iter().map(|v| v.unwrap_or(UNKNOWN)).collect()),
+        }));
+    }
+    if n.op_type == "Cast" && int(n, "to", 0) != onnx_protobuf::tensor_proto::DataType::INT64 as i64
+    {
+        return Ok(None);
+    }
+    let refs: Vec<Option<&fold::Const>> = consts.iter().map(Option::as_ref).collect();
+    let Some(c) = fold::eval(n, &refs).map_err(|e| op_err(n, e))? else {
+        return Ok(None);
+    };
+    let ints = c
+        .ints()
+        .map(|v| v.iter().map(|&i| (i != UNKNOWN).then_some(i)).collect());
+    Ok(Some(Out {
+        shape: c.dims,
+        macs: 0,
+        act: false,
+        ints,
+    }))
+}
+
+/// `Reshape` of an activation to a target whose first value keeps the batch (the batch size
+/// from `Shape`, or `0`), or is `-1` while the rest holds one image's elements: PyTorch's
+/// `x.view(x.size(0), -1)` and `x.view(-1, k)`. `None` (the listing stops) for a target the
+/// inference cannot read or that fixes the batch size.
+fn reshape_output(n: &NodeProto, x: &Inputs<'_>) -> Result<Option<Out>, SliceError> {
+    let data = x.get(0)?;
+    let Some(target) = &x.get(1)?.ints else {
+        return Ok(None);
+    };
+    let allowzero = int(n, "allowzero", 0) != 0;
+    let (keeps_batch, rest) = match target.split_first() {
+        Some((None, rest)) => (true, rest),
+        Some((Some(0), rest)) if !allowzero => (true, rest),
+        Some((Some(-1), rest)) => (false, rest),
+        _ => return Ok(None),
+    };
+    let Some(rest) = rest.iter().copied().collect::<Option<Vec<i64>>>() else {
+        return Ok(None);
+    };
+    if !keeps_batch && rest.contains(&-1) {
+        return Ok(None);
+    }
+    // Position j of `rest` is position j + 1 of the target, so its `0` copies `data.shape[j]`.
+    let shape = fold::reshape_dims(&data.shape, &rest, allowzero).map_err(|e| {
+        if keeps_batch {
+            op_err(n, e)
+        } else {
+            op_err(
+                n,
+                format!("{e}: the target's -1 would not be the batch size"),
+            )
+        }
+    })?;
+    Ok(Some(Out::like(data, shape, 0)))
+}
+
+/// `Pad` of an activation's spatial axes, with pads from a constant input (opset 11 on) or the
+/// `pads` attribute (before), and the optional `axes` input of opset 18. Padding the batch or
+/// channel axis is refused.
+fn pad_output(n: &NodeProto, x: &Inputs<'_>) -> Result<Out, SliceError> {
+    let data = x.get(0)?;
+    if !data.act || data.shape.len() != 3 {
+        return Err(op_err(n, "only padding of NCHW activations is supported"));
+    }
+    let mode = attr(n, "mode")
+        .map(|a| String::from_utf8_lossy(&a.s).into_owned())
+        .unwrap_or_else(|| "constant".into());
+    if !["constant", "reflect", "edge"].contains(&mode.as_str()) {
+        return Err(op_err(n, format!("padding mode `{mode}` is not supported")));
+    }
+    let pads = if x.present(1) {
+        constant_ints(n, x, 1, "pads")?
+    } else {
+        ints(n, "pads")
+            .or_else(|| ints(n, "paddings"))
+            .ok_or_else(|| op_err(n, "no pads"))?
+    };
+    let axes = pad_axes(n, x)?;
+    let (begin, end) = spatial_pads(n, &pads, &axes)?;
+    let h = data.shape[1] + begin[2] + end[2];
+    let w = data.shape[2] + begin[3] + end[3];
+    if h < 1 || w < 1 {
+        return Err(op_err(
+            n,
+            format!(
+                "pads {pads:?} leave a {h}x{w} map of a {:?} input",
+                data.shape
+            ),
+        ));
+    }
+    Ok(Out::like(data, vec![data.shape[0], h, w], 0))
+}
+
+/// The values of input `k` (the node's `what`), which must be a constant the inference read.
+fn constant_ints(
+    n: &NodeProto,
+    x: &Inputs<'_>,
+    k: usize,
+    what: &str,
+) -> Result<Vec<i64>, SliceError> {
+    x.get(k)?
+        .ints
+        .as_ref()
+        .and_then(|v| v.iter().copied().collect::<Option<Vec<i64>>>())
+        .ok_or_else(|| {
+            op_err(
+                n,
+                format!(
+                    "the {what} `{}` are not a constant the inference can read",
+                    n.input[k]
+                ),
+            )
+        })
+}
+
+/// The NCHW axes a `Pad` node's pads apply to: its `axes` input, else all four.
+fn pad_axes(n: &NodeProto, x: &Inputs<'_>) -> Result<Vec<usize>, SliceError> {
+    if !x.present(3) {
+        return Ok((0..4).collect());
+    }
+    constant_ints(n, x, 3, "axes")?
+        .iter()
+        .map(|&a| {
+            let v = if a < 0 { a + 4 } else { a };
+            usize::try_from(v)
+                .ok()
+                .filter(|&v| v < 4)
+                .ok_or_else(|| op_err(n, format!("axis {a} of a rank-4 input")))
+        })
+        .collect()
+}
+
+/// The padding at the start and at the end of each NCHW axis, from `pads` (all starts, then all
+/// ends) over `axes`; refused unless only the two spatial axes are padded, within bounds.
+fn spatial_pads(
+    n: &NodeProto,
+    pads: &[i64],
+    axes: &[usize],
+) -> Result<([i64; 4], [i64; 4]), SliceError> {
+    if pads.len() != 2 * axes.len() {
+        return Err(op_err(
+            n,
+            format!("{} pads for {} axes", pads.len(), axes.len()),
+        ));
+    }
+    if let Some(bad) = pads.iter().find(|p| p.abs() > MAX_WINDOW) {
+        return Err(op_err(
+            n,
+            format!("a pad of {bad}, expected -{MAX_WINDOW} to {MAX_WINDOW}"),
+        ));
+    }
+    let (mut begin, mut end) = ([0i64; 4], [0i64; 4]);
+    for (i, &a) in axes.iter().enumerate() {
+        begin[a] += pads[i];
+        end[a] += pads[i + axes.len()];
+    }
+    if begin[..2].iter().chain(&end[..2]).any(|&p| p != 0) {
+        return Err(op_err(
+            n,
+            format!(
+                "pads {pads:?} pad the batch or channel axis; only the two spatial axes may be \
+                 padded"
+            ),
+        ));
+    }
+    Ok((begin, end))
 }
 
 /// A 2-D convolution's output shape and multiply-accumulates, from its input `x` (CHW) and
@@ -307,6 +742,9 @@ fn conv_output(n: &NodeProto, x: &[i64], w: &[i64]) -> Result<(Vec<i64>, i64), S
         return Err(op_err(n, format!("weights of shape {w:?}")));
     }
     let group = int(n, "group", 1);
+    if group < 1 {
+        return Err(op_err(n, format!("group {group}")));
+    }
     let [wh, ww] = window_attrs(n, Some([w[2], w[3]]))?;
     if w[1].saturating_mul(group) != x[0] {
         return Err(op_err(
@@ -316,6 +754,14 @@ fn conv_output(n: &NodeProto, x: &[i64], w: &[i64]) -> Result<(Vec<i64>, i64), S
                 w[1] * group,
                 x[0]
             ),
+        ));
+    }
+    // Grouped and depthwise convolutions: each output channel reads `w[1]` = C_in / group
+    // input channels.
+    if w[0] % group != 0 {
+        return Err(op_err(
+            n,
+            format!("{} output channels do not split into {group} groups", w[0]),
         ));
     }
     let h = window_out(n, x[1], wh, false)?;
@@ -372,6 +818,9 @@ fn concat_output(
 /// A fully connected layer's output shape and multiply-accumulates, from its input `a` and
 /// weights `b`.
 fn gemm_output(n: &NodeProto, a: &[i64], b: &[i64]) -> Result<(Vec<i64>, i64), SliceError> {
+    if b.len() != 2 {
+        return Err(op_err(n, format!("weights of shape {b:?}, expected 2-D")));
+    }
     let trans_b = int(n, "transB", 0) == 1;
     let (k, m) = if trans_b { (b[1], b[0]) } else { (b[0], b[1]) };
     if a.iter().product::<i64>() != k {
@@ -396,10 +845,11 @@ fn cut_points(graph: &onnx_protobuf::GraphProto, inferred: &Inferred<'_>) -> Vec
         let Some(name) = n.output.first() else {
             continue;
         };
-        let shape = &inferred.shapes[name];
-        if shape.len() != 3 {
+        let t = &inferred.tensors[name];
+        if !t.act || t.shape.len() != 3 {
             continue;
         }
+        let shape = &t.shape;
         // Cumulative cost over the ancestors of this tensor, not a graph-order prefix, so
         // branches that the cut does not need are not charged.
         let needed = ancestors(&graph.node, &inferred.producer, name);
@@ -443,32 +893,100 @@ pub fn ancestors(
     needed
 }
 
-/// Friendly layer names: the stem of a tensor name (the part before the first `/`, else the
-/// name without a trailing `_<digits>`), given to the last tensor of each stem in graph order.
-/// SqueezeNet's `conv1_1`, `conv1_2` become `conv1` at `conv1_2` (after the ReLU), and
-/// `fire2/...` becomes `fire2` at `fire2/concat_1`.
+/// Friendly layer names: the stem of each tensor name, given to the last tensor of each stem in
+/// graph order.
+///
+/// For names without a leading `/` the stem is the part before the first `/`, else the name
+/// without a trailing `_<digits>`: SqueezeNet's `conv1_1`, `conv1_2` become `conv1` at
+/// `conv1_2` (after the ReLU), and `fire2/...` becomes `fire2` at `fire2/concat_1`.
+///
+/// PyTorch names a tensor by its module path and op, `/_blocks.3/_depthwise_conv/Conv_output_0`
+/// or `/layer1/layer1.1/relu_1/Relu_output_0`. Its stem is the deepest module of the form
+/// `<name>.<index>` whose name no other module path shares (`blocks.3`, `layer1.1`; a ResNet's
+/// `downsample.0` is in every stage, so its tensors belong to `layer2.0`), without leading
+/// underscores; a path without such a module takes its first module (`/_conv_stem/Conv_output_0`
+/// is `conv_stem`). So the last tensor of each block, its output, is named after the block.
 pub fn friendly_names(nodes: &[NodeProto]) -> HashMap<&str, String> {
-    fn stem(name: &str) -> &str {
-        if let Some((head, _)) = name.split_once('/') {
-            return head;
-        }
-        match name.rsplit_once('_') {
-            Some((head, tail)) if !tail.is_empty() && tail.bytes().all(|b| b.is_ascii_digit()) => {
-                head
+    let outputs: Vec<&str> = nodes
+        .iter()
+        .filter_map(|n| n.output.first())
+        .map(String::as_str)
+        .collect();
+    // Every module path that each indexed module name appears at.
+    let mut owners: HashMap<&str, HashSet<&str>> = HashMap::new();
+    for o in &outputs {
+        for (module, path) in module_path(o) {
+            if is_indexed(module) {
+                owners.entry(bare(module)).or_default().insert(path);
             }
-            _ => name,
         }
     }
-    let mut last: HashMap<&str, &str> = HashMap::new();
-    for n in nodes {
-        if let Some(o) = n.output.first() {
-            last.insert(stem(o), o.as_str());
+    let stem = |name: &str| -> String {
+        if !name.starts_with('/') {
+            return legacy_stem(name).to_string();
         }
+        let path = module_path(name);
+        let unique = path
+            .iter()
+            .rev()
+            .map(|(m, _)| *m)
+            .find(|m| is_indexed(m) && owners.get(bare(m)).is_some_and(|p| p.len() == 1));
+        match unique.or_else(|| path.first().map(|(m, _)| *m)) {
+            Some(m) => bare(m).to_string(),
+            None => name.to_string(),
+        }
+    };
+    let mut last: HashMap<String, &str> = HashMap::new();
+    for o in outputs {
+        last.insert(stem(o), o);
     }
     last.into_iter()
-        .filter(|(s, o)| s != o)
-        .map(|(s, o)| (o, s.to_string()))
+        .filter(|(s, o)| s.as_str() != *o)
+        .map(|(s, o)| (o, s))
         .collect()
+}
+
+/// SqueezeNet-style stems: the part before the first `/`, else the name without a trailing
+/// `_<digits>`.
+fn legacy_stem(name: &str) -> &str {
+    if let Some((head, _)) = name.split_once('/') {
+        return head;
+    }
+    match name.rsplit_once('_') {
+        Some((head, tail)) if !tail.is_empty() && tail.bytes().all(|b| b.is_ascii_digit()) => head,
+        _ => name,
+    }
+}
+
+/// The modules of a PyTorch tensor name, each with the name's prefix up to it:
+/// `/_blocks.3/_depthwise_conv/Conv_output_0` gives `(_blocks.3, /_blocks.3)` and
+/// `(_depthwise_conv, /_blocks.3/_depthwise_conv)`; the last part names the op's output.
+fn module_path(name: &str) -> Vec<(&str, &str)> {
+    let Some(rest) = name.strip_prefix('/') else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut start = 1;
+    for part in rest.split('/') {
+        let end = start + part.len();
+        out.push((part, &name[..end]));
+        start = end + 1;
+    }
+    out.pop();
+    out.retain(|(m, _)| !bare(m).is_empty());
+    out
+}
+
+/// A module name of the form `<name>.<index>`: `_blocks.3`, `layer1.1`, `features.7.0`.
+fn is_indexed(module: &str) -> bool {
+    module.rsplit_once('.').is_some_and(|(head, tail)| {
+        !bare(head).is_empty() && !tail.is_empty() && tail.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+/// A module name without PyTorch's leading underscores (`_blocks.3` is `blocks.3`).
+fn bare(module: &str) -> &str {
+    module.trim_start_matches('_')
 }
 
 fn levenshtein(a: &str, b: &str) -> usize {
@@ -486,6 +1004,22 @@ fn levenshtein(a: &str, b: &str) -> usize {
 }
 
 impl Analysis {
+    /// Where the listing ends when inference stopped early: the last cut point before the
+    /// node it stopped at.
+    pub fn last_before_stop(&self) -> String {
+        match self.points.last() {
+            Some(p) if p.layer.is_some() => {
+                format!(
+                    "the last cut point before it is `{}` (`{}`)",
+                    p.label(),
+                    p.name
+                )
+            }
+            Some(p) => format!("the last cut point before it is `{}`", p.name),
+            None => "there is no cut point before it".into(),
+        }
+    }
+
     /// Finds a cut point by friendly layer name or tensor name; an unknown name gets the three
     /// nearest names in the error.
     pub fn find(&self, name: &str) -> Result<&CutPoint, SliceError> {
@@ -511,7 +1045,8 @@ impl Analysis {
             .join(", ");
         if let Some((node, op)) = &self.stopped_at {
             suggestions.push_str(&format!(
-                " (cut points after node `{node}` are not listed: op {op} is not supported)"
+                " (cut points after node `{node}` are not listed: op {op} is not supported; {})",
+                self.last_before_stop()
             ));
         }
         Err(SliceError::UnknownCut {

@@ -4,6 +4,7 @@
 pub mod analyze;
 #[cfg(feature = "fisher")]
 pub mod fisher;
+pub mod fold;
 pub mod model;
 pub mod select;
 pub mod stage;

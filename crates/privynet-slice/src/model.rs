@@ -1,6 +1,6 @@
 //! Loading an ONNX model safely: protobuf parse with a clear error for non-ONNX files, external
-//! data read only from inside the model's folder, fp16 weights upcast to fp32 (exactly), and the
-//! image input found.
+//! data read only from inside the model's folder, constant subgraphs folded into initializers
+//! (`fold`), fp16 weights upcast to fp32 (exactly), and the image input found.
 
 use std::path::{Component, Path};
 
@@ -21,9 +21,12 @@ pub struct Model {
     pub was_fp16: bool,
     /// Bytes each initializer takes as stored in the file (before any upcast): local storage.
     pub stored_bytes: std::collections::HashMap<String, u64>,
+    /// How many nodes constant folding replaced by initializers (0: the graph is as in the file).
+    pub folded: usize,
 }
 
 /// Reads and checks an ONNX file. `input` names the image input when the graph has several.
+/// Constant subgraphs are folded into initializers (see [`crate::fold`]).
 pub fn load(path: &Path, input: Option<&str>) -> Result<Model, SliceError> {
     let bytes = std::fs::read(path).map_err(|e| SliceError::Io {
         path: path.to_path_buf(),
@@ -43,6 +46,7 @@ pub fn load(path: &Path, input: Option<&str>) -> Result<Model, SliceError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     load_external_data(&mut proto, path, dir)?;
     check_order(&proto, path)?;
+    let folded = crate::fold::fold(&mut proto)?;
     let stored_bytes = proto
         .graph
         .as_ref()
@@ -61,6 +65,7 @@ pub fn load(path: &Path, input: Option<&str>) -> Result<Model, SliceError> {
         input,
         was_fp16,
         stored_bytes,
+        folded,
     })
 }
 

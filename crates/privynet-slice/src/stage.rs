@@ -64,6 +64,9 @@ pub fn slice(req: &Request, score: &Scorer<'_>) -> Result<Written, SliceError> {
             "fp16 weights upcast to fp32 (exact); the local network computes and outputs fp32"
         );
     }
+    if m.folded > 0 {
+        tracing::info!("folded {} constant nodes into initializers", m.folded);
+    }
     let analysis = analyze::analyze(&m, i64::from(req.input_size))?;
     let point = analysis.find(&req.cut)?.clone();
     let d = req.channels.resolve(point.channels as u32) as usize;
@@ -117,14 +120,30 @@ pub fn slice(req: &Request, score: &Scorer<'_>) -> Result<Written, SliceError> {
 }
 
 /// The cut-point listing as a table, one row per point, and a note where inference stopped.
+/// The layer and tensor columns widen for longer names (PyTorch's module paths).
 pub fn listing(a: &Analysis) -> (String, Option<String>) {
+    let lw = a
+        .points
+        .iter()
+        .filter_map(|p| p.layer.as_deref())
+        .map(str::len)
+        .max()
+        .unwrap_or(0)
+        .max(10);
+    let tw = a
+        .points
+        .iter()
+        .map(|p| p.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(22);
     let mut out = format!(
-        "{:>3}  {:<10} {:<22} {:<9} {:>16} {:>14} {:>10} {:>12}\n",
+        "{:>3}  {:<lw$} {:<tw$} {:<9} {:>16} {:>14} {:>10} {:>12}\n",
         "#", "layer", "tensor", "op", "shape (CxHxW)", "MACs/image", "params", "weight B"
     );
     for p in &a.points {
         out.push_str(&format!(
-            "{:>3}  {:<10} {:<22} {:<9} {:>16} {:>14} {:>10} {:>12}\n",
+            "{:>3}  {:<lw$} {:<tw$} {:<9} {:>16} {:>14} {:>10} {:>12}\n",
             p.index,
             p.layer.as_deref().unwrap_or("-"),
             p.name,
@@ -137,7 +156,9 @@ pub fn listing(a: &Analysis) -> (String, Option<String>) {
     }
     let note = a.stopped_at.as_ref().map(|(node, op)| {
         format!(
-            "note: listing stops at node `{node}`: op {op} is not supported by the shape and cost inference"
+            "note: listing stops at node `{node}`: op {op} is not supported by the shape and cost \
+             inference; {}",
+            a.last_before_stop()
         )
     });
     (out, note)

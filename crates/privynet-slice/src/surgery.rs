@@ -27,7 +27,7 @@ fn dim_param(name: &str) -> Dimension {
     d.value = Some(Dim::DimParam(name.to_string()));
     d
 }
-fn dim_value(v: i64) -> Dimension {
+pub(crate) fn dim_value(v: i64) -> Dimension {
     let mut d = Dimension::new();
     d.value = Some(Dim::DimValue(v));
     d
@@ -38,7 +38,11 @@ fn tensor_value_info(name: &str, dims: Vec<Dimension>) -> ValueInfoProto {
     typed_value_info(name, DataType::FLOAT, dims)
 }
 
-fn typed_value_info(name: &str, elem_type: DataType, dims: Vec<Dimension>) -> ValueInfoProto {
+pub(crate) fn typed_value_info(
+    name: &str,
+    elem_type: DataType,
+    dims: Vec<Dimension>,
+) -> ValueInfoProto {
     let mut shape = TensorShapeProto::new();
     shape.dim = dims;
     let mut tt = Tensor::new();

@@ -1,6 +1,9 @@
 //! Fuzzed ONNX loading and shape inference: the tiny CNN the tests build, mutated as bytes and
 //! as a graph (attribute values out of range, weights of other shapes, inputs dropped or
 //! renamed, absurd input sizes), must load and analyse or be refused by name; never a panic.
+//! The same for the PyTorch-pattern graph with its constants (pads, slice bounds, shapes, axes)
+//! and the folded ops' attributes replaced by extreme values: constant folding and the shape
+//! inference after it refuse by name or go on.
 //! `make test` runs proptest's default 256 cases per property; `make fuzz` sets
 //! `PROPTEST_CASES` (which proptest's default configuration reads) to 20,000.
 
@@ -113,7 +116,71 @@ fn load_and_analyse(bytes: &[u8], size: i64) {
     }
 }
 
+/// One change to the PyTorch-pattern graph's constants.
+#[derive(Debug, Clone)]
+enum ConstEdit {
+    /// The k-th `Constant` node now holds these int64 values, of these dims.
+    Values(usize, Vec<i64>, Vec<i64>),
+    /// A node's first attribute value (an axis, a permutation's first entry, a cast's type).
+    Attr(usize, i64),
+}
+
+fn const_edit() -> impl Strategy<Value = ConstEdit> {
+    prop_oneof![
+        (
+            0usize..64,
+            proptest::collection::vec(extreme(), 0..9),
+            proptest::collection::vec(prop_oneof![Just(-1i64), 0i64..4, Just(1 << 40)], 0..3),
+        )
+            .prop_map(|(k, v, d)| ConstEdit::Values(k, v, d)),
+        (0usize..128, extreme()).prop_map(|(n, v)| ConstEdit::Attr(n, v)),
+    ]
+}
+
+fn apply_consts(m: &mut onnx_protobuf::ModelProto, edits: &[ConstEdit]) {
+    let g = m.graph.as_mut().unwrap();
+    let constants: Vec<usize> = (0..g.node.len())
+        .filter(|&i| g.node[i].op_type == "Constant")
+        .collect();
+    for e in edits {
+        match e {
+            ConstEdit::Values(k, v, d) => {
+                let i = constants[k % constants.len()];
+                // Dims that may disagree with the values: the folder must notice.
+                let dims = if d.is_empty() {
+                    vec![v.len() as i64]
+                } else {
+                    d.clone()
+                };
+                g.node[i].attribute = vec![tensor_attr("value", int_tensor("", &dims, v))];
+            }
+            ConstEdit::Attr(n, v) => {
+                let k = g.node.len();
+                if let Some(a) = g.node[n % k].attribute.first_mut() {
+                    if a.ints.is_empty() {
+                        a.i = *v;
+                    } else {
+                        a.ints[0] = *v;
+                    }
+                }
+            }
+        }
+    }
+}
+
 proptest! {
+    /// Any change to the constants of a PyTorch export folds and analyses or is refused by
+    /// name; never a panic.
+    #[test]
+    fn mutated_pytorch_constants_never_panic(
+        edits in proptest::collection::vec(const_edit(), 1..4),
+        size in prop_oneof![Just(1i64), 2i64..40, Just(4096)],
+    ) {
+        let mut m = pytorch_model();
+        apply_consts(&mut m, &edits);
+        load_and_analyse(&m.write_to_bytes().unwrap(), size);
+    }
+
     /// Any graph edit, at any input size, analyses or is refused; never a panic.
     #[test]
     fn mutated_graphs_never_panic(

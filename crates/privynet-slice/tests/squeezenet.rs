@@ -41,6 +41,7 @@ fn image(seed: u64, size: usize) -> Array4<f32> {
 fn totals_and_friendly_names() {
     let m = model::load(&data("models/squeezenet1.1_fp16_opset7.onnx"), None).unwrap();
     assert!(m.was_fp16);
+    assert_eq!(m.folded, 0, "nothing to fold: the graph is as in the file");
     assert_eq!(m.input, "data_0");
     let a = analyze::analyze(&m, 32).unwrap();
     let last = a.points.last().unwrap();
