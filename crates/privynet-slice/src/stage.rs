@@ -119,9 +119,31 @@ pub fn slice(req: &Request, score: &Scorer<'_>) -> Result<Written, SliceError> {
     Ok(Written { point, channels: d })
 }
 
-/// The cut-point listing as a table, one row per point, and a note where inference stopped.
-/// The layer and tensor columns widen for longer names (PyTorch's module paths).
+/// The cut-point listing: first the named cut points (layer and block boundaries, what
+/// `--cut NAME` takes), then every tensor; and a note where inference stopped.
 pub fn listing(a: &Analysis) -> (String, Option<String>) {
+    let named: Vec<&CutPoint> = a.points.iter().filter(|p| p.layer.is_some()).collect();
+    let all: Vec<&CutPoint> = a.points.iter().collect();
+    let mut out = String::new();
+    if !named.is_empty() {
+        out.push_str("named cut points (layer and block boundaries; --cut NAME):\n");
+        out.push_str(&table(a, &named));
+        out.push_str("\nevery cut point (--cut TENSOR):\n");
+    }
+    out.push_str(&table(a, &all));
+    let note = a.stopped_at.as_ref().map(|(node, op)| {
+        format!(
+            "note: listing stops at node `{node}`: op {op} is not supported by the shape and cost \
+             inference; {}",
+            a.last_before_stop()
+        )
+    });
+    (out, note)
+}
+
+/// One table of cut points, its columns as wide as the longest name of the whole analysis (so
+/// the two tables of a listing line up).
+fn table(a: &Analysis, points: &[&CutPoint]) -> String {
     let lw = a
         .points
         .iter()
@@ -141,7 +163,7 @@ pub fn listing(a: &Analysis) -> (String, Option<String>) {
         "{:>3}  {:<lw$} {:<tw$} {:<9} {:>16} {:>14} {:>10} {:>12}\n",
         "#", "layer", "tensor", "op", "shape (CxHxW)", "MACs/image", "params", "weight B"
     );
-    for p in &a.points {
+    for p in points {
         out.push_str(&format!(
             "{:>3}  {:<lw$} {:<tw$} {:<9} {:>16} {:>14} {:>10} {:>12}\n",
             p.index,
@@ -154,12 +176,51 @@ pub fn listing(a: &Analysis) -> (String, Option<String>) {
             p.weight_bytes
         ));
     }
-    let note = a.stopped_at.as_ref().map(|(node, op)| {
-        format!(
-            "note: listing stops at node `{node}`: op {op} is not supported by the shape and cost \
-             inference; {}",
-            a.last_before_stop()
-        )
-    });
-    (out, note)
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(index: usize, name: &str, layer: Option<&str>) -> CutPoint {
+        CutPoint {
+            index,
+            name: name.into(),
+            layer: layer.map(str::to_string),
+            op: "Conv".into(),
+            channels: 8,
+            height: 4,
+            width: 4,
+            macs: 10,
+            params: 2,
+            weight_bytes: 8,
+        }
+    }
+
+    #[test]
+    fn the_listing_shows_named_cut_points_first() {
+        let a = Analysis {
+            input_size: 32,
+            points: vec![
+                point(0, "/_blocks.0/_conv/Conv_output_0", None),
+                point(1, "/_blocks.0/Add_output_0", Some("blocks.0")),
+            ],
+            stopped_at: None,
+        };
+        let (text, note) = listing(&a);
+        assert!(note.is_none());
+        let named = text.find("named cut points").unwrap();
+        let every = text.find("every cut point").unwrap();
+        let block = text.find("blocks.0 ").unwrap();
+        assert!(named < block && block < every, "{text}");
+        // The unnamed tensor is only in the second table, the named one in both.
+        assert_eq!(text.matches("/_blocks.0/_conv/Conv_output_0").count(), 1);
+        assert_eq!(text.matches("/_blocks.0/Add_output_0").count(), 2);
+        let unnamed = Analysis {
+            points: vec![point(0, "t", None)],
+            ..a
+        };
+        assert!(!listing(&unnamed).0.contains("named cut points"));
+    }
 }
