@@ -64,6 +64,22 @@ fn the_dag_runs_as_slurm_jobs_with_the_outputs_of_a_local_run() {
     ok(&o);
     assert!(stderr(&o).contains("as Slurm job"), "{}", stderr(&o));
     assert!(stdout(&o).contains("0 failed, 0 blocked"), "{}", stdout(&o));
+    // Every node that ran was a Slurm job: the event log holds its job id.
+    let events = std::fs::read_to_string(dir.path().join("out/events.jsonl")).unwrap();
+    let kinds = |kind: &str| -> Vec<String> {
+        events
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|e| e["event"] == kind)
+            .map(|e| e["node"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (ran, submitted) = (kinds("ran"), kinds("submitted"));
+    assert_eq!(ran.len(), 20, "{events}");
+    for node in &ran {
+        assert!(submitted.contains(node), "{node} ran without a Slurm job");
+    }
+    assert!(events.contains("\"slurm job "), "{events}");
 
     let (a, b) = (local.path().join("out"), dir.path().join("out"));
     let files = artifacts(&a);

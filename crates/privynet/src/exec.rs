@@ -116,7 +116,8 @@ fn now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-fn event(out_dir: &Path, node: &str, kind: &str, detail: &str, seconds: Option<f64>) {
+/// Appends one line to the run's `events.jsonl`.
+pub(crate) fn event(out_dir: &Path, node: &str, kind: &str, detail: &str, seconds: Option<f64>) {
     let line = serde_json::json!({
         "ts": now(), "node": node, "event": kind, "detail": detail, "seconds": seconds,
     });

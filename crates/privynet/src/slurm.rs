@@ -129,6 +129,16 @@ impl SlurmExecutor {
             ));
         }
         eprintln!("           submitted {} as Slurm job {job_id}", job.id);
+        // The run folder is the slurm folder's parent: the job id goes into its event log.
+        if let Some(out_dir) = self.dir.parent() {
+            crate::exec::event(
+                out_dir,
+                &job.id,
+                "submitted",
+                &format!("slurm job {job_id}"),
+                None,
+            );
+        }
         Ok(Submitted {
             node: job.node,
             job_id,
