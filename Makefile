@@ -9,6 +9,7 @@
 #   make test                     fmt check + clippy -D warnings + all tests (what CI runs)
 #   make bench                    benchmarks that print figures (BENCH=extract or nn: one part;
 #                                 BENCH=steps or variants: training steps only, no data needed;
+#                                 BENCH=inversion: the optimisation attack's settings on a finished run;
 #                                 PRIVYNET_TORCH_PYTHON=a python with torch, for PyTorch's figures)
 #   make data [DATA_MIRROR=DIR]   CIFAR-10 and SqueezeNet 1.1 under data/, checksummed
 #   make ingest|slice|extract|train|baseline|attack|characterize|optimize   rerun one stage of MANIFEST (TOPOLOGY=fire3-d8 for one)

@@ -10,11 +10,14 @@ fn summary(dir: &std::path::Path) -> Vec<(String, f64, f64, Option<i64>)> {
         ArtifactKind::AttackSummary,
     );
     let b = &b[0];
+    let family = col::<StringArray>(b, "family");
     let modes = col::<StringArray>(b, "mode");
     let psnr = col::<Float64Array>(b, "mean_psnr");
     let floor = col::<Float64Array>(b, "floor_psnr");
     let matched = col::<Int64Array>(b, "channels_matched");
+    // The IRN rows; the optimisation family is checked on its own below.
     (0..b.num_rows())
+        .filter(|&i| family.value(i) == "irn")
         .map(|i| {
             let m = arrow::array::Array::is_valid(matched, i).then(|| matched.value(i));
             (modes.value(i).to_string(), psnr.value(i), floor.value(i), m)
@@ -34,6 +37,8 @@ fn attacks_at_conv1_and_fire3_on_real_data() {
         "sweep.channels=[8, all]",
         "--set",
         "attack.max_epochs=3",
+        "--set",
+        "attack.optimization.iterations=40",
     ];
     let mut args = vec!["run", ms, "--until", "attack"];
     args.extend_from_slice(&sets);
@@ -93,10 +98,14 @@ fn attacks_at_conv1_and_fire3_on_real_data() {
     .iter()
     .map(|b| b.num_rows())
     .sum();
-    assert_eq!(rows, 3 * 300);
-    // The picture: a label column, 8 columns of 2x images, a title, originals and 3 modes.
+    assert_eq!(rows, 3 * 2 * 300, "3 modes x 2 families x 300 victims");
+    // The picture: a label column, 8 columns of 2x images, a title, originals and 3 modes of
+    // 2 families.
     let png = image::open(out.join("fire3-d8/attack/reconstructions.png")).unwrap();
-    assert_eq!((png.width(), png.height()), (160 + 8 * 68, 20 + 4 * 78));
+    assert_eq!((png.width(), png.height()), (160 + 8 * 68, 20 + 7 * 78));
+    for topo in ["conv1-d64", "fire3-d8"] {
+        refinement_matches_the_features_better(&out.join(topo).join("attack"));
+    }
 
     // How the attacker was trained, and how sure each number is.
     for topo in ["conv1-d64", "fire3-d8", "fire3-d128"] {
@@ -125,12 +134,13 @@ fn attacks_at_conv1_and_fire3_on_real_data() {
             ArtifactKind::AttackMetrics,
         )[0];
         let kept = col::<BooleanArray>(curve, "kept");
-        let modes_run = b.num_rows();
         assert_eq!(
             kept.true_count(),
-            modes_run,
-            "{topo}: one kept epoch per mode"
+            b.num_rows() / 2,
+            "{topo}: one kept epoch per mode's IRN"
         );
+        let worst = col::<BooleanArray>(b, "worst");
+        assert_eq!(worst.true_count(), 1, "{topo}: one worst attack");
     }
     // The attacker's capacity follows the cut, not the channels kept.
     let width = |topo: &str| {
@@ -142,4 +152,46 @@ fn attacks_at_conv1_and_fire3_on_real_data() {
         col::<Int64Array>(b, "irn_width").value(0)
     };
     assert_eq!(width("fire3-d8"), width("fire3-d128"));
+}
+
+/// The optimisation family, per victim and mode: its kept reconstruction never matches the
+/// received features worse than the IRN's it started from, and on average clearly better.
+fn refinement_matches_the_features_better(dir: &std::path::Path) {
+    use std::collections::HashMap;
+    let mut error: HashMap<(String, String, i64), f64> = HashMap::new();
+    for b in read_all(&dir.join("privacy.parquet"), ArtifactKind::Privacy) {
+        let (id, mode, family) = (
+            col::<Int64Array>(&b, "id"),
+            col::<StringArray>(&b, "mode"),
+            col::<StringArray>(&b, "family"),
+        );
+        let fe = col::<Float64Array>(&b, "feature_error");
+        for i in 0..b.num_rows() {
+            let key = (mode.value(i).into(), family.value(i).into(), id.value(i));
+            error.insert(key, fe.value(i));
+        }
+    }
+    let (mut irn_sum, mut opt_sum, mut n) = (0.0, 0.0, 0);
+    for ((mode, family, id), irn) in &error {
+        if family != "irn" {
+            continue;
+        }
+        let opt = error[&(mode.clone(), "optimization".to_string(), *id)];
+        assert!(
+            opt <= *irn,
+            "{}: {mode} victim {id}: optimisation feature error {opt} above the IRN's {irn}",
+            dir.display()
+        );
+        irn_sum += irn;
+        opt_sum += opt;
+        n += 1;
+    }
+    assert!(n > 0);
+    assert!(
+        opt_sum < 0.9 * irn_sum,
+        "{}: mean feature error {} (optimisation) vs {} (IRN)",
+        dir.display(),
+        opt_sum / n as f64,
+        irn_sum / n as f64
+    );
 }

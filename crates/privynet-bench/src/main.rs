@@ -1,9 +1,11 @@
 //! `privynet-bench`: measures the extract stage against ONNX Runtime's own throughput on the
 //! same batches (the ceiling), and the extract stage's peak memory for 10,000 and 60,000 images;
 //! the training-step throughput of the cloud network and the attacker's IRN against the same
-//! networks in PyTorch (`steps`); and the train and attack stages end to end.
+//! networks in PyTorch (`steps`); the train and attack stages end to end; and the optimisation
+//! attack's settings on a finished run (`inversion`).
 //! Prints tables; run it with `make bench` after `make build data`.
 
+mod inversion;
 mod steps;
 
 // Keeps freed memory in the process instead of returning it to the OS and faulting it back in
@@ -200,13 +202,17 @@ fn ceiling(model: &Path, images: &Path, size: u32, n: usize) -> Result<Rates> {
 fn main() -> Result<()> {
     // `privynet-bench [extract|nn|all|steps [FILTER]|variants]`: one part, or extract and nn
     // (the default). `steps` is nn's in-process table alone (FILTER: the networks whose name
-    // contains it), `variants` the IRN variants behind the training-speed proposals.
+    // contains it), `variants` the IRN variants behind the training-speed proposals,
+    // `inversion [RUN_DIR]` the optimisation attack's settings on a finished run's topologies.
     let part = std::env::args().nth(1).unwrap_or_else(|| "all".into());
     match part.as_str() {
         "steps" => return steps::run(&root(), std::env::args().nth(2).as_deref()),
         "variants" => return steps::variants(&root()),
+        "inversion" => return inversion::run(&root(), std::env::args().nth(2).as_deref()),
         "extract" | "nn" | "all" => {}
-        _ => bail!("unknown part `{part}`: expected extract, nn, all, steps or variants"),
+        _ => {
+            bail!("unknown part `{part}`: expected extract, nn, all, steps, variants or inversion")
+        }
     }
     if part != "extract" {
         steps::run(&root(), None)?;
@@ -434,6 +440,8 @@ fn attack_throughput(sms: &str, sd: &Path) -> Result<()> {
             sms,
             "--set",
             "attack.modes=[known-selection]",
+            "--set",
+            "attack.families=[irn]",
             "--set",
             "attack.victims=100",
             "--max-epochs",

@@ -138,6 +138,12 @@ fn real_artifacts(dir: &Path) -> (Vec<u8>, Vec<u8>) {
                 }))),
             ),
             (
+                "family",
+                Arc::new(StringArray::from_iter_values(
+                    (0..n).map(|i| if i % 3 == 0 { "irn" } else { "optimization" }),
+                )),
+            ),
+            (
                 "psnr",
                 Arc::new(Float64Array::from_iter_values(
                     (0..n).map(|i| 10.0 + i as f64 / 30.0),
@@ -153,6 +159,14 @@ fn real_artifacts(dir: &Path) -> (Vec<u8>, Vec<u8>) {
                 "mse",
                 Arc::new(Float64Array::from_iter_values(
                     (0..n).map(|i| 1.0 / (1.0 + i as f64)),
+                )),
+            ),
+            (
+                "feature_error",
+                Arc::new(Float64Array::from(
+                    (0..n)
+                        .map(|i| (i % 5 != 0).then_some(i as f64 / 100.0))
+                        .collect::<Vec<_>>(),
                 )),
             ),
         ])

@@ -153,6 +153,11 @@ impl Standardizer {
         }
     }
 
+    /// 1 / standard deviation of each channel.
+    pub fn inv_std(&self) -> &[f32] {
+        &self.inv_std
+    }
+
     /// Standardised copy of `rows`.
     pub fn apply(&self, rows: &[f32]) -> Vec<f32> {
         let c = self.mean.len();

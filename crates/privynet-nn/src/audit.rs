@@ -1,6 +1,8 @@
 //! The privacy audit of one topology as a library: under each knowledge mode, the attacker
-//! trains an IRN on its own pool until it converges and rebuilds the victims' images; every
-//! mean carries a 95% bootstrap interval over the victims. The `privynet-attack` binary loads
+//! trains an IRN on its own pool until it converges and rebuilds the victims' images, then
+//! (the optimisation family) refines them through the public local network; every mean carries
+//! a 95% bootstrap interval over the victims, and the worst attack over modes and families is
+//! the topology's reported privacy loss. The `privynet-attack` binary loads
 //! the files, calls [`run`] and writes what [`crate::audit_output`] makes of the result.
 
 use std::collections::HashMap;
@@ -9,11 +11,14 @@ use std::time::Instant;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 
-use privynet_core::manifest::{AttackMode, AttackParams};
+use burn::tensor::Device;
+use privynet_core::manifest::{AttackFamily, AttackMode, AttackParams};
 
 use crate::NnError;
-use crate::attack::{EpochRecord, Pool, Training, take_channels, train_irn};
+use crate::attack::{EpochRecord, Pool, Standardizer, Training, take_channels, train_irn};
 use crate::data::Split;
+use crate::invert::Inverter;
+use crate::local_net::{LocalNet, Preprocessing};
 use crate::matching;
 use crate::metrics::{self, Interval};
 
@@ -108,49 +113,76 @@ pub struct AuditInput<'a> {
     /// The pool's all-channel features in the pretrained network's order, for the modes that
     /// do not know the selection.
     pub full_pool: Option<&'a [f32]>,
+    /// The public local network, for the optimisation family and the feature errors.
+    pub local: Option<LocalAttack<'a>>,
 }
 
-/// One mode's result.
+/// The local network as the optimisation attacker holds it.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalAttack<'a> {
+    /// The topology's local network on `device` (an autodiff device), its own selection last.
+    pub net: &'a LocalNet,
+    pub preprocessing: &'a Preprocessing,
+    pub device: &'a Device,
+}
+
+/// One attacker's result: a family under a knowledge mode.
 #[derive(Debug, Clone)]
-pub struct ModeResult {
+pub struct AttackResult {
     pub mode: AttackMode,
+    pub family: AttackFamily,
     /// Reconstructions of the victims ([n, 3, size, size] flat).
     pub recon: Vec<f32>,
     pub psnr: Vec<f64>,
     pub ssim: Vec<f64>,
     pub mse: Vec<f64>,
+    /// How far the local network's features of each reconstruction are from the received ones
+    /// (standardised per channel): what the attacker itself can measure. With the local
+    /// network only.
+    pub feature_error: Option<Vec<f64>>,
     pub psnr_interval: Interval,
     pub ssim_interval: Interval,
     /// For matched-selection: received channels matched to the right pretrained channel.
     pub matched: Option<i64>,
+    /// The IRN of this mode (for the optimisation family: the one whose reconstructions it
+    /// started from).
     pub training: Training,
+    /// Optimisation steps per start (the optimisation family only).
+    pub iterations: Option<usize>,
     pub seconds: f64,
 }
 
-impl ModeResult {
+impl AttackResult {
     pub fn mean_psnr(&self) -> f64 {
         metrics::mean_capped_psnr(&self.psnr)
     }
     pub fn mean_ssim(&self) -> f64 {
         metrics::mean(&self.ssim)
     }
+    /// The mode's first word and the family (`known irn`, `matched optimization`): how the
+    /// picture labels a row.
+    pub fn label(&self) -> String {
+        let mode = self.mode.name().split('-').next().unwrap_or_default();
+        format!("{mode} {}", self.family.name())
+    }
 }
 
 /// The whole audit.
 #[derive(Debug, Clone)]
 pub struct Audit {
-    pub modes: Vec<ModeResult>,
+    /// One per mode and family, the IRN of a mode first.
+    pub attacks: Vec<AttackResult>,
     /// Mean PSNR and SSIM of answering every victim with the pool's mean image.
     pub floor_psnr: f64,
     pub floor_ssim: f64,
 }
 
 impl Audit {
-    /// Index of the mode with the highest mean PSNR: the topology's reported privacy loss.
+    /// Index of the attack with the highest mean PSNR: the topology's reported privacy loss.
     pub fn worst(&self) -> Option<usize> {
-        self.modes
+        self.attacks
             .iter()
-            .map(ModeResult::mean_psnr)
+            .map(AttackResult::mean_psnr)
             .enumerate()
             .max_by(|a, b| a.1.total_cmp(&b.1))
             .map(|(i, _)| i)
@@ -165,71 +197,220 @@ struct Trained {
     training: Training,
 }
 
-/// Runs every mode of `input.params.modes`. `on_epoch` sees each IRN epoch with its mode.
+/// The features a mode's attacker trains on, and how it believes the local network ends.
+struct ModeView {
+    /// The pool's feature rows as this attacker computes them.
+    train_x: Vec<f32>,
+    /// For matched-selection: how many channels it matched right.
+    matched: Option<i64>,
+    /// The cut's channels the attacker believes were kept (None: it knows the selection).
+    channels: Option<Vec<usize>>,
+}
+
+/// Runs every mode of `input.params.modes`, each with every family of `params.families`.
+/// `on_epoch` sees each IRN epoch with its mode.
 pub fn run(
     input: AuditInput<'_>,
     mut on_epoch: impl FnMut(AttackMode, &EpochRecord),
 ) -> Result<Audit, NnError> {
     let params = input.params;
-    let size = input.image_size;
-    let (floor_psnr, floor_ssim) = floor(&input.pool.y, &input.victims.y, size);
-    let mut modes = Vec::new();
+    let (floor_psnr, floor_ssim) = floor(&input.pool.y, &input.victims.y, input.image_size);
+    let optimize = params.families.contains(&AttackFamily::Optimization);
+    if optimize && input.local.is_none() {
+        return Err(NnError::Input(
+            "the optimization family needs the local network (--local-network)".into(),
+        ));
+    }
+    let mut attacks = Vec::new();
     let mut trained: Vec<Trained> = Vec::new();
     for &mode in &params.modes {
-        let t = Instant::now();
-        let (train_x, matched) = mode_features(mode, &input)?;
-        // Training is deterministic in (pairs, seed), so a mode whose pairs are bit for bit
-        // those of a mode already run (the matching attacker that found every channel in
-        // order) would train the same network again: take that mode's result instead.
-        let (recon, training) = match trained.iter().find(|t| t.train_x == train_x) {
-            Some(same) => {
-                tracing::info!(
-                    mode = mode.name(),
-                    same_as = same.mode.name(),
-                    "same training pairs as an earlier mode: its reconstructions stand for this one"
-                );
-                (same.recon.clone(), same.training.clone())
-            }
-            None => {
-                let pool = Pool {
-                    x: &train_x,
-                    feature_shape: input.feature_shape,
-                    y: &input.pool.y,
-                    size,
-                };
-                let attacker = train_irn(params, input.seed, input.cut_channels, pool, |r| {
-                    on_epoch(mode, r)
-                })?;
-                let recon = attacker.reconstruct(&input.victims.x, 256);
-                let training = attacker.training.clone();
-                trained.push(Trained {
-                    mode,
-                    train_x,
-                    recon: recon.clone(),
-                    training: training.clone(),
-                });
-                (recon, training)
-            }
+        let started = Instant::now();
+        let view = mode_view(mode, &input)?;
+        let (recon, training) = irn_for(mode, &view, &input, &mut trained, &mut on_epoch)?;
+        let mode_net = input
+            .local
+            .map(|local| mode_network(local, &view, &input))
+            .transpose()?;
+        let inverter = input
+            .local
+            .zip(mode_net.as_ref())
+            .map(|(local, m)| inverter_for(&input, local, m));
+        let feature_error = inverter
+            .as_ref()
+            .map(|inv| inv.feature_error(&recon, &input.victims.x));
+        let irn = scored(
+            &input,
+            Attempt {
+                mode,
+                family: AttackFamily::Irn,
+                recon,
+                feature_error,
+                matched: view.matched,
+                training,
+                iterations: None,
+                started,
+            },
+        );
+        let refined = match (optimize, &inverter) {
+            (true, Some(inv)) => Some(optimized(&input, inv, &irn)),
+            _ => None,
         };
-        let (psnr, ssim, mse) = per_victim(&input.victims.y, &recon, size);
-        modes.push(ModeResult {
-            mode,
-            psnr_interval: metrics::bootstrap_mean(&psnr, params.bootstrap, input.seed),
-            ssim_interval: metrics::bootstrap_mean(&ssim, params.bootstrap, input.seed),
-            recon,
-            psnr,
-            ssim,
-            mse,
-            matched,
-            training,
-            seconds: t.elapsed().as_secs_f64(),
-        });
+        attacks.push(irn);
+        attacks.extend(refined);
     }
     Ok(Audit {
-        modes,
+        attacks,
         floor_psnr,
         floor_ssim,
     })
+}
+
+/// The IRN of a mode: trained on its pairs, or taken from an earlier mode that trained on the
+/// very same pairs. Training is deterministic in (pairs, seed), so a mode whose pairs are bit for
+/// bit those of a mode already run (the matching attacker that found every channel in order)
+/// would train the same network again.
+fn irn_for(
+    mode: AttackMode,
+    view: &ModeView,
+    input: &AuditInput<'_>,
+    trained: &mut Vec<Trained>,
+    on_epoch: &mut impl FnMut(AttackMode, &EpochRecord),
+) -> Result<(Vec<f32>, Training), NnError> {
+    if let Some(same) = trained.iter().find(|t| t.train_x == view.train_x) {
+        tracing::info!(
+            mode = mode.name(),
+            same_as = same.mode.name(),
+            "same training pairs as an earlier mode: its reconstructions stand for this one"
+        );
+        return Ok((same.recon.clone(), same.training.clone()));
+    }
+    let pool = Pool {
+        x: &view.train_x,
+        feature_shape: input.feature_shape,
+        y: &input.pool.y,
+        size: input.image_size,
+    };
+    let attacker = train_irn(input.params, input.seed, input.cut_channels, pool, |r| {
+        on_epoch(mode, r)
+    })?;
+    let recon = attacker.reconstruct(&input.victims.x, 256);
+    let training = attacker.training.clone();
+    trained.push(Trained {
+        mode,
+        train_x: view.train_x.clone(),
+        recon: recon.clone(),
+        training: training.clone(),
+    });
+    Ok((recon, training))
+}
+
+/// The local network as a mode's attacker believes it ends, and its feature scales.
+struct ModeNetwork {
+    net: LocalNet,
+    inv_std: Vec<f32>,
+}
+
+fn mode_network(
+    local: LocalAttack<'_>,
+    view: &ModeView,
+    input: &AuditInput<'_>,
+) -> Result<ModeNetwork, NnError> {
+    let net = match &view.channels {
+        Some(channels) => local.net.with_output_channels(channels)?,
+        None => local.net.clone(),
+    };
+    let [d, h, w] = input.feature_shape;
+    let inv_std = Standardizer::fit(&view.train_x, d, h * w)
+        .inv_std()
+        .to_vec();
+    Ok(ModeNetwork { net, inv_std })
+}
+
+fn inverter_for<'a>(
+    input: &AuditInput<'a>,
+    local: LocalAttack<'a>,
+    m: &'a ModeNetwork,
+) -> Inverter<'a> {
+    Inverter {
+        net: &m.net,
+        preprocessing: local.preprocessing,
+        inv_std: &m.inv_std,
+        params: &input.params.optimization,
+        device: local.device,
+        feature_shape: input.feature_shape,
+        size: input.image_size,
+    }
+}
+
+/// The optimisation family under a mode: every victim refined from the IRN's reconstruction
+/// and from the pool's mean image, the lower feature error kept.
+fn optimized(input: &AuditInput<'_>, inv: &Inverter<'_>, irn: &AttackResult) -> AttackResult {
+    let started = Instant::now();
+    let n = input.victims.len();
+    let mean = mean_image(&input.pool.y, input.image_size);
+    let mean_start: Vec<f32> = mean.iter().copied().cycle().take(n * mean.len()).collect();
+    let out = inv.invert(&input.victims.x, &[&irn.recon, &mean_start], |done| {
+        tracing::info!(
+            mode = irn.mode.name(),
+            done,
+            of = n,
+            seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
+            "optimisation attack"
+        );
+    });
+    let from_mean = out.start.iter().filter(|&&k| k == 1).count();
+    tracing::info!(
+        mode = irn.mode.name(),
+        from_irn = n - from_mean,
+        from_mean,
+        "kept the lower feature error per victim"
+    );
+    scored(
+        input,
+        Attempt {
+            mode: irn.mode,
+            family: AttackFamily::Optimization,
+            recon: out.recon,
+            feature_error: Some(out.feature_error),
+            matched: irn.matched,
+            training: irn.training.clone(),
+            iterations: Some(input.params.optimization.iterations),
+            started,
+        },
+    )
+}
+
+/// An attack's reconstructions, before they are scored.
+struct Attempt {
+    mode: AttackMode,
+    family: AttackFamily,
+    recon: Vec<f32>,
+    feature_error: Option<Vec<f64>>,
+    matched: Option<i64>,
+    training: Training,
+    iterations: Option<usize>,
+    started: Instant,
+}
+
+/// Scores reconstructions against the victims' originals, with intervals.
+fn scored(input: &AuditInput<'_>, a: Attempt) -> AttackResult {
+    let (psnr, ssim, mse) = per_victim(&input.victims.y, &a.recon, input.image_size);
+    let boot = |v: &[f64]| metrics::bootstrap_mean(v, input.params.bootstrap, input.seed);
+    AttackResult {
+        mode: a.mode,
+        family: a.family,
+        psnr_interval: boot(&psnr),
+        ssim_interval: boot(&ssim),
+        recon: a.recon,
+        psnr,
+        ssim,
+        mse,
+        feature_error: a.feature_error,
+        matched: a.matched,
+        training: a.training,
+        iterations: a.iterations,
+        seconds: a.started.elapsed().as_secs_f64(),
+    }
 }
 
 /// PSNR, SSIM and MSE of each reconstruction against its original.
@@ -247,12 +428,9 @@ fn per_victim(originals: &[f32], recon: &[f32], size: usize) -> (Vec<f64>, Vec<f
     (psnr, ssim, mse)
 }
 
-/// The training features of a mode (the pool's rows as that attacker would compute them) and,
-/// for matched-selection, how many channels it matched right.
-fn mode_features(
-    mode: AttackMode,
-    input: &AuditInput<'_>,
-) -> Result<(Vec<f32>, Option<i64>), NnError> {
+/// What a mode's attacker trains on (the pool's rows as it would compute them) and which
+/// channels it believes were kept; for matched-selection, how many it matched right.
+fn mode_view(mode: AttackMode, input: &AuditInput<'_>) -> Result<ModeView, NnError> {
     let [d, h, w] = input.feature_shape;
     let hw = h * w;
     let c = input.cut_channels;
@@ -266,14 +444,23 @@ fn mode_features(
     };
     let n_pool = input.pool.len();
     Ok(match mode {
-        AttackMode::KnownSelection => (input.pool.x.clone(), None),
+        AttackMode::KnownSelection => ModeView {
+            train_x: input.pool.x.clone(),
+            matched: None,
+            channels: None,
+        },
         AttackMode::UnknownSelection => {
             // The attacker's own guess of D channels: a random draw it cannot check.
             let mut guess: Vec<usize> = (0..c).collect();
             guess.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
                 input.seed ^ GUESS_SALT,
             ));
-            (take_channels(full()?, n_pool, c, hw, &guess[..d]), None)
+            guess.truncate(d);
+            ModeView {
+                train_x: take_channels(full()?, n_pool, c, hw, &guess),
+                matched: None,
+                channels: Some(guess),
+            }
         }
         AttackMode::MatchedSelection => {
             let full_x = full()?;
@@ -290,16 +477,17 @@ fn mode_features(
                 of = d,
                 "matched received channels to pretrained channels"
             );
-            (
-                take_channels(full_x, n_pool, c, hw, &matched),
-                Some(right as i64),
-            )
+            ModeView {
+                train_x: take_channels(full_x, n_pool, c, hw, &matched),
+                matched: Some(right as i64),
+                channels: Some(matched),
+            }
         }
     })
 }
 
-/// The trivial attacker: answer every victim with the pool's mean image.
-fn floor(pool_y: &[f32], victims_y: &[f32], size: usize) -> (f64, f64) {
+/// The mean of the pool's images (each [3, size, size]).
+pub fn mean_image(pool_y: &[f32], size: usize) -> Vec<f32> {
     let image_len = 3 * size * size;
     let n_pool = (pool_y.len() / image_len).max(1);
     let mut mean_img = vec![0f32; image_len];
@@ -308,6 +496,13 @@ fn floor(pool_y: &[f32], victims_y: &[f32], size: usize) -> (f64, f64) {
             *m += v / n_pool as f32;
         }
     }
+    mean_img
+}
+
+/// The trivial attacker: answer every victim with the pool's mean image.
+fn floor(pool_y: &[f32], victims_y: &[f32], size: usize) -> (f64, f64) {
+    let image_len = 3 * size * size;
+    let mean_img = mean_image(pool_y, size);
     let n = (victims_y.len() / image_len).max(1) as f64;
     victims_y
         .chunks_exact(image_len)

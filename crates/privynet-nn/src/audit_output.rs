@@ -9,10 +9,11 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, StringArray};
 
 use privynet_core::io::{write_artifact, write_bytes_atomic};
+use privynet_core::manifest::AttackFamily;
 use privynet_core::{ArtifactKind, Provenance};
 
 use crate::NnError;
-use crate::audit::{Audit, ModeResult};
+use crate::audit::{AttackResult, Audit};
 
 /// What the files say besides the audit itself.
 #[derive(Debug, Clone, Copy)]
@@ -37,7 +38,7 @@ pub fn write_outputs(
 ) -> Result<(), NnError> {
     std::fs::create_dir_all(out).map_err(|e| NnError::save(out, e))?;
     let batches = audit
-        .modes
+        .attacks
         .iter()
         .map(|r| privacy_rows(r, ctx.ids))
         .collect::<Result<Vec<_>, _>>()?;
@@ -101,37 +102,65 @@ fn bool_array(v: impl IntoIterator<Item = bool>) -> ArrayRef {
     Arc::new(BooleanArray::from(v.into_iter().collect::<Vec<_>>()))
 }
 
-fn privacy_rows(r: &ModeResult, ids: &[i64]) -> Result<arrow::array::RecordBatch, NnError> {
+fn privacy_rows(r: &AttackResult, ids: &[i64]) -> Result<arrow::array::RecordBatch, NnError> {
     Ok(ArtifactKind::Privacy.batch(vec![
         ("id", i64_array(ids.iter().copied())),
         (
             "mode",
             string_array(std::iter::repeat_n(r.mode.name(), ids.len())),
         ),
+        (
+            "family",
+            string_array(std::iter::repeat_n(r.family.name(), ids.len())),
+        ),
         ("psnr", f64_array(r.psnr.iter().copied())),
         ("ssim", f64_array(r.ssim.iter().copied())),
         ("mse", f64_array(r.mse.iter().copied())),
+        (
+            "feature_error",
+            Arc::new(Float64Array::from(match &r.feature_error {
+                Some(e) => e.iter().copied().map(Some).collect::<Vec<_>>(),
+                None => vec![None; ids.len()],
+            })),
+        ),
     ])?)
 }
 
 fn summary_rows(a: &Audit, ctx: &OutputContext<'_>) -> Result<arrow::array::RecordBatch, NnError> {
-    let m = &a.modes;
+    let m = &a.attacks;
     let n = m.len();
     let worst = a.worst();
-    let each = |f: fn(&ModeResult) -> f64| f64_array(m.iter().map(f));
+    let each = |f: fn(&AttackResult) -> f64| f64_array(m.iter().map(f));
     Ok(ArtifactKind::AttackSummary.batch(vec![
         ("mode", string_array(m.iter().map(|r| r.mode.name()))),
+        ("family", string_array(m.iter().map(|r| r.family.name()))),
         (
             "images",
             i64_array(std::iter::repeat_n(ctx.ids.len() as i64, n)),
         ),
-        ("mean_psnr", each(ModeResult::mean_psnr)),
+        ("mean_psnr", each(AttackResult::mean_psnr)),
         ("psnr_lo", each(|r| r.psnr_interval.lo)),
         ("psnr_hi", each(|r| r.psnr_interval.hi)),
-        ("mean_ssim", each(ModeResult::mean_ssim)),
+        ("mean_ssim", each(AttackResult::mean_ssim)),
         ("ssim_lo", each(|r| r.ssim_interval.lo)),
         ("ssim_hi", each(|r| r.ssim_interval.hi)),
         ("mean_mse", each(|r| crate::metrics::mean(&r.mse))),
+        (
+            "mean_feature_error",
+            Arc::new(Float64Array::from(
+                m.iter()
+                    .map(|r| r.feature_error.as_deref().map(crate::metrics::mean))
+                    .collect::<Vec<_>>(),
+            )),
+        ),
+        (
+            "iterations",
+            Arc::new(Int64Array::from(
+                m.iter()
+                    .map(|r| r.iterations.map(|i| i as i64))
+                    .collect::<Vec<_>>(),
+            )),
+        ),
         (
             "floor_psnr",
             f64_array(std::iter::repeat_n(a.floor_psnr, n)),
@@ -193,9 +222,11 @@ fn summary_rows(a: &Audit, ctx: &OutputContext<'_>) -> Result<arrow::array::Reco
 }
 
 fn metrics_rows(a: &Audit) -> Result<arrow::array::RecordBatch, NnError> {
+    // The curves are the IRNs' (an optimisation row shares its mode's IRN).
     let rows: Vec<_> = a
-        .modes
+        .attacks
         .iter()
+        .filter(|r| r.family == AttackFamily::Irn)
         .flat_map(|r| r.training.curve.iter().map(move |e| (r, e)))
         .collect();
     Ok(ArtifactKind::AttackMetrics.batch(vec![
@@ -246,7 +277,7 @@ fn text(img: &mut image::RgbImage, x: usize, y: usize, s: &str) {
 }
 
 /// The picture: a title line, then a row of up to 8 originals and one row of reconstructions
-/// per mode, each labelled on the left with the mode and its mean PSNR and SSIM, and each
+/// per attack (mode and family), each labelled on the left with them and its mean PSNR and SSIM, and each
 /// reconstruction captioned with its own PSNR.
 fn picture(a: &Audit, ctx: &OutputContext<'_>) -> Result<Vec<u8>, NnError> {
     let size = ctx.size;
@@ -256,7 +287,7 @@ fn picture(a: &Audit, ctx: &OutputContext<'_>) -> Result<Vec<u8>, NnError> {
     let cell_h = size * scale + GLYPH + 6;
     let label_w = 20 * GLYPH;
     let top = 2 * GLYPH + 4;
-    let (w, h) = (label_w + k * cell_w, top + (1 + a.modes.len()) * cell_h);
+    let (w, h) = (label_w + k * cell_w, top + (1 + a.attacks.len()) * cell_h);
     let mut img = image::RgbImage::from_pixel(w as u32, h as u32, image::Rgb([255, 255, 255]));
     text(
         &mut img,
@@ -286,9 +317,9 @@ fn picture(a: &Audit, ctx: &OutputContext<'_>) -> Result<Vec<u8>, NnError> {
             &ctx.originals[col * image_len..(col + 1) * image_len],
         );
     }
-    for (r, m) in a.modes.iter().enumerate() {
+    for (r, m) in a.attacks.iter().enumerate() {
         let y = top + (r + 1) * cell_h;
-        text(&mut img, 2, y + 2, m.mode.name());
+        text(&mut img, 2, y + 2, &m.label());
         text(
             &mut img,
             2,

@@ -5,13 +5,15 @@
 
 use std::path::{Path, PathBuf};
 
-use privynet_core::manifest::{AttackMode, AttackParams};
+use burn::tensor::Device;
+use privynet_core::manifest::{AttackFamily, AttackMode, AttackParams, Preprocess};
 use privynet_core::{Provenance, Topology};
 
 use crate::NnError;
-use crate::audit::{self, Aligned, Audit, AuditInput};
+use crate::audit::{self, Aligned, Audit, AuditInput, LocalAttack};
 use crate::audit_output::{OutputContext, write_outputs};
 use crate::data::{self, Dataset};
+use crate::local_net::{LocalNet, Preprocessing};
 
 /// An audit of one topology, its settings already resolved against the manifest and the flags.
 #[derive(Debug, Clone)]
@@ -30,6 +32,10 @@ pub struct AttackRun {
     /// attackers that do not know the selection.
     pub full_features: Option<PathBuf>,
     pub full_selection: Option<PathBuf>,
+    /// The topology's local.onnx (LOCAL) and the model's preprocessing, for the optimisation
+    /// family and the feature errors of every reconstruction.
+    pub local_network: Option<PathBuf>,
+    pub preprocess: Preprocess,
     /// The manifest's name for provenance (`-` without one).
     pub manifest_label: String,
     /// Output folder: privacy.parquet, attack_summary.arrow, attack_metrics.arrow,
@@ -58,7 +64,18 @@ pub fn run(run: &AttackRun) -> Result<(), NnError> {
         "attacking {}",
         topo.label()
     );
+    let device = Device::flex().autodiff();
+    let local = local_network(run, &device)?;
+    if let (Some(net), Some(path)) = (&local, &run.local_network) {
+        check_local_shape(net, path, &data, &device)?;
+    }
+    let preprocessing = Preprocessing::new(&run.preprocess);
     let input = AuditInput {
+        local: local.as_ref().map(|net| LocalAttack {
+            net,
+            preprocessing: &preprocessing,
+            device: &device,
+        }),
         params,
         seed: run.seed,
         cut_channels: topo.cut_channels as usize,
@@ -96,18 +113,53 @@ pub fn run(run: &AttackRun) -> Result<(), NnError> {
     )))
 }
 
+/// The topology's local network in burn, when the run has one; a run whose families include
+/// the optimisation attack must.
+fn local_network(run: &AttackRun, device: &Device) -> Result<Option<LocalNet>, NnError> {
+    let Some(path) = &run.local_network else {
+        return Ok(None);
+    };
+    let net = LocalNet::load(path, privynet_slice::surgery::OUTPUT, device)?;
+    tracing::info!(path = %path.display(), "local network built in burn");
+    Ok(Some(net))
+}
+
+/// The burn network must turn an image of the stored size into features of the stored shape;
+/// it does not model a resize in preprocessing, which would break this.
+fn check_local_shape(
+    net: &LocalNet,
+    path: &Path,
+    data: &AuditData,
+    device: &Device,
+) -> Result<(), NnError> {
+    let s = data.image_size;
+    let probe = burn::tensor::Tensor::<4>::zeros([1, 3, s, s], device);
+    let [_, d, h, w] = net.forward(probe).dims();
+    if [d, h, w] != data.feature_shape {
+        return Err(NnError::Input(format!(
+            "{}: on a {s}x{s} image it gives features of shape {:?}, the stored features are {:?}; \
+             the optimisation attack needs images stored at the model's input size",
+            path.display(),
+            [d, h, w],
+            data.feature_shape
+        )));
+    }
+    Ok(())
+}
+
 /// What the audit works on: the victims' and the attacker pool's feature rows, each with its
 /// image, and the pool's all-channel features when a mode needs them.
-struct AuditData {
-    feature_shape: [usize; 3],
-    image_size: usize,
-    victims: Aligned,
-    pool: Aligned,
-    full_pool: Option<Vec<f32>>,
+#[derive(Debug, Clone)]
+pub struct AuditData {
+    pub feature_shape: [usize; 3],
+    pub image_size: usize,
+    pub victims: Aligned,
+    pub pool: Aligned,
+    pub full_pool: Option<Vec<f32>>,
 }
 
 /// Loads the images and features of the `attacker` and `test` splits and pairs their rows.
-fn load(run: &AttackRun, topo: &Topology) -> Result<AuditData, NnError> {
+pub fn load(run: &AttackRun, topo: &Topology) -> Result<AuditData, NnError> {
     let params = &run.params;
     let images = data::load_images(&run.images, &["attacker", "test"], run.classes).map_err(
         NnError::context(format!("loading {}", run.images.display())),
@@ -148,9 +200,10 @@ fn load(run: &AttackRun, topo: &Topology) -> Result<AuditData, NnError> {
 
 /// Logs each mode's scores, and warns where the attacker stopped before it converged.
 fn log_results(result: &Audit, max_epochs: usize) {
-    for r in &result.modes {
+    for r in &result.attacks {
         tracing::info!(
             mode = r.mode.name(),
+            family = r.family.name(),
             psnr = format!(
                 "{:.2} [{:.2}, {:.2}]",
                 r.mean_psnr(),
@@ -161,11 +214,15 @@ fn log_results(result: &Audit, max_epochs: usize) {
             floor_psnr = format!("{:.2}", result.floor_psnr),
             epochs = r.training.curve.len(),
             best_epoch = r.training.best_epoch,
+            feature_error = r
+                .feature_error
+                .as_deref()
+                .map_or("-".into(), |e| format!("{:.4}", crate::metrics::mean(e))),
             converged = r.training.converged,
             seconds = format!("{:.1}", r.seconds),
             "attack done"
         );
-        if !r.training.converged {
+        if !r.training.converged && r.family == AttackFamily::Irn {
             tracing::warn!(
                 mode = r.mode.name(),
                 "the attacker hit attack.max_epochs = {} before its held-out PSNR converged: this privacy loss may be understated",
@@ -181,7 +238,10 @@ fn provenance(run: &AttackRun) -> Result<Provenance, NnError> {
     for input in [&run.images, &run.features, &run.selection] {
         prov.add_input(input)?;
     }
-    if let Some(f) = &run.full_features {
+    for f in [&run.full_features, &run.local_network]
+        .into_iter()
+        .flatten()
+    {
         prov.add_input(f)?;
     }
     Ok(prov.with_params(&serde_json::json!({ "attack": run.params, "seed": run.seed })))

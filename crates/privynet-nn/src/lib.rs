@@ -1,7 +1,7 @@
 //! burn models and training loops of PrivyNet-rs: loading features into memory, the cloud
 //! network and its training (the train stage), and the privacy audit (the attack stage: the
-//! attacker's IRN trained to convergence, its scores and their intervals), on burn's pure-Rust
-//! flex CPU backend.
+//! attacker's IRN trained to convergence, the optimisation attack through the local network
+//! rebuilt in burn, their scores and intervals), on burn's pure-Rust flex CPU backend.
 
 pub mod attack;
 pub mod audit;
@@ -9,7 +9,9 @@ pub mod audit_output;
 pub mod audit_run;
 pub mod cloud;
 pub mod data;
+pub mod invert;
 pub mod irn;
+pub mod local_net;
 pub mod matching;
 pub mod metrics;
 pub mod resume;

@@ -199,9 +199,9 @@ impl PrivacyAxis {
     }
     fn label(self) -> &'static str {
         if self.ssim {
-            "privacy loss: attacker SSIM (worst mode)"
+            "privacy loss: attacker SSIM (worst attack)"
         } else {
-            "privacy loss: attacker PSNR, dB (worst mode)"
+            "privacy loss: attacker PSNR, dB (worst attack)"
         }
     }
 }
@@ -372,7 +372,7 @@ pub fn by_channels(plan: &Plan) -> String {
     let mut svg = svg_open(1100.0, 460.0);
     let panels: [(&str, MetricOf, f64); 2] = [
         ("validation accuracy", |m| m.accuracy, 70.0),
-        ("attacker PSNR, dB (worst mode)", |m| m.psnr, 560.0),
+        ("attacker PSNR, dB (worst attack)", |m| m.psnr, 560.0),
     ];
     for (ylabel, get, left) in panels {
         let vals = plan.candidates.iter().flat_map(|c| {

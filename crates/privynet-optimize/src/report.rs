@@ -114,7 +114,7 @@ fn header(out: &mut String, plan: &Plan, manifest: &str) {
     let _ = writeln!(out, "# PrivyNet topology decision\n");
     let _ = writeln!(
         out,
-        "Manifest `{manifest}`, mode `{}`. Limits: {}. Privacy loss is the worst case over the enabled attacker modes, and limits are tested against the upper end of its 95% interval over the attacked images (plus the fit's margin for predicted topologies), so a limit holds against the attacker's uncertainty and not only its mean. Accuracy is validation accuracy, what the models are fitted to and the choice is made on; test accuracy is reported for the measured topologies and never used to choose.\n",
+        "Manifest `{manifest}`, mode `{}`. Limits: {}. Privacy loss is the worst case over the enabled attacker modes and families (the learned inverse network and the optimisation attack through the local network), and limits are tested against the upper end of its 95% interval over the attacked images (plus the fit's margin for predicted topologies), so a limit holds against the attacker's uncertainty and not only its mean. Accuracy is validation accuracy, what the models are fitted to and the choice is made on; test accuracy is reported for the measured topologies and never used to choose.\n",
         match plan.mode {
             OptimizeMode::Model => "model",
             OptimizeMode::Exhaustive => "exhaustive",

@@ -1,6 +1,6 @@
 //! Reading the characterization table with polars: one [`Measurement`] per evaluated topology,
-//! with the privacy loss taken as the worst case over the attacker modes for each metric
-//! separately (the PSNR-worst mode need not be the SSIM-worst one). The accuracy a choice is
+//! with the privacy loss taken as the worst case over the attacker modes and families for each metric
+//! separately (the PSNR-worst attack need not be the SSIM-worst one). The accuracy a choice is
 //! made on is `val_accuracy`; `test_accuracy` is carried beside it for the report only. The
 //! privacy loss a choice is made on is the upper end of the 95% interval of that worst-case
 //! mean (`psnr_worst_hi`, `ssim_worst_hi`); the means are carried for the report.
@@ -42,7 +42,15 @@ fn read_checked(path: &Path) -> Result<DataFrame, OptimizeError> {
 fn with_worst_case(df: DataFrame, path: &Path) -> Result<DataFrame, OptimizeError> {
     let worst = |metric: &str| -> Result<Expr, OptimizeError> {
         polars::lazy::dsl::max_horizontal(
-            ["known", "unknown", "matched", "worst"].map(|m| col(format!("{metric}_{m}"))),
+            [
+                "known",
+                "unknown",
+                "matched",
+                "irn",
+                "optimization",
+                "worst",
+            ]
+            .map(|m| col(format!("{metric}_{m}"))),
         )
         .map_err(polars_error(path))
     };

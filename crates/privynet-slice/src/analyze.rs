@@ -53,16 +53,20 @@ pub struct Analysis {
     pub stopped_at: Option<(String, String)>,
 }
 
-fn attr<'a>(n: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
+/// The attribute `name` of a node.
+pub fn attr<'a>(n: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
     n.attribute.iter().find(|a| a.name == name)
 }
-fn ints(n: &NodeProto, name: &str) -> Option<Vec<i64>> {
+/// An ints attribute.
+pub fn ints(n: &NodeProto, name: &str) -> Option<Vec<i64>> {
     attr(n, name).map(|a| a.ints.clone())
 }
-fn int(n: &NodeProto, name: &str, default: i64) -> i64 {
+/// An int attribute, or `default` without one.
+pub fn int(n: &NodeProto, name: &str, default: i64) -> i64 {
     attr(n, name).map_or(default, |a| a.i)
 }
-fn node_label(n: &NodeProto) -> String {
+/// A node's name, or its first output's where it has none: what errors call it.
+pub fn node_label(n: &NodeProto) -> String {
     if n.name.is_empty() {
         n.output.first().cloned().unwrap_or_default()
     } else {
@@ -70,7 +74,8 @@ fn node_label(n: &NodeProto) -> String {
     }
 }
 
-fn op_err(n: &NodeProto, message: impl Into<String>) -> SliceError {
+/// An error about node `n`, naming it and its op.
+pub fn op_err(n: &NodeProto, message: impl Into<String>) -> SliceError {
     SliceError::Op {
         node: node_label(n),
         op: n.op_type.clone(),
@@ -85,7 +90,7 @@ const MAX_WINDOW: i64 = 1 << 20;
 /// A windowed op's `[kernel, stride, dilation, pad_begin, pad_end]` along its two spatial axes,
 /// checked: a model from the wild or a damaged file may carry any values, and a zero stride
 /// would divide by zero. `kernel` is the default kernel (a Conv's weight shape).
-fn window_attrs(n: &NodeProto, kernel: Option<[i64; 2]>) -> Result<[[i64; 5]; 2], SliceError> {
+pub fn window_attrs(n: &NodeProto, kernel: Option<[i64; 2]>) -> Result<[[i64; 5]; 2], SliceError> {
     let get = |name: &str, len: usize, default: Option<Vec<i64>>, min: i64| {
         let v = match ints(n, name) {
             Some(v) => v,

@@ -31,10 +31,11 @@ pub struct TopologyResults {
     pub attack_seconds: f64,
 }
 
-/// One attacker mode of a topology's audit.
+/// One attacker (a knowledge mode and a family) of a topology's audit.
 #[derive(Debug, Default, Clone)]
 pub struct ModeResult {
     pub mode: String,
+    pub family: String,
     pub psnr: f64,
     pub ssim: f64,
     pub matched: Option<i64>,
@@ -134,6 +135,7 @@ fn read_attack_summary(path: &Path) -> Result<Audit, RunError> {
     let mut seconds = 0.0;
     for b in &batches {
         let mode = column::<StringArray>(b, "mode", path)?;
+        let family = column::<StringArray>(b, "family", path)?;
         let matched = column::<Int64Array>(b, "channels_matched", path)?;
         let worst = column::<BooleanArray>(b, "worst", path)?;
         let converged = column::<BooleanArray>(b, "converged", path)?;
@@ -147,6 +149,7 @@ fn read_attack_summary(path: &Path) -> Result<Audit, RunError> {
         for i in 0..b.num_rows() {
             modes.push(ModeResult {
                 mode: mode.value(i).to_string(),
+                family: family.value(i).to_string(),
                 psnr: psnr.value(i),
                 ssim: ssim.value(i),
                 matched: matched.is_valid(i).then(|| matched.value(i)),
@@ -247,8 +250,22 @@ fn topology_columns(rows: &[TopologyResults]) -> Vec<Column> {
     ]
 }
 
+/// The strongest attacker (highest mean PSNR) among those `keep` selects.
+fn strongest(r: &TopologyResults, keep: impl Fn(&ModeResult) -> bool) -> Option<&ModeResult> {
+    r.modes
+        .iter()
+        .filter(|m| keep(m))
+        .max_by(|a, b| a.psnr.total_cmp(&b.psnr))
+}
+
+/// A mode's strongest family.
 fn mode<'a>(r: &'a TopologyResults, name: &str) -> Option<&'a ModeResult> {
-    r.modes.iter().find(|m| m.mode == name)
+    strongest(r, |m| m.mode == name)
+}
+
+/// A family's strongest mode.
+fn family<'a>(r: &'a TopologyResults, name: &str) -> Option<&'a ModeResult> {
+    strongest(r, |m| m.family == name)
 }
 
 /// The worst case over modes: the one the audit marked, else the highest mean PSNR.
@@ -266,10 +283,13 @@ fn max_over_modes(r: &TopologyResults, value: fn(&ModeResult) -> f64) -> f64 {
     r.modes.iter().map(value).fold(f64::NEG_INFINITY, f64::max)
 }
 
-/// The privacy loss per attacker mode (empty where a mode was not run) and in the worst case.
+/// The privacy loss per attacker mode and per family (each the strongest of the other axis;
+/// empty where none was run) and in the worst case over both.
 fn privacy_columns(rows: &[TopologyResults]) -> Vec<Column> {
     let per_mode =
         |name: &str, value: fn(&ModeResult) -> f64| floats(rows, |r| mode(r, name).map(value));
+    let per_family =
+        |name: &str, value: fn(&ModeResult) -> f64| floats(rows, |r| family(r, name).map(value));
     let worst_case = |value: fn(&ModeResult) -> f64| floats(rows, |r| Some(value(worst(r))));
     let widest = |value: fn(&ModeResult) -> f64| floats(rows, |r| Some(max_over_modes(r, value)));
     vec![
@@ -286,6 +306,17 @@ fn privacy_columns(rows: &[TopologyResults]) -> Vec<Column> {
                     .map(|r| mode(r, "matched-selection").and_then(|m| m.matched))
                     .collect::<Vec<_>>(),
             )),
+        ),
+        ("psnr_irn", per_family("irn", |m| m.psnr)),
+        ("ssim_irn", per_family("irn", |m| m.ssim)),
+        ("psnr_optimization", per_family("optimization", |m| m.psnr)),
+        ("ssim_optimization", per_family("optimization", |m| m.ssim)),
+        (
+            "worst_attack",
+            strings(rows, |r| {
+                let w = worst(r);
+                format!("{} {}", w.mode, w.family)
+            }),
         ),
         ("psnr_worst", worst_case(|m| m.psnr)),
         ("ssim_worst", worst_case(|m| m.ssim)),
@@ -345,6 +376,7 @@ mod tests {
     fn mode(name: &str, psnr: f64, worst: bool) -> ModeResult {
         ModeResult {
             mode: name.into(),
+            family: "irn".into(),
             psnr,
             ssim: psnr / 100.0,
             matched: (name == "matched-selection").then_some(3),
@@ -353,6 +385,15 @@ mod tests {
             ssim_ci: (0.1, 0.2),
             epochs: psnr as i32,
             converged: true,
+        }
+    }
+
+    /// The optimisation family under mode `name`, refined from an IRN that trained `epochs`.
+    fn refined(name: &str, psnr: f64, epochs: i32) -> ModeResult {
+        ModeResult {
+            family: "optimization".into(),
+            epochs,
+            ..mode(name, psnr, false)
         }
     }
 
@@ -381,6 +422,7 @@ mod tests {
                 topology("fire3", 8, 300),
                 vec![
                     mode("known-selection", 20.0, false),
+                    refined("known-selection", 21.5, 20),
                     mode("unknown-selection", 14.0, false),
                 ],
             ),
@@ -413,18 +455,28 @@ mod tests {
         assert_eq!(depth.values(), &[2, 1, 2]);
         let layer = column::<StringArray>(&batch, "layer", Path::new("t")).unwrap();
         assert!(layer.is_null(1) && layer.value(0) == "fire3/concat");
-        // No worst mode marked: the highest mean; else the marked one, even if lower.
+        // No worst attack marked: the highest mean over modes and families; else the marked
+        // one, even if lower.
         assert_eq!(
             floats_of(&batch, "psnr_worst").values(),
-            &[20.0, 18.0, 12.0]
+            &[21.5, 18.0, 12.0]
         );
         assert_eq!(
             floats_of(&batch, "psnr_worst_hi").values(),
-            &[21.0, 19.0, 13.0]
+            &[22.5, 19.0, 13.0]
         );
+        let worst = column::<StringArray>(&batch, "worst_attack", Path::new("t")).unwrap();
+        assert_eq!(worst.value(0), "known-selection optimization");
+        assert_eq!(worst.value(1), "matched-selection irn");
+        // A mode's strongest family; a family's strongest mode.
         let known = floats_of(&batch, "psnr_known");
-        assert_eq!((known.value(0), known.value(1)), (20.0, 15.0));
+        assert_eq!((known.value(0), known.value(1)), (21.5, 15.0));
         assert!(known.is_null(2));
+        let irn = floats_of(&batch, "psnr_irn");
+        assert_eq!(irn.values(), &[20.0, 18.0, 12.0]);
+        let optimization = floats_of(&batch, "psnr_optimization");
+        assert_eq!(optimization.value(0), 21.5);
+        assert!(optimization.is_null(1) && optimization.is_null(2));
         let matched = column::<Int64Array>(&batch, "channels_matched", Path::new("t")).unwrap();
         assert_eq!(matched.iter().collect::<Vec<_>>(), [None, Some(3), None]);
         let epochs = column::<Int32Array>(&batch, "attack_epochs", Path::new("t")).unwrap();

@@ -602,11 +602,14 @@ impl<'a> NodeBuilder<'a> {
                 wide_dir.join("selection.arrow"),
                 Some(ArtifactKind::Selection),
             ),
+            // The optimisation attacker differentiates through the local network.
+            ("local-network", dir.join("local.onnx"), None),
         ];
         let (args, inputs) = self.args_and_inputs(ins, &attack_dir);
         let outputs = ATTACK_OUTPUTS.iter().map(|f| attack_dir.join(f)).collect();
         let params = BTreeMap::from([
             ("attack".into(), param(&m.attack)),
+            ("model.preprocess".into(), param(&m.model.preprocess)),
             ("seed".into(), json!(m.seed)),
             ("train.classes".into(), json!(m.train.classes)),
         ]);

@@ -101,6 +101,18 @@ impl AttackParams {
         if self.modes.is_empty() {
             return Err("`attack.modes` must list at least one mode".into());
         }
+        use AttackFamily::{Irn, Optimization};
+        if !matches!(self.families.as_slice(), [Irn] | [Irn, Optimization]) {
+            return Err(format!(
+                "`attack.families` must be [irn] or [irn, optimization] (the optimisation attack starts from the IRN's reconstructions), got {:?}",
+                self.families.iter().map(|f| f.name()).collect::<Vec<_>>()
+            ));
+        }
+        let o = &self.optimization;
+        check_count("attack.optimization.iterations", o.iterations)?;
+        check_count("attack.optimization.batch_size", o.batch_size)?;
+        check_number("attack.optimization.lr", o.lr, 0.0, true)?;
+        check_number("attack.optimization.tv_weight", o.tv_weight, 0.0, false)?;
         check_count("attack.max_epochs", self.max_epochs)?;
         check_count("attack.batch_size", self.batch_size)?;
         check_count("attack.min_width", self.min_width)?;

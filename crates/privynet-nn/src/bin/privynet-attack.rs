@@ -1,7 +1,8 @@
 //! `privynet-attack`: the user's privacy audit of one topology. Simulates the cloud-side
 //! attacker: it trains an image reconstruction network on (feature, image) pairs from its own
 //! pool (the `attacker` split) and rebuilds the victims' `test` images from their features,
-//! under each enabled knowledge mode; reports PSNR and SSIM per image and per mode.
+//! under each enabled knowledge mode, then refines them by optimisation through the local
+//! network; reports PSNR and SSIM per image, per mode and per attacker family.
 
 use std::path::PathBuf;
 
@@ -16,7 +17,8 @@ use privynet_nn::audit_run::{self, AttackRun};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Score a topology's privacy: how well an attacker, trained until it converges, rebuilds the
-/// victims' images from their features (PSNR, SSIM, 95% intervals, per knowledge mode).
+/// victims' images from their features (PSNR, SSIM, 95% intervals, per knowledge mode and
+/// attacker family: a learned inverse network, and optimisation through the local network).
 #[derive(Debug, Parser)]
 #[command(version, long_about = None)]
 struct Args {
@@ -41,6 +43,11 @@ struct Args {
     /// that they can be put back in the pretrained network's channel order.
     #[arg(long, requires = "full_features")]
     full_selection: Option<PathBuf>,
+    /// The topology's local.onnx (LOCAL): the optimisation attacker differentiates through it,
+    /// and every reconstruction's feature error is measured with it. Required when
+    /// `attack.families` includes `optimization`.
+    #[arg(long)]
+    local_network: Option<PathBuf>,
     /// The IRN's epoch cap (overrides `attack.max_epochs`); it stops earlier on a held-out
     /// plateau.
     #[arg(long)]
@@ -81,6 +88,11 @@ fn run(args: Args) -> Result<()> {
         selection: args.selection,
         full_features: args.full_features,
         full_selection: args.full_selection,
+        local_network: args.local_network,
+        preprocess: manifest
+            .as_ref()
+            .map(|m| m.model.preprocess.clone())
+            .unwrap_or_default(),
         manifest_label: args.manifest.label(),
         output: args.output.clone(),
     };

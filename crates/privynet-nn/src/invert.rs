@@ -1,0 +1,205 @@
+//! The optimisation attack (He et al., ACSAC 2019: regularised maximum-likelihood estimation):
+//! for each victim, gradient descent on an image in [0, 1] so that the public local network's
+//! features of it match the received features, plus a total-variation prior. Each victim is
+//! optimised from every start (the IRN's reconstruction, the pool's mean image); what is kept is
+//! the image with the lowest feature-matching error seen from any start at any step, the start
+//! itself included. That error is what the attacker can compute; the ground truth never enters,
+//! and so the kept image never matches the features worse than the IRN's reconstruction.
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+use privynet_core::manifest::{OptimizationParams, Schedule};
+
+use crate::attack::lr_at_step;
+use crate::local_net::{LocalNet, Preprocessing};
+
+/// Adam's moment decays and epsilon (the usual defaults).
+const BETA1: f64 = 0.9;
+const BETA2: f64 = 0.999;
+const EPSILON: f64 = 1e-8;
+
+/// What the attacker optimises through: the local network as it believes it to be, the public
+/// preprocessing, and its per-channel feature scales.
+#[derive(Debug, Clone)]
+pub struct Inverter<'a> {
+    /// The network on an autodiff device.
+    pub net: &'a LocalNet,
+    pub preprocessing: &'a Preprocessing,
+    /// 1 / standard deviation of each feature channel over the attacker's own pool, so that
+    /// every channel weighs alike in the feature error.
+    pub inv_std: &'a [f32],
+    pub params: &'a OptimizationParams,
+    pub device: &'a Device,
+    /// Feature shape [D, h, w] and image side.
+    pub feature_shape: [usize; 3],
+    pub size: usize,
+}
+
+/// The kept reconstructions of the victims.
+#[derive(Debug, Clone)]
+pub struct Inverted {
+    /// [n, 3, size, size] flat.
+    pub recon: Vec<f32>,
+    /// Feature-matching error of each kept image.
+    pub feature_error: Vec<f64>,
+    /// Which start each kept image descends from (an index into the starts).
+    pub start: Vec<usize>,
+}
+
+/// One batch's descent from one start: the best image per victim and its error.
+struct Descent {
+    x: Vec<f32>,
+    error: Vec<f64>,
+}
+
+impl Inverter<'_> {
+    fn image_len(&self) -> usize {
+        3 * self.size * self.size
+    }
+    fn feature_len(&self) -> usize {
+        self.feature_shape.iter().product()
+    }
+
+    /// Feature-matching error of each image against its target features (no optimisation).
+    pub fn feature_error(&self, images: &[f32], targets: &[f32]) -> Vec<f64> {
+        let b = self.params.batch_size;
+        images
+            .chunks(b * self.image_len())
+            .zip(targets.chunks(b * self.feature_len()))
+            .flat_map(|(x, t)| {
+                let n = x.len() / self.image_len();
+                let (_, error) = self.errors(x.to_vec(), &self.target(t, n), n, false);
+                error
+            })
+            .collect()
+    }
+
+    /// Optimises every victim (`targets`: [n, D, h, w] flat) from each of `starts` (each [n, 3,
+    /// size, size] flat) in batches; `on_batch` sees how many victims are done.
+    pub fn invert(
+        &self,
+        targets: &[f32],
+        starts: &[&[f32]],
+        mut on_batch: impl FnMut(usize),
+    ) -> Inverted {
+        let (il, fl, b) = (self.image_len(), self.feature_len(), self.params.batch_size);
+        let n = targets.len() / fl;
+        let mut out = Inverted {
+            recon: Vec::with_capacity(n * il),
+            feature_error: Vec::with_capacity(n),
+            start: Vec::with_capacity(n),
+        };
+        for lo in (0..n).step_by(b) {
+            let hi = (lo + b).min(n);
+            let target = self.target(&targets[lo * fl..hi * fl], hi - lo);
+            let runs: Vec<Descent> = starts
+                .iter()
+                .map(|s| self.descend(&target, s[lo * il..hi * il].to_vec(), hi - lo))
+                .collect();
+            for i in 0..hi - lo {
+                let (k, best) = runs
+                    .iter()
+                    .enumerate()
+                    .min_by(|a, b| a.1.error[i].total_cmp(&b.1.error[i]))
+                    .expect("at least one start");
+                out.recon.extend_from_slice(&best.x[i * il..(i + 1) * il]);
+                out.feature_error.push(best.error[i]);
+                out.start.push(k);
+            }
+            on_batch(hi);
+        }
+        out
+    }
+
+    fn target(&self, t: &[f32], n: usize) -> Tensor<4> {
+        let [d, h, w] = self.feature_shape;
+        Tensor::from_data(TensorData::new(t.to_vec(), [n, d, h, w]), self.device)
+    }
+
+    /// Per-victim feature errors of images `x` ([n, 3, size, size]) and, with `grad`, the
+    /// gradient of the objective (errors plus the TV prior, summed over victims) by pixel.
+    fn errors(
+        &self,
+        x: Vec<f32>,
+        target: &Tensor<4>,
+        n: usize,
+        grad: bool,
+    ) -> (Option<Vec<f32>>, Vec<f64>) {
+        let s = self.size;
+        let d = self.feature_shape[0];
+        let mut xt = Tensor::<4>::from_data(TensorData::new(x, [n, 3, s, s]), self.device);
+        if grad {
+            xt = xt.require_grad();
+        }
+        let features = self.net.forward(self.preprocessing.apply(xt.clone()));
+        let scale = Tensor::<4>::from_data(
+            TensorData::new(self.inv_std.to_vec(), [1, d, 1, 1]),
+            self.device,
+        );
+        let diff = (features - target.clone()) * scale;
+        let per = (diff.clone() * diff).mean_dim(3).mean_dim(2).mean_dim(1);
+        let error: Vec<f64> = per
+            .clone()
+            .into_data()
+            .iter::<f32>()
+            .map(f64::from)
+            .collect();
+        if !grad {
+            return (None, error);
+        }
+        let mut objective = per.sum();
+        if self.params.tv_weight > 0.0 {
+            let dh = xt.clone().slice([0..n, 0..3, 1..s, 0..s])
+                - xt.clone().slice([0..n, 0..3, 0..s - 1, 0..s]);
+            let dw = xt.clone().slice([0..n, 0..3, 0..s, 1..s])
+                - xt.clone().slice([0..n, 0..3, 0..s, 0..s - 1]);
+            // Per victim, as the IRN's prior: mean |dh| + mean |dw|, summed over victims.
+            let tv = (dh.abs().mean() + dw.abs().mean()).mul_scalar(n as f32);
+            objective = objective + tv.mul_scalar(self.params.tv_weight as f32);
+        }
+        let grads = objective.backward();
+        let g = xt
+            .grad(&grads)
+            .expect("the image requires its gradient")
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32 gradients");
+        (Some(g), error)
+    }
+
+    /// Adam on the pixels of one batch from `x0`, projected back into [0, 1] after each step,
+    /// keeping each victim's lowest-error image (the start counts).
+    fn descend(&self, target: &Tensor<4>, x0: Vec<f32>, n: usize) -> Descent {
+        let p = self.params;
+        let il = self.image_len();
+        let mut x = x0;
+        x.iter_mut().for_each(|v| *v = v.clamp(0.0, 1.0));
+        let (mut m, mut v) = (vec![0f64; x.len()], vec![0f64; x.len()]);
+        let mut best = Descent {
+            x: x.clone(),
+            error: vec![f64::INFINITY; n],
+        };
+        for step in 0..=p.iterations {
+            let last = step == p.iterations;
+            let (g, error) = self.errors(x.clone(), target, n, !last);
+            for (i, e) in error.iter().enumerate() {
+                if *e < best.error[i] {
+                    best.error[i] = *e;
+                    best.x[i * il..(i + 1) * il].copy_from_slice(&x[i * il..(i + 1) * il]);
+                }
+            }
+            let Some(g) = g else { break };
+            let lr = lr_at_step(p.lr, Schedule::Cosine, step, 0, p.iterations);
+            let t = (step + 1) as i32;
+            let (c1, c2) = (1.0 - BETA1.powi(t), 1.0 - BETA2.powi(t));
+            for (k, gk) in g.iter().enumerate() {
+                let gk = f64::from(*gk);
+                m[k] = BETA1 * m[k] + (1.0 - BETA1) * gk;
+                v[k] = BETA2 * v[k] + (1.0 - BETA2) * gk * gk;
+                let stepped = f64::from(x[k]) - lr * (m[k] / c1) / ((v[k] / c2).sqrt() + EPSILON);
+                x[k] = stepped.clamp(0.0, 1.0) as f32;
+            }
+        }
+        best
+    }
+}

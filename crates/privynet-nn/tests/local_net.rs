@@ -1,0 +1,296 @@
+//! The burn local network (what the optimisation attacker differentiates through) against ONNX
+//! Runtime on the same `local.onnx`: at every cut point of graphs the test builds (a tiny CNN,
+//! a PyTorch-style EfficientNet block, and one with batch norm, average pooling with padding,
+//! ceil-mode max pooling, LeakyRelu and arithmetic with constants), at every cut point of the
+//! real SqueezeNet 1.1 and, when the mirror has it, EfficientNet-Lite0. Also: the channel
+//! selection can be swapped, an operator it does not build is named, and the preprocessing
+//! equals the extract stage's.
+
+#[path = "../../privynet-slice/tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use common::*;
+use ndarray::Array4;
+use onnx_protobuf::{GraphProto, Message, ModelProto, OperatorSetIdProto};
+
+use privynet_core::manifest::{ChannelOrder, Preprocess, ResizeMode};
+use privynet_extract::runtime::Runner;
+use privynet_nn::local_net::{LocalNet, Preprocessing};
+use privynet_slice::{analyze, model, surgery};
+
+/// Pseudo-random inputs in [lo, hi).
+fn inputs(seed: u64, shape: (usize, usize, usize, usize), lo: f32, hi: f32) -> Array4<f32> {
+    let mut s = seed;
+    Array4::from_shape_fn(shape, |_| {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        lo + ((s >> 40) as f32 / (1u64 << 24) as f32) * (hi - lo)
+    })
+}
+
+fn burn_forward(net: &LocalNet, x: &Array4<f32>) -> (Vec<usize>, Vec<f32>) {
+    let device = Device::flex();
+    let dims: [usize; 4] = x.shape().try_into().unwrap();
+    let t = Tensor::<4>::from_data(TensorData::new(x.iter().copied().collect(), dims), &device);
+    let y = net.forward(t);
+    (
+        y.dims().to_vec(),
+        y.into_data().try_to_vec::<f32>().expect("f32 features"),
+    )
+}
+
+/// Slices `m` at every cut point before its classifier head with every channel in reverse order
+/// (so the selection is not the identity), and compares burn with ONNX Runtime on each local network. Returns the worst
+/// absolute difference relative to the largest feature (at least 1).
+fn check_every_cut(dir: &Path, m: &model::Model, size: i64, x: &Array4<f32>) -> f32 {
+    let a = analyze::analyze(m, size).expect("analysed");
+    let mut worst = 0.0f32;
+    let (mut cuts, mut head) = (0, 0);
+    for p in a.points.iter().filter(|p| p.height > 0 && p.channels > 0) {
+        let selection: Vec<i64> = (0..p.channels).rev().collect();
+        let local = surgery::local_network(m, &p.name, &selection).expect("sliced");
+        // A classifier head's cut points (after a flatten: Shape, Reshape, Gemm) are not a
+        // local network anyone splits at, and the burn network does not build them.
+        let graph = local.graph.as_ref().unwrap();
+        if graph
+            .node
+            .iter()
+            .any(|n| HEAD_OPS.contains(&n.op_type.as_str()))
+        {
+            head += 1;
+            continue;
+        }
+        assert_eq!(head, 0, "cut {} follows a head cut point", p.name);
+        let path = dir.join("local.onnx");
+        std::fs::write(&path, surgery::to_bytes(&local).unwrap()).unwrap();
+        let want = Runner::open(&path, surgery::OUTPUT, Some(1))
+            .unwrap()
+            .run(x.view())
+            .unwrap();
+        let net = LocalNet::load(&path, surgery::OUTPUT, &Device::flex())
+            .unwrap_or_else(|e| panic!("cut {}: {e}", p.name));
+        let (dims, got) = burn_forward(&net, x);
+        assert_eq!(dims, want.shape(), "cut {}: shape", p.name);
+        let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        let diff = max_abs_diff(want.iter(), got.iter());
+        assert!(
+            diff <= 1e-5 * scale,
+            "cut {} ({}): burn differs from ONNX Runtime by {diff} (largest feature {scale})",
+            p.name,
+            p.op
+        );
+        worst = worst.max(diff / scale);
+        cuts += 1;
+    }
+    assert!(cuts > 0, "no cut point checked");
+    eprintln!("  {cuts} cut points checked, {head} of the classifier head skipped");
+    worst
+}
+
+/// The operators of a classifier head.
+const HEAD_OPS: [&str; 5] = ["Shape", "Reshape", "Flatten", "Gemm", "MatMul"];
+
+fn save(path: &Path, m: &ModelProto) {
+    std::fs::write(path, m.write_to_bytes().unwrap()).unwrap();
+}
+
+fn loaded(dir: &Path, name: &str, m: &ModelProto) -> model::Model {
+    let path = dir.join(name);
+    save(&path, m);
+    model::load(&path, None).expect("loads")
+}
+
+#[test]
+fn burn_equals_onnx_runtime_on_built_graphs() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, original, c, size) in [
+        ("tiny.onnx", tiny_model(), 2, 9),
+        ("pytorch.onnx", pytorch_model(), 2, 16),
+        ("mixed.onnx", mixed_model(), 3, 11),
+    ] {
+        let m = loaded(dir.path(), name, &original);
+        let x = inputs(size as u64, (2, c, size, size), -2.0, 2.0);
+        let worst = check_every_cut(dir.path(), &m, size as i64, &x);
+        eprintln!("{name}: worst relative difference {worst:e}");
+    }
+}
+
+#[test]
+fn burn_equals_onnx_runtime_at_every_squeezenet_cut() {
+    // The model zoo's fp16 opset-7 file (the default pipeline's) and its fp32 opset-17 export.
+    for name in [
+        "squeezenet1.1_fp16_opset7.onnx",
+        "squeezenet1.1_fp32_opset17.onnx",
+    ] {
+        let Some(path) = model_file(name) else {
+            eprintln!("SKIPPED: {name} is not in data/models or ../shared/data/models");
+            continue;
+        };
+        let m = model::load(&path, None).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        // Raw 0-255 pixels, as SqueezeNet's preprocessing feeds it.
+        let x = inputs(7, (2, 3, 32, 32), 0.0, 255.0);
+        let worst = check_every_cut(dir.path(), &m, 32, &x);
+        eprintln!("{name} at 32x32: worst difference {worst:e} of the largest feature");
+    }
+}
+
+#[test]
+fn burn_equals_onnx_runtime_at_every_lite0_cut() {
+    let Some(path) = model_file("efficientnet-lite0_fp32_opset17.onnx") else {
+        eprintln!("SKIPPED: EfficientNet-Lite0 is not in data/models or ../shared/data/models");
+        return;
+    };
+    let m = model::load(&path, None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let x = inputs(11, (2, 3, 32, 32), -1.0, 1.0);
+    let worst = check_every_cut(dir.path(), &m, 32, &x);
+    eprintln!("EfficientNet-Lite0 at 32x32: worst difference {worst:e} of the largest feature");
+}
+
+/// A graph with what the other two lack: batch normalisation, average pooling with padding
+/// (count_include_pad 0), ceil-mode max pooling with pads, LeakyRelu, Sub and Div by
+/// constants, Tanh and a global max pool's broadcast product.
+fn mixed_model() -> ModelProto {
+    let mut g = GraphProto::new();
+    g.name = "mixed".into();
+    g.initializer = vec![
+        weights("w1", &[4, 3, 3, 3], 1),
+        weights("b1", &[4], 2),
+        tensor("gamma", &[4], &[1.0, 0.5, 2.0, -1.0]),
+        tensor("beta", &[4], &[0.1, 0.0, -0.2, 0.3]),
+        tensor("mean", &[4], &[0.05, -0.1, 0.2, 0.0]),
+        tensor("var", &[4], &[1.0, 0.25, 2.0, 0.5]),
+        tensor("shift", &[4, 1, 1], &[0.1, -0.1, 0.2, 0.0]),
+        tensor("two", &[], &[2.0]),
+    ];
+    g.node = vec![
+        node(
+            "Conv",
+            &["x", "w1", "b1"],
+            "c1",
+            vec![ints("kernel_shape", &[3, 3]), ints("pads", &[1, 0, 1, 2])],
+        ),
+        node(
+            "BatchNormalization",
+            &["c1", "gamma", "beta", "mean", "var"],
+            "bn",
+            vec![],
+        ),
+        node("LeakyRelu", &["bn"], "lr", vec![]),
+        node(
+            "MaxPool",
+            &["lr"],
+            "mp",
+            vec![
+                ints("kernel_shape", &[3, 3]),
+                ints("strides", &[2, 2]),
+                ints("pads", &[1, 1, 1, 1]),
+                int("ceil_mode", 1),
+            ],
+        ),
+        node(
+            "AveragePool",
+            &["mp"],
+            "ap",
+            vec![ints("kernel_shape", &[3, 3]), ints("pads", &[1, 1, 1, 1])],
+        ),
+        node("Sub", &["ap", "shift"], "sub", vec![]),
+        node("Div", &["sub", "two"], "div", vec![]),
+        node("Tanh", &["div"], "th", vec![]),
+        node("GlobalMaxPool", &["th"], "gmp", vec![]),
+        node("Mul", &["th", "gmp"], "out", vec![]),
+    ];
+    g.input = vec![value_info("x", &[None, Some(3), None, None])];
+    g.output = vec![value_info("out", &[None, Some(4), None, None])];
+    let mut m = ModelProto::new();
+    m.ir_version = 8;
+    let mut op = OperatorSetIdProto::new();
+    op.version = 13;
+    m.opset_import = vec![op];
+    m.graph = Some(g).into();
+    m
+}
+
+#[test]
+fn the_selection_can_be_swapped_for_the_attackers_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = loaded(dir.path(), "tiny.onnx", &tiny_model());
+    let path = dir.path().join("local.onnx");
+    let all = surgery::local_network(&m, "cat", &[0, 1, 2, 3, 4, 5]).unwrap();
+    save(&path, &all);
+    let net = LocalNet::load(&path, surgery::OUTPUT, &Device::flex()).unwrap();
+    let x = inputs(3, (1, 2, 8, 8), -1.0, 1.0);
+    let (_, full) = burn_forward(&net, &x);
+    let (dims, picked) = burn_forward(&net.with_output_channels(&[4, 1]).unwrap(), &x);
+    assert_eq!(dims, [1, 2, 4, 4]);
+    let plane = 16;
+    assert_eq!(picked[..plane], full[4 * plane..5 * plane]);
+    assert_eq!(picked[plane..], full[plane..2 * plane]);
+}
+
+#[test]
+fn an_operator_it_does_not_build_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bad = tiny_model();
+    let g = bad.graph.as_mut().unwrap();
+    g.node[1] = node("LRN", &["c1"], "r1", vec![int("size", 3)]);
+    let path = dir.path().join("lrn.onnx");
+    save(&path, &bad);
+    let err = LocalNet::load(&path, "cat", &Device::flex())
+        .expect_err("LRN is not built")
+        .to_string();
+    assert!(
+        err.contains("`r1`") && err.contains("LRN") && err.contains("Conv, Relu"),
+        "{err}"
+    );
+}
+
+#[test]
+fn preprocessing_equals_the_extract_stage() {
+    for spec in [
+        Preprocess {
+            resize: ResizeMode::None,
+            channel_order: ChannelOrder::Bgr,
+            scale: 1.0,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+        },
+        Preprocess {
+            resize: ResizeMode::None,
+            channel_order: ChannelOrder::Rgb,
+            scale: 1.0 / 255.0,
+            mean: [0.485, 0.456, 0.406],
+            std: [0.229, 0.224, 0.225],
+        },
+    ] {
+        let h = 4usize;
+        let pixels: Vec<u8> = (0..h * h * 3).map(|i| (i * 37 % 256) as u8).collect();
+        let mut want = vec![0f32; 3 * h * h];
+        privynet_extract::preprocess::preprocess_into(
+            &pixels, h as u32, h as u32, &spec, h as u32, &mut want,
+        )
+        .unwrap();
+        // The attacker's image: CHW RGB in [0, 1].
+        let chw: Vec<f32> = (0..3)
+            .flat_map(|c| {
+                let px = &pixels;
+                (0..h * h).map(move |p| f32::from(px[p * 3 + c]) / 255.0)
+            })
+            .collect();
+        let device = Device::flex();
+        let x = Tensor::<4>::from_data(TensorData::new(chw, [1, 3, h, h]), &device);
+        let got = Preprocessing::new(&spec)
+            .apply(x)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        let diff = max_abs_diff(want.iter(), got.iter());
+        assert!(diff <= 1e-5 * scale, "{spec:?}: differs by {diff}");
+    }
+}
