@@ -8,7 +8,7 @@ mod common;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use common::*;
-use onnx_protobuf::{GraphProto, Message, ModelProto, OperatorSetIdProto};
+use onnx_protobuf::{GraphProto, Message, ModelProto};
 
 use privynet_core::manifest::{OptimizationParams, Preprocess};
 use privynet_nn::invert::Inverter;
@@ -34,15 +34,7 @@ fn mixing_model() -> ModelProto {
         node("Gather", &["f", "idx"], "features", vec![int("axis", 1)]),
     ];
     g.initializer.push(int_tensor("idx", &[3], &[2, 0, 1]));
-    g.input = vec![value_info("x", &[None, Some(3), None, None])];
-    g.output = vec![value_info("features", &[None, Some(3), None, None])];
-    let mut m = ModelProto::new();
-    m.ir_version = 8;
-    let mut op = OperatorSetIdProto::new();
-    op.version = 13;
-    m.opset_import = vec![op];
-    m.graph = Some(g).into();
-    m
+    model_of(g, "x", 3, "features", 3)
 }
 
 /// Smooth images in [0.1, 0.9], so that a TV prior does not fight the truth much.

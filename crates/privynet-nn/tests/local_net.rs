@@ -14,7 +14,7 @@ use std::path::Path;
 use burn::tensor::{Device, Tensor, TensorData};
 use common::*;
 use ndarray::Array4;
-use onnx_protobuf::{GraphProto, Message, ModelProto, OperatorSetIdProto};
+use onnx_protobuf::{GraphProto, Message, ModelProto};
 
 use privynet_core::manifest::{ChannelOrder, Preprocess, ResizeMode};
 use privynet_extract::runtime::Runner;
@@ -205,15 +205,7 @@ fn mixed_model() -> ModelProto {
         node("GlobalMaxPool", &["th"], "gmp", vec![]),
         node("Mul", &["th", "gmp"], "out", vec![]),
     ];
-    g.input = vec![value_info("x", &[None, Some(3), None, None])];
-    g.output = vec![value_info("out", &[None, Some(4), None, None])];
-    let mut m = ModelProto::new();
-    m.ir_version = 8;
-    let mut op = OperatorSetIdProto::new();
-    op.version = 13;
-    m.opset_import = vec![op];
-    m.graph = Some(g).into();
-    m
+    model_of(g, "x", 3, "out", 4)
 }
 
 #[test]

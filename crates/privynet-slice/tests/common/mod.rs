@@ -164,8 +164,14 @@ pub fn tiny_model() -> ModelProto {
             n
         },
     ];
-    g.input = vec![value_info("x", &[None, Some(2), None, None])];
-    g.output = vec![value_info("cat", &[None, Some(6), None, None])];
+    model_of(g, "x", 2, "cat", 6)
+}
+
+/// A model of graph `g` (IR 8, opset 13) with its NCHW input `x` of `c_in` channels and output
+/// `y` of `c_out`, batch and spatial sizes free.
+pub fn model_of(mut g: GraphProto, x: &str, c_in: i64, y: &str, c_out: i64) -> ModelProto {
+    g.input = vec![value_info(x, &[None, Some(c_in), None, None])];
+    g.output = vec![value_info(y, &[None, Some(c_out), None, None])];
     let mut m = ModelProto::new();
     m.ir_version = 8;
     let mut op = OperatorSetIdProto::new();
