@@ -15,7 +15,7 @@ use privynet_core::Topology;
 use privynet_core::manifest::{AttackFamily, AttackMode, Manifest, OptimizationParams};
 use privynet_nn::attack::Standardizer;
 use privynet_nn::audit::{self, AuditInput};
-use privynet_nn::audit_run::{self, AttackRun};
+use privynet_nn::audit_run::{self, AttackRun, AuditData};
 use privynet_nn::invert::Inverter;
 use privynet_nn::local_net::{LocalNet, Preprocessing};
 use privynet_nn::metrics;
@@ -60,7 +60,13 @@ pub fn run(root: &Path, run_dir: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-fn tune(manifest: &Manifest, run_dir: &Path, topo: &str) -> Result<()> {
+/// The topology's victims and attacker pool, and the known-selection IRN's reconstructions of
+/// the victims, trained as the attack stage trains it.
+fn irn_reconstructions(
+    manifest: &Manifest,
+    run_dir: &Path,
+    topo: &str,
+) -> Result<(AuditData, Vec<f32>)> {
     let dir = run_dir.join(topo);
     let mut params = manifest.attack.clone();
     params.modes = vec![AttackMode::KnownSelection];
@@ -83,8 +89,7 @@ fn tune(manifest: &Manifest, run_dir: &Path, topo: &str) -> Result<()> {
     };
     let topology = Topology::read(&request.topology).context("topology")?;
     let data = audit_run::load(&request, &topology)?;
-    let started = Instant::now();
-    let irn = audit::run(
+    let mut irn = audit::run(
         AuditInput {
             params: &params,
             seed: request.seed,
@@ -99,7 +104,13 @@ fn tune(manifest: &Manifest, run_dir: &Path, topo: &str) -> Result<()> {
         },
         |_, _| {},
     )?;
-    let irn = &irn.attacks[0];
+    Ok((data, irn.attacks.swap_remove(0).recon))
+}
+
+fn tune(manifest: &Manifest, run_dir: &Path, topo: &str) -> Result<()> {
+    let started = Instant::now();
+    let (data, irn_recon) = irn_reconstructions(manifest, run_dir, topo)?;
+    let dir = run_dir.join(topo);
     let device = Device::flex().autodiff();
     let net = LocalNet::load(&dir.join("local.onnx"), "features", &device)?;
     let preprocessing = Preprocessing::new(&manifest.model.preprocess);
@@ -120,12 +131,12 @@ fn tune(manifest: &Manifest, run_dir: &Path, topo: &str) -> Result<()> {
         feature_shape: data.feature_shape,
         size,
     };
-    let irn_error = base.feature_error(&irn.recon, &data.victims.x);
+    let irn_error = base.feature_error(&irn_recon, &data.victims.x);
     row(
         topo,
         "IRN",
         &data.victims.y,
-        &irn.recon,
+        &irn_recon,
         &irn_error,
         size,
         started.elapsed().as_secs_f64(),
@@ -142,7 +153,7 @@ fn tune(manifest: &Manifest, run_dir: &Path, topo: &str) -> Result<()> {
             params: &p,
             ..base.clone()
         };
-        let out = inverter.invert(&data.victims.x, &[&irn.recon, &mean_start], |_| {});
+        let out = inverter.invert(&data.victims.x, &[&irn_recon, &mean_start], |_| {});
         row(
             topo,
             &format!("{iterations:>5} {lr:>5} {tv_weight:>5}"),

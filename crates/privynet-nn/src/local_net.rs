@@ -237,13 +237,14 @@ impl LocalNet {
     }
 }
 
-/// Runs one operator on its arguments.
-fn apply(op: &Op, mut args: Vec<Tensor<4>>) -> Tensor<4> {
-    let x = args.remove(0);
-    let hw = |x: &Tensor<4>| {
-        let [_, _, h, w] = x.dims();
-        [h, w]
-    };
+/// Spatial size [h, w] of an NCHW tensor.
+fn hw(x: &Tensor<4>) -> [usize; 2] {
+    let [_, _, h, w] = x.dims();
+    [h, w]
+}
+
+/// A convolution or pooling over `x` with the window's padding for `x`'s size.
+fn windowed(op: &Op, x: Tensor<4>) -> Tensor<4> {
     match op {
         Op::Conv {
             weight,
@@ -279,6 +280,15 @@ fn apply(op: &Op, mut args: Vec<Tensor<4>>) -> Tensor<4> {
                 .with_ceil_mode(*ceil);
             avg_pool2d(x, options)
         }
+        _ => unreachable!("only windowed ops come here"),
+    }
+}
+
+/// Runs one operator on its arguments.
+fn apply(op: &Op, mut args: Vec<Tensor<4>>) -> Tensor<4> {
+    let x = args.remove(0);
+    match op {
+        Op::Conv { .. } | Op::MaxPool { .. } | Op::AvgPool { .. } => windowed(op, x),
         Op::GlobalAvgPool => x.mean_dim(2).mean_dim(3),
         Op::GlobalMaxPool => x.max_dim(2).max_dim(3),
         Op::Relu => relu(x),
