@@ -117,10 +117,6 @@ fn tune(manifest: &Manifest, run_dir: &Path, topo: &str) -> Result<()> {
     let [d, h, w] = data.feature_shape;
     let standardizer = Standardizer::fit(&data.pool.x, d, h * w);
     let size = data.image_size;
-    let image_len = 3 * size * size;
-    let n = data.victims.len();
-    let mean = audit::mean_image(&data.pool.y, size);
-    let mean_start: Vec<f32> = mean.iter().copied().cycle().take(n * image_len).collect();
     let default = OptimizationParams::default();
     let base = Inverter {
         net: &net,
@@ -153,7 +149,7 @@ fn tune(manifest: &Manifest, run_dir: &Path, topo: &str) -> Result<()> {
             params: &p,
             ..base.clone()
         };
-        let out = inverter.invert(&data.victims.x, &[&irn_recon, &mean_start], |_| {});
+        let out = inverter.refine(&data.victims.x, &irn_recon, &data.pool.y, |_| {});
         row(
             topo,
             &format!("{iterations:>5} {lr:>5} {tv_weight:>5}"),

@@ -17,7 +17,7 @@ use privynet_core::manifest::{AttackFamily, AttackMode, AttackParams};
 use crate::NnError;
 use crate::attack::{EpochRecord, Pool, Standardizer, Training, take_channels, train_irn};
 use crate::data::Split;
-use crate::invert::Inverter;
+use crate::invert::{Inverter, mean_image};
 use crate::local_net::{LocalNet, Preprocessing};
 use crate::matching;
 use crate::metrics::{self, Interval};
@@ -347,9 +347,7 @@ fn inverter_for<'a>(
 fn optimized(input: &AuditInput<'_>, inv: &Inverter<'_>, irn: &AttackResult) -> AttackResult {
     let started = Instant::now();
     let n = input.victims.len();
-    let mean = mean_image(&input.pool.y, input.image_size);
-    let mean_start: Vec<f32> = mean.iter().copied().cycle().take(n * mean.len()).collect();
-    let out = inv.invert(&input.victims.x, &[&irn.recon, &mean_start], |done| {
+    let out = inv.refine(&input.victims.x, &irn.recon, &input.pool.y, |done| {
         tracing::info!(
             mode = irn.mode.name(),
             done,
@@ -484,19 +482,6 @@ fn mode_view(mode: AttackMode, input: &AuditInput<'_>) -> Result<ModeView, NnErr
             }
         }
     })
-}
-
-/// The mean of the pool's images (each [3, size, size]).
-pub fn mean_image(pool_y: &[f32], size: usize) -> Vec<f32> {
-    let image_len = 3 * size * size;
-    let n_pool = (pool_y.len() / image_len).max(1);
-    let mut mean_img = vec![0f32; image_len];
-    for row in pool_y.chunks_exact(image_len) {
-        for (m, v) in mean_img.iter_mut().zip(row) {
-            *m += v / n_pool as f32;
-        }
-    }
-    mean_img
 }
 
 /// The trivial attacker: answer every victim with the pool's mean image.

@@ -111,6 +111,22 @@ impl Inverter<'_> {
         out
     }
 
+    /// The optimisation family's refinement: every victim optimised from the IRN's
+    /// reconstruction (`irn_recon`) and from the mean of the attacker pool's images (`pool_y`);
+    /// start 0 is the IRN's, start 1 the mean.
+    pub fn refine(
+        &self,
+        targets: &[f32],
+        irn_recon: &[f32],
+        pool_y: &[f32],
+        on_batch: impl FnMut(usize),
+    ) -> Inverted {
+        let mean = mean_image(pool_y, self.size);
+        let n = targets.len() / self.feature_len().max(1);
+        let mean_start: Vec<f32> = mean.iter().copied().cycle().take(n * mean.len()).collect();
+        self.invert(targets, &[irn_recon, &mean_start], on_batch)
+    }
+
     fn target(&self, t: &[f32], n: usize) -> Tensor<4> {
         let [d, h, w] = self.feature_shape;
         Tensor::from_data(TensorData::new(t.to_vec(), [n, d, h, w]), self.device)
@@ -202,4 +218,17 @@ impl Inverter<'_> {
         }
         best
     }
+}
+
+/// The mean of the pool's images (each [3, size, size]).
+pub fn mean_image(pool_y: &[f32], size: usize) -> Vec<f32> {
+    let image_len = 3 * size * size;
+    let n_pool = (pool_y.len() / image_len).max(1);
+    let mut mean_img = vec![0f32; image_len];
+    for row in pool_y.chunks_exact(image_len) {
+        for (m, v) in mean_img.iter_mut().zip(row) {
+            *m += v / n_pool as f32;
+        }
+    }
+    mean_img
 }
