@@ -16,6 +16,9 @@
 #   make status                   what is stale in MANIFEST and why
 #   make slurm-up | slurm-down     a single-node Slurm cluster on loopback (installs slurm-wlm and munge
 #                                 from Debian as root); then `privynet run MANIFEST --executor slurm`
+#   make s3-up | s3-down           a real S3 server on loopback (Ceph's radosgw, installed from Debian as
+#                                 root); then `source /tmp/privynet-s3/env` and
+#                                 `privynet run MANIFEST --set storage.cloud=s3://privynet/runs/NAME`
 #
 # Every target builds with the release profile, so tests, pipeline and bench share one build.
 
@@ -28,7 +31,7 @@ JOBS     ?=
 RUN_FLAGS := $(if $(TOPOLOGY),--topology $(TOPOLOGY)) $(if $(JOBS),-j $(JOBS))
 
 .PHONY: all build ort data pipeline pipeline-exhaustive pipeline-full smoke chaos fuzz status test lint \
-        fmt bench clean distclean slurm-up slurm-down ingest slice extract train baseline attack characterize optimize
+        fmt bench clean distclean slurm-up slurm-down s3-up s3-down ingest slice extract train baseline attack characterize optimize
 
 all: build
 
@@ -78,6 +81,12 @@ slurm-up:
 
 slurm-down:
 	@scripts/slurm-down.sh
+
+s3-up:
+	@scripts/s3-up.sh
+
+s3-down:
+	@scripts/s3-down.sh
 
 status: build
 	$(BIN)/privynet status $(MANIFEST)

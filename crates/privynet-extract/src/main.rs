@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use privynet_core::ArtifactKind;
+use privynet_store::Store;
 
 use privynet_core::manifest::{FeatureDtype, Manifest, ManifestArgs, Preprocess};
 use privynet_core::{Provenance, Topology};
@@ -67,19 +69,44 @@ fn main() {
     privynet_core::logging::run_main(|| run(Args::parse()));
 }
 
-fn run(args: Args) -> Result<()> {
+fn run(mut args: Args) -> Result<()> {
     let manifest = args.manifest.load()?;
+    // Inputs and the output may be object URLs (the cloud zone in a bucket): the stage reads
+    // cached copies and writes into a staging folder that `publish` uploads at the end.
+    let store = Store::from_env();
+    let target = args.output.clone();
+    let output = store.output_table(&target, ArtifactKind::Features)?;
+    args.output = output.path();
+    let wide_url = args.derive_from.clone();
+    for p in [
+        &mut args.topology,
+        &mut args.images,
+        &mut args.model,
+        &mut args.derive_from,
+        &mut args.wide_selection,
+        &mut args.selection,
+    ] {
+        *p = store.fetch_opt(p.as_deref())?;
+    }
+    stage(&args, manifest.as_ref(), wide_url.as_deref())?;
+    output.publish()?;
+    println!("{}", target.display());
+    Ok(())
+}
+
+/// Extracts (or derives) the features into `args.output`.
+fn stage(args: &Args, manifest: Option<&Manifest>, wide_url: Option<&Path>) -> Result<()> {
     let topology = args
         .topology
         .as_ref()
         .map(|p| Topology::read(p).with_context(|| format!("reading {}", p.display())))
         .transpose()?;
     let prov = Provenance::new("extract", &args.manifest.label());
-    if let Some(wide) = &args.derive_from {
+    if let (Some(wide), Some(url)) = (&args.derive_from, wide_url) {
         let topology = topology.expect("clap requires --topology with --derive-from");
-        return derive_from(&args, wide, topology, prov);
+        return derive_from(args, (wide, url), topology, prov);
     }
-    let cfg = config(&args, manifest.as_ref(), topology)?;
+    let cfg = config(args, manifest, topology)?;
     let prov = prov.with_params(&cfg);
     let report = extract(&cfg, prov)
         .with_context(|| format!("extracting features from {}", cfg.images.display()))?;
@@ -88,15 +115,20 @@ fn run(args: Args) -> Result<()> {
         shape = format!("{:?}", report.shape),
         seconds = format!("{:.1}", report.seconds),
         images_per_s = format!("{:.0}", report.rows as f64 / report.seconds.max(1e-9)),
-        "wrote {}",
-        cfg.output.display()
+        "wrote the features"
     );
-    println!("{}", cfg.output.display());
     Ok(())
 }
 
-/// Derives the narrower features of `--selection` from the wider `wide` at the same cut.
-fn derive_from(args: &Args, wide: &Path, topology: Topology, prov: Provenance) -> Result<()> {
+/// Derives the narrower features of `--selection` from the wider ones at the same cut (read
+/// from `wide.0`, named by its place `wide.1` in provenance and messages).
+fn derive_from(
+    args: &Args,
+    wide: (&Path, &Path),
+    topology: Topology,
+    prov: Provenance,
+) -> Result<()> {
+    let (wide, wide_url) = wide;
     let read = |p: &PathBuf| {
         privynet_core::topology::read_selection(p)
             .with_context(|| format!("reading {}", p.display()))
@@ -104,7 +136,7 @@ fn derive_from(args: &Args, wide: &Path, topology: Topology, prov: Provenance) -
     let wide_sel = read(args.wide_selection.as_ref().expect("clap requires it"))?;
     let narrow_sel = read(args.selection.as_ref().expect("clap requires it"))?;
     let prov = prov.with_params(&serde_json::json!({
-        "derive_from": wide.display().to_string(),
+        "derive_from": wide_url.display().to_string(),
         "channels": narrow_sel.len(),
     }));
     let rows = privynet_extract::derive::derive(
@@ -115,14 +147,8 @@ fn derive_from(args: &Args, wide: &Path, topology: Topology, prov: Provenance) -
         &args.output,
         prov,
     )
-    .with_context(|| format!("deriving {} from {}", args.output.display(), wide.display()))?;
-    tracing::info!(
-        rows,
-        "derived {} ({} channels)",
-        args.output.display(),
-        narrow_sel.len()
-    );
-    println!("{}", args.output.display());
+    .with_context(|| format!("deriving features from {}", wide_url.display()))?;
+    tracing::info!(rows, "derived {} channels", narrow_sel.len());
     Ok(())
 }
 

@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 
-use privynet_core::Provenance;
 use privynet_core::manifest::{AllKeyword, ChannelCount, Manifest, ManifestArgs, SelectionMethod};
+use privynet_core::{ArtifactKind, Provenance, Zone};
 use privynet_slice::stage::{self, Request};
 use privynet_slice::{analyze, fisher, model, tables};
+use privynet_store::{Artifact, Store};
 
 /// Cut a pretrained ONNX network into the local network, with a secret channel selection.
 #[derive(Debug, Parser)]
@@ -48,6 +49,10 @@ struct Args {
     /// Arrow file for the listing.
     #[arg(long, short)]
     output: Option<PathBuf>,
+    /// Where topology.arrow goes (the cloud zone: a folder path or an object URL such as
+    /// s3://bucket/run/fire3-d8/topology.arrow); by default in --output.
+    #[arg(long, value_name = "PATH")]
+    topology_output: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -74,12 +79,24 @@ fn run(args: Args) -> Result<()> {
     if let Some(path) = &args.list {
         return list(&args, path, input_name.as_deref(), input_size);
     }
-    let req = request(&args, manifest.as_ref(), input_name, input_size)?;
+    let store = Store::from_env();
+    let mut req = request(&args, manifest.as_ref(), input_name, input_size)?;
+    // Checked before anything is written: the local network and the selection never go to an
+    // object store.
+    store.output_dir(&req.output, local_outputs())?;
+    let topology = req
+        .topology_output
+        .clone()
+        .unwrap_or_else(|| req.output.join("topology.arrow"));
+    let topology = store.output_table(&topology, ArtifactKind::Topology)?;
+    req.topology_output = Some(topology.path());
+    req.images = store.fetch_opt(req.images.as_deref())?;
     let (preprocess, limit) = (req.preprocess.clone(), req.params.fisher_images);
     let score = |m: &model::Model, point: &analyze::CutPoint, images: &Path| {
         fisher::scores(m, point, images, &preprocess, input_size, limit)
     };
     let written = stage::slice(&req, &score)?;
+    topology.publish()?;
     let point = &written.point;
     tracing::info!(
         cut = point.label(),
@@ -143,6 +160,7 @@ fn request(
             .map(|m| m.model.preprocess.clone())
             .unwrap_or_default(),
         output,
+        topology_output: args.topology_output.clone(),
         manifest_label: args.manifest.label(),
     })
 }
@@ -162,7 +180,18 @@ fn list(args: &Args, path: &Path, input: Option<&str>, input_size: u32) -> Resul
         let mut prov = Provenance::new("slice", &args.manifest.label());
         prov.add_input(path)?;
         prov.set("input_size", input_size.to_string());
-        tables::write_cut_points(out, &a.points, &prov)?;
+        let store = Store::from_env();
+        let target = store.output_table(out, ArtifactKind::CutPoints)?;
+        tables::write_cut_points(&target.path(), &a.points, &prov)?;
+        target.publish()?;
     }
     Ok(())
+}
+
+/// The files of `--output`: both LOCAL.
+fn local_outputs() -> Vec<Artifact> {
+    vec![
+        Artifact::file("local.onnx", "local_network", Zone::Local),
+        Artifact::file("selection.arrow", "selection", Zone::Local),
+    ]
 }

@@ -26,7 +26,10 @@ pub struct Request {
     /// The labelled images `fisher-random` scores channels on, and their preprocessing.
     pub images: Option<PathBuf>,
     pub preprocess: Preprocess,
+    /// The folder of local.onnx and selection.arrow (the local zone).
     pub output: PathBuf,
+    /// Where topology.arrow goes (the cloud zone); by default in `output`.
+    pub topology_output: Option<PathBuf>,
     /// The manifest's name for provenance (`-` when run from flags).
     pub manifest_label: String,
 }
@@ -108,7 +111,11 @@ pub fn slice(req: &Request, score: &Scorer<'_>) -> Result<Written, SliceError> {
     privynet_core::io::write_bytes_atomic(&out.join("local.onnx"), &surgery::to_bytes(&local)?)?;
     let method = req.method.to_string();
     let topo = tables::topology(&point, i64::from(req.input_size), d as i64, &method);
-    tables::write_topology(&out.join("topology.arrow"), &topo, &prov)?;
+    let topology_path = req
+        .topology_output
+        .clone()
+        .unwrap_or_else(|| out.join("topology.arrow"));
+    tables::write_topology(&topology_path, &topo, &prov)?;
     let selection = select::Selection {
         method: req.method,
         seed: req.seed,

@@ -11,6 +11,7 @@ use arrow::array::{
 };
 use privynet_core::io::{read_arrow, write_artifact};
 use privynet_core::{ArtifactKind, CoreError, Provenance, Topology, column};
+use privynet_store::Store;
 
 use crate::RunError;
 
@@ -47,10 +48,20 @@ pub struct ModeResult {
     pub converged: bool,
 }
 
-/// Gathers the named topologies of a run folder into `output`, recording what it read in its
+/// Where a run's topologies are: the local zone's folder (attack summaries), the cloud zone's
+/// place (topologies, training summaries; a folder or an object-store URL), and the store
+/// that reads the latter.
+#[derive(Debug, Clone, Copy)]
+pub struct RunPlaces<'a> {
+    pub local: &'a Path,
+    pub cloud: &'a Path,
+    pub store: &'a Store,
+}
+
+/// Gathers the named topologies of a run into `output`, recording what it read in its
 /// provenance; returns how many rows it wrote.
 pub fn characterize(
-    run_dir: &Path,
+    run: RunPlaces<'_>,
     labels: &[String],
     manifest_label: &str,
     output: &Path,
@@ -58,7 +69,7 @@ pub fn characterize(
     let mut prov = Provenance::new("characterize", manifest_label);
     let mut rows = Vec::new();
     for label in labels {
-        let (row, read) = read_topology(run_dir, label)?;
+        let (row, read) = read_topology(run, label)?;
         for path in &read {
             prov.add_input(path)?;
         }
@@ -81,17 +92,18 @@ fn reading(path: &Path) -> impl FnOnce(CoreError) -> RunError + '_ {
     move |e| RunError::context(format!("reading {}", path.display()), e)
 }
 
-/// One topology's results, read from its folder under `run_dir`, and the files they came from.
+/// One topology's results, read from its folders (local and cloud), and the local copies of
+/// the files they came from.
 pub fn read_topology(
-    run_dir: &Path,
+    run: RunPlaces<'_>,
     label: &str,
 ) -> Result<(TopologyResults, [PathBuf; 3]), RunError> {
-    let dir = run_dir.join(label);
-    let topology_path = dir.join("topology.arrow");
+    let cloud = run.cloud.join(label);
+    let topology_path = run.store.fetch(&cloud.join("topology.arrow"))?;
     let topology = Topology::read(&topology_path).map_err(reading(&topology_path))?;
-    let train_path = dir.join("train/train_summary.arrow");
+    let train_path = run.store.fetch(&cloud.join("train/train_summary.arrow"))?;
     let (val_accuracy, test_accuracy, train_seconds) = read_train_summary(&train_path)?;
-    let attack_path = dir.join("attack/attack_summary.arrow");
+    let attack_path = run.local.join(label).join("attack/attack_summary.arrow");
     let audit = read_attack_summary(&attack_path)?;
     let results = TopologyResults {
         label: label.to_string(),
@@ -486,7 +498,13 @@ mod tests {
     #[test]
     fn a_missing_topology_folder_is_named() {
         let dir = tempfile::tempdir().unwrap();
-        let e = read_topology(dir.path(), "fire9-d3").unwrap_err();
+        let store = Store::new(dir.path().join("cache"));
+        let run = RunPlaces {
+            local: dir.path(),
+            cloud: dir.path(),
+            store: &store,
+        };
+        let e = read_topology(run, "fire9-d3").unwrap_err();
         let text = privynet_core::logging::describe(&e);
         let expected = format!(
             "reading {}",

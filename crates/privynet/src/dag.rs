@@ -287,6 +287,16 @@ const ATTACK_OUTPUTS: [&str; 4] = [
     "reconstructions.png",
 ];
 
+/// The cloud zone's files: the only outputs that may go to an object store.
+const CLOUD_FILES: [&str; 6] = [
+    "features.parquet",
+    "topology.arrow",
+    "cloud_model.bpk",
+    "cloud_config.json",
+    "train_metrics.arrow",
+    "train_summary.arrow",
+];
+
 /// What `privynet-optimize` writes into its output folder.
 const OPTIMIZE_OUTPUTS: [&str; 6] = [
     "predictions.parquet",
@@ -359,7 +369,10 @@ impl Node {
 /// binary is given.
 struct NodeBuilder<'a> {
     manifest: &'a Manifest,
+    /// The local zone's folder.
     out: PathBuf,
+    /// The cloud zone's place (a folder, or an object-store URL carried as a path).
+    cloud: PathBuf,
     images: PathBuf,
     /// `--manifest PATH` and each `--set KEY=VALUE`: the start of every node's arguments.
     base_args: Vec<String>,
@@ -375,6 +388,7 @@ impl<'a> NodeBuilder<'a> {
         NodeBuilder {
             manifest,
             out: manifest.out_dir(),
+            cloud: manifest.cloud_dir(),
             images: manifest.images_path(),
             base_args,
         }
@@ -422,6 +436,7 @@ impl<'a> NodeBuilder<'a> {
     fn slice(&self, p: &SweepPoint) -> Node {
         let m = self.manifest;
         let dir = self.out.join(&p.label);
+        let topology = self.cloud.join(&p.label).join("topology.arrow");
         let mut inputs = vec![Input {
             path: m.model.path.clone(),
             kind: None,
@@ -453,9 +468,14 @@ impl<'a> NodeBuilder<'a> {
             path_arg(&self.images),
             "--output".into(),
             path_arg(&dir),
+            "--topology-output".into(),
+            path_arg(&topology),
         ]);
-        let outputs = ["local.onnx", "topology.arrow", "selection.arrow"];
-        let outputs = outputs.iter().map(|f| dir.join(f)).collect();
+        let outputs = vec![
+            dir.join("local.onnx"),
+            topology,
+            dir.join("selection.arrow"),
+        ];
         Node::planned(Stage::Slice, Some(&p.label), inputs, outputs, params, args)
     }
 
@@ -463,10 +483,11 @@ impl<'a> NodeBuilder<'a> {
     /// count of its cut (`wide`), derived from that one's features for any narrower count.
     fn extract(&self, p: &SweepPoint, wide: &SweepPoint) -> Node {
         let dir = self.out.join(&p.label);
-        let features = dir.join("features.parquet");
+        let cloud = self.cloud.join(&p.label);
+        let features = cloud.join("features.parquet");
         let topology = (
             "topology",
-            dir.join("topology.arrow"),
+            cloud.join("topology.arrow"),
             Some(ArtifactKind::Topology),
         );
         let (args, inputs, params) = if p.channels == wide.channels {
@@ -485,7 +506,7 @@ impl<'a> NodeBuilder<'a> {
             let ins = vec![
                 (
                     "derive-from",
-                    wide_dir.join("features.parquet"),
+                    self.cloud.join(&wide.label).join("features.parquet"),
                     Some(ArtifactKind::Features),
                 ),
                 (
@@ -523,7 +544,7 @@ impl<'a> NodeBuilder<'a> {
     }
 
     fn train(&self, p: &SweepPoint) -> Node {
-        let dir = self.out.join(&p.label);
+        let dir = self.cloud.join(&p.label);
         let train_dir = dir.join("train");
         let ins = vec![
             (
@@ -573,18 +594,19 @@ impl<'a> NodeBuilder<'a> {
     fn attack(&self, p: &SweepPoint, wide: &SweepPoint) -> Node {
         let m = self.manifest;
         let dir = self.out.join(&p.label);
+        let cloud = self.cloud.join(&p.label);
         let wide_dir = self.out.join(&wide.label);
         let attack_dir = dir.join("attack");
         let ins = vec![
             self.images_input(),
             (
                 "features",
-                dir.join("features.parquet"),
+                cloud.join("features.parquet"),
                 Some(ArtifactKind::Features),
             ),
             (
                 "topology",
-                dir.join("topology.arrow"),
+                cloud.join("topology.arrow"),
                 Some(ArtifactKind::Topology),
             ),
             (
@@ -594,7 +616,7 @@ impl<'a> NodeBuilder<'a> {
             ),
             (
                 "full-features",
-                wide_dir.join("features.parquet"),
+                self.cloud.join(&wide.label).join("features.parquet"),
                 Some(ArtifactKind::Features),
             ),
             (
@@ -620,14 +642,21 @@ impl<'a> NodeBuilder<'a> {
     fn characterize(&self, sweep: &[SweepPoint]) -> Node {
         let mut inputs = Vec::new();
         for p in sweep {
-            let dir = self.out.join(&p.label);
-            for (file, kind) in [
-                ("topology.arrow", ArtifactKind::Topology),
-                ("train/train_summary.arrow", ArtifactKind::TrainSummary),
-                ("attack/attack_summary.arrow", ArtifactKind::AttackSummary),
+            for (root, file, kind) in [
+                (&self.cloud, "topology.arrow", ArtifactKind::Topology),
+                (
+                    &self.cloud,
+                    "train/train_summary.arrow",
+                    ArtifactKind::TrainSummary,
+                ),
+                (
+                    &self.out,
+                    "attack/attack_summary.arrow",
+                    ArtifactKind::AttackSummary,
+                ),
             ] {
                 inputs.push(Input {
-                    path: dir.join(file),
+                    path: root.join(&p.label).join(file),
                     kind: Some(kind),
                 });
             }
@@ -638,6 +667,8 @@ impl<'a> NodeBuilder<'a> {
         args.extend([
             "--run-dir".into(),
             path_arg(&self.out),
+            "--cloud-dir".into(),
+            path_arg(&self.cloud),
             "--topologies".into(),
             labels.join(","),
             "--output".into(),
@@ -776,8 +807,10 @@ impl Dag {
         Ok(order)
     }
 
-    /// Refuses any edge that feeds a local artifact into a cloud stage.
+    /// Refuses any edge that feeds a local artifact into a cloud stage, and any node that would
+    /// write something other than a cloud-zone artifact to an object store.
     pub fn check_zones(&self) -> Result<(), RunError> {
+        self.check_places()?;
         for n in &self.nodes {
             if n.stage.zone() != Zone::Cloud {
                 continue;
@@ -791,6 +824,25 @@ impl Dag {
                         n.id,
                         inp.path.display(),
                         kind
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Only cloud-zone files, written by cloud-side nodes (never the raw baseline, which trained
+    /// on the images), may have an object-store place.
+    fn check_places(&self) -> Result<(), RunError> {
+        for n in &self.nodes {
+            for out in n.outputs.iter().filter(|o| privynet_store::is_remote(o)) {
+                let name = out.file_name().and_then(|f| f.to_str()).unwrap_or("");
+                if n.stage == Stage::Baseline || !CLOUD_FILES.contains(&name) {
+                    return Err(RunError::Dag(format!(
+                        "zone violation: node `{}` would write {} (a LOCAL-zone {} output) to an object store; local artifacts never leave this machine",
+                        n.id,
+                        out.display(),
+                        n.stage.name()
                     )));
                 }
             }
@@ -901,6 +953,32 @@ mod tests {
             e.contains("zone violation") && e.contains("train/x") && e.contains("images.parquet"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn only_cloud_files_may_go_to_an_object_store() {
+        let dag = |stage, out: &str| Dag {
+            nodes: vec![node("n", stage, &[], &[out])],
+            out_dir: PathBuf::from("x"),
+        };
+        let ok = dag(Stage::Extract, "s3://b/run/fire3-d8/features.parquet");
+        ok.check_zones().unwrap();
+        let e = dag(Stage::Slice, "s3://b/run/fire3-d8/selection.arrow")
+            .check_zones()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("zone violation") && e.contains("selection.arrow"),
+            "{e}"
+        );
+        let e = dag(
+            Stage::Baseline,
+            "s3://b/run/baseline-raw/train_summary.arrow",
+        )
+        .check_zones()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`n`") && e.contains("baseline"), "{e}");
     }
 
     #[test]

@@ -276,6 +276,13 @@ pub fn run_with(
     }
     // Save the stat cache even when nothing ran, so the next check is fast.
     scheduler.lock.save(&dag.out_dir)?;
+    if scheduler.lock.used_store() {
+        let c = scheduler.lock.store().counts();
+        println!(
+            "object store, the runner's own requests: {} HEAD, {} GET ({} bytes)",
+            c.heads, c.gets, c.bytes_down
+        );
+    }
     Ok(scheduler.outcomes)
 }
 

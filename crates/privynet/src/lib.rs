@@ -23,6 +23,8 @@ pub enum RunError {
     Core(#[from] privynet_core::CoreError),
     #[error(transparent)]
     Slice(#[from] privynet_slice::SliceError),
+    #[error(transparent)]
+    Store(#[from] privynet_store::StoreError),
     #[error("{path}: {source}")]
     Io {
         path: String,

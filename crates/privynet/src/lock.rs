@@ -4,10 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::UNIX_EPOCH;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use privynet_store::Store;
 
 use crate::RunError;
 
@@ -34,6 +37,10 @@ pub struct LockFile {
     pub nodes: BTreeMap<String, NodeRecord>,
     #[serde(default)]
     pub stat: BTreeMap<String, StatEntry>,
+    /// The object store remote inputs and outputs are stat-ed and read through, made on first
+    /// use.
+    #[serde(skip)]
+    store: OnceLock<Arc<Store>>,
 }
 
 /// The lock file's path for an output folder.
@@ -70,6 +77,9 @@ impl LockFile {
     /// The content hash of a file or folder, or `None` if it does not exist. Reuses the cached
     /// hash when the path's size and modification time are unchanged.
     pub fn hash(&mut self, p: &Path) -> Result<Option<String>, RunError> {
+        if privynet_store::is_remote(p) {
+            return self.hash_remote(p);
+        }
         let Some(sig) = signature(p) else {
             return Ok(None);
         };
@@ -87,6 +97,42 @@ impl LockFile {
                 hash: hash.clone(),
             },
         );
+        Ok(Some(hash))
+    }
+}
+
+impl LockFile {
+    /// The store remote paths go through.
+    pub fn store(&self) -> &Store {
+        self.store.get_or_init(|| Arc::new(Store::from_env()))
+    }
+
+    /// Whether any remote path was looked at (the run's summary then says what it cost).
+    pub fn used_store(&self) -> bool {
+        self.store.get().is_some()
+    }
+
+    /// An object's hash: the ETag and size are its signature (one HEAD); only when they
+    /// changed is it read (from the cache, which the uploading stage seeded, or downloaded)
+    /// and hashed.
+    fn hash_remote(&mut self, p: &Path) -> Result<Option<String>, RunError> {
+        let Some(stat) = self.store().stat(p)? else {
+            return Ok(None);
+        };
+        let sig = format!("{}:{}", stat.size, stat.etag);
+        let key = p.display().to_string();
+        if let Some(e) = self.stat.get(&key)
+            && e.signature == sig
+        {
+            return Ok(Some(e.hash.clone()));
+        }
+        let local = self.store().fetch(p)?;
+        let hash = privynet_core::hash::hash_path(&local)?;
+        let entry = StatEntry {
+            signature: sig,
+            hash: hash.clone(),
+        };
+        self.stat.insert(key, entry);
         Ok(Some(hash))
     }
 }

@@ -60,11 +60,21 @@ pub fn summary(dir: &Path) -> Result<String, RunError> {
     Ok(out)
 }
 
-/// Renders an artifact for the terminal; a pipeline folder gets its summary.
+/// Renders an artifact for the terminal; a pipeline folder gets its summary; an object URL
+/// (`s3://bucket/key`) is read through the local cache, with the environment's credentials.
 pub fn render(path: &Path, rows: usize) -> Result<String, RunError> {
+    if privynet_store::is_remote(path) {
+        let local = privynet_store::Store::from_env().fetch(path)?;
+        return render_file(&local, path, rows);
+    }
     if path.is_dir() {
         return summary(path);
     }
+    render_file(path, path, rows)
+}
+
+/// Renders the artifact at `path`, named `shown` (its place, when `path` is a cached copy).
+fn render_file(path: &Path, shown: &Path, rows: usize) -> Result<String, RunError> {
     let schema = privynet_core::io::read_schema(path)?;
     let mut out = String::new();
     let kind = schema
@@ -72,7 +82,7 @@ pub fn render(path: &Path, rows: usize) -> Result<String, RunError> {
         .get("privynet.kind")
         .cloned()
         .unwrap_or_else(|| "(not a PrivyNet artifact)".into());
-    out.push_str(&format!("{}\nkind: {kind}", path.display()));
+    out.push_str(&format!("{}\nkind: {kind}", shown.display()));
     if let Some(k) = privynet_core::ArtifactKind::from_name(&kind) {
         out.push_str(&format!(" (zone: {})", k.zone()?));
         if let Err(e) = k.schema()?.check(path, &schema) {

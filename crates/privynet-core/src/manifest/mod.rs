@@ -53,6 +53,38 @@ pub struct Manifest {
     /// Where the runner runs the nodes (this machine or Slurm); not part of any cache key.
     #[serde(default)]
     pub executor: ExecutorSpec,
+    /// Where each zone's artifacts live.
+    #[serde(default)]
+    pub storage: StorageSpec,
+}
+
+/// Where each zone's artifacts live. Cloud-zone artifacts (features, topologies, the cloud
+/// network and its training outputs) go under `cloud`, which may be an object-store URL
+/// (`s3://bucket/prefix`, `gs://`, `az://`); everything else (images, selections, local
+/// networks, attack outputs, the raw baseline, the report, the lock file) stays under `local`,
+/// which must be a path on this machine.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSpec {
+    /// The local zone's folder; the same as `out_dir` (set one of the two), by default
+    /// `runs/<name>`.
+    #[serde(default)]
+    pub local: Option<PathBuf>,
+    /// The cloud zone's place; by default the local folder (today's single-folder layout).
+    #[serde(default)]
+    pub cloud: Option<PathBuf>,
+}
+
+/// Whether a place names an object (`scheme://...`) rather than a path on this machine.
+pub fn is_url(p: &Path) -> bool {
+    p.to_str()
+        .and_then(|s| s.split_once("://"))
+        .is_some_and(|(scheme, _)| {
+            !scheme.is_empty()
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        })
 }
 
 /// The seed used when neither the manifest nor a `--seed` flag sets one.
@@ -785,11 +817,19 @@ impl Manifest {
         self.out_dir().join("images.parquet")
     }
 
-    /// The folder the pipeline's outputs go to.
+    /// The folder the pipeline's outputs go to: the local zone (`storage.local`, or
+    /// `out_dir`), by default `runs/<name>`.
     pub fn out_dir(&self) -> PathBuf {
-        self.out_dir
+        self.storage
+            .local
             .clone()
+            .or_else(|| self.out_dir.clone())
             .unwrap_or_else(|| PathBuf::from("runs").join(&self.name))
+    }
+
+    /// Where the cloud zone's artifacts go: `storage.cloud`, by default the local folder.
+    pub fn cloud_dir(&self) -> PathBuf {
+        self.storage.cloud.clone().unwrap_or_else(|| self.out_dir())
     }
 }
 

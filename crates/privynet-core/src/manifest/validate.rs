@@ -212,6 +212,38 @@ impl Manifest {
         self.attack.validate().map_err(bad)?;
         self.optimize.validate().map_err(bad)?;
         self.extract.validate().map_err(bad)?;
+        self.validate_storage().map_err(bad)?;
+        Ok(())
+    }
+
+    /// The local zone must be on this machine: a URL there would send images and selections
+    /// to a cloud store.
+    fn validate_storage(&self) -> std::result::Result<(), String> {
+        let s = &self.storage;
+        if let (Some(a), Some(b)) = (&s.local, &self.out_dir)
+            && a != b
+        {
+            return Err(format!(
+                "`storage.local` ({}) and `out_dir` ({}) name the same folder differently; set one",
+                a.display(),
+                b.display()
+            ));
+        }
+        let local = self.out_dir();
+        if is_url(&local) {
+            return Err(format!(
+                "`storage.local` (or `out_dir`) is {}, an object-store URL: the local zone holds \
+                 the images (images artifact, LOCAL zone) and the secret selections (selection \
+                 artifact, LOCAL zone), which never leave this machine; give a local path, and \
+                 put the cloud zone in `storage.cloud`",
+                local.display()
+            ));
+        }
+        if let Some(c) = &s.cloud
+            && c.as_os_str().is_empty()
+        {
+            return Err("`storage.cloud` must not be empty".into());
+        }
         Ok(())
     }
 }

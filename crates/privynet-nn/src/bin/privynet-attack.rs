@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use privynet_core::Zone;
+use privynet_store::{Artifact, Store};
 
 use privynet_core::manifest::{AttackParams, ManifestArgs};
 use privynet_nn::audit_run::{self, AttackRun};
@@ -78,17 +80,21 @@ fn run(args: Args) -> Result<()> {
         .map_err(|m| anyhow::anyhow!("invalid attack settings (manifest and flags): {m}"))?;
     let images = privynet_core::manifest::images_of(args.images.as_deref(), manifest.as_ref())
         .context("no images: pass --images or --manifest")?;
+    // The features and topology may be in a bucket (the cloud zone): read cached copies. The
+    // outputs are the user's own audit (LOCAL): refused at an object-store place.
+    let store = Store::from_env();
+    store.output_dir(&args.output, outputs())?;
     let request = AttackRun {
         params,
         seed: privynet_core::manifest::seed_of(args.seed, manifest.as_ref()),
         classes: manifest.as_ref().map_or(10, |m| m.train.classes),
-        images,
-        features: args.features,
-        topology: args.topology,
-        selection: args.selection,
-        full_features: args.full_features,
-        full_selection: args.full_selection,
-        local_network: args.local_network,
+        images: store.fetch(&images)?,
+        features: store.fetch(&args.features)?,
+        topology: store.fetch(&args.topology)?,
+        selection: store.fetch(&args.selection)?,
+        full_features: store.fetch_opt(args.full_features.as_deref())?,
+        full_selection: store.fetch_opt(args.full_selection.as_deref())?,
+        local_network: store.fetch_opt(args.local_network.as_deref())?,
         preprocess: manifest
             .as_ref()
             .map(|m| m.model.preprocess.clone())
@@ -99,4 +105,14 @@ fn run(args: Args) -> Result<()> {
     audit_run::run(&request)?;
     println!("{}", args.output.display());
     Ok(())
+}
+
+/// What the audit writes: all LOCAL (the reconstructions are pictures of the user's images).
+fn outputs() -> Vec<Artifact> {
+    vec![
+        Artifact::file("privacy.parquet", "privacy", Zone::Local),
+        Artifact::file("attack_summary.arrow", "attack_summary", Zone::Local),
+        Artifact::file("attack_metrics.arrow", "attack_metrics", Zone::Local),
+        Artifact::file("reconstructions.png", "reconstructions", Zone::Local),
+    ]
 }

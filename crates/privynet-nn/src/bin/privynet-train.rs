@@ -9,7 +9,9 @@ use anyhow::{Context, Result};
 use clap::Parser;
 
 use privynet_core::manifest::{ManifestArgs, TrainParams};
+use privynet_core::{ArtifactKind, Zone};
 use privynet_nn::train_run::{self, TrainInput, TrainOutcome, TrainRun};
+use privynet_store::{Artifact, Store};
 
 // Keeps freed memory in the process: training steps reuse it instead of faulting in fresh pages.
 #[global_allocator]
@@ -70,14 +72,20 @@ fn run(args: Args) -> Result<()> {
         .validate()
         .map_err(|m| anyhow::anyhow!("invalid training settings (manifest and flags): {m}"))?;
     let seed = privynet_core::manifest::seed_of(args.seed, manifest.as_ref());
+    // The features and the outputs may be in a bucket: the run reads cached copies and writes
+    // into a staging folder (which also keeps `resume/` between a kill and the rerun) that
+    // `publish` uploads once the run has finished.
+    let store = Store::from_env();
+    let output = store.output_dir(&args.output, outputs(args.baseline.is_some())?)?;
     let input = if args.baseline.is_some() {
         let images = privynet_core::manifest::images_of(args.images.as_deref(), manifest.as_ref())
             .context("--baseline raw needs --images images.parquet")?;
-        TrainInput::RawImages(images)
+        TrainInput::RawImages(store.fetch(&images)?)
     } else {
+        let features = args.features.as_deref().expect("clap requires --features");
         TrainInput::Features {
-            path: args.features.clone().expect("clap requires --features"),
-            topology: args.topology.clone(),
+            path: store.fetch(features)?,
+            topology: store.fetch_opt(args.topology.as_deref())?,
         }
     };
     let request = TrainRun {
@@ -85,12 +93,33 @@ fn run(args: Args) -> Result<()> {
         seed,
         input,
         manifest_label: args.manifest.label(),
-        output: args.output.clone(),
+        output: output.dir().to_path_buf(),
         resume: args.resume,
         stop_after_epoch: args.stop_after_epoch.map(|e| e as usize),
     };
     if train_run::run(&request)? == TrainOutcome::Finished {
+        output.publish()?;
         println!("{}", args.output.display());
     }
     Ok(())
+}
+
+/// The files a finished run writes. The raw baseline trained on the images themselves, so its
+/// outputs are LOCAL: it is refused at an object-store place.
+fn outputs(baseline: bool) -> Result<Vec<Artifact>> {
+    let zone = if baseline { Zone::Local } else { Zone::Cloud };
+    let tables = [
+        ("train_metrics.arrow", ArtifactKind::TrainMetrics),
+        ("train_summary.arrow", ArtifactKind::TrainSummary),
+    ];
+    let mut files = vec![
+        Artifact::file("cloud_model.bpk", "cloud_model", zone),
+        Artifact::file("cloud_config.json", "cloud_config", zone),
+    ];
+    for (file, kind) in tables {
+        let mut a = Artifact::table(file, kind)?;
+        a.zone = zone;
+        files.push(a);
+    }
+    Ok(files)
 }

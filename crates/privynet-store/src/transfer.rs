@@ -1,0 +1,243 @@
+//! The requests: HEAD for a stat, GET into the cache, PUT (single or multipart) from a staged
+//! file, LIST with each object's kind.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use futures::StreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{
+    Attribute, AttributeValue, Attributes, GetOptions, ObjectMeta, ObjectStoreExt,
+    PutMultipartOptions, PutOptions, PutPayload, WriteMultipart,
+};
+
+use crate::{Listed, Remote, Result, Store, StoreError, io_err};
+
+/// Files up to this size go up in one PUT; larger ones as a multipart upload of parts this
+/// size (S3's parts must be at least 5 MiB), which the store shows only once completed.
+const PART: usize = 16 << 20;
+
+/// The metadata key of the artifact kind (`x-amz-meta-privynet-kind` on S3).
+pub const KIND_KEY: &str = "privynet-kind";
+/// The metadata key of the blake3 content hash.
+pub const HASH_KEY: &str = "privynet-blake3";
+
+fn object_err(r: &Remote) -> impl FnOnce(object_store::Error) -> StoreError + '_ {
+    move |source| StoreError::Object {
+        url: r.url().to_string(),
+        source,
+    }
+}
+
+impl Store {
+    /// The object's metadata, `None` if there is none at its key.
+    pub(crate) fn head(&self, r: &Remote) -> Result<Option<ObjectMeta>> {
+        let client = self.client(r)?;
+        self.counters.heads.fetch_add(1, Ordering::Relaxed);
+        match self.rt.block_on(client.head(r.key())) {
+            Ok(m) => Ok(Some(m)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(object_err(r)(e)),
+        }
+    }
+
+    /// The cached copy of `r`, downloaded first unless the cache holds its current ETag.
+    pub(crate) fn fetch_remote(&self, r: &Remote) -> Result<std::path::PathBuf> {
+        let meta = self.head(r)?.ok_or_else(|| StoreError::Url {
+            url: r.url().to_string(),
+            reason: "no such object".into(),
+        })?;
+        let etag = meta.e_tag.clone().unwrap_or_default();
+        if let Some(hit) = self.cache_hit(r, &etag, meta.size) {
+            return Ok(hit);
+        }
+        tracing::info!("fetching {} ({} bytes)", r.url(), meta.size);
+        self.forget(r)?;
+        let path = self.cached_path(r);
+        let got = self.download(r, &path)?;
+        self.remember(r, &got)?;
+        Ok(path)
+    }
+
+    /// Streams `r` into `dest` atomically; returns the ETag of what it read.
+    fn download(&self, r: &Remote, dest: &Path) -> Result<String> {
+        let client = self.client(r)?;
+        self.counters.gets.fetch_add(1, Ordering::Relaxed);
+        let mut file = privynet_core::io::AtomicFile::create(dest)?;
+        let etag = self.rt.block_on(async {
+            let got = client.get(r.key()).await.map_err(object_err(r))?;
+            let etag = got.meta.e_tag.clone().unwrap_or_default();
+            let mut stream = got.into_stream();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(object_err(r))?;
+                self.counters
+                    .bytes_down
+                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                file.file().write_all(&chunk).map_err(|e| io_err(dest, e))?;
+            }
+            Ok::<_, StoreError>(etag)
+        })?;
+        file.commit()?;
+        Ok(etag)
+    }
+
+    /// Uploads `staged` to `dest` as one object with its kind and content hash, then keeps the
+    /// staged file as the cache's copy of it.
+    pub(crate) fn upload(&self, staged: &Path, dest: &Remote, kind: &str) -> Result<()> {
+        let hash = privynet_core::hash::hash_path(staged)?;
+        let size = std::fs::metadata(staged)
+            .map_err(|e| io_err(staged, e))?
+            .len();
+        let mut attributes = Attributes::new();
+        attributes.insert(
+            Attribute::Metadata(KIND_KEY.into()),
+            kind.to_string().into(),
+        );
+        attributes.insert(Attribute::Metadata(HASH_KEY.into()), hash.into());
+        attributes.insert(Attribute::ContentType, content_type(staged));
+        tracing::info!("uploading {} ({size} bytes)", dest.url());
+        let etag = if size as usize <= PART {
+            self.put_whole(staged, dest, attributes)?
+        } else {
+            self.put_parts(staged, dest, attributes)?
+        };
+        self.counters.bytes_up.fetch_add(size, Ordering::Relaxed);
+        self.forget(dest)?;
+        let cached = self.cached_path(dest);
+        if let Some(dir) = cached.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        }
+        std::fs::rename(staged, &cached).map_err(|e| io_err(&cached, e))?;
+        self.remember(dest, &etag)
+    }
+
+    fn put_whole(&self, staged: &Path, dest: &Remote, attributes: Attributes) -> Result<String> {
+        let bytes = std::fs::read(staged).map_err(|e| io_err(staged, e))?;
+        let client = self.client(dest)?;
+        self.counters.puts.fetch_add(1, Ordering::Relaxed);
+        let opts = PutOptions {
+            attributes,
+            ..Default::default()
+        };
+        let put = client.put_opts(dest.key(), PutPayload::from(bytes), opts);
+        let done = self.rt.block_on(put).map_err(object_err(dest))?;
+        Ok(done.e_tag.unwrap_or_default())
+    }
+
+    /// A multipart upload; any error aborts it, and a killed process never completes it, so
+    /// the key shows nothing until the last part is in.
+    fn put_parts(&self, staged: &Path, dest: &Remote, attributes: Attributes) -> Result<String> {
+        let client = self.client(dest)?;
+        let mut file = std::fs::File::open(staged).map_err(|e| io_err(staged, e))?;
+        self.counters.puts.fetch_add(1, Ordering::Relaxed);
+        self.rt.block_on(async {
+            let opts = PutMultipartOptions {
+                attributes,
+                ..Default::default()
+            };
+            let upload = client.put_multipart_opts(dest.key(), opts);
+            let upload = upload.await.map_err(object_err(dest))?;
+            let mut parts = WriteMultipart::new_with_chunk_size(upload, PART);
+            let sent = send_parts(&mut file, &mut parts, staged).await;
+            if let Err(e) = sent {
+                let _ = parts.abort().await;
+                return Err(e);
+            }
+            let done = parts.finish().await.map_err(object_err(dest))?;
+            Ok(done.e_tag.unwrap_or_default())
+        })
+    }
+
+    /// Every object under `r` with its kind (one HEAD-like GET per object for the metadata).
+    pub(crate) fn list_remote(&self, r: &Remote) -> Result<Vec<Listed>> {
+        let client = self.client(r)?;
+        let prefix = (!r.key().as_ref().is_empty()).then_some(r.key());
+        let metas: Vec<ObjectMeta> = self
+            .rt
+            .block_on(async {
+                let all: Vec<_> = client.list(prefix).collect().await;
+                all.into_iter().collect::<Result<_, _>>()
+            })
+            .map_err(object_err(r))?;
+        metas.into_iter().map(|m| self.listed(r, m)).collect()
+    }
+
+    fn listed(&self, r: &Remote, m: ObjectMeta) -> Result<Listed> {
+        let object = Remote::at_key(r, m.location.clone());
+        let client = self.client(r)?;
+        let opts = GetOptions {
+            head: true,
+            ..Default::default()
+        };
+        self.counters.heads.fetch_add(1, Ordering::Relaxed);
+        let got = self.rt.block_on(client.get_opts(&m.location, opts));
+        let got = got.map_err(object_err(&object))?;
+        let meta = |key: &'static str| {
+            let v = got.attributes.get(&Attribute::Metadata(key.into()));
+            v.map(|v| v.as_ref().to_string())
+        };
+        Ok(Listed {
+            url: object.url().to_string(),
+            size: m.size,
+            kind: meta(KIND_KEY),
+            hash: meta(HASH_KEY),
+        })
+    }
+}
+
+async fn send_parts(
+    file: &mut std::fs::File,
+    parts: &mut WriteMultipart,
+    staged: &Path,
+) -> Result<()> {
+    loop {
+        parts
+            .wait_for_capacity(4)
+            .await
+            .map_err(|source| StoreError::Object {
+                url: staged.display().to_string(),
+                source,
+            })?;
+        let mut buf = vec![0u8; PART];
+        let n = read_full(file, &mut buf).map_err(|e| io_err(staged, e))?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.truncate(n);
+        parts.put(bytes::Bytes::from(buf));
+    }
+}
+
+/// Reads until `buf` is full or the file ends.
+fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+fn content_type(p: &Path) -> AttributeValue {
+    let t = match p.extension().and_then(|e| e.to_str()) {
+        Some("parquet") => "application/vnd.apache.parquet",
+        Some("arrow") => "application/vnd.apache.arrow.file",
+        Some("json") => "application/json",
+        Some("onnx") => "application/octet-stream",
+        _ => "application/octet-stream",
+    };
+    t.into()
+}
+
+impl Remote {
+    /// The object at `key` in `r`'s bucket.
+    fn at_key(r: &Remote, key: ObjectPath) -> Remote {
+        Remote::parse(Path::new(&format!("{}/{key}", r.bucket_url())))
+            .ok()
+            .flatten()
+            .expect("a listed key under a parsed bucket parses")
+    }
+}
