@@ -111,13 +111,15 @@ pub struct Listed {
 
 /// How many requests of each kind this process made, for the run's summary and the tests
 /// that check a rerun fetches nothing.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Counts {
     pub heads: u64,
     pub gets: u64,
     pub puts: u64,
     pub bytes_down: u64,
     pub bytes_up: u64,
+    /// Seconds spent waiting on requests (and writing what they brought into the cache).
+    pub seconds: f64,
 }
 
 #[derive(Debug, Default)]
@@ -127,6 +129,7 @@ struct Counters {
     puts: AtomicU64,
     bytes_down: AtomicU64,
     bytes_up: AtomicU64,
+    micros: AtomicU64,
 }
 
 /// The stores this process talks to, a runtime to drive them and the local cache.
@@ -183,6 +186,7 @@ impl Store {
             puts: c.puts.load(Ordering::Relaxed),
             bytes_down: c.bytes_down.load(Ordering::Relaxed),
             bytes_up: c.bytes_up.load(Ordering::Relaxed),
+            seconds: c.micros.load(Ordering::Relaxed) as f64 / 1e6,
         }
     }
 
@@ -285,6 +289,25 @@ impl Store {
         let c = location::build_client(r, &self.settings)?;
         clients.insert(r.bucket_url().to_string(), c.clone());
         Ok(c)
+    }
+}
+
+/// Says at the end of every process that used a store what the store cost it, so a run's logs
+/// tell how much of its time went to the cloud zone being remote.
+impl Drop for Store {
+    fn drop(&mut self) {
+        let c = self.counts();
+        if c.heads + c.gets + c.puts > 0 {
+            tracing::info!(
+                "object store: {} HEAD, {} GET ({} bytes), {} PUT ({} bytes), {:.2} s",
+                c.heads,
+                c.gets,
+                c.bytes_down,
+                c.puts,
+                c.bytes_up,
+                c.seconds
+            );
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
@@ -31,11 +32,20 @@ fn object_err(r: &Remote) -> impl FnOnce(object_store::Error) -> StoreError + '_
 }
 
 impl Store {
+    /// Adds the time since `start` to the time spent on requests.
+    fn spent(&self, start: Instant) {
+        let micros = start.elapsed().as_micros() as u64;
+        self.counters.micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
     /// The object's metadata, `None` if there is none at its key.
     pub(crate) fn head(&self, r: &Remote) -> Result<Option<ObjectMeta>> {
         let client = self.client(r)?;
         self.counters.heads.fetch_add(1, Ordering::Relaxed);
-        match self.rt.block_on(client.head(r.key())) {
+        let start = Instant::now();
+        let got = self.rt.block_on(client.head(r.key()));
+        self.spent(start);
+        match got {
             Ok(m) => Ok(Some(m)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(object_err(r)(e)),
@@ -65,6 +75,7 @@ impl Store {
         let client = self.client(r)?;
         self.counters.gets.fetch_add(1, Ordering::Relaxed);
         let mut file = privynet_core::io::AtomicFile::create(dest)?;
+        let start = Instant::now();
         let etag = self.rt.block_on(async {
             let got = client.get(r.key()).await.map_err(object_err(r))?;
             let etag = got.meta.e_tag.clone().unwrap_or_default();
@@ -79,6 +90,7 @@ impl Store {
             Ok::<_, StoreError>(etag)
         })?;
         file.commit()?;
+        self.spent(start);
         Ok(etag)
     }
 
@@ -97,11 +109,13 @@ impl Store {
         attributes.insert(Attribute::Metadata(HASH_KEY.into()), hash.into());
         attributes.insert(Attribute::ContentType, content_type(staged));
         tracing::info!("uploading {} ({size} bytes)", dest.url());
+        let start = Instant::now();
         let etag = if size as usize <= PART {
             self.put_whole(staged, dest, attributes)?
         } else {
             self.put_parts(staged, dest, attributes)?
         };
+        self.spent(start);
         self.counters.bytes_up.fetch_add(size, Ordering::Relaxed);
         self.forget(dest)?;
         let cached = self.cached_path(dest);
