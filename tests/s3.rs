@@ -307,3 +307,48 @@ fn upload_child() {
     drop(f);
     out.publish().unwrap();
 }
+
+#[test]
+fn under_slurm_the_cloud_stages_are_jobs_and_the_local_ones_run_here() {
+    let Some(env) = server() else { return };
+    if !slurm_cluster() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = fresh_prefix("slurm");
+    let extra = format!("storage: {{cloud: {prefix}}}\nexecutor: {{kind: slurm}}\n");
+    let m = smoke_manifest(dir.path(), &extra);
+    let o = run_in(
+        "privynet",
+        &["run", m.to_str().unwrap()],
+        &env,
+        &dir.path().join("cache"),
+    );
+    ok(&o);
+    assert!(stdout(&o).contains("0 failed, 0 blocked"), "{}", stdout(&o));
+    let events = std::fs::read_to_string(dir.path().join("out/events.jsonl")).unwrap();
+    let nodes = |kind: &str| -> BTreeSet<String> {
+        events
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|e| e["event"] == kind)
+            .map(|e| e["node"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (ran, submitted) = (nodes("ran"), nodes("submitted"));
+    assert_eq!(ran.len(), 20, "{events}");
+    let trained: BTreeSet<String> = ran
+        .iter()
+        .filter(|n| n.starts_with("train/"))
+        .cloned()
+        .collect();
+    assert_eq!(trained.len(), 4, "{events}");
+    assert_eq!(submitted, trained, "only the cloud stages go to Slurm");
+    // The jobs wrote the training outputs to the bucket.
+    let store = Store::new(dir.path().join("list")).with_settings(env);
+    let summary = format!("{prefix}/fire3-d8/train/train_summary.arrow");
+    assert!(
+        store.stat(Path::new(&summary)).unwrap().is_some(),
+        "{summary}"
+    );
+}

@@ -11,30 +11,6 @@ use std::time::{Duration, Instant};
 use privynet_e2e::compare::{TIME_FIELDS, artifacts, values_except};
 use privynet_e2e::*;
 
-/// Whether the test cluster is up (started here if need be); false only without Slurm.
-fn cluster() -> bool {
-    let installed = Command::new("sh")
-        .args(["-c", "command -v sbatch && command -v slurmctld"])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !installed {
-        eprintln!(
-            "skipping: Slurm is not installed (apt-get install slurm-wlm munge, then scripts/slurm-up.sh)"
-        );
-        return false;
-    }
-    let up = Command::new(root().join("scripts/slurm-up.sh"))
-        .output()
-        .expect("scripts/slurm-up.sh should start");
-    assert!(
-        up.status.success(),
-        "scripts/slurm-up.sh failed:\n{}",
-        stderr(&up)
-    );
-    true
-}
-
 fn status_lines(manifest: &Path) -> String {
     let o = run(
         "privynet",
@@ -51,7 +27,7 @@ fn assert_lock_file_parses(out: &Path) {
 
 #[test]
 fn the_dag_runs_as_slurm_jobs_with_the_outputs_of_a_local_run() {
-    if !cluster() {
+    if !slurm_cluster() {
         return;
     }
     let local = tempfile::tempdir().unwrap();
@@ -105,7 +81,7 @@ fn the_dag_runs_as_slurm_jobs_with_the_outputs_of_a_local_run() {
 
 #[test]
 fn a_failed_job_blocks_only_its_dependants_and_says_how_to_resubmit() {
-    if !cluster() {
+    if !slurm_cluster() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -139,7 +115,7 @@ fn a_failed_job_blocks_only_its_dependants_and_says_how_to_resubmit() {
 
 #[test]
 fn ctrl_c_cancels_the_submitted_jobs_and_leaves_a_valid_lock_file() {
-    if !cluster() {
+    if !slurm_cluster() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -177,7 +153,7 @@ fn ctrl_c_cancels_the_submitted_jobs_and_leaves_a_valid_lock_file() {
 
 #[test]
 fn a_job_that_vanishes_is_reported_failed_with_slurms_reason() {
-    if !cluster() {
+    if !slurm_cluster() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -2,7 +2,7 @@
 //! a binary and reading what it wrote, and making tiny datasets.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 pub mod compare;
 
@@ -230,4 +230,28 @@ pub fn kill_while_writing(mut child: std::process::Child, out: &Path) {
     }
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// Whether the Slurm test cluster is up (started here if need be); false only without Slurm.
+pub fn slurm_cluster() -> bool {
+    let installed = Command::new("sh")
+        .args(["-c", "command -v sbatch && command -v slurmctld"])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !installed {
+        eprintln!(
+            "skipping: Slurm is not installed (apt-get install slurm-wlm munge, then scripts/slurm-up.sh)"
+        );
+        return false;
+    }
+    let up = Command::new(root().join("scripts/slurm-up.sh"))
+        .output()
+        .expect("scripts/slurm-up.sh should start");
+    assert!(
+        up.status.success(),
+        "scripts/slurm-up.sh failed:\n{}",
+        stderr(&up)
+    );
+    true
 }

@@ -166,7 +166,7 @@ pub struct Job {
     /// Where the process's stdout and stderr go.
     pub log: PathBuf,
     /// Started nodes this one must wait for (only given to an executor that
-    /// [queues dependencies](Executor::queues_dependencies)).
+    /// [queues](Executor::queues) this stage's jobs).
     pub after: Vec<usize>,
 }
 
@@ -189,10 +189,12 @@ pub trait Executor {
     fn start(&mut self, job: Job);
     /// Blocks until one started job ends. Called only while some job is running.
     fn wait(&mut self) -> Finished;
-    /// Whether jobs may be started before the jobs they depend on have ended (a batch system
-    /// holding each until its dependencies succeed). The scheduler then starts every stale
-    /// node at once, with no limit of its own on how many run.
-    fn queues_dependencies(&self) -> bool {
+    /// Whether a `stage` job may be started before the jobs it depends on have ended (a batch
+    /// system holding each until its dependencies succeed), when those are queued too. The
+    /// scheduler then starts such nodes as soon as their dependencies are started, with no
+    /// limit of its own on how many run.
+    fn queues(&self, stage: Stage) -> bool {
+        let _ = stage;
         false
     }
 }
@@ -236,6 +238,13 @@ impl Executor for LocalExecutor {
         self.receiver
             .recv()
             .expect("a running node should report back")
+    }
+}
+
+impl LocalExecutor {
+    /// A node that ended within `timeout`, if any.
+    pub fn try_wait(&mut self, timeout: std::time::Duration) -> Option<Finished> {
+        self.receiver.recv_timeout(timeout).ok()
     }
 }
 
@@ -328,7 +337,6 @@ struct Scheduler<'a> {
 impl Scheduler<'_> {
     /// Starts (or settles as skipped or blocked) every node that is ready, while there is room.
     fn start_ready(&mut self, executor: &mut dyn Executor) -> Result<(), RunError> {
-        let queueing = executor.queues_dependencies();
         // `considered` is in start-rank order, not dependency order: a queueing executor takes
         // a node once its dependencies are started, so repeat until a pass starts nothing.
         loop {
@@ -338,7 +346,8 @@ impl Scheduler<'_> {
                 if self.outcomes.contains_key(&i) || self.running.contains_key(&i) {
                     continue;
                 }
-                match self.readiness(i, queueing) {
+                let queued = executor.queues(self.dag.nodes[i].stage);
+                match self.readiness(i, &*executor) {
                     Readiness::Waiting => continue,
                     Readiness::Blocked(by) => {
                         self.block(i, by);
@@ -346,25 +355,32 @@ impl Scheduler<'_> {
                     }
                     Readiness::Ready => {}
                 }
-                if !queueing && self.running.len() >= self.opts.jobs.max(1) {
+                if !queued && self.running_here(&*executor) >= self.opts.jobs.max(1) {
                     continue;
                 }
                 self.start(i, executor)?;
             }
-            if !queueing || self.outcomes.len() + self.running.len() == settled {
+            if self.outcomes.len() + self.running.len() == settled {
                 return Ok(());
             }
         }
     }
 
-    fn readiness(&self, i: usize, queueing: bool) -> Readiness {
+    /// Running nodes that count against `jobs`: those not in a batch system's queue.
+    fn running_here(&self, executor: &dyn Executor) -> usize {
+        let queued = |j: &usize| executor.queues(self.dag.nodes[*j].stage);
+        self.running.keys().filter(|j| !queued(j)).count()
+    }
+
+    fn readiness(&self, i: usize, executor: &dyn Executor) -> Readiness {
         let deps = &self.dag.nodes[i].deps;
+        let queued = |j: usize| executor.queues(self.dag.nodes[j].stage);
         // A queueing executor holds a job until the jobs it depends on succeed, so a started
-        // dependency is as good as an ended one.
-        let pending_dep = deps.iter().any(|d| {
-            self.considered.contains(d)
-                && !self.outcomes.contains_key(d)
-                && !(queueing && self.running.contains_key(d))
+        // dependency is as good as an ended one when both are in its queue.
+        let pending_dep = deps.iter().any(|&d| {
+            self.considered.contains(&d)
+                && !self.outcomes.contains_key(&d)
+                && !(queued(i) && queued(d) && self.running.contains_key(&d))
         });
         if pending_dep {
             return Readiness::Waiting;

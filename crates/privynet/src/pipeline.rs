@@ -15,7 +15,7 @@ use crate::RunError;
 use crate::dag::{self, Dag, Stage};
 use crate::exec::{self, Decision, Outcome, RunOptions};
 use crate::lock::LockFile;
-use crate::slurm::SlurmExecutor;
+use crate::slurm::{SlurmExecutor, ZoneSplit};
 
 /// What `privynet run` was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -231,7 +231,13 @@ fn run_pass(
                 set_threads,
                 interrupted.clone(),
             )?;
-            exec::run_with(dag, &opts, &mut slurm)?
+            if cloud_is_remote(dag) {
+                // Only the cloud stages go to the cluster; the rest stay with the user.
+                let here = exec::LocalExecutor::new(opts.threads);
+                exec::run_with(dag, &opts, &mut ZoneSplit::new(here, slurm))?
+            } else {
+                exec::run_with(dag, &opts, &mut slurm)?
+            }
         }
     };
     let failed = ended.values().any(unfinished);
@@ -241,6 +247,13 @@ fn run_pass(
         outcomes.push((id, outcome));
     }
     Ok(failed)
+}
+
+/// Whether the cloud zone is in object storage (some node writes to an object-store URL).
+fn cloud_is_remote(dag: &Dag) -> bool {
+    dag.nodes
+        .iter()
+        .any(|n| n.outputs.iter().any(|o| privynet_store::is_remote(o)))
 }
 
 fn unfinished(outcome: &Outcome) -> bool {

@@ -11,11 +11,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use privynet_core::Zone;
 use privynet_core::manifest::SlurmSpec;
 
 use crate::RunError;
 use crate::dag::Stage;
-use crate::exec::{Executor, Finished, Job, shell_word};
+use crate::exec::{Executor, Finished, Job, LocalExecutor, shell_word};
 
 /// How often the queue is read while waiting.
 const POLL: Duration = Duration::from_millis(250);
@@ -238,22 +239,76 @@ impl Executor for SlurmExecutor {
 
     fn wait(&mut self) -> Finished {
         loop {
-            if let Some(f) = self.ended.pop_front() {
+            if let Some(f) = self.try_wait() {
                 return f;
             }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    fn queues(&self, _stage: Stage) -> bool {
+        true
+    }
+}
+
+impl SlurmExecutor {
+    /// A job that has ended, after reading the queue once if none is known to have; `None`
+    /// if every submitted job is still queued or running.
+    pub fn try_wait(&mut self) -> Option<Finished> {
+        if self.ended.is_empty() {
             if self.interrupted.load(Ordering::SeqCst) {
                 self.cancel_all();
-                continue;
+            } else {
+                self.poll();
             }
-            self.poll();
-            if self.ended.is_empty() {
-                std::thread::sleep(POLL);
+        }
+        self.ended.pop_front()
+    }
+
+    /// Whether any submitted job has not been reported as ended.
+    pub fn has_jobs(&self) -> bool {
+        !self.submitted.is_empty() || !self.ended.is_empty()
+    }
+}
+
+/// With the cloud zone in object storage: the cloud stages (training) run as Slurm jobs that
+/// read and write the bucket, and the local stages (which read the images and the selections)
+/// run on this machine, as the local executor runs them.
+pub struct ZoneSplit {
+    here: LocalExecutor,
+    batch: SlurmExecutor,
+}
+
+impl ZoneSplit {
+    pub fn new(here: LocalExecutor, batch: SlurmExecutor) -> Self {
+        ZoneSplit { here, batch }
+    }
+}
+
+impl Executor for ZoneSplit {
+    fn start(&mut self, job: Job) {
+        if self.queues(job.stage) {
+            self.batch.start(job);
+        } else {
+            self.here.start(job);
+        }
+    }
+
+    fn wait(&mut self) -> Finished {
+        loop {
+            if self.batch.has_jobs()
+                && let Some(f) = self.batch.try_wait()
+            {
+                return f;
+            }
+            if let Some(f) = self.here.try_wait(POLL) {
+                return f;
             }
         }
     }
 
-    fn queues_dependencies(&self) -> bool {
-        true
+    fn queues(&self, stage: Stage) -> bool {
+        stage.zone() == Zone::Cloud
     }
 }
 
