@@ -328,11 +328,8 @@ fn under_slurm_the_cloud_stages_are_jobs_and_the_local_ones_run_here() {
     assert!(stdout(&o).contains("0 failed, 0 blocked"), "{}", stdout(&o));
     let events = std::fs::read_to_string(dir.path().join("out/events.jsonl")).unwrap();
     let nodes = |kind: &str| -> BTreeSet<String> {
-        events
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .filter(|e| e["event"] == kind)
-            .map(|e| e["node"].as_str().unwrap().to_string())
+        event_nodes(&dir.path().join("out"), kind)
+            .into_iter()
             .collect()
     };
     let (ran, submitted) = (nodes("ran"), nodes("submitted"));

@@ -42,14 +42,7 @@ fn the_dag_runs_as_slurm_jobs_with_the_outputs_of_a_local_run() {
     assert!(stdout(&o).contains("0 failed, 0 blocked"), "{}", stdout(&o));
     // Every node that ran was a Slurm job: the event log holds its job id.
     let events = std::fs::read_to_string(dir.path().join("out/events.jsonl")).unwrap();
-    let kinds = |kind: &str| -> Vec<String> {
-        events
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .filter(|e| e["event"] == kind)
-            .map(|e| e["node"].as_str().unwrap().to_string())
-            .collect()
-    };
+    let kinds = |kind: &str| event_nodes(&dir.path().join("out"), kind);
     let (ran, submitted) = (kinds("ran"), kinds("submitted"));
     assert_eq!(ran.len(), 20, "{events}");
     for node in &ran {

@@ -255,3 +255,15 @@ pub fn slurm_cluster() -> bool {
     );
     true
 }
+
+/// The nodes of a run's event log (`events.jsonl` in `out`) with events of `kind` (`ran`,
+/// `submitted`, ...), in log order.
+pub fn event_nodes(out: &Path, kind: &str) -> Vec<String> {
+    let events = std::fs::read_to_string(out.join("events.jsonl")).unwrap();
+    events
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["event"] == kind)
+        .map(|e| e["node"].as_str().unwrap().to_string())
+        .collect()
+}
