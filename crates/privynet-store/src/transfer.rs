@@ -145,7 +145,7 @@ impl Store {
         let client = self.client(dest)?;
         let mut file = std::fs::File::open(staged).map_err(|e| io_err(staged, e))?;
         self.counters.puts.fetch_add(1, Ordering::Relaxed);
-        self.rt.block_on(async {
+        let etag = self.rt.block_on(async {
             let opts = PutMultipartOptions {
                 attributes,
                 ..Default::default()
@@ -159,8 +159,13 @@ impl Store {
                 return Err(e);
             }
             let done = parts.finish().await.map_err(object_err(dest))?;
-            Ok(done.e_tag.unwrap_or_default())
-        })
+            Ok::<_, StoreError>(done.e_tag.unwrap_or_default())
+        })?;
+        // What a completed multipart upload reports as its ETag need not be what HEAD says
+        // (radosgw's differ); the cache is keyed by HEAD's, or the next reader would download
+        // the object again.
+        let head = self.head(dest)?.and_then(|m| m.e_tag);
+        Ok(head.unwrap_or(etag))
     }
 
     /// Every object under `r` with its kind (one HEAD-like GET per object for the metadata).
