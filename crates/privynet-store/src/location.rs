@@ -57,7 +57,8 @@ impl Remote {
         Ok(Some(Remote::at(bucket_url, key)))
     }
 
-    fn at(bucket_url: String, key: ObjectPath) -> Remote {
+    /// The object at `key` in the bucket `bucket_url` (`scheme://bucket`).
+    pub(crate) fn at(bucket_url: String, key: ObjectPath) -> Remote {
         let url = if key.as_ref().is_empty() {
             bucket_url.clone()
         } else {

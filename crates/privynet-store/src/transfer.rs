@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use futures::StreamExt;
-use object_store::path::Path as ObjectPath;
 use object_store::{
     Attribute, AttributeValue, Attributes, GetOptions, ObjectMeta, ObjectStoreExt,
     PutMultipartOptions, PutOptions, PutPayload, WriteMultipart,
@@ -183,7 +182,7 @@ impl Store {
     }
 
     fn listed(&self, r: &Remote, m: ObjectMeta) -> Result<Listed> {
-        let object = Remote::at_key(r, m.location.clone());
+        let object = Remote::at(r.bucket_url().to_string(), m.location.clone());
         let client = self.client(r)?;
         let opts = GetOptions {
             head: true,
@@ -249,14 +248,4 @@ fn content_type(p: &Path) -> AttributeValue {
         _ => "application/octet-stream",
     };
     t.into()
-}
-
-impl Remote {
-    /// The object at `key` in `r`'s bucket.
-    fn at_key(r: &Remote, key: ObjectPath) -> Remote {
-        Remote::parse(Path::new(&format!("{}/{key}", r.bucket_url())))
-            .ok()
-            .flatten()
-            .expect("a listed key under a parsed bucket parses")
-    }
 }
