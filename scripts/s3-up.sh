@@ -82,7 +82,11 @@ rgw frontends = beast endpoint=127.0.0.1:7480
 CONF
 ceph-authtool --create-keyring "$dir/keyring" --gen-key -n mon. --cap mon 'allow *' >/dev/null
 monmaptool --create --add a 127.0.0.1:6789 --fsid "$fsid" "$dir/monmap" >/dev/null
-fail() { echo "s3-up: $1; see $dir/log" >&2; exit 1; }
+fail() { # CI shows only what we print: give the setup log's last lines with the reason
+    echo "s3-up: $1; see $dir/log" >&2
+    tail -n 20 "$dir/log/setup.log" >&2 2>/dev/null || true
+    exit 1
+}
 ceph-mon -c "$conf" --mkfs -i a --monmap "$dir/monmap" 2>>"$dir/log/setup.log" || fail "ceph-mon --mkfs failed"
 ceph-mon -c "$conf" -i a 2>>"$dir/log/setup.log" || fail "ceph-mon did not start"
 # The monitor's first answers can be EPERM while it settles: retry.
@@ -93,16 +97,30 @@ for _ in $(seq 1 60); do
 done
 [ -n "$ok" ] || fail "the monitor did not answer"
 ceph-osd -c "$conf" -i 0 --mkfs 2>>"$dir/log/setup.log" || fail "ceph-osd --mkfs failed"
-ceph-osd -c "$conf" -i 0 2>>"$dir/log/setup.log" || fail "ceph-osd did not start"
+# On a cold start (first run on a fresh machine, as in CI) the OSD can send its first monitor
+# command before it has the monitor map and exit with "wrong fsid": start it again.
+ok=
+for _ in $(seq 1 5); do
+    if ceph-osd -c "$conf" -i 0 2>>"$dir/log/setup.log"; then ok=1; break; fi
+    sleep 1
+done
+[ -n "$ok" ] || fail "ceph-osd did not start"
 radosgw -c "$conf" -n client.rgw 2>>"$dir/log/setup.log" || fail "radosgw did not start"
-# radosgw creates its pools on start; the user can be made once they exist.
+# radosgw creates its pools on start; the user can be made once they exist. A cold start can
+# take 10 s before the gateway answers, so the user and the bucket are waited for separately
+# (a retried `user create` would fail with "user exists").
 ok=
 for _ in $(seq 1 120); do
     if radosgw-admin -c "$conf" user create --uid=privynet --display-name=privynet \
-        --access-key="$key" --secret-key="$secret" >/dev/null 2>>"$dir/log/setup.log" \
-        && s3 PUT "$bucket" 2>/dev/null; then ok=1; break; fi
+        --access-key="$key" --secret-key="$secret" >/dev/null 2>>"$dir/log/setup.log"; then ok=1; break; fi
     sleep 0.5
 done
-[ -n "$ok" ] || fail "radosgw did not come up at $endpoint"
+[ -n "$ok" ] || fail "radosgw-admin could not create the test user"
+ok=
+for _ in $(seq 1 240); do
+    if s3 PUT "$bucket" 2>/dev/null; then ok=1; break; fi
+    sleep 0.5
+done
+[ -n "$ok" ] || fail "radosgw did not answer at $endpoint"
 write_env
 echo "s3-up: radosgw at $endpoint, bucket $bucket; source $dir/env for the credentials" >&2
