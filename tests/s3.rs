@@ -1,11 +1,13 @@
 //! The cloud zone in a real S3 server (Ceph's radosgw on loopback, scripts/s3-up.sh, which CI
 //! runs): the smoke pipeline with `storage.cloud: s3://...` decides as an all-local run does,
 //! the bucket holds only cloud-zone artifacts (by their kind metadata and content hashes), a
-//! rerun fetches nothing, Python polars reads the features where they are, and an upload killed
-//! midway leaves no object at its key. Skipped, saying so, only where radosgw is not installed;
-//! the refusals of local artifacts at an object store need no server and always run.
+//! rerun fetches nothing, Python polars reads the features where they are, an upload killed
+//! midway leaves no object at its key, and one terminated (SIGTERM, SIGINT) leaves no parts.
+//! Skipped, saying so, only where radosgw is not installed; the refusals of local artifacts at
+//! an object store need no server and always run.
 
 use std::collections::BTreeSet;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -109,6 +111,7 @@ fn the_smoke_pipeline_with_its_cloud_zone_in_s3_decides_as_an_all_local_run() {
         assert!(!b.join(f).exists(), "{f} is in the local folder");
     }
     bucket_holds_only_cloud_artifacts(&env, &prefix, &b);
+    provenance_names_the_features_by_their_url(&env, &prefix, &cache);
     a_rerun_fetches_nothing(&env, &m, &cache);
     polars_reads_the_features_in_the_bucket(&env, &format!("{prefix}/fire3-d8/features.parquet"));
 }
@@ -142,6 +145,28 @@ fn bucket_holds_only_cloud_artifacts(env: &[(String, String)], prefix: &str, loc
             o.url
         );
     }
+}
+
+/// The cloud network's training outputs name the features they were trained on by the
+/// object's URL, not by the cache file the training stage read.
+fn provenance_names_the_features_by_their_url(
+    env: &[(String, String)],
+    prefix: &str,
+    cache: &Path,
+) {
+    let store = Store::new(cache.to_path_buf()).with_settings(env.to_vec());
+    let summary = format!("{prefix}/fire3-d8/train/train_summary.arrow");
+    let local = store.fetch(Path::new(&summary)).unwrap();
+    let schema = privynet_core::io::read_schema(&local).unwrap();
+    let inputs: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(&schema.metadata()["privynet.inputs"]).unwrap();
+    let features = format!("{prefix}/fire3-d8/features.parquet");
+    assert!(inputs.contains_key(&features), "{inputs:?}");
+    let params = &schema.metadata()["privynet.params"];
+    assert!(
+        params.contains(&format!("\"input\":\"{features}\"")),
+        "{params}"
+    );
 }
 
 fn a_rerun_fetches_nothing(env: &[(String, String)], m: &Path, cache: &Path) {
@@ -230,6 +255,39 @@ fn local_artifacts_are_refused_at_an_object_store() {
 #[test]
 fn a_killed_upload_leaves_no_object_at_its_key() {
     let Some(env) = server() else { return };
+    let (url, status) = upload_killed_midway(&env, "KILL");
+    assert_eq!(status.signal(), Some(9), "{status:?}");
+    let store = Store::new(std::env::temp_dir().join("privynet-s3-check")).with_settings(env);
+    assert_eq!(store.stat(Path::new(&url)).unwrap(), None, "{url} exists");
+}
+
+/// SIGTERM (`scancel`, a timeout) or SIGINT (Ctrl-C) during a multipart upload: the stage
+/// aborts the upload, so no parts are left in the bucket, then dies of the signal.
+#[test]
+fn a_terminated_upload_is_aborted_and_leaves_no_parts() {
+    let Some(env) = server() else { return };
+    for (name, number) in [("TERM", 15), ("INT", 2)] {
+        let (url, status) = upload_killed_midway(&env, name);
+        assert_eq!(status.signal(), Some(number), "SIG{name}: {status:?}");
+        let key = url.trim_start_matches("s3://privynet/");
+        let listed = uploads_in_progress(&env);
+        assert!(
+            !listed.contains(key),
+            "SIG{name}: {key} still listed: {listed}"
+        );
+        let store = Store::new(std::env::temp_dir().join("privynet-s3-check"));
+        let store = store.with_settings(env.clone());
+        assert_eq!(store.stat(Path::new(&url)).unwrap(), None, "{url} exists");
+    }
+}
+
+/// Starts a 1 GiB upload in a child process, sends it `signal` (a `kill -s` name) once the
+/// store lists its multipart upload as under way, and returns the object's URL and how the
+/// child ended.
+fn upload_killed_midway(
+    env: &[(String, String)],
+    signal: &str,
+) -> (String, std::process::ExitStatus) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("{}/features.parquet", fresh_prefix("killed"));
     let mut child = Command::new(std::env::current_exe().unwrap())
@@ -241,10 +299,9 @@ fn a_killed_upload_leaves_no_object_at_its_key() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Kill it once the store shows its multipart upload under way.
     let key = url.trim_start_matches("s3://privynet/");
     let started = Instant::now();
-    while !uploads_in_progress(&env).contains(key) {
+    while !uploads_in_progress(env).contains(key) {
         assert!(
             child.try_wait().unwrap().is_none(),
             "the upload ended before it could be killed"
@@ -255,10 +312,13 @@ fn a_killed_upload_leaves_no_object_at_its_key() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let store = Store::new(dir.path().join("check")).with_settings(env);
-    assert_eq!(store.stat(Path::new(&url)).unwrap(), None, "{url} exists");
+    let sent = Command::new("kill")
+        .args(["-s", signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -s {signal} failed");
+    let status = child.wait().unwrap();
+    (url, status)
 }
 
 /// The test bucket's multipart uploads under way (S3's ListMultipartUploads, whose bare
@@ -287,9 +347,9 @@ fn uploads_in_progress(env: &[(String, String)]) -> String {
     stdout(&o)
 }
 
-/// The killed process of the test above: stages a large file and uploads it.
+/// The killed process of the tests above: stages a large file and uploads it.
 #[test]
-#[ignore = "run by a_killed_upload_leaves_no_object_at_its_key"]
+#[ignore = "run by upload_killed_midway"]
 fn upload_child() {
     let Ok(url) = std::env::var("PRIVYNET_UPLOAD_CHILD") else {
         return;

@@ -2,9 +2,32 @@
 //! version, the manifest, the stage's parameters and the content hashes of its inputs.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use crate::{ArtifactKind, Result, TOOL_VERSION, hash};
+
+/// Where this process's inputs came from when they are local copies: the object store's cache
+/// path of a fetched object to the object's URL. The store notes each fetch here, so that
+/// provenance names a remote input by its URL, as the user named it, rather than by the cache
+/// file a stage happened to read (which lives on one machine only). Process-wide because the
+/// stage libraries that record inputs never see the store.
+static ORIGINS: Mutex<BTreeMap<PathBuf, String>> = Mutex::new(BTreeMap::new());
+
+/// Records that the file at `local` is a copy of `origin` (a URL), for [`Provenance::add_input`].
+pub fn note_origin(local: &Path, origin: &str) {
+    let mut origins = ORIGINS.lock().unwrap_or_else(|e| e.into_inner());
+    origins.insert(local.to_path_buf(), origin.to_string());
+}
+
+/// The name provenance gives an input: its origin if it is a noted copy, else its path.
+pub fn input_name(path: &Path) -> String {
+    let origins = ORIGINS.lock().unwrap_or_else(|e| e.into_inner());
+    origins
+        .get(path)
+        .cloned()
+        .unwrap_or_else(|| path.display().to_string())
+}
 
 /// What produced an artifact. Turned into `privynet.*` metadata keys when the artifact is written.
 #[derive(Debug, Clone, Default)]
@@ -36,10 +59,10 @@ impl Provenance {
         self
     }
 
-    /// Hashes an input file or folder and records it.
+    /// Hashes an input file or folder and records it, by its URL if it is a fetched copy.
     pub fn add_input(&mut self, path: &Path) -> Result<()> {
         let digest = hash::hash_path(path)?;
-        self.inputs.insert(path.display().to_string(), digest);
+        self.inputs.insert(input_name(path), digest);
         Ok(())
     }
 
@@ -64,5 +87,32 @@ impl Provenance {
             m.insert(format!("privynet.{k}"), v.clone());
         }
         m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fetched_input_is_named_by_its_origin_and_a_local_one_by_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let (copy, plain) = (dir.path().join("copy.bin"), dir.path().join("plain.bin"));
+        std::fs::write(&copy, b"remote bytes").unwrap();
+        std::fs::write(&plain, b"local bytes").unwrap();
+        note_origin(&copy, "s3://bucket/run/features.parquet");
+        let mut p = Provenance::new("test", "-");
+        p.add_input(&copy).unwrap();
+        p.add_input(&plain).unwrap();
+        let names: Vec<&String> = p.inputs.keys().collect();
+        let plain_name = plain.display().to_string();
+        assert_eq!(
+            names,
+            [&plain_name, &"s3://bucket/run/features.parquet".to_string()]
+        );
+        assert_eq!(
+            p.inputs["s3://bucket/run/features.parquet"],
+            hash::hash_path(&copy).unwrap()
+        );
     }
 }

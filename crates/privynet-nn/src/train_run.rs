@@ -65,7 +65,7 @@ pub fn run(run: &TrainRun) -> Result<TrainOutcome, NnError> {
     let (dataset, input, label) = load(&run.input, params.classes)?;
     prov.add_input(&input)?;
     let prov = prov.with_params(&serde_json::json!({
-        "train": params, "seed": run.seed, "input": input.display().to_string()
+        "train": params, "seed": run.seed, "input": privynet_core::provenance::input_name(&input)
     }));
     let [train_split, val_split, test_split] = splits(&dataset, &input)?;
     let sizes = SplitSizes {

@@ -16,6 +16,7 @@
 //! from manifests, and are never logged.
 
 mod cache;
+mod interrupt;
 mod location;
 mod transfer;
 
@@ -54,6 +55,8 @@ pub enum StoreError {
         zone: Zone,
         url: String,
     },
+    #[error("{url}: upload aborted on signal {signal}; no object was written")]
+    Interrupted { url: String, signal: i32 },
     #[error("the stage did not write {file}, which it was to upload to {url}")]
     NotWritten { file: String, url: String },
     #[error(transparent)]
@@ -196,6 +199,15 @@ impl Store {
         match Remote::parse(p)? {
             None => Ok(p.to_path_buf()),
             Some(r) => self.fetch_remote(&r),
+        }
+    }
+
+    /// Like [`Store::fetch`] for a remote `p` whose [`Store::stat`] the caller has just taken:
+    /// no second HEAD. A local `p` is returned as it is.
+    pub fn fetch_stat(&self, p: &Path, stat: &Stat) -> Result<PathBuf> {
+        match Remote::parse(p)? {
+            None => Ok(p.to_path_buf()),
+            Some(r) => self.fetch_at(&r, stat),
         }
     }
 

@@ -57,15 +57,26 @@ impl Store {
             url: r.url().to_string(),
             reason: "no such object".into(),
         })?;
-        let etag = meta.e_tag.clone().unwrap_or_default();
-        if let Some(hit) = self.cache_hit(r, &etag, meta.size) {
+        let stat = crate::Stat {
+            size: meta.size,
+            etag: meta.e_tag.unwrap_or_default(),
+        };
+        self.fetch_at(r, &stat)
+    }
+
+    /// The cached copy of `r`, which a HEAD just found at `stat`: downloaded unless the cache
+    /// holds that ETag. Callers that have the stat already save a request.
+    pub(crate) fn fetch_at(&self, r: &Remote, stat: &crate::Stat) -> Result<std::path::PathBuf> {
+        if let Some(hit) = self.cache_hit(r, &stat.etag, stat.size) {
+            privynet_core::provenance::note_origin(&hit, r.url());
             return Ok(hit);
         }
-        tracing::info!("fetching {} ({} bytes)", r.url(), meta.size);
+        tracing::info!("fetching {} ({} bytes)", r.url(), stat.size);
         self.forget(r)?;
         let path = self.cached_path(r);
         let got = self.download(r, &path)?;
         self.remember(r, &got)?;
+        privynet_core::provenance::note_origin(&path, r.url());
         Ok(path)
     }
 
@@ -139,11 +150,13 @@ impl Store {
     }
 
     /// A multipart upload; any error aborts it, and a killed process never completes it, so
-    /// the key shows nothing until the last part is in.
+    /// the key shows nothing until the last part is in. A termination signal aborts it too
+    /// (see [`crate::interrupt`]), and the process then dies of the signal.
     fn put_parts(&self, staged: &Path, dest: &Remote, attributes: Attributes) -> Result<String> {
         let client = self.client(dest)?;
         let mut file = std::fs::File::open(staged).map_err(|e| io_err(staged, e))?;
         self.counters.puts.fetch_add(1, Ordering::Relaxed);
+        let uploading = crate::interrupt::Uploading::begin();
         let etag = self.rt.block_on(async {
             let opts = PutMultipartOptions {
                 attributes,
@@ -152,9 +165,12 @@ impl Store {
             let upload = client.put_multipart_opts(dest.key(), opts);
             let upload = upload.await.map_err(object_err(dest))?;
             let mut parts = WriteMultipart::new_with_chunk_size(upload, PART);
-            let sent = send_parts(&mut file, &mut parts, staged).await;
+            let sent = send_parts(&mut file, &mut parts, staged, dest, &uploading).await;
             if let Err(e) = sent {
-                let _ = parts.abort().await;
+                let aborted = parts.abort().await;
+                if let Err(a) = aborted {
+                    tracing::warn!("{}: aborting the upload failed: {a}", dest.url());
+                }
                 return Err(e);
             }
             let done = parts.finish().await.map_err(object_err(dest))?;
@@ -204,12 +220,22 @@ impl Store {
     }
 }
 
+/// Reads `file` part by part into the upload, stopping between parts when a termination
+/// signal has come.
 async fn send_parts(
     file: &mut std::fs::File,
     parts: &mut WriteMultipart,
     staged: &Path,
+    dest: &Remote,
+    uploading: &crate::interrupt::Uploading,
 ) -> Result<()> {
     loop {
+        if let Some(signal) = uploading.requested() {
+            return Err(StoreError::Interrupted {
+                url: dest.url().to_string(),
+                signal,
+            });
+        }
         parts
             .wait_for_capacity(4)
             .await

@@ -126,7 +126,7 @@ impl LockFile {
         {
             return Ok(Some(e.hash.clone()));
         }
-        let local = self.store().fetch(p)?;
+        let local = self.store().fetch_stat(p, &stat)?;
         let hash = privynet_core::hash::hash_path(&local)?;
         let entry = StatEntry {
             signature: sig,
