@@ -19,28 +19,13 @@ use privynet_store::Store;
 /// The test server's credentials and endpoint (from the `env` file scripts/s3-up.sh writes),
 /// after starting it if need be; `None` only where radosgw is not installed.
 fn server() -> Option<Vec<(String, String)>> {
-    let installed = Command::new("sh")
-        .args([
-            "-c",
-            "command -v radosgw && command -v ceph-mon && command -v ceph-osd",
-        ])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !installed {
-        eprintln!(
-            "skipping: radosgw is not installed (apt-get install radosgw ceph-mon ceph-osd, then scripts/s3-up.sh)"
-        );
+    if !test_service(
+        &["radosgw", "ceph-mon", "ceph-osd"],
+        "radosgw is not installed (apt-get install radosgw ceph-mon ceph-osd, then scripts/s3-up.sh)",
+        "scripts/s3-up.sh",
+    ) {
         return None;
     }
-    let up = Command::new(root().join("scripts/s3-up.sh"))
-        .output()
-        .expect("scripts/s3-up.sh should start");
-    assert!(
-        up.status.success(),
-        "scripts/s3-up.sh failed:\n{}",
-        stderr(&up)
-    );
     let dir = std::env::var("PRIVYNET_S3_DIR").unwrap_or_else(|_| "/tmp/privynet-s3".into());
     let text = std::fs::read_to_string(Path::new(&dir).join("env")).unwrap();
     let vars = text

@@ -234,25 +234,30 @@ pub fn kill_while_writing(mut child: std::process::Child, out: &Path) {
 
 /// Whether the Slurm test cluster is up (started here if need be); false only without Slurm.
 pub fn slurm_cluster() -> bool {
+    test_service(
+        &["sbatch", "slurmctld"],
+        "Slurm is not installed (apt-get install slurm-wlm munge, then scripts/slurm-up.sh)",
+        "scripts/slurm-up.sh",
+    )
+}
+
+/// Starts a test service with its script (which leaves one already up alone) when all of
+/// `commands` are installed; else says why the test is skipped and returns false.
+pub fn test_service(commands: &[&str], missing: &str, script: &str) -> bool {
+    let check: Vec<String> = commands.iter().map(|c| format!("command -v {c}")).collect();
     let installed = Command::new("sh")
-        .args(["-c", "command -v sbatch && command -v slurmctld"])
+        .args(["-c", &check.join(" && ")])
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
     if !installed {
-        eprintln!(
-            "skipping: Slurm is not installed (apt-get install slurm-wlm munge, then scripts/slurm-up.sh)"
-        );
+        eprintln!("skipping: {missing}");
         return false;
     }
-    let up = Command::new(root().join("scripts/slurm-up.sh"))
+    let up = Command::new(root().join(script))
         .output()
-        .expect("scripts/slurm-up.sh should start");
-    assert!(
-        up.status.success(),
-        "scripts/slurm-up.sh failed:\n{}",
-        stderr(&up)
-    );
+        .unwrap_or_else(|e| panic!("{script} should start: {e}"));
+    assert!(up.status.success(), "{script} failed:\n{}", stderr(&up));
     true
 }
 
