@@ -6,7 +6,9 @@
 #   make smoke                    the same on a few hundred images
 #   make chaos                    the smoke pipeline killed at 30 random moments, rerun, compared
 #   make fuzz                     the parsers fed 20,000 mutated inputs per property
-#   make test                     fmt check + clippy -D warnings + all tests (what CI runs)
+#   make test                     fmt check + clippy -D warnings + all tests, with the services they
+#                                 need started (what CI runs; PRIVYNET_TEST_OPT_OUT=slurm,s3,python,
+#                                 mirror-models to run the rest on a machine that cannot have them)
 #   make bench                    benchmarks that print figures (BENCH=extract or nn: one part;
 #                                 BENCH=steps or variants: training steps only, no data needed;
 #                                 BENCH=inversion: the optimisation attack's settings on a finished run;
@@ -31,7 +33,7 @@ JOBS     ?=
 RUN_FLAGS := $(if $(TOPOLOGY),--topology $(TOPOLOGY)) $(if $(JOBS),-j $(JOBS))
 
 .PHONY: all build ort data pipeline pipeline-exhaustive pipeline-full smoke chaos fuzz status test lint \
-        fmt bench clean distclean slurm-up slurm-down s3-up s3-down ingest slice extract train baseline attack characterize optimize
+        test-services fmt bench clean distclean slurm-up slurm-down s3-up s3-down ingest slice extract train baseline attack characterize optimize
 
 all: build
 
@@ -101,12 +103,25 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
-test: ort data lint
-	$(CARGO) build --release --workspace --bins
-	$(CARGO) test --release --workspace
+# Slurm, the S3 server and Python polars/pyarrow, unless opted out (scripts/test-services.sh).
+test-services:
+	@scripts/test-services.sh
 
+# The tests run the binaries of the one workspace build; a check that was opted out is
+# counted in the last line (tests/support: `unavailable`), never skipped in silence. Then:
+# every package alone builds from that build, without recompiling a dependency.
+test: ort data lint test-services
+	$(CARGO) build --release --workspace --bins
+	@touch $(STAMP)
+	@rm -f target/test-opt-outs.txt
+	$(CARGO) test --release --workspace
+	@scripts/check-one-build.sh
+	@n=$$(cat target/test-opt-outs.txt 2>/dev/null | wc -l); \
+	 echo "make test: all passed; $$n check(s) opted out$$( [ $$n -gt 0 ] && printf ': %s' "$$(cut -d: -f1 target/test-opt-outs.txt | sort | uniq -c | xargs)")"
+
+# The benchmark binary of the workspace build: no second build with other features.
 bench: build data
-	$(CARGO) run --release -p privynet-bench --bin privynet-bench -- $(BENCH)
+	$(BIN)/privynet-bench $(BENCH)
 
 clean:
 	rm -rf runs

@@ -55,6 +55,27 @@ fn attacks_at_conv1_and_fire3_on_real_data() {
         known.2
     );
 
+    // SSIM too: the known-selection attacker's mean SSIM is within its interval, a valid SSIM,
+    // and clearly above the floor's (the pool's mean image shown to every victim).
+    let b = &read_all(
+        &out.join("conv1-d64/attack/attack_summary.arrow"),
+        ArtifactKind::AttackSummary,
+    )[0];
+    let i = (0..b.num_rows())
+        .find(|&i| {
+            col::<StringArray>(b, "family").value(i) == "irn"
+                && col::<StringArray>(b, "mode").value(i) == "known-selection"
+        })
+        .unwrap();
+    let f = |c: &str| col::<Float64Array>(b, c).value(i);
+    let (ssim, lo, hi, floor) = (f("mean_ssim"), f("ssim_lo"), f("ssim_hi"), f("floor_ssim"));
+    assert!(lo <= ssim && ssim <= hi, "SSIM {ssim} outside [{lo}, {hi}]");
+    assert!((-1.0..=1.0).contains(&ssim), "SSIM {ssim}");
+    assert!(
+        lo > floor + 0.1,
+        "known-selection SSIM [{lo:.3}, {hi:.3}] vs floor {floor:.3}"
+    );
+
     // fire3 with 8 of 128 channels: the matching attacker recovers the secret selection and
     // does as well as the attacker who knows it; the naive guesser does not.
     let s = summary(&out.join("fire3-d8/attack"));

@@ -42,19 +42,7 @@ impl Fixture {
         };
         let (conv1, fire3) = (sliced("conv1"), sliced("fire3"));
         let features = dir.join("features.parquet");
-        ok(&run(
-            "privynet-extract",
-            &[
-                "--manifest",
-                &ms,
-                "--model",
-                conv1.join("local.onnx").to_str().unwrap(),
-                "--topology",
-                conv1.join("topology.arrow").to_str().unwrap(),
-                "--output",
-                features.to_str().unwrap(),
-            ],
-        ));
+        extract(&ms, &conv1, &features);
         let f = Self {
             dir: dir.to_path_buf(),
             manifest: ms,
@@ -234,6 +222,12 @@ fn manifest_cases(f: &Fixture) -> Vec<Case> {
             "privynet",
             &["status", m, "--set", "sweep.cuts=[fire42]"],
             &["fire42"],
+        ),
+        case(
+            "zero-jobs",
+            "privynet",
+            &["run", m, "--jobs", "0"],
+            &["--jobs", "0 is not in 1.."],
         ),
     ]
 }
@@ -580,6 +574,24 @@ fn train_attack_cases(f: &Fixture) -> Vec<Case> {
             &["attack.holdout", "1.5"],
         ),
         attack(
+            "attack-pool-larger-than-its-split",
+            feats,
+            &sel,
+            &["--set", "attack.pool=100000"],
+            &[
+                "attack.pool` = 100000",
+                "`attacker` split",
+                "holds 100 rows",
+            ],
+        ),
+        attack(
+            "attack-victims-larger-than-their-split",
+            feats,
+            &sel,
+            &["--set", "attack.victims=5000"],
+            &["attack.victims` = 5000", "`test` split", "holds 100 rows"],
+        ),
+        attack(
             "attack-features-missing",
             &nope,
             &sel,
@@ -720,6 +732,9 @@ fn check(c: &Case) -> Option<String> {
     })
 }
 
+/// How many cases the table holds (README, "Bad input").
+const CASES: usize = 61;
+
 #[test]
 fn every_bad_input_is_refused_by_name_without_a_panic_or_an_output() {
     let dir = tempfile::tempdir().unwrap();
@@ -737,7 +752,12 @@ fn every_bad_input_is_refused_by_name_without_a_panic_or_an_output() {
     .into_iter()
     .flatten()
     .collect();
-    assert!(cases.len() >= 40, "the table should hold at least 40 cases");
+    // The README states this count: a case added or lost shows here.
+    assert_eq!(
+        cases.len(),
+        CASES,
+        "the table's size changed: update CASES and the README"
+    );
     let faults: Vec<String> = cases.iter().filter_map(check).collect();
     assert!(
         faults.is_empty(),

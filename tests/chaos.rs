@@ -6,7 +6,9 @@
 //! except the measured seconds and speeds. `make test` runs 4 rounds (a round: one or two kills,
 //! then a rerun to completion); `make chaos` runs `PRIVYNET_CHAOS_KILLS` rounds (default 30)
 //! with `PRIVYNET_CHAOS_SEED`. A second test runs the whole smoke pipeline twice from scratch
-//! and finds every file byte-identical but for the declared time fields.
+//! and finds every file byte-identical but for the declared time fields. Every round also
+//! starts a second runner on the same folder, which must be refused while the first runs, and
+//! at least half of the kills must hit a running process.
 
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
@@ -106,6 +108,7 @@ fn killed_at_random_moments_the_pipeline_ends_as_an_uninterrupted_run() {
     let m = smoke_manifest(dir.path(), "");
     let out = dir.path().join("out");
     let mut log = Vec::new();
+    let mut hits = 0;
     for k in 0..kills {
         if out.exists() {
             std::fs::remove_dir_all(&out).unwrap();
@@ -114,7 +117,8 @@ fn killed_at_random_moments_the_pipeline_ends_as_an_uninterrupted_run() {
         let rounds = if rng.random_bool(0.3) { 2 } else { 1 };
         for _ in 0..rounds {
             let at = window.mul_f64(rng.random_range(0.02..1.0));
-            let what = kill_once(&m, at, rng.random_bool(0.5));
+            let (what, hit) = kill_once(&m, at, rng.random_bool(0.5));
+            hits += usize::from(hit);
             log.push(format!(
                 "round {k}: killed {what} at {:.1}s",
                 at.as_secs_f64()
@@ -137,32 +141,60 @@ fn killed_at_random_moments_the_pipeline_ends_as_an_uninterrupted_run() {
             );
         }
     }
+    // A kill that found nothing running tests nothing: most must cut work short.
+    assert!(
+        2 * hits >= log.len(),
+        "only {hits} of {} kills hit a running process:\n{}",
+        log.len(),
+        log.join("\n")
+    );
     eprintln!(
-        "{} kills in {kills} rounds (seed {seed}), each rerun to the uninterrupted result:\n{}",
+        "{} kills ({hits} of a running process) in {kills} rounds (seed {seed}), each rerun to the uninterrupted result:\n{}",
         log.len(),
         log.join("\n")
     );
 }
 
-/// Starts the run, waits `at`, and SIGKILLs either the runner with its stages (`whole`) or one
-/// running stage process; waits for the runner to end. Says what it killed.
-fn kill_once(m: &Path, at: std::time::Duration, whole: bool) -> String {
+/// Starts the run, waits `at`, starts a second runner on the same folder (which must be
+/// refused while the first runs), then SIGKILLs either the runner with its stages (`whole`) or
+/// one running stage process; waits for the runner to end. Says what it killed, and whether
+/// that was a running process (a kill that comes after the run ended hits nothing).
+fn kill_once(m: &Path, at: std::time::Duration, whole: bool) -> (String, bool) {
     let mut child = start(m);
     std::thread::sleep(at);
-    let what = if whole {
+    second_runner_is_refused(m, &mut child);
+    let (what, hit) = if whole {
+        let running = child.try_wait().unwrap().is_none();
         sigkill(&format!("-{}", child.id()));
-        "the runner and its stages".to_string()
+        ("the runner and its stages".to_string(), running)
     } else {
         match children(child.id()).first() {
             Some(pid) => {
                 sigkill(&pid.to_string());
-                format!("stage process {pid}")
+                (format!("stage process {pid}"), true)
             }
-            None => "nothing (no stage was running)".to_string(),
+            None => ("nothing (no stage was running)".to_string(), false),
         }
     };
     let _ = child.wait();
-    what
+    (what, hit)
+}
+
+/// A concurrent start on the run folder of `first` is refused at once, naming the holder;
+/// unless `first` had already ended, when it may run.
+fn second_runner_is_refused(m: &Path, first: &mut Child) {
+    let mut args = vec!["run", m.to_str().unwrap()];
+    args.extend(SETS);
+    let o = run("privynet", &args);
+    if o.status.success() {
+        assert!(
+            first.try_wait().unwrap().is_some(),
+            "a second runner ran beside the first:\n{}",
+            stdout(&o)
+        );
+    } else {
+        fails_with(&o, &["in use by another `privynet run`"]);
+    }
 }
 
 /// Every file under `dir` but the run's own records (logs, events, the lock file with its

@@ -36,3 +36,34 @@ fn every_binary_says_what_it_does() {
     let train = stdout(&run("privynet-train", &["--help"]));
     assert!(train.starts_with("Train the cloud network"), "{train}");
 }
+
+/// A binary older than a source it is built from is refused by name (so `cargo test` alone
+/// never runs stale binaries): a copy of a built binary dated 1970 is older than every source
+/// of its crate and the crates below it; the build itself is not.
+#[test]
+fn a_binary_older_than_its_sources_is_named_as_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    for b in [
+        "privynet-slice",
+        "privynet-extract",
+        "privynet-train",
+        "privynet",
+    ] {
+        let real = bin(b);
+        assert_eq!(source_newer_than(b, &real), None, "{b} as built");
+        let old = dir.path().join(b);
+        std::fs::copy(&real, &old).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(std::time::UNIX_EPOCH)
+            .unwrap();
+        let newer = source_newer_than(b, &old).expect("a 1970 binary is stale");
+        assert!(
+            newer.extension().is_some_and(|e| e == "rs" || e == "yaml"),
+            "{}",
+            newer.display()
+        );
+    }
+}

@@ -72,10 +72,44 @@ fn real_first_batch_keeps_its_class_counts_and_stratifies() {
         );
     }
     assert_eq!(ids.values().map(|s| s.len()).sum::<usize>(), 10_000);
-    // The first record of the batch is a frog (label 6); its first pixel is HWC RGB.
-    let b = &batches[0];
+    // The first record of the batch is a frog (label 6), and its pixels are the file's planes
+    // (1,024 red, then green, then blue bytes) interleaved as HWC RGB, read here on their own.
+    let raw = {
+        use std::io::Read;
+        let mut bytes = Vec::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(cifar_batch1()).unwrap())
+            .read_to_end(&mut bytes)
+            .unwrap();
+        bytes
+    };
+    assert_eq!(raw[0], 6, "the first record of data_batch_1 is a frog");
+    let (b, i) = batches
+        .iter()
+        .find_map(|b| {
+            let id = col::<Int64Array>(b, "id");
+            (0..b.num_rows())
+                .find(|&i| id.value(i) == 0)
+                .map(|i| (b, i))
+        })
+        .expect("record 0 is in some split");
+    assert_eq!(col::<Int32Array>(b, "label").value(i), 6);
     let pixels = col::<FixedSizeListArray>(b, "pixels");
     assert_eq!(pixels.value_length(), 3072);
+    let row = pixels.value(i);
+    let row = row.as_any().downcast_ref::<UInt8Array>().unwrap().values();
+    for y in 0..32 {
+        for x in 0..32 {
+            for c in 0..3 {
+                assert_eq!(
+                    row[(y * 32 + x) * 3 + c],
+                    raw[1 + c * 1024 + y * 32 + x],
+                    "pixel ({y}, {x}) channel {c}"
+                );
+            }
+        }
+    }
+    // Not a constant image: the order is tested by the values themselves.
+    assert!(row.iter().any(|&v| v != row[0]));
 }
 
 #[test]

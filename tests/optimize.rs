@@ -58,10 +58,15 @@ fn the_choice_is_evaluated_for_real_and_infeasible_limits_are_explained() {
     );
     assert_eq!(p.iter().map(|b| b.num_rows()).sum::<usize>(), 4);
     // The summary shows the decision.
-    let show = stdout(&run("privynet", &["show", o.to_str().unwrap()]));
+    let show = run("privynet", &["show", o.to_str().unwrap()]);
+    ok(&show);
+    let show = stdout(&show);
     assert!(show.contains(&format!("Chosen: **{chosen}**")), "{show}");
-    // A rerun finds everything up to date, the evaluated choice included.
-    let again = stdout(&run("privynet", &args));
+    // A rerun succeeds and finds everything up to date, the evaluated choice included.
+    let again = run("privynet", &args);
+    ok(&again);
+    let again = stdout(&again);
+    assert!(again.contains(" 0 ran,"), "{again}");
     assert!(
         !again.lines().any(|l| l.trim_start().starts_with("ran")),
         "{again}"

@@ -200,15 +200,13 @@ fn show_prints_schema_and_provenance() {
     assert!(s.contains("channel"), "{s}");
 }
 
-#[test]
-fn ctrl_c_leaves_a_valid_lock_file_and_the_next_run_resumes() {
+/// Starts `privynet run MANIFEST` in its own process group (so a signal to the group reaches
+/// the runner and its stage processes together, as Ctrl-C in a terminal does), and waits until
+/// at least one node has finished and another has started but not finished: a signal then
+/// cuts real work short.
+fn start_and_wait_mid_run(ms: &str, out: &std::path::Path) -> std::process::Child {
     use std::os::unix::process::CommandExt;
-    let dir = tempfile::tempdir().unwrap();
-    let m = smoke_manifest(dir.path(), "");
-    let ms = m.to_str().unwrap();
-    // Its own process group, so the interrupt reaches the runner and its stage processes
-    // together, as Ctrl-C in a terminal does.
-    let child = std::process::Command::new(bin("privynet"))
+    let mut child = std::process::Command::new(bin("privynet"))
         .args(["run", ms])
         .current_dir(root())
         .stdout(std::process::Stdio::null())
@@ -216,26 +214,119 @@ fn ctrl_c_leaves_a_valid_lock_file_and_the_next_run_resumes() {
         .process_group(0)
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(3000));
-    let pgid = child.id();
+    let started = std::time::Instant::now();
+    loop {
+        let events = out.join("events.jsonl");
+        let (starts, ends) = if events.exists() {
+            (event_nodes(out, "start"), event_nodes(out, "ran"))
+        } else {
+            (vec![], vec![])
+        };
+        if !ends.is_empty() && starts.iter().any(|n| !ends.contains(n)) {
+            return child;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be interrupted"
+        );
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "no node finished in 2 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn ctrl_c_leaves_a_valid_lock_file_and_the_next_run_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = smoke_manifest(dir.path(), "");
+    let ms = m.to_str().unwrap();
+    let out = dir.path().join("out");
+    let mut child = start_and_wait_mid_run(ms, &out);
     let status = std::process::Command::new("kill")
-        .args(["-INT", "--", &format!("-{pgid}")])
+        .args(["-INT", "--", &format!("-{}", child.id())])
         .status()
         .unwrap();
     assert!(status.success());
-    let mut child = child;
-    child.wait().unwrap();
-    let lock = dir.path().join("out/privynet.lock.json");
-    if lock.exists() {
-        let text = std::fs::read_to_string(&lock).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&text).expect("the lock file parses");
-        assert!(v.get("nodes").is_some(), "{text}");
+    let ended = child.wait().unwrap();
+    assert!(
+        !ended.success(),
+        "an interrupted run must not exit 0: {ended}"
+    );
+    let cut_short: Vec<String> = event_nodes(&out, "start")
+        .into_iter()
+        .filter(|n| !event_nodes(&out, "ran").contains(n))
+        .collect();
+    assert!(!cut_short.is_empty(), "no node was cut short");
+    // The lock file is whole and records the nodes that finished, and only those.
+    let text = std::fs::read_to_string(out.join("privynet.lock.json"))
+        .expect("the lock file should exist after a node finished");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("the lock file parses");
+    let nodes = v["nodes"].as_object().expect("the lock file has nodes");
+    assert!(!nodes.is_empty(), "{text}");
+    for n in &cut_short {
+        assert!(
+            !nodes.contains_key(n),
+            "{n} was cut short but is locked: {text}"
+        );
     }
-    // No temporary file is left looking like a final artifact, and the next run finishes.
+    // No temporary file is left looking like a final artifact, and the next run finishes,
+    // running the nodes that were cut short.
     let again = run("privynet", &["run", ms]);
     ok(&again);
-    let out = stdout(&again);
-    assert!(out.contains("0 failed, 0 blocked"), "{out}");
+    let text = stdout(&again);
+    assert!(text.contains("0 failed, 0 blocked"), "{text}");
+    for n in &cut_short {
+        assert!(
+            event_nodes(&out, "ran").iter().filter(|r| *r == n).count() == 1,
+            "{n}"
+        );
+    }
     let third = stdout(&run("privynet", &["run", ms]));
     assert_eq!(lines_with(&third, "skipped").len(), 20, "{third}");
+}
+
+#[test]
+fn a_second_runner_on_the_same_folder_is_refused_and_a_killed_ones_lock_is_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = smoke_manifest(dir.path(), "");
+    let ms = m.to_str().unwrap();
+    let out = dir.path().join("out");
+    let mut first = start_and_wait_mid_run(ms, &out);
+    // Refused at once, naming the holder; nothing of the first run's is touched.
+    let lock_before = std::fs::read(out.join("privynet.lock.json")).ok();
+    let second = run("privynet", &["run", ms]);
+    fails_with(
+        &second,
+        &[
+            "in use by another `privynet run`",
+            &format!("pid {}", first.id()),
+            &out.display().to_string(),
+        ],
+    );
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "the first run should still be running"
+    );
+    let lock_now = std::fs::read(out.join("privynet.lock.json")).ok();
+    assert!(
+        lock_before.is_none() || lock_now.is_some(),
+        "the refused run must not remove the first one's lock file"
+    );
+    // A runner killed outright (no chance to clean up) leaves its lock file; the next run
+    // takes the folder over without any clearing by hand and finishes.
+    std::process::Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", first.id())])
+        .status()
+        .unwrap();
+    first.wait().unwrap();
+    assert!(out.join(".privynet-run").is_file());
+    let again = run("privynet", &["run", ms]);
+    ok(&again);
+    assert!(
+        stdout(&again).contains("0 failed, 0 blocked"),
+        "{}",
+        stdout(&again)
+    );
 }

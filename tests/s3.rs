@@ -3,7 +3,8 @@
 //! the bucket holds only cloud-zone artifacts (by their kind metadata and content hashes), a
 //! rerun fetches nothing, Python polars reads the features where they are, an upload killed
 //! midway leaves no object at its key, and one terminated (SIGTERM, SIGINT) leaves no parts.
-//! Skipped, saying so, only where radosgw is not installed; the refusals of local artifacts at
+//! Where radosgw is not installed these tests fail unless the user opted out of `s3`
+//! (PRIVYNET_TEST_OPT_OUT); the refusals of local artifacts at
 //! an object store need no server and always run.
 
 use std::collections::BTreeSet;
@@ -20,6 +21,7 @@ use privynet_store::Store;
 /// after starting it if need be; `None` only where radosgw is not installed.
 fn server() -> Option<Vec<(String, String)>> {
     if !test_service(
+        "s3",
         &["radosgw", "ceph-mon", "ceph-osd"],
         "radosgw is not installed (apt-get install radosgw ceph-mon ceph-osd, then scripts/s3-up.sh)",
         "scripts/s3-up.sh",
@@ -162,20 +164,11 @@ fn a_rerun_fetches_nothing(env: &[(String, String)], m: &Path, cache: &Path) {
     assert!(out.contains("HEAD, 0 GET (0 bytes)"), "{out}");
 }
 
-/// Python polars (installed by .ci/run under .cache/python) reads the object where it is.
+/// Python polars (installed by `make test` under .cache/python) reads the object where it is.
 fn polars_reads_the_features_in_the_bucket(env: &[(String, String)], url: &str) {
-    let pylib = root().join(".cache/python");
-    let has_polars = Command::new("python3")
-        .args(["-c", "import polars"])
-        .env("PYTHONPATH", &pylib)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_polars {
-        eprintln!(
-            "skipping the polars read: no polars for python3 (python3 -m pip install --target .cache/python polars)"
-        );
+    let Some(mut python) = python() else {
         return;
-    }
+    };
     let get = |k: &str| env.iter().find(|(n, _)| n == k).unwrap().1.clone();
     let script = format!(
         "import polars as pl\n\
@@ -186,11 +179,7 @@ fn polars_reads_the_features_in_the_bucket(env: &[(String, String)], url: &str) 
         get("AWS_SECRET_ACCESS_KEY"),
         get("AWS_ENDPOINT_URL"),
     );
-    let o = Command::new("python3")
-        .args(["-c", &script])
-        .env("PYTHONPATH", &pylib)
-        .output()
-        .unwrap();
+    let o = python.args(["-c", &script]).output().unwrap();
     ok(&o);
     // The smoke split: 200 train, 100 val, 100 attacker, 100 test images.
     assert!(stdout(&o).starts_with("500 "), "{}", stdout(&o));
@@ -329,7 +318,14 @@ fn uploads_in_progress(env: &[(String, String)]) -> String {
         .arg(format!("{}/privynet?uploads=", get("AWS_ENDPOINT_URL")))
         .output()
         .unwrap();
-    stdout(&o)
+    // An empty or failed reply would read as "no upload under way": refuse it.
+    ok(&o);
+    let xml = stdout(&o);
+    assert!(
+        xml.contains("<ListMultipartUploadsResult"),
+        "not a ListMultipartUploads reply:\n{xml}"
+    );
+    xml
 }
 
 /// The killed process of the tests above: stages a large file and uploads it.

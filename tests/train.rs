@@ -152,7 +152,9 @@ fn a_stopped_run_continues_to_the_uninterrupted_result() {
     let split = dir.path().join("split");
     ok(&train(&split, &["--stop-after-epoch", "2"]));
     assert!(split.join("resume/state.json").is_file());
-    assert!(split.join("cloud_model.bpk").is_file());
+    // The unfinished run's model is only under resume/: nothing at the output looks whole.
+    assert!(split.join("resume/epoch-0002/model.bpk").is_file());
+    assert!(!split.join("cloud_model.bpk").exists());
     assert!(!split.join("train_summary.arrow").exists());
     // A state saved under other settings is refused, naming what differs, and kept.
     fails_with(
@@ -174,6 +176,7 @@ fn a_stopped_run_continues_to_the_uninterrupted_result() {
     ok(&o);
     assert!(stderr(&o).contains("continuing after epoch 3 of 4"));
     assert!(!split.join("resume").exists());
+    assert!(split.join("cloud_model.bpk").is_file());
     assert_eq!(metrics(&split), metrics(&whole));
     assert_eq!(metrics(&whole)[0].len(), 4);
 }

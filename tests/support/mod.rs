@@ -13,19 +13,111 @@ pub fn root() -> PathBuf {
         .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
 }
 
-/// A built stage binary: from `PRIVYNET_BIN_DIR` when set (to compare two builds), else the
-/// release build's; an error says how to build it.
+/// A built stage binary: from `PRIVYNET_BIN_DIR` when set (to compare two builds, taken as
+/// they are), else the release build's, refused when a source it is built from is newer than
+/// it (so `cargo test` alone never runs stale binaries without saying so); an error says how to
+/// build it.
 pub fn built(name: &str) -> Result<PathBuf, String> {
-    let dir = std::env::var_os("PRIVYNET_BIN_DIR")
-        .map_or_else(|| root().join("target/release"), PathBuf::from);
+    let given = std::env::var_os("PRIVYNET_BIN_DIR").map(PathBuf::from);
+    let dir = given
+        .clone()
+        .unwrap_or_else(|| root().join("target/release"));
     let p = dir.join(name);
+    let build = "run `cargo build --release --workspace --bins` (make build and make test do)";
     if !p.is_file() {
+        return Err(format!("{} is not built: {build}", p.display()));
+    }
+    if given.is_none()
+        && let Some(newer) = source_newer_than(name, &p)
+    {
         return Err(format!(
-            "{} is not built: run `cargo build --release --workspace --bins` (make build and make test do)",
-            p.display()
+            "{} is older than {}, which it is built from: {build}",
+            p.display(),
+            newer.display()
         ));
     }
     Ok(p)
+}
+
+/// A source file of binary `name` (the `.rs` files of its crate and of the workspace crates it
+/// depends on, other binaries' own files excepted, and the schemas the core embeds) modified
+/// after `binary`, if any. Cargo relinks a binary exactly when one of these changes, so a newer
+/// one means the binary is stale.
+pub fn source_newer_than(name: &str, binary: &Path) -> Option<PathBuf> {
+    let built = std::fs::metadata(binary).and_then(|m| m.modified()).ok()?;
+    let crates = root().join("crates");
+    let owner = owner_of(&crates, name)?;
+    let mut stack: Vec<PathBuf> = workspace_crates_of(&crates, &owner)
+        .into_iter()
+        .map(|c| crates.join(c).join("src"))
+        .collect();
+    stack.push(root().join("schemas"));
+    // Another binary's entry point is not compiled into this one.
+    let own_main = crates.join(&owner).join("src/main.rs");
+    let own_bin = crates
+        .join(&owner)
+        .join("src/bin")
+        .join(format!("{name}.rs"));
+    let other_binary = |p: &Path| {
+        let entry =
+            p.ends_with("src/main.rs") || p.parent().is_some_and(|d| d.ends_with("src/bin"));
+        entry && p != own_bin && !(p == own_main && owner == name)
+    };
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                if !p.ends_with("src/bin") || p.starts_with(crates.join(&owner)) {
+                    stack.push(p);
+                }
+            } else if p.extension().is_some_and(|x| x == "rs" || x == "yaml")
+                && !other_binary(&p)
+                && e.metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t > built)
+            {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+/// The crate folder under `crates` whose package builds binary `name` (`src/main.rs` of the
+/// package of that name, or `src/bin/<name>.rs`).
+fn owner_of(crates: &Path, name: &str) -> Option<String> {
+    std::fs::read_dir(crates).ok()?.flatten().find_map(|e| {
+        let dir = e.path();
+        let own = dir.file_name()?.to_string_lossy().into_owned();
+        let main = own == name && dir.join("src/main.rs").is_file();
+        (main || dir.join("src/bin").join(format!("{name}.rs")).is_file()).then_some(own)
+    })
+}
+
+/// `krate` and the workspace crates it depends on, directly or not (by the `privynet-*` names
+/// in the `[dependencies]` of their Cargo.toml files).
+fn workspace_crates_of(crates: &Path, krate: &str) -> Vec<String> {
+    let mut seen = vec![krate.to_string()];
+    let mut i = 0;
+    while i < seen.len() {
+        let manifest =
+            std::fs::read_to_string(crates.join(&seen[i]).join("Cargo.toml")).unwrap_or_default();
+        let deps = manifest
+            .split("\n[")
+            .find(|section| section.starts_with("dependencies]"))
+            .unwrap_or_default();
+        for line in deps.lines() {
+            let dep = line.split(['.', ' ', '=']).next().unwrap_or_default();
+            if dep.starts_with("privynet-")
+                && crates.join(dep).is_dir()
+                && !seen.iter().any(|s| s == dep)
+            {
+                seen.push(dep.to_string());
+            }
+        }
+        i += 1;
+    }
+    seen
 }
 
 /// A built stage binary (`make test` builds them before running tests).
@@ -110,17 +202,40 @@ pub fn smoke_manifest(dir: &Path, extra: &str) -> PathBuf {
 /// Slices the manifest's model at `cut`, keeping `channels` (a count or `all`), into `out`
 /// (local.onnx, topology.arrow, selection.arrow).
 pub fn slice(manifest: &str, cut: &str, channels: &str, out: &Path) {
+    slice_with(manifest, cut, channels, out, &[]);
+}
+
+/// [`slice`] with more arguments (`--method`, `--images`, ...).
+pub fn slice_with(manifest: &str, cut: &str, channels: &str, out: &Path, extra: &[&str]) {
+    let out = out.to_str().unwrap();
+    let mut args = vec![
+        "--manifest",
+        manifest,
+        "--cut",
+        cut,
+        "--channels",
+        channels,
+        "--output",
+        out,
+    ];
+    args.extend_from_slice(extra);
+    ok(&run("privynet-slice", &args));
+}
+
+/// Extracts the features of the manifest's images through the local network that [`slice`]
+/// wrote into `sliced`, to `output`.
+pub fn extract(manifest: &str, sliced: &Path, output: &Path) {
     ok(&run(
-        "privynet-slice",
+        "privynet-extract",
         &[
             "--manifest",
             manifest,
-            "--cut",
-            cut,
-            "--channels",
-            channels,
+            "--model",
+            sliced.join("local.onnx").to_str().unwrap(),
+            "--topology",
+            sliced.join("topology.arrow").to_str().unwrap(),
             "--output",
-            out.to_str().unwrap(),
+            output.to_str().unwrap(),
         ],
     ));
 }
@@ -232,26 +347,59 @@ pub fn kill_while_writing(mut child: std::process::Child, out: &Path) {
     child.wait().unwrap();
 }
 
-/// Whether the Slurm test cluster is up (started here if need be); false only without Slurm.
+/// Whether the Slurm test cluster is up (started here if need be); false only where Slurm is
+/// missing and the user opted out of its checks.
 pub fn slurm_cluster() -> bool {
     test_service(
+        "slurm",
         &["sbatch", "slurmctld"],
-        "Slurm is not installed (apt-get install slurm-wlm munge, then scripts/slurm-up.sh)",
+        "Slurm is not installed (apt-get install slurm-wlm munge, then scripts/slurm-up.sh; make test does both)",
         "scripts/slurm-up.sh",
     )
 }
 
+/// The environment variable that lists the checks a user opts out of (comma-separated names,
+/// or `all`), on a machine that cannot have what they need (no root for apt-get, say).
+pub const OPT_OUT: &str = "PRIVYNET_TEST_OPT_OUT";
+
+/// A check named `check` cannot run here because of `why`. It fails the test, unless the user
+/// opted out of it with [`OPT_OUT`]: a skip is never silent. An opted-out check is recorded in
+/// `target/test-opt-outs.txt`, which `make test` counts in its last line.
+pub fn unavailable(check: &str, why: &str) {
+    let opted = std::env::var(OPT_OUT).is_ok_and(|v| {
+        v.split(',')
+            .map(str::trim)
+            .any(|n| n == check || n == "all")
+    });
+    assert!(
+        opted,
+        "the `{check}` checks cannot run: {why}. To run the other tests without them, set {OPT_OUT}={check} (or all)"
+    );
+    eprintln!("OPTED OUT ({OPT_OUT}): `{check}`: {why}");
+    let record = root().join("target/test-opt-outs.txt");
+    if let Some(dir) = record.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let line = format!("{check}: {why}\n");
+    let _ = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&record)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+}
+
 /// Starts a test service with its script (which leaves one already up alone) when all of
-/// `commands` are installed; else says why the test is skipped and returns false.
-pub fn test_service(commands: &[&str], missing: &str, script: &str) -> bool {
-    let check: Vec<String> = commands.iter().map(|c| format!("command -v {c}")).collect();
+/// `commands` are installed. Where one is missing the `check` is [`unavailable`]: the test
+/// fails, or returns false when the user opted out of it.
+pub fn test_service(check: &str, commands: &[&str], missing: &str, script: &str) -> bool {
+    let check_cmds: Vec<String> = commands.iter().map(|c| format!("command -v {c}")).collect();
     let installed = Command::new("sh")
-        .args(["-c", &check.join(" && ")])
+        .args(["-c", &check_cmds.join(" && ")])
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
     if !installed {
-        eprintln!("skipping: {missing}");
+        unavailable(check, missing);
         return false;
     }
     let up = Command::new(root().join(script))
@@ -259,6 +407,48 @@ pub fn test_service(commands: &[&str], missing: &str, script: &str) -> bool {
         .unwrap_or_else(|e| panic!("{script} should start: {e}"));
     assert!(up.status.success(), "{script} failed:\n{}", stderr(&up));
     true
+}
+
+/// The Python that has polars and pyarrow (under .cache/python, which `make test` fills):
+/// a command with PYTHONPATH set, or `None` where the user opted out of the `python` checks.
+pub fn python() -> Option<Command> {
+    let pylib = root().join(".cache/python");
+    let has = Command::new("python3")
+        .args(["-c", "import polars, pyarrow"])
+        .env("PYTHONPATH", &pylib)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has {
+        unavailable(
+            "python",
+            "python3 cannot import polars and pyarrow from .cache/python (python3 -m pip install --target .cache/python polars pyarrow; make test does)",
+        );
+        return None;
+    }
+    let mut c = Command::new("python3");
+    c.env("PYTHONPATH", pylib);
+    Some(c)
+}
+
+/// A model file in data/models (or the shared mirror beside the repository), or `None` where
+/// it is missing and the user opted out of the `mirror-models` checks (EfficientNet-Lite0 and
+/// SqueezeNet's fp32 export have no official ONNX file: only a mirror holds them).
+pub fn mirrored_model(name: &str) -> Option<PathBuf> {
+    let found = [
+        root().join("data/models").join(name),
+        root().join("../shared/data/models").join(name),
+    ]
+    .into_iter()
+    .find(|p| p.is_file());
+    if found.is_none() {
+        unavailable(
+            "mirror-models",
+            &format!(
+                "{name} is in neither data/models nor ../shared/data/models (make data with a mirror that holds it)"
+            ),
+        );
+    }
+    found
 }
 
 /// The nodes of a run's event log (`events.jsonl` in `out`) with events of `kind` (`ran`,

@@ -1,6 +1,7 @@
 //! Fuzzed parsers: the manifest parser and the artifact readers, fed mutated real inputs (the
 //! smoke manifest; a selection in Arrow IPC and a privacy table in Parquet, written by the
-//! project's own writer), must answer `Ok` or a named `Err` and never panic. `make test` runs
+//! project's own writer), must answer `Ok` or an `Err` that names the file, and never panic;
+//! mutations that must be refused (an unknown key, a file cut short) are, by name. `make test` runs
 //! proptest's default 256 cases per property; `make fuzz` sets `PROPTEST_CASES` (which
 //! proptest's default configuration reads) to 20,000.
 
@@ -188,34 +189,68 @@ fn real_artifacts(dir: &Path) -> (Vec<u8>, Vec<u8>) {
 }
 
 proptest! {
-    /// Any mutation of the smoke manifest parses or is refused; never a panic.
+    /// Any mutation of the smoke manifest parses or is refused naming the manifest; never a
+    /// panic.
     #[test]
     fn mutated_manifests_never_panic(e in edits()) {
         let text = String::from_utf8_lossy(&apply(SMOKE.as_bytes(), &e)).into_owned();
-        let _ = Manifest::parse(Path::new("fuzz.yaml"), &text, &[]);
+        if let Err(err) = Manifest::parse(Path::new("fuzz.yaml"), &text, &[]) {
+            prop_assert!(err.to_string().contains("fuzz.yaml"), "{err}");
+        }
     }
 
-    /// Any mutation of a real Arrow IPC artifact reads or is refused; never a panic.
+    /// An unknown top-level key, wherever the mutation put the rest, is refused by its name.
+    #[test]
+    fn an_unknown_key_is_refused_by_name(n in 0u32..1_000_000) {
+        let key = format!("zz_unknown_{n}");
+        let text = format!("{SMOKE}\n{key}: 1\n");
+        let err = Manifest::parse(Path::new("fuzz.yaml"), &text, &[]).unwrap_err();
+        prop_assert!(err.to_string().contains(&key), "{err}");
+    }
+
+    /// Any mutation of a real Arrow IPC artifact reads or is refused naming the file; never a
+    /// panic.
     #[test]
     fn mutated_arrow_artifacts_never_panic(e in edits()) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mutated.arrow");
         std::fs::write(&path, apply(&REAL.0, &e)).unwrap();
-        let _ = read_arrow(&path, ArtifactKind::Selection);
+        if let Err(err) = read_arrow(&path, ArtifactKind::Selection) {
+            prop_assert!(err.to_string().contains("mutated.arrow"), "{err}");
+        }
     }
 
-    /// Any mutation of a real Parquet artifact reads (every batch) or is refused; never a panic.
+    /// Any mutation of a real Parquet artifact reads (every batch) or is refused, the opening
+    /// naming the file; never a panic.
     #[test]
     fn mutated_parquet_artifacts_never_panic(e in edits()) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mutated.parquet");
         std::fs::write(&path, apply(&REAL.1, &e)).unwrap();
-        if let Ok((_, reader)) = open_parquet(&path, ArtifactKind::Privacy, None, 64) {
-            for batch in reader {
-                if batch.is_err() {
-                    break;
+        match open_parquet(&path, ArtifactKind::Privacy, None, 64) {
+            Ok((_, reader)) => {
+                for batch in reader {
+                    if batch.is_err() {
+                        break;
+                    }
                 }
             }
+            Err(err) => prop_assert!(err.to_string().contains("mutated.parquet"), "{err}"),
         }
+    }
+
+    /// A file cut short (its footer gone) must be refused, naming the file: it never reads
+    /// as a whole artifact. Both formats keep their footer at the end.
+    #[test]
+    fn truncated_artifacts_are_refused_by_name(keep in 0.0f64..1.0) {
+        let dir = tempfile::tempdir().unwrap();
+        let arrow_path = dir.path().join("cut.arrow");
+        std::fs::write(&arrow_path, &REAL.0[..(REAL.0.len() as f64 * keep) as usize]).unwrap();
+        let err = read_arrow(&arrow_path, ArtifactKind::Selection).unwrap_err();
+        prop_assert!(err.to_string().contains("cut.arrow"), "{err}");
+        let pq_path = dir.path().join("cut.parquet");
+        std::fs::write(&pq_path, &REAL.1[..(REAL.1.len() as f64 * keep) as usize]).unwrap();
+        let err = open_parquet(&pq_path, ArtifactKind::Privacy, None, 64).unwrap_err();
+        prop_assert!(err.to_string().contains("cut.parquet"), "{err}");
     }
 }

@@ -1,9 +1,11 @@
 //! Extract stage library: ONNX Runtime sessions (the library found in the project's cache),
 //! exact preprocessing, the streaming image-to-features loop, and deriving narrower channel
-//! counts from a wider extraction.
+//! counts from a wider extraction; and the Fisher scoring of channels the slice binary (which
+//! lives here for that reason) uses for `fisher-random`.
 
 pub mod derive;
 pub mod extract;
+pub mod fisher;
 pub mod preprocess;
 pub mod runtime;
 

@@ -609,19 +609,26 @@ mod tests {
 
     #[test]
     fn training_stops_early_on_a_tiny_pool_and_keeps_its_best_epoch() {
-        // 40 pairs whose image is a function of the feature: an attacker that can learn.
-        let n = 40;
+        // 200 pairs whose image is a smooth function of the feature (every pixel a feature value
+        // scaled into [0.2, 0.8]): an attacker that can learn, and generalise to held-out rows.
+        let n = 200;
         let size = 8;
         let shape = [2, 2, 2];
-        let x: Vec<f32> = (0..n * 8).map(|i| ((i * 37) % 11) as f32 / 11.0).collect();
+        let x: Vec<f32> = (0..n * 8)
+            .map(|i| ((i * 37) % 101) as f32 / 101.0)
+            .collect();
         let y: Vec<f32> = (0..n)
-            .flat_map(|r| (0..3 * size * size).map(move |k| ((r + k) % 7) as f32 / 7.0))
+            .flat_map(|r| {
+                let x = &x;
+                (0..3 * size * size).map(move |k| 0.2 + 0.6 * x[r * 8 + k % 8])
+            })
             .collect();
         let p = AttackParams {
             max_epochs: 40,
             patience: 2,
             min_delta: 0.05,
-            batch_size: 8,
+            batch_size: 16,
+            lr: 1e-2,
             min_width: 8,
             width: Some(8),
             ..AttackParams::default()
@@ -635,16 +642,51 @@ mod tests {
         // Bit-for-bit reruns are checked end to end, in separate processes: burn's device RNG,
         // which initialises the weights, is shared by the test threads of this process.
         let a = train_irn(&p, 7, 2, pool, |_| {}).expect("trains");
-        assert_eq!(a.training.heldout_samples, 4);
-        let best = a
-            .training
+        let t = &a.training;
+        assert_eq!(t.heldout_samples, 20);
+        let best = t
             .curve
             .iter()
             .max_by(|a, b| a.heldout_psnr.total_cmp(&b.heldout_psnr))
             .expect("epochs");
-        assert_eq!(a.training.best_epoch, best.epoch);
-        if a.training.converged {
-            assert!(a.training.curve.len() < 40);
+        assert_eq!(t.best_epoch, best.epoch);
+        // The stop rule, in every case: stopped exactly when `patience` epochs in a row gained
+        // less than `min_delta` over the last epoch that did (converged), else ran them all.
+        let (mut level, mut wait, mut due) = (f64::NEG_INFINITY, 0, None);
+        for e in &t.curve {
+            if e.heldout_psnr >= level + p.min_delta {
+                (level, wait) = (e.heldout_psnr, 0);
+            } else {
+                wait += 1;
+            }
+            if wait >= p.patience {
+                due = Some(e.epoch);
+                break;
+            }
         }
+        assert_eq!(t.converged, due.is_some(), "{:?}", t.curve);
+        assert_eq!(t.curve.len(), due.unwrap_or(p.max_epochs), "{:?}", t.curve);
+        // And it learned: its best held-out PSNR is above the floor of showing every victim the
+        // pool's mean image.
+        let len = 3 * size * size;
+        let mean: Vec<f32> = (0..len)
+            .map(|k| (0..n).map(|r| y[r * len + k]).sum::<f32>() / n as f32)
+            .collect();
+        let floor = (0..n)
+            .map(|r| crate::metrics::psnr(&y[r * len..(r + 1) * len], &mean))
+            .sum::<f64>()
+            / n as f64;
+        eprintln!(
+            "best held-out PSNR {:.2} dB at epoch {} of {} (floor {floor:.2} dB)",
+            best.heldout_psnr,
+            best.epoch,
+            t.curve.len()
+        );
+        assert!(
+            best.heldout_psnr > floor + 1.0,
+            "best held-out PSNR {:.2} dB vs floor {floor:.2} dB: {:?}",
+            best.heldout_psnr,
+            t.curve
+        );
     }
 }

@@ -178,7 +178,7 @@ pub fn load(run: &AttackRun, topo: &Topology) -> Result<AuditData, NnError> {
         "test",
         &images,
         &run.images,
-        params.victims,
+        ("attack.victims", params.victims),
     )?;
     let pool = aligned(
         &feats,
@@ -186,7 +186,7 @@ pub fn load(run: &AttackRun, topo: &Topology) -> Result<AuditData, NnError> {
         "attacker",
         &images,
         &run.images,
-        params.pool,
+        ("attack.pool", params.pool),
     )?;
     let full_pool = full_pool(run, topo, feats.shape, &images)?;
     Ok(AuditData {
@@ -247,19 +247,30 @@ fn provenance(run: &AttackRun) -> Result<Provenance, NnError> {
     Ok(prov.with_params(&serde_json::json!({ "attack": run.params, "seed": run.seed })))
 }
 
-/// The rows of `split` of the features, with their images.
+/// The rows of `split` of the features, with their images, at most the `(setting, limit)` the
+/// manifest asks for. A limit the split cannot honour is refused: the threat model the user
+/// declared (an attacker with that many images, that many victims) would silently not be the
+/// one measured.
 fn aligned(
     feats: &Dataset,
     feats_path: &Path,
     split: &str,
     images: &Dataset,
     images_path: &Path,
-    limit: Option<usize>,
+    (setting, limit): (&str, Option<usize>),
 ) -> Result<Aligned, NnError> {
     let feature_len = feats.shape.iter().product::<usize>();
     let image_len = images.shape.iter().product::<usize>();
+    let rows = feats.split(feats_path, split)?;
+    if let Some(asked) = limit.filter(|&l| l > rows.len()) {
+        return Err(NnError::Input(format!(
+            "`{setting}` = {asked}, but the `{split}` split of {} holds {} rows: the attack the manifest declares cannot be measured on this data. Lower {setting} or ingest a larger `{split}` split (dataset.splits.{split})",
+            feats_path.display(),
+            rows.len()
+        )));
+    }
     audit::align(
-        feats.split(feats_path, split)?,
+        rows,
         feature_len,
         images.split(images_path, split)?,
         image_len,
@@ -314,7 +325,7 @@ fn full_pool(
         "attacker",
         images,
         &run.images,
-        run.params.pool,
+        ("attack.pool", run.params.pool),
     )?
     .x;
     // The attacker computes the cut's channels in the pretrained network's own order; the

@@ -19,7 +19,7 @@ use rand_chacha::ChaCha8Rng;
 
 use privynet_core::manifest::{OptimizerKind, Schedule, TrainParams};
 
-use crate::cloud::{self, CloudNet};
+use crate::cloud::CloudNet;
 use crate::data::Split;
 use crate::train_report::{EpochMetrics, TrainReport};
 use crate::{NnError, resume};
@@ -27,7 +27,8 @@ use crate::{NnError, resume};
 /// Where a run keeps its checkpoints, whether it continues a saved state, and where it stops.
 #[derive(Debug, Clone)]
 pub struct Checkpoints {
-    /// The last good model (burnpack), rewritten after every good epoch.
+    /// Where the finished model (burnpack) goes: the caller writes it once the run completes,
+    /// and a run removes an older one when it starts, so an unfinished run leaves none.
     pub model: PathBuf,
     /// The folder of the state a later run continues from (`resume`); left in place when the
     /// run ends, for the caller to remove once its outputs are written.
@@ -338,10 +339,10 @@ fn train_epoch(
         let batch_loss = loss.clone().into_scalar::<f32>();
         if !batch_loss.is_finite() {
             return Err(NnError::Training(format!(
-                "the training loss became {batch_loss} in epoch {} (lr {:.2e}); stopped. The last good model is at {}",
+                "the training loss became {batch_loss} in epoch {} (lr {:.2e}); stopped. The last good model is in {}",
                 pass.epoch + 1,
                 pass.lr,
-                inputs.checkpoints.model.display()
+                inputs.checkpoints.state.display()
             )));
         }
         pass.loss_sum += f64::from(batch_loss) * n as f64;
@@ -359,9 +360,11 @@ fn train_epoch(
     Ok((model, pass))
 }
 
-/// After an epoch's training pass: scores the model on the validation and test splits, keeps
-/// it as the last good model, records the epoch's metrics and saves the state a later run
-/// continues from. `epoch_start` and `run_start` time the epoch and the run.
+/// After an epoch's training pass: scores the model on the validation and test splits, records
+/// the epoch's metrics and saves the state a later run continues from. The last good model
+/// lives in that state: the output folder gets its model only when the run completes, so an
+/// interrupted run leaves nothing there that looks whole. `epoch_start` and `run_start` time
+/// the epoch and the run.
 fn end_epoch(
     model: &CloudNet,
     optim: &ModuleOptimizer,
@@ -375,7 +378,6 @@ fn end_epoch(
     let valid = model.valid();
     let (val_loss, val_accuracy) = evaluate(&valid, inputs.val, shape, 256, &inputs.device);
     let (test_loss, test_accuracy) = evaluate(&valid, inputs.test, shape, 256, &inputs.device);
-    cloud::save(&valid.clone().with_stable_ids(), &checkpoints.model)?;
     progress.epochs.push(EpochMetrics {
         epoch: pass.epoch + 1,
         lr: pass.lr,

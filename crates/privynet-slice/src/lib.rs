@@ -2,8 +2,6 @@
 //! shape and cost inference for its cut points, and the secret channel selection.
 
 pub mod analyze;
-#[cfg(feature = "fisher")]
-pub mod fisher;
 pub mod fold;
 pub mod model;
 pub mod select;

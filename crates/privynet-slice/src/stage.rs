@@ -43,7 +43,7 @@ pub struct Written {
 
 /// Scores every channel of a cut point for `fisher-random` (higher is more useful); the slice
 /// library does not run networks itself, so the caller supplies this (ONNX Runtime in the
-/// binary, feature `fisher`).
+/// binary in privynet-extract).
 pub type Scorer<'a> = dyn Fn(&model::Model, &CutPoint, &Path) -> Result<Vec<f64>, SliceError> + 'a;
 
 /// The provenance parameters of a slice.

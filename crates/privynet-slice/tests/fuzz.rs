@@ -105,14 +105,30 @@ fn apply_graph(m: &mut onnx_protobuf::ModelProto, edits: &[GraphEdit]) {
     }
 }
 
-/// Loads `bytes` as a model file and analyses it at `size`; the result does not matter, only
-/// that there is one.
+/// Loads `bytes` as a model file and analyses it at `size`: either may succeed, but a refusal
+/// must name what it refuses: loading names the file, analysis the node (and its op) or the
+/// file.
 fn load_and_analyse(bytes: &[u8], size: i64) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fuzz.onnx");
     std::fs::write(&path, bytes).unwrap();
-    if let Ok(m) = model::load(&path, None) {
-        let _ = analyze::analyze(&m, size);
+    match model::load(&path, None) {
+        Ok(m) => {
+            if let Err(e) = analyze::analyze(&m, size) {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains("node `") || msg.contains("fuzz.onnx"),
+                    "an analysis refusal names no node or file: {msg}"
+                );
+            }
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("fuzz.onnx") || msg.contains("node `"),
+                "a load refusal names no file: {msg}"
+            );
+        }
     }
 }
 

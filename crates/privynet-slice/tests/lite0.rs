@@ -3,7 +3,7 @@
 //! of the input for the flatten): it folds, lists every cut point with block names, and every
 //! cut point's local network at input 32, run in ONNX Runtime, gives the full model's tensor
 //! there for the selected channels. The model comes from data/models or the shared mirror; the
-//! tests skip, saying so, when neither has it.
+//! tests fail when neither has it, unless the user opted out of `mirror-models`.
 
 mod common;
 
@@ -15,14 +15,7 @@ use privynet_slice::{analyze, model, select, surgery};
 const LITE0: &str = "efficientnet-lite0_fp32_opset17.onnx";
 
 fn lite0() -> Option<std::path::PathBuf> {
-    let p = model_file(LITE0);
-    if p.is_none() {
-        eprintln!(
-            "skipping: {LITE0} is in neither data/models nor ../shared/data/models (relative to \
-             the repository root)"
-        );
-    }
-    p
+    model_file(LITE0)
 }
 
 /// Images of ImageNet-normalised magnitude, in [-2, 2).

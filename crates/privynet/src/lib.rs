@@ -5,6 +5,7 @@
 pub mod characterize;
 pub mod dag;
 pub mod exec;
+pub mod hold;
 pub mod lock;
 pub mod pipeline;
 pub mod show;

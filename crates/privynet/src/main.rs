@@ -38,8 +38,8 @@ enum Cmd {
         #[arg(long)]
         force: bool,
         /// Nodes to run at once (default: the cores, at most 4); each stage gets the cores
-        /// divided among them as threads.
-        #[arg(short, long)]
+        /// divided among them as threads. At least 1.
+        #[arg(short, long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
         jobs: Option<usize>,
         /// Where the nodes run: `local` (default) or `slurm`, one batch job per node with
         /// afterok dependencies (over the manifest's `executor.kind`).

@@ -14,6 +14,7 @@ use privynet_core::manifest::{ExecutorKind, ExecutorSpec};
 use crate::RunError;
 use crate::dag::{self, Dag, Stage};
 use crate::exec::{self, Decision, Outcome, RunOptions};
+use crate::hold::RunFolder;
 use crate::lock::LockFile;
 use crate::slurm::{SlurmExecutor, ZoneSplit};
 
@@ -112,6 +113,8 @@ pub fn run(request: &RunRequest) -> Result<bool, RunError> {
     let whole = request.stage.is_none() && request.until.is_none();
     let (jobs, threads) = parallelism(request.jobs);
     let executor = executor_of(request)?;
+    // Held until the run returns: a second runner on this folder is refused at once.
+    let _folder = RunFolder::hold(&dag.out_dir)?;
     println!(
         "pipeline {} -> {}",
         request.manifest.display(),

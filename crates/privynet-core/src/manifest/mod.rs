@@ -9,14 +9,12 @@ use serde_norway::Value;
 
 use crate::{CoreError, Result};
 
-#[cfg(feature = "cli")]
 mod args;
 mod executor;
 mod grid;
 mod overrides;
 mod validate;
 
-#[cfg(feature = "cli")]
 pub use args::ManifestArgs;
 pub use executor::{ExecutorKind, ExecutorSpec, SlurmResources, SlurmSpec};
 pub use grid::{grid_channels, sample_channels};

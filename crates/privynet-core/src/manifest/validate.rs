@@ -213,6 +213,24 @@ impl Manifest {
         self.optimize.validate().map_err(bad)?;
         self.extract.validate().map_err(bad)?;
         self.validate_storage().map_err(bad)?;
+        self.validate_attack_sizes().map_err(bad)?;
+        Ok(())
+    }
+
+    /// The attacker's pool and victims fit in the splits they are drawn from: a larger number
+    /// would silently measure a weaker attacker than the one the manifest declares.
+    fn validate_attack_sizes(&self) -> std::result::Result<(), String> {
+        let splits = &self.dataset.splits;
+        for (key, asked, split, held) in [
+            ("attack.pool", self.attack.pool, "attacker", splits.attacker),
+            ("attack.victims", self.attack.victims, "test", splits.test),
+        ] {
+            if let Some(asked) = asked.filter(|&a| a > held) {
+                return Err(format!(
+                    "`{key}` = {asked}, but the `{split}` split holds {held} rows (dataset.splits.{split}): the attack the manifest declares cannot be measured on this data"
+                ));
+            }
+        }
         Ok(())
     }
 

@@ -22,16 +22,10 @@ pub fn data(rel: &str) -> PathBuf {
 }
 
 /// A model file from data/models, else from the shared mirror next to the repository
-/// (`../shared/data/models`, which data/models links); `None` (the caller skips, saying so) when
-/// neither has it.
+/// (`../shared/data/models`, which data/models links). Where neither has it the test fails,
+/// unless the user opted out of `mirror-models` (then `None`, and the caller returns).
 pub fn model_file(name: &str) -> Option<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    [
-        root.join("data/models").join(name),
-        root.join("../shared/data/models").join(name),
-    ]
-    .into_iter()
-    .find(|p| p.exists())
+    privynet_e2e::mirrored_model(name)
 }
 
 /// The largest absolute difference between two equally long slices.

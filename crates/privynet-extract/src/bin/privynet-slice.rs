@@ -8,13 +8,17 @@ use clap::Parser;
 
 use privynet_core::manifest::{AllKeyword, ChannelCount, Manifest, ManifestArgs, SelectionMethod};
 use privynet_core::{ArtifactKind, Provenance, Zone};
+use privynet_extract::fisher;
 use privynet_slice::stage::{self, Request};
-use privynet_slice::{analyze, fisher, model, tables};
+use privynet_slice::{analyze, model, tables};
 use privynet_store::{Artifact, Store};
 
 /// Cut a pretrained ONNX network into the local network, with a secret channel selection.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(
+    version,
+    about = "Slice stage: ONNX graph surgery, cut points, channel selection and local cost"
+)]
 struct Args {
     #[command(flatten)]
     manifest: ManifestArgs,

@@ -1,12 +1,13 @@
-//! Fisher scoring of a cut's channels with ONNX Runtime (feature `fisher`): the slice binary's
-//! scorer for `fisher-random`, kept out of the default library so the runner plans without ort.
+//! Fisher scoring of a cut's channels with ONNX Runtime: the slice binary's scorer for
+//! `fisher-random`. It lives here, with ONNX Runtime, and so does the slice binary: the slice
+//! library stays free of ort, so the runner, which plans with it, links no ONNX Runtime.
 
 use std::path::Path;
 
 use privynet_core::manifest::Preprocess;
 
-use crate::analyze::CutPoint;
-use crate::{SliceError, model, select, surgery};
+use privynet_slice::analyze::CutPoint;
+use privynet_slice::{SliceError, model, select, surgery};
 
 /// Scores every channel at the cut by its Fisher ratio on the first `limit` labelled training
 /// images of `images`.
@@ -29,13 +30,12 @@ pub fn scores(
         path: path.clone(),
         source,
     })?;
-    let (acts, labels) = privynet_extract::extract::channel_means(
-        &path, images, "train", limit, preprocess, input_size, None,
-    )
-    .map_err(|e| SliceError::Scoring {
-        path: images.to_path_buf(),
-        source: Box::new(e),
-    })?;
+    let (acts, labels) =
+        crate::extract::channel_means(&path, images, "train", limit, preprocess, input_size, None)
+            .map_err(|e| SliceError::Scoring {
+                path: images.to_path_buf(),
+                source: Box::new(e),
+            })?;
     let classes = labels.iter().copied().max().unwrap_or(0) as usize + 1;
     tracing::info!(
         images = labels.len(),
