@@ -533,7 +533,7 @@ pub struct OptimizationParams {
 fn default_opt_iterations() -> usize {
     // The same bench at TV 0.05: 100 / 200 / 400 steps gave 21.50 / 22.21 / 22.88 dB at
     // conv1-d16 and 17.43 / 17.82 / 18.26 at fire3-d16, each doubling of the time for about
-    // 0.5 dB; 200 is the default, and the README gives what 400 would add.
+    // 0.5 dB; 200 is the default, and docs/benchmarks.md gives what 400 would add.
     200
 }
 fn default_opt_lr() -> f64 {
