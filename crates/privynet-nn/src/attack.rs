@@ -575,6 +575,15 @@ mod tests {
     }
 
     #[test]
+    fn early_stopping_keeps_the_first_of_equal_best_epochs() {
+        let mut s = EarlyStopping::new(5, 0.05);
+        for (i, v) in [10.0, 12.0, 12.0, 11.0].iter().enumerate() {
+            s.observe(i + 1, *v);
+        }
+        assert_eq!(s.best(), (2, 12.0));
+    }
+
+    #[test]
     fn early_stopping_keeps_going_while_the_curve_rises() {
         let mut s = EarlyStopping::new(2, 0.05);
         for (i, v) in [10.0, 11.0, 10.9, 11.2, 11.1, 11.3].iter().enumerate() {

@@ -171,6 +171,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn bootstrap_without_spread_is_the_mean_and_two_values_have_one() {
+        // No resamples, one value, or none: no spread to resample, the interval is the mean.
+        let mean_only = |v: &[f64], resamples| {
+            let i = bootstrap_mean(v, resamples, 3);
+            (i.lo, i.hi)
+        };
+        assert_eq!(mean_only(&[10.0, 20.0], 0), (15.0, 15.0));
+        assert_eq!(mean_only(&[12.5], 1000), (12.5, 12.5));
+        assert_eq!(mean_only(&[], 1000), (0.0, 0.0));
+        // Two different values already spread: the interval is wider than a point.
+        let two = bootstrap_mean(&[10.0, 20.0], 1000, 3);
+        assert!(two.lo < 15.0 && two.hi > 15.0, "{two:?}");
+    }
+
+    #[test]
     fn bootstrap_interval_contains_the_mean_and_narrows_with_more_images() {
         let values = |n: usize| -> Vec<f64> {
             (0..n)

@@ -191,7 +191,7 @@ impl Plan {
     pub fn measured_feasible(&self) -> Option<bool> {
         let c = &self.candidates[self.chosen?];
         c.measured
-            .map(|m| violations(&c.topo, &m, &self.limits, 0.0, 0.0).is_empty())
+            .map(|m| violations(&c.topo, &m, &self.limits).is_empty())
     }
 }
 
@@ -202,12 +202,14 @@ pub struct CutGrid {
     pub channels: Vec<i64>,
 }
 
-fn violations(t: &Topo, m: &Metrics, l: &Limits, margin_psnr: f64, margin_ssim: f64) -> Vec<Limit> {
+/// The limits `t` with `m` breaks. A value equal to its limit meets it (`max_psnr: 16` allows
+/// 16 dB). Safety margins are already in a predicted topology's estimate.
+fn violations(t: &Topo, m: &Metrics, l: &Limits) -> Vec<Limit> {
     let mut v = Vec::new();
-    if l.max_psnr.is_some_and(|x| m.psnr + margin_psnr > x) {
+    if l.max_psnr.is_some_and(|x| m.psnr > x) {
         v.push(Limit::Psnr);
     }
-    if l.max_ssim.is_some_and(|x| m.ssim + margin_ssim > x) {
+    if l.max_ssim.is_some_and(|x| m.ssim > x) {
         v.push(Limit::Ssim);
     }
     if l.max_macs.is_some_and(|x| t.macs > x) {
@@ -467,7 +469,7 @@ fn candidate(
             ..predicted
         },
     };
-    let violates = violations(&topo, &estimate, limits, 0.0, 0.0);
+    let violates = violations(&topo, &estimate, limits);
     Candidate {
         topo,
         sampled,
@@ -569,7 +571,7 @@ fn mark_frontier(candidates: &mut [Candidate], limits: &Limits) {
 fn exhaustive(candidates: &[Candidate], chosen: Option<usize>, limits: &Limits) -> Exhaustive {
     let truly_feasible = |c: &Candidate| {
         c.measured
-            .is_some_and(|m| violations(&c.topo, &m, limits, 0.0, 0.0).is_empty())
+            .is_some_and(|m| violations(&c.topo, &m, limits).is_empty())
     };
     let best = (0..candidates.len())
         .filter(|&i| truly_feasible(&candidates[i]))
@@ -679,6 +681,13 @@ mod tests {
         assert!(plan.margin_psnr < 1e-9, "exact linear data fits exactly");
         assert_eq!(plan.binding, vec![Limit::Psnr]);
         assert_eq!(plan.trained_model_based(), 10);
+        // Every candidate, predicted or measured, carries its own channel count.
+        for c in &plan.candidates {
+            assert_eq!(
+                c.topo.topology,
+                format!("{}-d{}", c.topo.cut, c.topo.channels)
+            );
+        }
         // The exhaustive run over the whole grid agrees: no regret.
         let plan = optimize(
             &rows,
@@ -811,6 +820,28 @@ mod tests {
     }
 
     #[test]
+    fn a_topology_exactly_at_its_limits_meets_them() {
+        let (rows, grid) = table(&CUTS, &DS);
+        let a4 = rows.iter().find(|r| r.topo.topology == "a-d4").unwrap();
+        // Every limit set to a-d4's own measured value: it is feasible, and the only one.
+        let limits = Limits {
+            max_psnr: Some(a4.metrics.psnr),
+            max_ssim: Some(a4.metrics.ssim),
+            max_macs: Some(a4.topo.macs),
+            max_weight_bytes: Some(a4.topo.weight_bytes),
+        };
+        let sampled = sampled_only(&rows, &grid);
+        let plan = optimize(&sampled, &grid, &SAMPLE, &limits, 1.0, OptimizeMode::Model).unwrap();
+        let c = plan
+            .candidates
+            .iter()
+            .find(|c| c.topo.topology == "a-d4")
+            .unwrap();
+        assert!(c.violates.is_empty(), "{:?}", c.violates);
+        assert_eq!(plan.candidates[plan.chosen.unwrap()].topo.topology, "a-d4");
+    }
+
+    #[test]
     fn the_ssim_limit_is_feasible_binding_or_infeasible() {
         let (rows, grid) = table(&CUTS, &DS);
         let sampled = sampled_only(&rows, &grid);
@@ -925,6 +956,7 @@ mod tests {
         for r in &mut rows {
             let x = (r.topo.channels as f64).log2();
             r.metrics.psnr = 20.0 - 8.0 / x;
+            r.metrics.ssim = 0.8 - 0.8 / x;
         }
         let limits = Limits {
             max_psnr: Some(17.8),
@@ -938,6 +970,21 @@ mod tests {
             "{}",
             plan.margin_psnr
         );
+        // The SSIM margin likewise (0.8 - 0.8 / log2 D: 0.667 at 16 against the chord's
+        // 0.6), and a predicted topology's estimate carries both margins.
+        assert!(
+            (plan.margin_ssim - 1.0 / 15.0).abs() < 1e-9,
+            "{}",
+            plan.margin_ssim
+        );
+        let d8 = plan
+            .candidates
+            .iter()
+            .find(|c| c.topo.topology == "a-d8")
+            .unwrap();
+        assert!(!d8.sampled);
+        assert!((d8.estimate.psnr - (d8.predicted.psnr + plan.margin_psnr)).abs() < 1e-12);
+        assert!((d8.estimate.ssim - (d8.predicted.ssim + plan.margin_ssim)).abs() < 1e-12);
         // D=8 is predicted at 17.0, plus the margin 17.667 <= 17.8; D=16 measured 18 is not.
         let chosen = plan.candidates[plan.chosen.unwrap()].clone();
         assert_eq!(chosen.topo.topology, "a-d8");

@@ -265,3 +265,55 @@ impl Manifest {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_checked_at_their_bounds() {
+        // At least `min`: the bound itself passes; strictly above it: it does not.
+        assert!(check_number("k", 0.0, 0.0, false).is_ok());
+        let e = check_number("k", 0.0, 0.0, true).unwrap_err();
+        assert!(
+            e.contains("`k` must be a finite number greater than 0"),
+            "{e}"
+        );
+        assert!(check_number("k", 1e-9, 0.0, true).is_ok());
+        let e = check_number("k", -1e-9, 0.0, false).unwrap_err();
+        assert!(e.contains("at least 0"), "{e}");
+        for bad in [f64::NAN, f64::INFINITY] {
+            assert!(check_number("k", bad, 0.0, false).is_err(), "{bad}");
+        }
+        assert!(check_count("k", 1).is_ok());
+        assert_eq!(
+            check_count("k", 0).unwrap_err(),
+            "`k` must be at least 1, got 0"
+        );
+    }
+
+    fn manifest(attack: &str) -> Result<Manifest> {
+        let text = format!(
+            "name: t\ndataset: {{format: cifar10-binary, path: d, splits: {{train: 10, attacker: 5, test: 7}}}}\nmodel: {{path: m.onnx, input_size: 32}}\nsweep: {{cuts: [conv1], channels: [8]}}\nattack: {attack}\n"
+        );
+        Manifest::parse(Path::new("t.yaml"), &text, &[])
+    }
+
+    #[test]
+    fn the_attacker_pool_and_victims_fit_their_splits() {
+        assert!(
+            manifest("{pool: 5, victims: 7}").is_ok(),
+            "as large as the splits"
+        );
+        let e = manifest("{pool: 6}").unwrap_err().to_string();
+        assert!(
+            e.contains("`attack.pool` = 6, but the `attacker` split holds 5 rows"),
+            "{e}"
+        );
+        let e = manifest("{victims: 8}").unwrap_err().to_string();
+        assert!(
+            e.contains("`attack.victims` = 8, but the `test` split holds 7 rows"),
+            "{e}"
+        );
+    }
+}
