@@ -24,15 +24,10 @@ fn selection(dir: &Path) -> (Vec<i32>, Vec<Option<f64>>) {
     (channels, scores)
 }
 
-/// Slices `cut` keeping every channel with `method`, into `out`.
-fn slice_all(manifest: &str, images: &str, cut: &str, method: &str, out: &Path) {
-    slice_with(
-        manifest,
-        cut,
-        "all",
-        out,
-        &["--method", method, "--images", images],
-    );
+/// Slices `cut` keeping every channel with `method`, into `out`; returns the slicer's log.
+fn slice_all(manifest: &str, images: &str, cut: &str, method: &str, out: &Path) -> String {
+    let extra = ["--method", method, "--images", images];
+    slice_with(manifest, cut, "all", out, &extra)
 }
 
 /// Fisher's ratio per channel (between-class over within-class variance of the spatially
@@ -72,7 +67,13 @@ fn fisher_random_selects_by_the_scores_it_reports_and_repeats_under_its_seed() {
         dir.path().join("again"),
         dir.path().join("random"),
     );
-    slice_all(ms, images, "conv1", "fisher-random", &fisher);
+    let log = slice_all(ms, images, "conv1", "fisher-random", &fisher);
+    // The smoke split holds fewer training images than the 1,000 the manifest lets score.
+    assert!(
+        log.contains("slice.fisher_images = 1000, but the train split")
+            && log.contains("holds 200 images"),
+        "{log}"
+    );
     slice_all(ms, images, "conv1", "fisher-random", &again);
     slice_all(ms, images, "conv1", "random", &random);
     let (order, scores) = selection(&fisher);
@@ -153,7 +154,7 @@ fn the_default_manifests_fire3_selection_is_pinned() {
     let sliced = dir.path().join("fire3-d16");
     let images = out.join("images.parquet");
     let extra = ["--set", &set, "--images", images.to_str().unwrap()];
-    slice_with(m, "fire3", "16", &sliced, &extra);
+    let _ = slice_with(m, "fire3", "16", &sliced, &extra);
     let (channels, scores) = selection(&sliced);
     let text: Vec<String> = channels
         .iter()

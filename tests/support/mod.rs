@@ -202,11 +202,11 @@ pub fn smoke_manifest(dir: &Path, extra: &str) -> PathBuf {
 /// Slices the manifest's model at `cut`, keeping `channels` (a count or `all`), into `out`
 /// (local.onnx, topology.arrow, selection.arrow).
 pub fn slice(manifest: &str, cut: &str, channels: &str, out: &Path) {
-    slice_with(manifest, cut, channels, out, &[]);
+    let _ = slice_with(manifest, cut, channels, out, &[]);
 }
 
-/// [`slice`] with more arguments (`--method`, `--images`, ...).
-pub fn slice_with(manifest: &str, cut: &str, channels: &str, out: &Path, extra: &[&str]) {
+/// [`slice`] with more arguments (`--method`, `--images`, ...); returns the slicer's log.
+pub fn slice_with(manifest: &str, cut: &str, channels: &str, out: &Path, extra: &[&str]) -> String {
     let out = out.to_str().unwrap();
     let mut args = vec![
         "--manifest",
@@ -219,7 +219,9 @@ pub fn slice_with(manifest: &str, cut: &str, channels: &str, out: &Path, extra: 
         out,
     ];
     args.extend_from_slice(extra);
-    ok(&run("privynet-slice", &args));
+    let o = run("privynet-slice", &args);
+    ok(&o);
+    stderr(&o)
 }
 
 /// Extracts the features of the manifest's images through the local network that [`slice`]

@@ -36,6 +36,15 @@ pub fn scores(
                 path: images.to_path_buf(),
                 source: Box::new(e),
             })?;
+    if labels.len() < limit {
+        // A cap, not a threat model: scoring goes on with what the split holds, but says so.
+        tracing::warn!(
+            "slice.fisher_images = {limit}, but the train split of {} holds {} images: the channels are scored on those {}",
+            images.display(),
+            labels.len(),
+            labels.len()
+        );
+    }
     let classes = labels.iter().copied().max().unwrap_or(0) as usize + 1;
     tracing::info!(
         images = labels.len(),
