@@ -2,8 +2,9 @@
 //! trains an IRN on its own pool until it converges and rebuilds the victims' images, then
 //! (the optimisation family) refines them through the public local network; every mean carries
 //! a 95% bootstrap interval over the victims, and the worst attack over modes and families is
-//! the topology's reported privacy loss. The `privynet-attack` binary loads
-//! the files, calls [`run`] and writes what [`crate::audit_output`] makes of the result.
+//! the topology's reported privacy loss. The `privynet-attack` binary loads the files, calls
+//! [`run`] and writes what the `audit_output` module makes of the result (that module imports
+//! this one, never the other way round).
 
 use std::collections::HashMap;
 use std::time::Instant;

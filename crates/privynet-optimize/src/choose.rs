@@ -163,6 +163,19 @@ pub struct Baseline {
 }
 
 impl Plan {
+    /// The frontier's topologies, least leaky first (by estimated PSNR, then SSIM). It lives
+    /// with the choice: the writers, the plots and the report all draw this one list.
+    pub fn frontier(&self) -> Vec<&Candidate> {
+        let mut v: Vec<&Candidate> = self.candidates.iter().filter(|c| c.on_frontier).collect();
+        v.sort_by(|a, b| {
+            a.estimate
+                .psnr
+                .total_cmp(&b.estimate.psnr)
+                .then(a.estimate.ssim.total_cmp(&b.estimate.ssim))
+        });
+        v
+    }
+
     /// Topologies the model-based search trains: the samples, plus the choice if not sampled.
     pub fn trained_model_based(&self) -> usize {
         let sampled = self.candidates.iter().filter(|c| c.sampled).count();

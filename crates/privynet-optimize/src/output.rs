@@ -211,21 +211,9 @@ fn estimate_columns(candidates: &[Candidate]) -> Vec<NamedColumn> {
     ]
 }
 
-/// The frontier's topologies, least leaky first.
-pub fn frontier(plan: &Plan) -> Vec<&Candidate> {
-    let mut v: Vec<&Candidate> = plan.candidates.iter().filter(|c| c.on_frontier).collect();
-    v.sort_by(|a, b| {
-        a.estimate
-            .psnr
-            .total_cmp(&b.estimate.psnr)
-            .then(a.estimate.ssim.total_cmp(&b.estimate.ssim))
-    });
-    v
-}
-
 /// Writes `frontier.parquet`.
 pub fn write_frontier(path: &Path, plan: &Plan, prov: &Provenance) -> Result<(), OptimizeError> {
-    let front = frontier(plan);
+    let front = plan.frontier();
     let each_int = |get: fn(&Candidate) -> i64| int_column(front.iter().map(|c| get(c)));
     let each_float = |get: fn(&Candidate) -> f64| float_column(front.iter().map(|c| get(c)));
     let columns: Vec<NamedColumn> = vec![

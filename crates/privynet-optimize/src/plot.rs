@@ -303,7 +303,7 @@ fn baseline_line(svg: &mut String, p: &Panel, accuracy: f64) {
 
 /// The frontier, a line through its topologies (none for fewer than two).
 fn frontier_line(svg: &mut String, p: &Panel, plan: &Plan, axis: PrivacyAxis) {
-    let front = crate::output::frontier(plan);
+    let front = plan.frontier();
     if front.len() > 1 {
         let pts: Vec<String> = front
             .iter()

@@ -359,7 +359,7 @@ fn models(out: &mut String, plan: &Plan) {
 /// The frontier's topologies, least leaky first.
 fn frontier(out: &mut String, plan: &Plan) {
     let _ = writeln!(out, "## Frontier\n");
-    let front = crate::output::frontier(plan);
+    let front = plan.frontier();
     if front.is_empty() {
         let _ = writeln!(out, "No feasible topology, so no frontier.\n");
         return;
