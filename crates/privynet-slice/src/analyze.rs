@@ -295,7 +295,7 @@ fn known_tensors(
         .input
         .iter()
         .find(|i| i.name == model.input)
-        .and_then(crate::model::dims)
+        .and_then(crate::proto::dims)
         .and_then(|d| d.get(1).copied().flatten())
         .unwrap_or(3);
     for (name, t) in inits {

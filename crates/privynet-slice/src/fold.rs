@@ -164,7 +164,7 @@ pub fn decode(t: &TensorProto) -> Result<Option<Const>, String> {
     }
     let n = element_count(&t.dims).map_err(|e| format!("tensor `{}`: {e}", t.name))?;
     let raw = &t.raw_data;
-    let size = crate::model::elem_bytes(t.data_type) as usize;
+    let size = crate::proto::elem_bytes(t.data_type) as usize;
     if !raw.is_empty() && raw.len() != n * size {
         return Err(format!(
             "tensor `{}` has {} bytes of data, its dims {:?} need {}",
@@ -1091,14 +1091,10 @@ fn remove_folded(
 fn list_as_inputs(graph: &mut GraphProto, added: &[TensorProto]) {
     for t in added {
         let dt = DataType::from_i32(t.data_type).unwrap_or(DataType::FLOAT);
-        let dims = t
-            .dims
-            .iter()
-            .map(|&d| crate::surgery::dim_value(d))
-            .collect();
+        let dims = t.dims.iter().map(|&d| crate::proto::dim_value(d)).collect();
         graph
             .input
-            .push(crate::surgery::typed_value_info(&t.name, dt, dims));
+            .push(crate::proto::typed_value_info(&t.name, dt, dims));
     }
 }
 

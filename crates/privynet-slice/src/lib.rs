@@ -4,6 +4,7 @@
 pub mod analyze;
 pub mod fold;
 pub mod model;
+pub mod proto;
 pub mod select;
 pub mod stage;
 pub mod surgery;

@@ -9,7 +9,7 @@ use onnx_protobuf::type_proto::Value as TypeValue;
 use onnx_protobuf::{Message, ModelProto, TensorProto, ValueInfoProto};
 use protobuf::Enum;
 
-use crate::SliceError;
+use crate::{SliceError, proto};
 
 /// A loaded model with its graph's image input.
 #[derive(Debug, Clone)]
@@ -55,7 +55,10 @@ pub fn load(path: &Path, input: Option<&str>) -> Result<Model, SliceError> {
         .iter()
         .map(|t| {
             let n: i64 = t.dims.iter().product();
-            (t.name.clone(), n.max(0) as u64 * elem_bytes(t.data_type))
+            (
+                t.name.clone(),
+                n.max(0) as u64 * proto::elem_bytes(t.data_type),
+            )
         })
         .collect();
     let was_fp16 = upcast_fp16(&mut proto);
@@ -101,16 +104,6 @@ fn check_order(proto: &ModelProto, path: &Path) -> Result<(), SliceError> {
         }
     }
     Ok(())
-}
-
-/// Bytes per element of an ONNX tensor data type.
-pub fn elem_bytes(data_type: i32) -> u64 {
-    match DataType::from_i32(data_type) {
-        Some(DataType::FLOAT16 | DataType::BFLOAT16 | DataType::INT16 | DataType::UINT16) => 2,
-        Some(DataType::DOUBLE | DataType::INT64 | DataType::UINT64) => 8,
-        Some(DataType::INT8 | DataType::UINT8 | DataType::BOOL) => 1,
-        _ => 4,
-    }
 }
 
 /// Inlines external tensor data, refusing any location that would read outside the model's folder.
@@ -247,25 +240,6 @@ fn upcast_fp16(proto: &mut ModelProto) -> bool {
     any
 }
 
-/// The dims of a value info (`None` for symbolic dims).
-pub fn dims(vi: &ValueInfoProto) -> Option<Vec<Option<i64>>> {
-    use onnx_protobuf::tensor_shape_proto::dimension::Value as D;
-    match vi.type_.as_ref()?.value.as_ref()? {
-        TypeValue::TensorType(tt) => Some(
-            tt.shape
-                .as_ref()?
-                .dim
-                .iter()
-                .map(|d| match d.value {
-                    Some(D::DimValue(v)) => Some(v),
-                    _ => None,
-                })
-                .collect(),
-        ),
-        _ => None,
-    }
-}
-
 fn find_image_input(
     proto: &ModelProto,
     path: &Path,
@@ -281,7 +255,7 @@ fn find_image_input(
         .input
         .iter()
         .filter(|i| !inits.contains(i.name.as_str()))
-        .filter(|i| dims(i).is_some_and(|d| d.len() == 4))
+        .filter(|i| proto::dims(i).is_some_and(|d| d.len() == 4))
         .collect();
     if let Some(name) = wanted {
         return candidates

@@ -8,15 +8,15 @@ use std::collections::{HashMap, HashSet};
 use onnx_protobuf::tensor_proto::DataType;
 use onnx_protobuf::tensor_shape_proto::Dimension;
 use onnx_protobuf::tensor_shape_proto::dimension::Value as Dim;
-use onnx_protobuf::type_proto::{Tensor, Value as TypeValue};
 use onnx_protobuf::{
-    AttributeProto, Message, ModelProto, NodeProto, TensorProto, TensorShapeProto, TypeProto,
-    ValueInfoProto, attribute_proto::AttributeType,
+    AttributeProto, Message, ModelProto, NodeProto, TensorProto, ValueInfoProto,
+    attribute_proto::AttributeType,
 };
 
 use crate::SliceError;
 use crate::analyze::ancestors;
 use crate::model::Model;
+use crate::proto::{dim_value, dims, typed_value_info};
 
 /// The name of the local network's only output.
 pub const OUTPUT: &str = "features";
@@ -27,33 +27,9 @@ fn dim_param(name: &str) -> Dimension {
     d.value = Some(Dim::DimParam(name.to_string()));
     d
 }
-pub(crate) fn dim_value(v: i64) -> Dimension {
-    let mut d = Dimension::new();
-    d.value = Some(Dim::DimValue(v));
-    d
-}
-
 /// A graph input or output: a float tensor `name` of shape `dims`.
 fn tensor_value_info(name: &str, dims: Vec<Dimension>) -> ValueInfoProto {
     typed_value_info(name, DataType::FLOAT, dims)
-}
-
-pub(crate) fn typed_value_info(
-    name: &str,
-    elem_type: DataType,
-    dims: Vec<Dimension>,
-) -> ValueInfoProto {
-    let mut shape = TensorShapeProto::new();
-    shape.dim = dims;
-    let mut tt = Tensor::new();
-    tt.elem_type = elem_type as i32;
-    tt.shape = Some(shape).into();
-    let mut ty = TypeProto::new();
-    ty.value = Some(TypeValue::TensorType(tt));
-    let mut vi = ValueInfoProto::new();
-    vi.name = name.to_string();
-    vi.type_ = Some(ty).into();
-    vi
 }
 
 /// Builds the local network: the model up to `cut`, then the channels in `selection` (in that
@@ -136,7 +112,7 @@ fn image_input(graph: &onnx_protobuf::GraphProto, name: &str) -> ValueInfoProto 
         .iter()
         .find(|i| i.name == name)
         .expect("the image input was found on load");
-    let channels = crate::model::dims(image)
+    let channels = dims(image)
         .and_then(|d| d.get(1).copied().flatten())
         .unwrap_or(3);
     tensor_value_info(
