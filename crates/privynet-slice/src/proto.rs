@@ -46,6 +46,13 @@ pub fn dim_value(v: i64) -> Dimension {
     d
 }
 
+/// A symbolic dimension named `name` (the batch, say).
+pub fn dim_param(name: &str) -> Dimension {
+    let mut d = Dimension::new();
+    d.value = Some(Dim::DimParam(name.to_string()));
+    d
+}
+
 /// A tensor value info: `name`, of `elem_type`, with `dims`.
 pub fn typed_value_info(name: &str, elem_type: DataType, dims: Vec<Dimension>) -> ValueInfoProto {
     let mut shape = TensorShapeProto::new();

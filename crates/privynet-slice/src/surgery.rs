@@ -7,7 +7,6 @@ use std::collections::{HashMap, HashSet};
 
 use onnx_protobuf::tensor_proto::DataType;
 use onnx_protobuf::tensor_shape_proto::Dimension;
-use onnx_protobuf::tensor_shape_proto::dimension::Value as Dim;
 use onnx_protobuf::{
     AttributeProto, Message, ModelProto, NodeProto, TensorProto, ValueInfoProto,
     attribute_proto::AttributeType,
@@ -16,17 +15,12 @@ use onnx_protobuf::{
 use crate::SliceError;
 use crate::analyze::ancestors;
 use crate::model::Model;
-use crate::proto::{dim_value, dims, typed_value_info};
+use crate::proto::{dim_param, dim_value, dims, typed_value_info};
 
 /// The name of the local network's only output.
 pub const OUTPUT: &str = "features";
 const INDICES: &str = "privynet_selection_indices";
 
-fn dim_param(name: &str) -> Dimension {
-    let mut d = Dimension::new();
-    d.value = Some(Dim::DimParam(name.to_string()));
-    d
-}
 /// A graph input or output: a float tensor `name` of shape `dims`.
 fn tensor_value_info(name: &str, dims: Vec<Dimension>) -> ValueInfoProto {
     typed_value_info(name, DataType::FLOAT, dims)

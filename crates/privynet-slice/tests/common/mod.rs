@@ -4,13 +4,11 @@
 use std::path::PathBuf;
 
 use onnx_protobuf::tensor_proto::DataType;
-use onnx_protobuf::tensor_shape_proto::Dimension;
-use onnx_protobuf::tensor_shape_proto::dimension::Value as Dim;
-use onnx_protobuf::type_proto::{Tensor, Value as TypeValue};
 use onnx_protobuf::{
     AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
-    TensorShapeProto, TypeProto, ValueInfoProto, attribute_proto::AttributeType,
+    ValueInfoProto, attribute_proto::AttributeType,
 };
+use privynet_slice::proto;
 
 /// A file under the repository's data/ folder (filled by `make data`).
 pub fn data(rel: &str) -> PathBuf {
@@ -71,28 +69,13 @@ pub fn tensor_attr(name: &str, t: TensorProto) -> AttributeProto {
     a
 }
 
+/// A float tensor input or output; `None` dims are the symbolic batch `N`.
 pub fn value_info(name: &str, dims: &[Option<i64>]) -> ValueInfoProto {
-    let mut shape = TensorShapeProto::new();
-    shape.dim = dims
+    let dims = dims
         .iter()
-        .map(|d| {
-            let mut x = Dimension::new();
-            x.value = Some(match d {
-                Some(v) => Dim::DimValue(*v),
-                None => Dim::DimParam("N".into()),
-            });
-            x
-        })
+        .map(|d| d.map_or_else(|| proto::dim_param("N"), proto::dim_value))
         .collect();
-    let mut tt = Tensor::new();
-    tt.elem_type = DataType::FLOAT as i32;
-    tt.shape = Some(shape).into();
-    let mut ty = TypeProto::new();
-    ty.value = Some(TypeValue::TensorType(tt));
-    let mut vi = ValueInfoProto::new();
-    vi.name = name.into();
-    vi.type_ = Some(ty).into();
-    vi
+    proto::typed_value_info(name, DataType::FLOAT, dims)
 }
 
 pub fn tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
