@@ -110,9 +110,7 @@ test-services:
 # The tests run the binaries of the one workspace build; a check that was opted out is
 # counted in the last line (tests/support: `unavailable`), never skipped in silence. Then:
 # every package alone builds from that build, without recompiling a dependency.
-test: ort data lint test-services
-	$(CARGO) build --release --workspace --bins
-	@touch $(STAMP)
+test: ort data lint test-services $(STAMP)
 	@rm -f target/test-opt-outs.txt
 	$(CARGO) test --release --workspace
 	@scripts/check-one-build.sh
