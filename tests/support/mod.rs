@@ -454,10 +454,12 @@ pub fn mirrored_model(name: &str) -> Option<PathBuf> {
 }
 
 /// The nodes of a run's event log (`events.jsonl` in `out`) with events of `kind` (`ran`,
-/// `submitted`, ...), in log order.
+/// `submitted`, ...), in log order. Only whole lines count: a run still going may be
+/// mid-append when this reads.
 pub fn event_nodes(out: &Path, kind: &str) -> Vec<String> {
     let events = std::fs::read_to_string(out.join("events.jsonl")).unwrap();
-    events
+    let whole = &events[..events.rfind('\n').map_or(0, |i| i + 1)];
+    whole
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .filter(|e| e["event"] == kind)

@@ -117,16 +117,22 @@ fn now() -> f64 {
 }
 
 /// Appends one line to the run's `events.jsonl`.
+///
+/// The line goes out in one `write` on an append-mode file: `writeln!` on an unbuffered file
+/// issues a write per formatted piece, and a reader following the log (`tail -f`, a test
+/// polling mid-run) then sees half a JSON object.
 pub(crate) fn event(out_dir: &Path, node: &str, kind: &str, detail: &str, seconds: Option<f64>) {
-    let line = serde_json::json!({
+    let mut line = serde_json::json!({
         "ts": now(), "node": node, "event": kind, "detail": detail, "seconds": seconds,
-    });
+    })
+    .to_string();
+    line.push('\n');
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(out_dir.join("events.jsonl"))
     {
-        let _ = writeln!(f, "{line}");
+        let _ = f.write_all(line.as_bytes());
     }
 }
 
