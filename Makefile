@@ -14,7 +14,8 @@
 #                                 BENCH=inversion: the optimisation attack's settings on a finished run;
 #                                 PRIVYNET_TORCH_PYTHON=a python with torch, for PyTorch's figures)
 #   make data [DATA_MIRROR=DIR]   CIFAR-10 and SqueezeNet 1.1 under data/, checksummed
-#   make ingest|slice|extract|train|baseline|attack|characterize|optimize   rerun one stage of MANIFEST (TOPOLOGY=fire3-d8 for one)
+#   make ingest|slice|extract|train|baseline|attack|characterize|optimize   rerun one stage of MANIFEST (TOPOLOGY=fire3-d8 for one;
+#                                 `privynet stages` lists each stage's binary, files and what makes it stale)
 #   make status                   what is stale in MANIFEST and why
 #   make slurm-up | slurm-down     a single-node Slurm cluster on loopback (installs slurm-wlm and munge
 #                                 from Debian as root); then `privynet run MANIFEST --executor slurm`
@@ -32,8 +33,13 @@ JOBS     ?=
 
 RUN_FLAGS := $(if $(TOPOLOGY),--topology $(TOPOLOGY)) $(if $(JOBS),-j $(JOBS))
 
+# One target per stage, named as the stages are declared (crates/privynet/src/stage.rs), so a
+# new stage has its target with no edit here; `privynet stages` lists them (checked by
+# tests/help.rs).
+STAGES := $(shell sed -n 's/^ *name: "\([a-z-]*\)",$$/\1/p' crates/privynet/src/stage.rs)
+
 .PHONY: all build ort data pipeline pipeline-exhaustive pipeline-full smoke chaos fuzz status test lint \
-        test-services fmt bench clean distclean slurm-up slurm-down s3-up s3-down ingest slice extract train baseline attack characterize optimize
+        test-services fmt bench clean distclean slurm-up slurm-down s3-up s3-down stage-names $(STAGES)
 
 all: build
 
@@ -93,8 +99,11 @@ s3-down:
 status: build
 	$(BIN)/privynet status $(MANIFEST)
 
-ingest slice extract train baseline attack characterize optimize: build data
+$(STAGES): build data
 	$(BIN)/privynet run $(MANIFEST) --stage $@ $(RUN_FLAGS)
+
+stage-names:
+	@echo $(STAGES)
 
 fmt:
 	$(CARGO) fmt --all

@@ -6,28 +6,33 @@ use std::collections::BTreeMap;
 
 use privynet_e2e::*;
 
-const BINARIES: [&str; 8] = [
-    "privynet",
-    "privynet-ingest",
-    "privynet-slice",
-    "privynet-extract",
-    "privynet-train",
-    "privynet-attack",
-    "privynet-characterize",
-    "privynet-optimize",
-];
+/// The runner and every declared stage's binary, as `privynet stages` lists them.
+fn binaries() -> Vec<String> {
+    let listing = stdout(&run("privynet", &["stages"]));
+    let mut out = vec!["privynet".to_string()];
+    for line in listing.lines() {
+        if let Some(b) = line.trim().strip_prefix("binary: ")
+            && !out.iter().any(|o| o == b)
+        {
+            out.push(b.to_string());
+        }
+    }
+    out
+}
 
 #[test]
 fn every_binary_says_what_it_does() {
+    let binaries = binaries();
+    assert!(binaries.len() >= 8, "{binaries:?}");
     let mut by_summary: BTreeMap<String, &str> = BTreeMap::new();
-    for b in BINARIES {
+    for b in &binaries {
         let o = run(b, &["--help"]);
         ok(&o);
         let text = stdout(&o);
         let summary = text.lines().next().unwrap_or_default().to_string();
         assert!(summary.len() > 20, "{b}: `{summary}`");
         assert!(text.contains("Usage:"), "{b}: {text}");
-        if let Some(other) = by_summary.insert(summary.clone(), b) {
+        if let Some(other) = by_summary.insert(summary.clone(), b.as_str()) {
             panic!("{b} and {other} both say `{summary}`");
         }
     }
@@ -35,6 +40,26 @@ fn every_binary_says_what_it_does() {
     assert!(attack.starts_with("Score a topology's privacy"), "{attack}");
     let train = stdout(&run("privynet-train", &["--help"]));
     assert!(train.starts_with("Train the cloud network"), "{train}");
+}
+
+/// `make <stage>` exists for exactly the declared stages: the Makefile reads their names from
+/// the declarations, and this catches the day that reading breaks.
+#[test]
+fn the_makefile_has_a_target_per_declared_stage() {
+    let declared = stdout(&run("privynet", &["stages", "--names"]));
+    let declared: Vec<&str> = declared.lines().collect();
+    let o = std::process::Command::new("make")
+        .args(["-s", "--no-print-directory", "stage-names"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    ok(&o);
+    let targets = stdout(&o);
+    assert_eq!(targets.split_whitespace().collect::<Vec<_>>(), declared);
+    assert!(
+        declared.contains(&"attack") && declared.len() >= 8,
+        "{declared:?}"
+    );
 }
 
 /// A binary older than a source it is built from is refused by name (so `cargo test` alone

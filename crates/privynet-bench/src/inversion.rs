@@ -13,11 +13,11 @@ use burn::tensor::Device;
 
 use privynet_core::Topology;
 use privynet_core::manifest::{AttackFamily, AttackMode, Manifest, OptimizationParams};
-use privynet_nn::attack::Standardizer;
-use privynet_nn::audit::{self, AuditInput};
-use privynet_nn::audit_run::{self, AttackRun, AuditData};
-use privynet_nn::invert::Inverter;
-use privynet_nn::local_net::{LocalNet, Preprocessing};
+use privynet_nn::audit::assess::{self, AuditInput};
+use privynet_nn::audit::attack::Standardizer;
+use privynet_nn::audit::invert::Inverter;
+use privynet_nn::audit::local_net::{LocalNet, Preprocessing};
+use privynet_nn::audit::run::{self as audit_run, AttackRun, AuditData};
 use privynet_nn::metrics;
 
 /// The topologies tuned on (one per depth), and the victims attacked at each.
@@ -89,7 +89,7 @@ fn irn_reconstructions(
     };
     let topology = Topology::read(&request.topology).context("topology")?;
     let data = audit_run::load(&request, &topology)?;
-    let mut irn = audit::run(
+    let mut irn = assess::run(
         AuditInput {
             params: &params,
             seed: request.seed,

@@ -25,8 +25,8 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use privynet_core::manifest::{AttackParams, Manifest, TrainParams};
-use privynet_nn::cloud::{CloudNet, layout};
-use privynet_nn::irn::{Irn, IrnSpec, spec};
+use privynet_nn::audit::irn::{Irn, IrnSpec, spec};
+use privynet_nn::train::cloud::{CloudNet, layout};
 
 /// CIFAR-10's image side: what the IRN rebuilds.
 const IMAGE: usize = 32;

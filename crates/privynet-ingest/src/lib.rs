@@ -1,10 +1,11 @@
 //! Ingest stage library: reads CIFAR-10 (official binary layout, plain, per-file gzip or the
 //! official tarball) or an image folder, draws stratified seeded splits and writes
-//! `images.parquet`.
+//! `images.parquet`; `stage` resolves the binary's flags over the manifest and runs it.
 
 pub mod cifar;
 pub mod folder;
 pub mod split;
+pub mod stage;
 pub mod write;
 
 use std::path::PathBuf;
@@ -26,6 +27,18 @@ pub enum IngestError {
     Dataset { path: PathBuf, message: String },
     #[error("{0}")]
     Split(String),
+    /// A setting the flags and the manifest leave missing or invalid; the message names the
+    /// flag or key.
+    #[error("{0}")]
+    Usage(String),
+    /// A step of the stage that failed, with the file it was on.
+    #[error("{what} {}", path.display())]
+    Step {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: Box<IngestError>,
+    },
     #[error(transparent)]
     Core(#[from] privynet_core::CoreError),
 }

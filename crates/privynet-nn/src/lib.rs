@@ -3,22 +3,10 @@
 //! attacker's IRN trained to convergence, the optimisation attack through the local network
 //! rebuilt in burn, their scores and intervals), on burn's pure-Rust flex CPU backend.
 
-pub mod attack;
 pub mod audit;
-pub mod audit_output;
-pub mod audit_run;
-pub mod cloud;
 pub mod data;
-pub mod invert;
-pub mod irn;
-pub mod local_net;
-pub mod matching;
 pub mod metrics;
-pub mod resume;
 pub mod train;
-pub mod train_output;
-pub mod train_report;
-pub mod train_run;
 
 use std::path::{Path, PathBuf};
 

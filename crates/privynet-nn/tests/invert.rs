@@ -11,8 +11,8 @@ use common::*;
 use onnx_protobuf::{GraphProto, Message, ModelProto};
 
 use privynet_core::manifest::{OptimizationParams, Preprocess};
-use privynet_nn::invert::Inverter;
-use privynet_nn::local_net::{LocalNet, Preprocessing};
+use privynet_nn::audit::invert::Inverter;
+use privynet_nn::audit::local_net::{LocalNet, Preprocessing};
 use privynet_nn::metrics;
 
 /// x[N,3,H,W] -> 1x1 conv mixing the channels -> relu-free features `f`.

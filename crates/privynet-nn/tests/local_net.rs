@@ -18,7 +18,7 @@ use onnx_protobuf::{GraphProto, Message, ModelProto};
 
 use privynet_core::manifest::{ChannelOrder, Preprocess, ResizeMode};
 use privynet_extract::runtime::Runner;
-use privynet_nn::local_net::{LocalNet, Preprocessing};
+use privynet_nn::audit::local_net::{LocalNet, Preprocessing};
 use privynet_slice::{analyze, model, surgery};
 
 /// Pseudo-random inputs in [lo, hi).

@@ -3,7 +3,8 @@
 //! the most accurate topology (on validation; test accuracy only reports) under privacy,
 //! compute and storage limits, and writes the decision, the frontier, the predicted grid, a
 //! report and plots, compared with the raw-image baseline where there is one. Also renders any
-//! artifact with polars for `privynet show`.
+//! artifact with polars for `privynet show`. `stage` is the `privynet-optimize` binary's run
+//! from its flags.
 
 pub mod baseline;
 pub mod choose;
@@ -12,6 +13,7 @@ pub mod output;
 pub mod plot;
 pub mod preview;
 pub mod report;
+pub mod stage;
 pub mod table;
 
 /// Errors of the optimizer crate; each names the file or the input at fault.
@@ -35,6 +37,14 @@ pub enum OptimizeError {
     Input(String),
     #[error("building an output table: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    /// A step of the stage that failed, with the file it was on.
+    #[error("{what} {path}")]
+    Step {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// Maps a polars error on `path` to [`OptimizeError::Polars`], naming the file.

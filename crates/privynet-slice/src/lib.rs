@@ -41,6 +41,18 @@ pub enum SliceError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A setting the flags and the manifest leave missing or invalid; the message names the
+    /// flag or key.
+    #[error("{0}")]
+    Usage(String),
+    /// A step of the stage that failed, with the file it was on.
+    #[error("{what} {}", path.display())]
+    Step {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: Box<SliceError>,
+    },
     #[error(transparent)]
     Core(#[from] privynet_core::CoreError),
 }

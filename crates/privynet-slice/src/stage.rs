@@ -1,14 +1,53 @@
-//! The slice stage from resolved arguments to its three files: the local network
-//! (`local.onnx`), the cloud-visible `topology.arrow` and the LOCAL `selection.arrow`; and the
-//! cut-point listing.
+//! The slice stage from its flags and the manifest ([`Flags`], [`model_input`],
+//! [`Request::resolve`]) to its three files: the local network (`local.onnx`), the
+//! cloud-visible `topology.arrow` and the LOCAL `selection.arrow`; and the cut-point listing.
+//! The binary (in privynet-extract, for its ONNX Runtime scoring) adds object storage.
 
 use std::path::{Path, PathBuf};
 
 use privynet_core::Provenance;
-use privynet_core::manifest::{ChannelCount, Preprocess, SelectionMethod, SliceParams};
+use privynet_core::manifest::{
+    AllKeyword, ChannelCount, Manifest, Preprocess, SelectionMethod, SliceParams,
+};
 
 use crate::analyze::{Analysis, CutPoint};
 use crate::{SliceError, analyze, model, select, surgery, tables};
+
+/// The binary's flags, each overriding its manifest key when given.
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    pub model: Option<PathBuf>,
+    pub input_size: Option<u32>,
+    pub input: Option<String>,
+    pub cut: Option<String>,
+    /// D, or `all`.
+    pub channels: Option<String>,
+    pub method: Option<SelectionMethod>,
+    pub seed: Option<u64>,
+    pub images: Option<PathBuf>,
+    pub output: Option<PathBuf>,
+    pub topology_output: Option<PathBuf>,
+}
+
+/// The model's image input: its name when the model has several, and its square size
+/// (checked), from the flags and the manifest. Both slicing and the listing need it.
+pub fn model_input(
+    flags: &Flags,
+    manifest: Option<&Manifest>,
+) -> Result<(Option<String>, u32), SliceError> {
+    let size = flags
+        .input_size
+        .or(manifest.map(|m| m.model.input_size))
+        .ok_or_else(|| {
+            SliceError::Usage("no input size: pass --input-size or --manifest".into())
+        })?;
+    privynet_core::manifest::check_input_size(size).map_err(SliceError::Usage)?;
+    let name = flags
+        .input
+        .clone()
+        .or_else(|| manifest.and_then(|m| m.model.input.clone()));
+    Ok((name, size))
+}
 
 /// One topology to slice, every value resolved from flags and the manifest.
 #[derive(Debug, Clone)]
@@ -34,11 +73,85 @@ pub struct Request {
     pub manifest_label: String,
 }
 
+impl Request {
+    /// The topology to slice, from the flags and the manifest (flags win); `input` and
+    /// `input_size` come from [`model_input`].
+    pub fn resolve(
+        flags: &Flags,
+        manifest: Option<&Manifest>,
+        (input, input_size): (Option<String>, u32),
+        manifest_label: String,
+    ) -> Result<Self, SliceError> {
+        let usage = |m: &str| SliceError::Usage(m.to_string());
+        let model = flags
+            .model
+            .clone()
+            .or_else(|| manifest.map(|m| m.model.path.clone()))
+            .ok_or_else(|| usage("no model: pass --model or --manifest"))?;
+        let cut = flags
+            .cut
+            .clone()
+            .ok_or_else(|| usage("no cut point: pass --cut"))?;
+        let channels = flags
+            .channels
+            .as_deref()
+            .ok_or_else(|| usage("no channel count: pass --channels D (or all)"))?;
+        let channels = if channels == "all" {
+            ChannelCount::All(AllKeyword::All)
+        } else {
+            ChannelCount::Count(channels.parse().map_err(|e| {
+                SliceError::Usage(format!(
+                    "--channels `{channels}` is not a number or `all`: {e}"
+                ))
+            })?)
+        };
+        let output = flags
+            .output
+            .clone()
+            .ok_or_else(|| usage("no output folder: pass --output DIR"))?;
+        Ok(Self {
+            model,
+            input,
+            input_size,
+            cut,
+            channels,
+            method: flags
+                .method
+                .unwrap_or_else(|| manifest.map_or(SelectionMethod::Random, |m| m.slice.method)),
+            seed: privynet_core::manifest::seed_of(flags.seed, manifest),
+            params: manifest.map(|m| m.slice.clone()).unwrap_or_default(),
+            images: privynet_core::manifest::images_of(flags.images.as_deref(), manifest),
+            preprocess: manifest
+                .map(|m| m.model.preprocess.clone())
+                .unwrap_or_default(),
+            output,
+            topology_output: flags.topology_output.clone(),
+            manifest_label,
+        })
+    }
+}
+
 /// What the stage wrote.
 #[derive(Debug, Clone)]
 pub struct Written {
     pub point: CutPoint,
     pub channels: usize,
+}
+
+impl Written {
+    /// Logs what was written into `output`.
+    pub fn log(&self, output: &Path) {
+        let point = &self.point;
+        tracing::info!(
+            cut = point.label(),
+            d = self.channels,
+            shape = format!("{}x{}x{}", self.channels, point.height, point.width),
+            macs = point.macs,
+            weight_bytes = point.weight_bytes,
+            "wrote the local network to {}",
+            output.display()
+        );
+    }
 }
 
 /// Scores every channel of a cut point for `fisher-random` (higher is more useful); the slice
@@ -124,6 +237,42 @@ pub fn slice(req: &Request, score: &Scorer<'_>) -> Result<Written, SliceError> {
     };
     tables::write_selection(&out.join("selection.arrow"), &selection, &prov)?;
     Ok(Written { point, channels: d })
+}
+
+/// The cut points of the model at `path` (for the listing), refused when there are none.
+pub fn cut_points(
+    path: &Path,
+    input: Option<&str>,
+    input_size: u32,
+) -> Result<Analysis, SliceError> {
+    let m = model::load(path, input).map_err(|source| SliceError::Step {
+        what: "loading",
+        path: path.to_path_buf(),
+        source: Box::new(source),
+    })?;
+    let a = analyze::analyze(&m, i64::from(input_size))?;
+    if a.points.is_empty() {
+        return Err(SliceError::Model {
+            path: path.to_path_buf(),
+            message: "no cut points could be inferred".into(),
+        });
+    }
+    Ok(a)
+}
+
+/// Writes the listing's table (`cut_points.arrow`) to `out`, with the provenance of the model
+/// at `model_path`.
+pub fn write_cut_points(
+    out: &Path,
+    a: &Analysis,
+    model_path: &Path,
+    input_size: u32,
+    manifest_label: &str,
+) -> Result<(), SliceError> {
+    let mut prov = Provenance::new("slice", manifest_label);
+    prov.add_input(model_path)?;
+    prov.set("input_size", input_size.to_string());
+    tables::write_cut_points(out, &a.points, &prov)
 }
 
 /// The cut-point listing: first the named cut points (layer and block boundaries, what
@@ -229,5 +378,65 @@ mod tests {
             ..a
         };
         assert!(!listing(&unnamed).0.contains("named cut points"));
+    }
+
+    fn resolve(flags: &Flags) -> Result<Request, String> {
+        let input = model_input(flags, None).map_err(|e| e.to_string())?;
+        Request::resolve(flags, None, input, "-".into()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn flags_alone_resolve_a_request() {
+        let flags = Flags {
+            model: Some("m.onnx".into()),
+            input_size: Some(32),
+            cut: Some("fire3".into()),
+            channels: Some("all".into()),
+            output: Some("out".into()),
+            ..Flags::default()
+        };
+        let req = resolve(&flags).unwrap();
+        assert!(matches!(req.channels, ChannelCount::All(_)));
+        assert_eq!(req.method, SelectionMethod::Random);
+        assert!(req.images.is_none() && req.topology_output.is_none());
+        let eight = Flags {
+            channels: Some("8".into()),
+            ..flags
+        };
+        assert!(matches!(
+            resolve(&eight).unwrap().channels,
+            ChannelCount::Count(8)
+        ));
+    }
+
+    #[test]
+    fn missing_or_bad_flags_are_named() {
+        assert_eq!(
+            resolve(&Flags::default()).unwrap_err(),
+            "no input size: pass --input-size or --manifest"
+        );
+        let sized = Flags {
+            input_size: Some(32),
+            model: Some("m.onnx".into()),
+            cut: Some("conv1".into()),
+            ..Flags::default()
+        };
+        assert_eq!(
+            resolve(&sized).unwrap_err(),
+            "no channel count: pass --channels D (or all)"
+        );
+        let bad = Flags {
+            channels: Some("many".into()),
+            ..sized
+        };
+        assert_eq!(
+            resolve(&bad).unwrap_err(),
+            "--channels `many` is not a number or `all`: invalid digit found in string"
+        );
+        let zero = Flags {
+            input_size: Some(0),
+            ..Flags::default()
+        };
+        assert!(resolve(&zero).unwrap_err().contains("`model.input_size`"));
     }
 }

@@ -607,7 +607,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let bins = dir.join("bin");
         std::fs::create_dir_all(&bins).unwrap();
-        for stage in Stage::ALL {
+        for stage in Stage::all() {
             let path = bins.join(stage.binary());
             std::fs::write(&path, "#!/bin/sh\nexec sh -c \"$1\"\n").unwrap();
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();

@@ -10,6 +10,7 @@ pub mod lock;
 pub mod pipeline;
 pub mod show;
 pub mod slurm;
+pub mod stage;
 
 /// Errors the runner reports before or while running.
 #[derive(Debug, thiserror::Error)]

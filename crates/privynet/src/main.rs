@@ -1,5 +1,5 @@
-//! `privynet`: runs a pipeline manifest (`run`), says what is stale and why (`status`), and
-//! shows any artifact (`show`).
+//! `privynet`: runs a pipeline manifest (`run`), says what is stale and why (`status`), shows
+//! any artifact (`show`), and lists the stages (`stages`).
 
 use std::path::PathBuf;
 
@@ -62,6 +62,12 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         rows: usize,
     },
+    /// List the stages: each one's binary, zone, what it reads and writes, what makes it stale.
+    Stages {
+        /// Only the names, one per line (what the Makefile's stage targets are).
+        #[arg(long)]
+        names: bool,
+    },
 }
 
 fn main() {
@@ -78,6 +84,14 @@ fn main() {
 
 fn run(cli: Cli) -> Result<i32> {
     match cli.command {
+        Cmd::Stages { names: true } => {
+            privynet::stage::Stage::all().for_each(|s| println!("{}", s.name()));
+            Ok(0)
+        }
+        Cmd::Stages { names: false } => {
+            print!("{}", privynet::stage::describe());
+            Ok(0)
+        }
         Cmd::Show { path, rows } => {
             print!("{}", privynet::show::render(&path, rows)?);
             Ok(0)

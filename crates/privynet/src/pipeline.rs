@@ -68,7 +68,7 @@ fn stage_named(name: &str) -> Result<Stage, RunError> {
     if let Some(stage) = Stage::from_name(name) {
         return Ok(stage);
     }
-    let names: Vec<&str> = Stage::ALL.iter().map(|s| s.name()).collect();
+    let names: Vec<&str> = Stage::all().map(|s| s.name()).collect();
     Err(RunError::Dag(format!(
         "no stage named `{name}`; stages: {}",
         names.join(", ")

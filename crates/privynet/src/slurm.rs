@@ -63,7 +63,7 @@ impl SlurmExecutor {
         set_threads: bool,
         interrupted: Arc<AtomicBool>,
     ) -> Result<Self, RunError> {
-        let stages: Vec<&str> = Stage::ALL.iter().map(|s| s.name()).collect();
+        let stages: Vec<&str> = Stage::all().map(|s| s.name()).collect();
         spec.validate(&stages).map_err(RunError::Dag)?;
         let dir = out_dir.join("slurm");
         std::fs::create_dir_all(&dir).map_err(|e| RunError::Io {

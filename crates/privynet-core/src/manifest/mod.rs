@@ -408,8 +408,8 @@ pub struct TrainParams {
     pub schedule: Schedule,
     /// Channels of the cloud network's first stage; its second and third stages have twice
     /// and four times as many (at most 512). Every cut gets the same three stages, whatever the
-    /// size of its feature maps (see `privynet_nn::cloud`), so cuts compare on accuracy with
-    /// networks of comparable capacity.
+    /// size of its feature maps (see `privynet_nn::train::cloud`), so cuts compare on accuracy
+    /// with networks of comparable capacity.
     #[serde(default = "default_width")]
     pub width: usize,
     /// Conv blocks per stage (three stages, so `3 x depth` blocks in all).

@@ -3,14 +3,14 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use clap::Parser;
 
-use privynet_core::manifest::{AllKeyword, ChannelCount, Manifest, ManifestArgs, SelectionMethod};
-use privynet_core::{ArtifactKind, Provenance, Zone};
+use privynet_core::manifest::{ManifestArgs, SelectionMethod};
+use privynet_core::{ArtifactKind, Zone};
 use privynet_extract::fisher;
-use privynet_slice::stage::{self, Request};
-use privynet_slice::{analyze, model, tables};
+use privynet_slice::stage::{self, Flags, Request};
+use privynet_slice::{analyze, model};
 use privynet_store::{Artifact, Store};
 
 /// Cut a pretrained ONNX network into the local network, with a secret channel selection.
@@ -71,20 +71,39 @@ fn main() {
 
 fn run(args: Args) -> Result<()> {
     let manifest = args.manifest.load()?;
-    let input_size = args
-        .input_size
-        .or(manifest.as_ref().map(|m| m.model.input_size))
-        .context("no input size: pass --input-size or --manifest")?;
-    privynet_core::manifest::check_input_size(input_size).map_err(anyhow::Error::msg)?;
-    let input_name = args
-        .input
-        .clone()
-        .or_else(|| manifest.as_ref().and_then(|m| m.model.input.clone()));
-    if let Some(path) = &args.list {
-        return list(&args, path, input_name.as_deref(), input_size);
-    }
+    let label = args.manifest.label();
+    let flags = Flags {
+        model: args.model,
+        input_size: args.input_size,
+        input: args.input,
+        cut: args.cut,
+        channels: args.channels,
+        method: args.method.map(|m| match m {
+            Method::Random => SelectionMethod::Random,
+            Method::FisherRandom => SelectionMethod::FisherRandom,
+        }),
+        seed: args.seed,
+        images: args.images,
+        output: args.output,
+        topology_output: args.topology_output,
+    };
+    let (input, input_size) = stage::model_input(&flags, manifest.as_ref())?;
     let store = Store::from_env();
-    let mut req = request(&args, manifest.as_ref(), input_name, input_size)?;
+    if let Some(path) = &args.list {
+        let a = stage::cut_points(path, input.as_deref(), input_size)?;
+        let (table, note) = stage::listing(&a);
+        print!("{table}");
+        if let Some(note) = note {
+            eprintln!("{note}");
+        }
+        if let Some(out) = &flags.output {
+            let target = store.output_table(out, ArtifactKind::CutPoints)?;
+            stage::write_cut_points(&target.path(), &a, path, input_size, &label)?;
+            target.publish()?;
+        }
+        return Ok(());
+    }
+    let mut req = Request::resolve(&flags, manifest.as_ref(), (input, input_size), label)?;
     // Checked before anything is written: the local network and the selection never go to an
     // object store.
     store.output_dir(&req.output, local_outputs())?;
@@ -101,94 +120,8 @@ fn run(args: Args) -> Result<()> {
     };
     let written = stage::slice(&req, &score)?;
     topology.publish()?;
-    let point = &written.point;
-    tracing::info!(
-        cut = point.label(),
-        d = written.channels,
-        shape = format!("{}x{}x{}", written.channels, point.height, point.width),
-        macs = point.macs,
-        weight_bytes = point.weight_bytes,
-        "wrote the local network to {}",
-        req.output.display()
-    );
+    written.log(&req.output);
     println!("{}", req.output.display());
-    Ok(())
-}
-
-/// The topology to slice, from the flags and the manifest (flags win).
-fn request(
-    args: &Args,
-    manifest: Option<&Manifest>,
-    input: Option<String>,
-    input_size: u32,
-) -> Result<Request> {
-    let model = args
-        .model
-        .clone()
-        .or_else(|| manifest.map(|m| m.model.path.clone()))
-        .context("no model: pass --model or --manifest")?;
-    let cut = args.cut.clone().context("no cut point: pass --cut")?;
-    let channels = args
-        .channels
-        .clone()
-        .context("no channel count: pass --channels D (or all)")?;
-    let channels = if channels == "all" {
-        ChannelCount::All(AllKeyword::All)
-    } else {
-        ChannelCount::Count(
-            channels
-                .parse()
-                .with_context(|| format!("--channels `{channels}` is not a number or `all`"))?,
-        )
-    };
-    let output = args
-        .output
-        .clone()
-        .context("no output folder: pass --output DIR")?;
-    let method = match args.method {
-        Some(Method::Random) => SelectionMethod::Random,
-        Some(Method::FisherRandom) => SelectionMethod::FisherRandom,
-        None => manifest.map_or(SelectionMethod::Random, |m| m.slice.method),
-    };
-    Ok(Request {
-        model,
-        input,
-        input_size,
-        cut,
-        channels,
-        method,
-        seed: privynet_core::manifest::seed_of(args.seed, manifest),
-        params: manifest.map(|m| m.slice.clone()).unwrap_or_default(),
-        images: privynet_core::manifest::images_of(args.images.as_deref(), manifest),
-        preprocess: manifest
-            .map(|m| m.model.preprocess.clone())
-            .unwrap_or_default(),
-        output,
-        topology_output: args.topology_output.clone(),
-        manifest_label: args.manifest.label(),
-    })
-}
-
-fn list(args: &Args, path: &Path, input: Option<&str>, input_size: u32) -> Result<()> {
-    let m = model::load(path, input).with_context(|| format!("loading {}", path.display()))?;
-    let a = analyze::analyze(&m, i64::from(input_size))?;
-    if a.points.is_empty() {
-        bail!("{}: no cut points could be inferred", path.display());
-    }
-    let (table, note) = stage::listing(&a);
-    print!("{table}");
-    if let Some(note) = note {
-        eprintln!("{note}");
-    }
-    if let Some(out) = &args.output {
-        let mut prov = Provenance::new("slice", &args.manifest.label());
-        prov.add_input(path)?;
-        prov.set("input_size", input_size.to_string());
-        let store = Store::from_env();
-        let target = store.output_table(out, ArtifactKind::CutPoints)?;
-        tables::write_cut_points(&target.path(), &a.points, &prov)?;
-        target.publish()?;
-    }
     Ok(())
 }
 

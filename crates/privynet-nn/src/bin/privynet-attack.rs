@@ -12,7 +12,7 @@ use privynet_core::Zone;
 use privynet_store::{Artifact, Store};
 
 use privynet_core::manifest::{AttackParams, ManifestArgs};
-use privynet_nn::audit_run::{self, AttackRun};
+use privynet_nn::audit::{self, run::AttackRun};
 
 // Keeps freed memory in the process: training steps reuse it instead of faulting in fresh pages.
 #[global_allocator]
@@ -102,7 +102,7 @@ fn run(args: Args) -> Result<()> {
         manifest_label: args.manifest.label(),
         output: args.output.clone(),
     };
-    audit_run::run(&request)?;
+    audit::run::run(&request)?;
     println!("{}", args.output.display());
     Ok(())
 }

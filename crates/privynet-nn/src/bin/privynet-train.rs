@@ -10,7 +10,8 @@ use clap::Parser;
 
 use privynet_core::manifest::{ManifestArgs, TrainParams};
 use privynet_core::{ArtifactKind, Zone};
-use privynet_nn::train_run::{self, TrainInput, TrainOutcome, TrainRun};
+use privynet_nn::train;
+use privynet_nn::train::run::{TrainInput, TrainOutcome, TrainRun};
 use privynet_store::{Artifact, Store};
 
 // Keeps freed memory in the process: training steps reuse it instead of faulting in fresh pages.
@@ -97,7 +98,7 @@ fn run(args: Args) -> Result<()> {
         resume: args.resume,
         stop_after_epoch: args.stop_after_epoch.map(|e| e as usize),
     };
-    if train_run::run(&request)? == TrainOutcome::Finished {
+    if train::run::run(&request)? == TrainOutcome::Finished {
         output.publish()?;
         println!("{}", args.output.display());
     }

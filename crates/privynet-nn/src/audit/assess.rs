@@ -2,9 +2,9 @@
 //! trains an IRN on its own pool until it converges and rebuilds the victims' images, then
 //! (the optimisation family) refines them through the public local network; every mean carries
 //! a 95% bootstrap interval over the victims, and the worst attack over modes and families is
-//! the topology's reported privacy loss. The `privynet-attack` binary loads the files, calls
-//! [`run`] and writes what the `audit_output` module makes of the result (that module imports
-//! this one, never the other way round).
+//! the topology's reported privacy loss. The attack stage (`audit::run`, under
+//! `privynet-attack`) loads the files, calls [`run`] and writes what the `audit::output` module
+//! makes of the result (that module imports this one, never the other way round).
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -15,12 +15,12 @@ use rand::seq::SliceRandom;
 use burn::tensor::Device;
 use privynet_core::manifest::{AttackFamily, AttackMode, AttackParams};
 
+use super::attack::{EpochRecord, Pool, Standardizer, Training, take_channels, train_irn};
+use super::invert::{Inverter, mean_image};
+use super::local_net::{LocalNet, Preprocessing};
+use super::matching;
 use crate::NnError;
-use crate::attack::{EpochRecord, Pool, Standardizer, Training, take_channels, train_irn};
 use crate::data::Split;
-use crate::invert::{Inverter, mean_image};
-use crate::local_net::{LocalNet, Preprocessing};
-use crate::matching;
 use crate::metrics::{self, Interval};
 
 /// Salt of the unknown-selection attacker's guess, so it is not the slice stage's own draw.

@@ -19,10 +19,11 @@ use rand_chacha::ChaCha8Rng;
 
 use privynet_core::manifest::{OptimizerKind, Schedule, TrainParams};
 
-use crate::cloud::CloudNet;
+use super::cloud::CloudNet;
+use super::report::{EpochMetrics, TrainReport};
+use super::resume;
+use crate::NnError;
 use crate::data::Split;
-use crate::train_report::{EpochMetrics, TrainReport};
-use crate::{NnError, resume};
 
 /// Where a run keeps its checkpoints, whether it continues a saved state, and where it stops.
 #[derive(Debug, Clone)]

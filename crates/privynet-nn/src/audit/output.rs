@@ -12,8 +12,8 @@ use privynet_core::io::{write_artifact, write_bytes_atomic};
 use privynet_core::manifest::AttackFamily;
 use privynet_core::{ArtifactKind, Provenance};
 
+use super::assess::{AttackResult, Audit};
 use crate::NnError;
-use crate::audit::{AttackResult, Audit};
 
 /// What the files say besides the audit itself.
 #[derive(Debug, Clone, Copy)]

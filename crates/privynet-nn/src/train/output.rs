@@ -12,8 +12,8 @@ use privynet_core::io::{write_artifact, write_bytes_atomic};
 use privynet_core::manifest::TrainParams;
 use privynet_core::{ArtifactKind, Provenance};
 
+use super::report::{EpochMetrics, TrainReport};
 use crate::NnError;
-use crate::train_report::{EpochMetrics, TrainReport};
 
 /// Rows of the three splits a run trained and scored on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +33,7 @@ pub fn write_config(
 ) -> Result<(), NnError> {
     let config = serde_json::json!({
         "input_shape": shape, "train": params, "seed": seed,
-        "layout": crate::cloud::layout(shape, params.width, params.depth),
+        "layout": super::cloud::layout(shape, params.width, params.depth),
     });
     let path = output.join("cloud_config.json");
     let text = serde_json::to_string_pretty(&config).map_err(|e| NnError::save(&path, e))?;

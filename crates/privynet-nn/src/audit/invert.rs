@@ -10,8 +10,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use privynet_core::manifest::{OptimizationParams, Schedule};
 
-use crate::attack::lr_at_step;
-use crate::local_net::{LocalNet, Preprocessing};
+use super::attack::lr_at_step;
+use super::local_net::{LocalNet, Preprocessing};
 
 /// Adam's moment decays and epsilon (the usual defaults).
 const BETA1: f64 = 0.9;

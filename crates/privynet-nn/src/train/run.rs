@@ -1,6 +1,6 @@
 //! The train stage as a library: loads the cloud's features (or, for the no-privacy baseline,
 //! the raw images), trains the cloud network with checkpoints a stopped run continues from,
-//! and writes the model, its config and the metrics (see [`crate::train_output`]). The
+//! and writes the model, its config and the metrics (see [`super::output`]). The
 //! `privynet-train` binary resolves its flags against the manifest and calls [`run`].
 
 use std::path::{Path, PathBuf};
@@ -9,11 +9,11 @@ use privynet_core::io::read_schema;
 use privynet_core::manifest::TrainParams;
 use privynet_core::{ArtifactKind, Provenance, Topology, Zone};
 
+use super::fit::{self, Checkpoints};
+use super::output::{self, SplitSizes};
+use super::report::TrainReport;
 use crate::NnError;
 use crate::data::{self, Dataset, Split};
-use crate::train::{self, Checkpoints};
-use crate::train_output::{self, SplitSizes};
-use crate::train_report::TrainReport;
 
 /// The splits the stage reads: it trains on `train` and scores `val` and `test`.
 const SPLITS: [&str; 3] = ["train", "val", "test"];
@@ -80,7 +80,7 @@ pub fn run(run: &TrainRun) -> Result<TrainOutcome, NnError> {
         shape = format!("{:?}", dataset.shape),
         layout = format!(
             "{:?}",
-            crate::cloud::layout(dataset.shape, params.width, params.depth)
+            super::cloud::layout(dataset.shape, params.width, params.depth)
         ),
         "training the cloud network ({label})"
     );
@@ -90,7 +90,7 @@ pub fn run(run: &TrainRun) -> Result<TrainOutcome, NnError> {
     )))?;
     let checkpoints = checkpoints(run, dataset.shape, &prov);
     remove_finished_model(&checkpoints.model)?;
-    let (model, report) = train::train(
+    let (model, report) = fit::train(
         params,
         run.seed,
         dataset.shape,
@@ -120,7 +120,7 @@ pub fn run(run: &TrainRun) -> Result<TrainOutcome, NnError> {
     }
     // The model first, the tables after it and the state removed last: whatever a kill leaves,
     // the summary that marks a finished run never stands without its model.
-    crate::cloud::save(&model.with_stable_ids(), &checkpoints.model)?;
+    super::cloud::save(&model.with_stable_ids(), &checkpoints.model)?;
     finish(run, &dataset, &prov, &label, &report, sizes, &checkpoints)?;
     Ok(TrainOutcome::Finished)
 }
@@ -227,8 +227,8 @@ fn finish(
     sizes: SplitSizes,
     checkpoints: &Checkpoints,
 ) -> Result<(), NnError> {
-    train_output::write_config(&run.output, dataset.shape, &run.params, run.seed)?;
-    train_output::write_tables(&run.output, prov, label, report, sizes)?;
+    output::write_config(&run.output, dataset.shape, &run.params, run.seed)?;
+    output::write_tables(&run.output, prov, label, report, sizes)?;
     // The run is complete and its outputs written: nothing is left to continue.
     std::fs::remove_dir_all(&checkpoints.state).map_err(NnError::context(format!(
         "removing {}",
@@ -313,7 +313,7 @@ mod tests {
             samples_per_second: 0.0,
             seconds: 0.0,
         };
-        let metrics = train_output::metrics_batch(&report.epochs).unwrap();
+        let metrics = output::metrics_batch(&report.epochs).unwrap();
         let cloud = dir.path().join("train_metrics.arrow");
         let schema = metrics.schema().as_ref().clone();
         let prov = Provenance::new("train", "-");

@@ -19,8 +19,8 @@ use rand_chacha::ChaCha8Rng;
 
 use privynet_core::manifest::{AttackParams, Schedule};
 
+use super::irn::{Irn, IrnSpec, spec};
 use crate::NnError;
-use crate::irn::{Irn, IrnSpec, spec};
 use crate::metrics;
 
 /// Salt for the held-out draw, so that it is not the shuffling stream of the first epoch.

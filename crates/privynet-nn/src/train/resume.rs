@@ -12,9 +12,9 @@ use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 use rand_chacha::ChaCha8Rng;
 
+use super::cloud::{self, CloudNet};
+use super::report::EpochMetrics;
 use crate::NnError;
-use crate::cloud::{self, CloudNet};
-use crate::train_report::EpochMetrics;
 
 /// The saved state of a run after `epochs_done` epochs.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -28,7 +28,7 @@ pub struct SavedState {
     /// Seconds spent in training steps, and in all, before the stop (for samples/s and totals).
     pub train_seconds: f64,
     pub seconds: f64,
-    /// The metrics so far, exactly (see `train_report::json_f64`): a continued run reports its
+    /// The metrics so far, exactly (see `report::json_f64`): a continued run reports its
     /// earlier epochs as they were.
     pub epochs: Vec<EpochMetrics>,
 }

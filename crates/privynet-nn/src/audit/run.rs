@@ -1,6 +1,6 @@
 //! The attack stage as a library: loads a topology's features, its selection and the images,
 //! pairs the rows of the attacker's pool and of the victims with their images, runs the audit
-//! ([`crate::audit::run`]) and writes its files ([`crate::audit_output`]). The
+//! ([`super::assess::run`]) and writes its files ([`super::output`]). The
 //! `privynet-attack` binary resolves its flags against the manifest and calls [`run`].
 
 use std::path::{Path, PathBuf};
@@ -9,11 +9,11 @@ use burn::tensor::Device;
 use privynet_core::manifest::{AttackFamily, AttackMode, AttackParams, Preprocess};
 use privynet_core::{Provenance, Topology};
 
+use super::assess::{self, Aligned, Audit, AuditInput, LocalAttack};
+use super::local_net::{LocalNet, Preprocessing};
+use super::output::{OutputContext, write_outputs};
 use crate::NnError;
-use crate::audit::{self, Aligned, Audit, AuditInput, LocalAttack};
-use crate::audit_output::{OutputContext, write_outputs};
 use crate::data::{self, Dataset};
-use crate::local_net::{LocalNet, Preprocessing};
 
 /// An audit of one topology, its settings already resolved against the manifest and the flags.
 #[derive(Debug, Clone)]
@@ -86,7 +86,7 @@ pub fn run(run: &AttackRun) -> Result<(), NnError> {
         victims: &data.victims,
         full_pool: data.full_pool.as_deref(),
     };
-    let result = audit::run(input, |mode, e| {
+    let result = assess::run(input, |mode, e| {
         tracing::info!(
             mode = mode.name(),
             epoch = e.epoch,
@@ -269,7 +269,7 @@ fn aligned(
             rows.len()
         )));
     }
-    audit::align(
+    assess::align(
         rows,
         feature_len,
         images.split(images_path, split)?,
@@ -338,7 +338,7 @@ fn full_pool(
         .map(|v| v as usize)
         .collect();
     let hw = shape[1] * shape[2];
-    audit::natural_order(&full_x, channels, hw, &perm)
+    assess::natural_order(&full_x, channels, hw, &perm)
         .map(Some)
         .map_err(|e| NnError::Input(format!("{}: {e}", selection_path.display())))
 }
