@@ -374,7 +374,7 @@ fn under_slurm_the_cloud_stages_are_jobs_and_the_local_ones_run_here() {
             .collect()
     };
     let (ran, submitted) = (nodes("ran"), nodes("submitted"));
-    assert_eq!(ran.len(), 20, "{events}");
+    assert_eq!(ran.len(), 21, "{events}");
     let trained: BTreeSet<String> = ran
         .iter()
         .filter(|n| n.starts_with("train/"))

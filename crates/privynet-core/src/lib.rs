@@ -2,6 +2,7 @@
 //! I/O, provenance, zones and logging. Depends on none of ort, burn or polars, so every stage
 //! can use it without pulling in another stage's heavy dependencies.
 
+pub mod card;
 pub mod columns;
 pub mod error;
 pub mod guard;

@@ -82,11 +82,12 @@ pub enum ArtifactKind {
     Predictions,
     Frontier,
     Decision,
+    ImagePredictions,
 }
 
 impl ArtifactKind {
     /// All kinds, for listings and tests.
-    pub const ALL: [ArtifactKind; 14] = [
+    pub const ALL: [ArtifactKind; 15] = [
         ArtifactKind::Images,
         ArtifactKind::CutPoints,
         ArtifactKind::Topology,
@@ -101,6 +102,7 @@ impl ArtifactKind {
         ArtifactKind::Predictions,
         ArtifactKind::Frontier,
         ArtifactKind::Decision,
+        ArtifactKind::ImagePredictions,
     ];
 
     /// The kind's name, as in its schema file and in `privynet.kind` metadata.
@@ -120,6 +122,7 @@ impl ArtifactKind {
             ArtifactKind::Predictions => "predictions",
             ArtifactKind::Frontier => "frontier",
             ArtifactKind::Decision => "decision",
+            ArtifactKind::ImagePredictions => "image_predictions",
         }
     }
 
@@ -146,6 +149,9 @@ impl ArtifactKind {
             ArtifactKind::Predictions => include_str!("../../../schemas/predictions.yaml"),
             ArtifactKind::Frontier => include_str!("../../../schemas/frontier.yaml"),
             ArtifactKind::Decision => include_str!("../../../schemas/decision.yaml"),
+            ArtifactKind::ImagePredictions => {
+                include_str!("../../../schemas/image_predictions.yaml")
+            }
         }
     }
 

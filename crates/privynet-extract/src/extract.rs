@@ -172,16 +172,18 @@ fn fill_input(
 }
 
 /// One batch of images, filtered to the wanted rows and preprocessed into the network's input.
-struct Prepared {
-    ids: Vec<i64>,
-    labels: Vec<i32>,
-    splits: Vec<String>,
-    input: Vec<f32>,
+pub(crate) struct Prepared {
+    pub(crate) ids: Vec<i64>,
+    pub(crate) labels: Vec<i32>,
+    pub(crate) splits: Vec<String>,
+    pub(crate) input: Vec<f32>,
     /// Rows read from the images file (for progress), kept or not.
-    read: usize,
+    pub(crate) read: usize,
 }
 
-fn prepare(
+/// The rows of `batch` in the wanted splits (every row when `cfg.splits` is empty) and shard,
+/// preprocessed.
+pub(crate) fn prepare(
     cfg: &ExtractConfig,
     batch: Result<RecordBatch, arrow::error::ArrowError>,
 ) -> Result<Prepared, ExtractError> {
@@ -193,7 +195,7 @@ fn prepare(
     let labels = column::<Int32Array>(&batch, "label", &cfg.images)?;
     let split = column::<StringArray>(&batch, "split", &cfg.images)?;
     let rows: Vec<usize> = (0..batch.num_rows())
-        .filter(|&r| cfg.splits.iter().any(|s| s == split.value(r)))
+        .filter(|&r| cfg.splits.is_empty() || cfg.splits.iter().any(|s| s == split.value(r)))
         .filter(|&r| {
             cfg.shard
                 .is_none_or(|(k, n)| (ids.value(r) as u64) % n == k)

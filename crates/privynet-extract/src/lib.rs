@@ -7,6 +7,7 @@
 pub mod derive;
 pub mod extract;
 pub mod fisher;
+pub mod predict;
 pub mod preprocess;
 pub mod runtime;
 pub mod stage;

@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod data;
+pub mod deploy;
 pub mod metrics;
 pub mod train;
 

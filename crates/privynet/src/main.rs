@@ -62,6 +62,14 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         rows: usize,
     },
+    /// Classify images with a deployed pair: `privynet-predict` with these arguments (see
+    /// `privynet predict --help`), e.g. `--deploy runs/NAME/deploy --images
+    /// runs/NAME/images.parquet --split test -o predictions.parquet`.
+    #[command(disable_help_flag = true)]
+    Predict {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// List the stages: each one's binary, zone, what it reads and writes, what makes it stale.
     Stages {
         /// Only the names, one per line (what the Makefile's stage targets are).
@@ -84,6 +92,15 @@ fn main() {
 
 fn run(cli: Cli) -> Result<i32> {
     match cli.command {
+        Cmd::Predict { args } => {
+            // ONNX Runtime stays out of the runner: the stage binary beside it does the work.
+            let bin = privynet::exec::binary(&privynet::pipeline::bin_dir()?, "privynet-predict")?;
+            let status = std::process::Command::new(&bin)
+                .args(&args)
+                .status()
+                .map_err(|e| anyhow::anyhow!("running {}: {e}", bin.display()))?;
+            Ok(status.code().unwrap_or(1))
+        }
         Cmd::Stages { names: true } => {
             privynet::stage::Stage::all().for_each(|s| println!("{}", s.name()));
             Ok(0)

@@ -1,7 +1,7 @@
 //! `privynet run` and `privynet status`: which nodes the command line selects, the passes of
 //! a model-based run, and what is printed along the way and at the end.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -246,6 +246,14 @@ fn run_pass(
     let failed = ended.values().any(unfinished);
     for (i, outcome) in ended {
         let id = dag.nodes[i].id.clone();
+        // A node that ran in an earlier pass and is up to date in this one ran: the summary
+        // counts it so.
+        let ran_before = outcomes
+            .iter()
+            .any(|(k, o)| *k == id && matches!(o, Outcome::Ran { .. }));
+        if ran_before && matches!(outcome, Outcome::Skipped) {
+            continue;
+        }
         outcomes.retain(|(k, _)| *k != id);
         outcomes.push((id, outcome));
     }
@@ -267,20 +275,41 @@ fn unfinished(outcome: &Outcome) -> bool {
 /// choice, evaluated for real); `None` when the run is complete.
 fn next_pass(dag: &Dag, request: &RunRequest) -> Result<Option<Dag>, RunError> {
     let next = plan(&request.manifest, &request.set)?;
-    let known: HashSet<&str> = dag.nodes.iter().map(|n| n.id.as_str()).collect();
+    let known: HashMap<&str, Vec<&Path>> = dag
+        .nodes
+        .iter()
+        .map(|n| {
+            (
+                n.id.as_str(),
+                n.inputs.iter().map(|i| i.path.as_path()).collect(),
+            )
+        })
+        .collect();
+    // A node is new, or reads other files than it was planned with (the deployment, after
+    // the optimizer changed its choice).
     let new: Vec<&str> = next
         .nodes
         .iter()
+        .filter(|n| {
+            known.get(n.id.as_str()).is_none_or(|ins| {
+                !ins.iter()
+                    .copied()
+                    .eq(n.inputs.iter().map(|i| i.path.as_path()))
+            })
+        })
         .map(|n| n.id.as_str())
-        .filter(|id| !known.contains(id))
         .collect();
     if new.is_empty() {
         return Ok(None);
     }
-    println!(
-        "the optimizer chose a topology that was not sampled: evaluating it ({})",
-        new.join(", ")
-    );
+    if new.iter().all(|id| *id == Stage::Deploy.name()) {
+        println!("deploying the choice");
+    } else {
+        println!(
+            "the optimizer chose a topology that was not sampled: evaluating it ({})",
+            new.join(", ")
+        );
+    }
     Ok(Some(next))
 }
 

@@ -19,6 +19,8 @@ pub enum Stage {
     Attack,
     Characterize,
     Optimize,
+    /// The choice as the two ONNX halves a user runs, with its deployment card.
+    Deploy,
 }
 
 /// A file a stage reads or writes, and the artifact kind it holds (`None`: not one of the
@@ -61,10 +63,10 @@ impl Port {
         }
     }
 
-    const fn in_folder(name: &'static str, kind: ArtifactKind) -> Port {
+    const fn in_folder(name: &'static str, kind: Option<ArtifactKind>) -> Port {
         Port {
             name,
-            kind: Some(kind),
+            kind,
             via: Via::Folder,
         }
     }
@@ -105,7 +107,7 @@ const TRAIN_OUTPUTS: &[Port] = &[
 ];
 
 /// Every stage, in pipeline order.
-pub static DECLARATIONS: [Declaration; 8] = [
+pub static DECLARATIONS: [Declaration; 9] = [
     Declaration {
         stage: Stage::Ingest,
         name: "ingest",
@@ -217,9 +219,9 @@ pub static DECLARATIONS: [Declaration; 8] = [
         start_rank: 4,
         // Every evaluated topology's summaries, found under `--run-dir` and `--cloud-dir`.
         inputs: &[
-            Port::in_folder("topology.arrow", K::Topology),
-            Port::in_folder("train/train_summary.arrow", K::TrainSummary),
-            Port::in_folder("attack/attack_summary.arrow", K::AttackSummary),
+            Port::in_folder("topology.arrow", Some(K::Topology)),
+            Port::in_folder("train/train_summary.arrow", Some(K::TrainSummary)),
+            Port::in_folder("attack/attack_summary.arrow", Some(K::AttackSummary)),
         ],
         outputs: &[Port::file(
             "characterization.parquet",
@@ -246,6 +248,37 @@ pub static DECLARATIONS: [Declaration; 8] = [
             Port::file("decision.arrow", Some(K::Decision)),
         ],
         stale_on: &["optimize", "sweep"],
+    },
+    Declaration {
+        stage: Stage::Deploy,
+        name: "deploy",
+        binary: "privynet-deploy",
+        // It ships the local network with its secret selection: the user's side.
+        zone: Zone::Local,
+        start_rank: 4,
+        // Planned once the decision names a topology that was trained and attacked; the
+        // binary reads the choice from the decision and finds its files under `--run-dir`
+        // and `--cloud-dir`, so an optimizer that reruns in the same pass is followed.
+        inputs: &[
+            Port::flag("decision", Some(K::Decision)),
+            Port::flag("characterization", Some(K::Characterization)),
+            Port::in_folder("local.onnx", None),
+            Port::in_folder("train/train_summary.arrow", Some(K::TrainSummary)),
+            Port::in_folder("train/cloud_model.bpk", None),
+            Port::in_folder("train/cloud_config.json", None),
+        ],
+        outputs: &[
+            Port::file("local.onnx", None),
+            Port::file("cloud.onnx", None),
+            Port::file("card.json", None),
+            Port::file("card.md", None),
+        ],
+        stale_on: &[
+            "model.preprocess",
+            "model.input_size",
+            "extract.dtype",
+            "dataset.path",
+        ],
     },
 ];
 

@@ -18,8 +18,8 @@ use crate::NnError;
 /// A 3x3 conv, batch norm and ReLU.
 #[derive(Module, Debug)]
 pub struct ConvBlock {
-    conv: Conv2d,
-    norm: BatchNorm,
+    pub(crate) conv: Conv2d,
+    pub(crate) norm: BatchNorm,
 }
 
 impl ConvBlock {
@@ -42,8 +42,8 @@ impl ConvBlock {
 /// The cloud network.
 #[derive(Module, Debug)]
 pub struct CloudNet {
-    blocks: Vec<ConvBlock>,
-    head: Linear,
+    pub(crate) blocks: Vec<ConvBlock>,
+    pub(crate) head: Linear,
 }
 
 /// Stages of the cloud network; stage `k` (0-based) has `width << k` channels.
@@ -92,6 +92,11 @@ impl CloudNet {
                 .collect(),
             head: LinearConfig::new(last, classes).init(device),
         }
+    }
+
+    /// The number of classes it scores.
+    pub fn classes(&self) -> usize {
+        self.head.weight.dims()[1]
     }
 
     /// Logits [N, classes] for inputs [N, C, H, W].

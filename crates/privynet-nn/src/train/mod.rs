@@ -3,6 +3,7 @@
 //! files a run writes, under `privynet-train`.
 
 pub mod cloud;
+pub mod export;
 pub mod fit;
 pub mod output;
 pub mod report;

@@ -10,7 +10,7 @@ use privynet_core::manifest::{Manifest, SelectionMethod};
 use serde_json::{Value, json};
 
 use super::node::{Input, Node};
-use super::sweep::{SweepPoint, wide_point};
+use super::sweep::{SweepPoint, decision_path, settled_choice, wide_point};
 use crate::stage::{Stage, Via};
 
 /// The topologies a DAG covers.
@@ -87,6 +87,7 @@ impl<'a> Planner<'a> {
             Stage::Attack => self.attack(sweep),
             Stage::Characterize => self.characterize(sweep),
             Stage::Optimize => self.optimize(sweep),
+            Stage::Deploy => self.deploy(sweep),
         }
     }
 
@@ -363,6 +364,51 @@ impl<'a> Planner<'a> {
             ..Parts::default()
         };
         vec![self.node(Stage::Optimize, None, parts)]
+    }
+}
+
+impl Planner<'_> {
+    /// The decision's topology as the two halves and a card, once the decision names one that
+    /// was trained and attacked (not before: until then there is nothing measured to deploy).
+    /// Its inputs are that topology's files; when the optimizer reruns in the same pass and
+    /// chooses another, the binary deploys the new choice and the runner's next pass, planned
+    /// from the new decision, records the right files.
+    fn deploy(&self, _: &Sweep) -> Vec<Node> {
+        let Some(topology) = settled_choice(&self.out) else {
+            return vec![];
+        };
+        let mut inputs = vec![
+            ("decision", decision_path(&self.out)),
+            (
+                "characterization",
+                self.out.join("characterization.parquet"),
+            ),
+        ];
+        for port in Stage::Deploy.declaration().inputs {
+            if port.via == Via::Folder {
+                // The training's files are the cloud's; the local network is local.
+                let root = if port.name.starts_with("train/") {
+                    &self.cloud
+                } else {
+                    &self.out
+                };
+                inputs.push((port.name, root.join(&topology).join(port.name)));
+            }
+        }
+        let dir = self.out.join("deploy");
+        let parts = Parts {
+            inputs,
+            outputs: Self::all_outputs(Stage::Deploy, &dir),
+            output: Some(dir),
+            args: vec![
+                "--run-dir".into(),
+                path_arg(&self.out),
+                "--cloud-dir".into(),
+                path_arg(&self.cloud),
+            ],
+            ..Parts::default()
+        };
+        vec![self.node(Stage::Deploy, None, parts)]
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use arrow::array::{Array, StringArray};
+use arrow::array::{Array, Float64Array, StringArray};
 use privynet_core::manifest::{Manifest, OptimizeMode, grid_channels, sample_channels};
 use privynet_core::{ArtifactKind, column};
 use privynet_slice::{analyze, model};
@@ -75,6 +75,17 @@ fn chosen_topology(out: &Path) -> Option<String> {
     let batch = batches.iter().find(|b| b.num_rows() > 0)?;
     let topology = column::<StringArray>(batch, "topology", &path).ok()?;
     (!topology.is_null(0)).then(|| topology.value(0).to_string())
+}
+
+/// The topology of the decision in `out` when it was measured (trained and attacked), not only
+/// predicted: the choice to deploy.
+pub(crate) fn settled_choice(out: &Path) -> Option<String> {
+    let topology = chosen_topology(out)?;
+    let path = decision_path(out);
+    let (_, batches) = privynet_core::io::read_arrow(&path, ArtifactKind::Decision).ok()?;
+    let batch = batches.iter().find(|b| b.num_rows() > 0)?;
+    let measured = column::<Float64Array>(batch, "measured_val_accuracy", &path).ok()?;
+    (!measured.is_null(0)).then_some(topology)
 }
 
 /// The topologies to evaluate (train and attack): the whole grid in exhaustive mode; else the
