@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use arrow::array::{Array, Float64Array, StringArray};
+use arrow::array::{Array, Float64Array, RecordBatch, StringArray};
 use privynet_core::manifest::{Manifest, OptimizeMode, grid_channels, sample_channels};
 use privynet_core::{ArtifactKind, column};
 use privynet_slice::{analyze, model};
@@ -61,6 +61,12 @@ pub fn decision_path(out: &Path) -> PathBuf {
 
 /// The topology a previous optimizer run chose, if its decision file is there and readable.
 fn chosen_topology(out: &Path) -> Option<String> {
+    let (path, batch) = decision_row(out)?;
+    chosen_in(&batch, &path)
+}
+
+/// The decision file in `out` and its row, if it is there and readable.
+fn decision_row(out: &Path) -> Option<(PathBuf, RecordBatch)> {
     let path = decision_path(out);
     if !path.is_file() {
         return None;
@@ -72,19 +78,22 @@ fn chosen_topology(out: &Path) -> Option<String> {
             return None;
         }
     };
-    let batch = batches.iter().find(|b| b.num_rows() > 0)?;
-    let topology = column::<StringArray>(batch, "topology", &path).ok()?;
+    let batch = batches.into_iter().find(|b| b.num_rows() > 0)?;
+    Some((path, batch))
+}
+
+/// The topology a decision row names, if any.
+fn chosen_in(batch: &RecordBatch, path: &Path) -> Option<String> {
+    let topology = column::<StringArray>(batch, "topology", path).ok()?;
     (!topology.is_null(0)).then(|| topology.value(0).to_string())
 }
 
 /// The topology of the decision in `out` when it was measured (trained and attacked), not only
 /// predicted: the choice to deploy.
 pub(crate) fn settled_choice(out: &Path) -> Option<String> {
-    let topology = chosen_topology(out)?;
-    let path = decision_path(out);
-    let (_, batches) = privynet_core::io::read_arrow(&path, ArtifactKind::Decision).ok()?;
-    let batch = batches.iter().find(|b| b.num_rows() > 0)?;
-    let measured = column::<Float64Array>(batch, "measured_val_accuracy", &path).ok()?;
+    let (path, batch) = decision_row(out)?;
+    let topology = chosen_in(&batch, &path)?;
+    let measured = column::<Float64Array>(&batch, "measured_val_accuracy", &path).ok()?;
     (!measured.is_null(0)).then_some(topology)
 }
 
