@@ -12,9 +12,12 @@
 #   make bench                    benchmarks that print figures (BENCH=extract or nn: one part;
 #                                 BENCH=steps or variants: training steps only, no data needed;
 #                                 BENCH=inversion: the optimisation attack's settings on a finished run;
+#                                 BENCH=predict: privynet predict on the default run's deploy/ against
+#                                 ONNX Runtime alone;
 #                                 PRIVYNET_TORCH_PYTHON=a python with torch, for PyTorch's figures)
 #   make data [DATA_MIRROR=DIR]   CIFAR-10 and SqueezeNet 1.1 under data/, checksummed
-#   make ingest|slice|extract|train|baseline|attack|characterize|optimize   rerun one stage of MANIFEST (TOPOLOGY=fire3-d8 for one;
+#   make final                    the choice's final training and deploy/ (after a change to `final`)
+#   make ingest|slice|extract|train|...|deploy   rerun one stage of MANIFEST (TOPOLOGY=fire3-d8 for one;
 #                                 `privynet stages` lists each stage's binary, files and what makes it stale)
 #   make status                   what is stale in MANIFEST and why
 #   make slurm-up | slurm-down     a single-node Slurm cluster on loopback (installs slurm-wlm and munge
@@ -38,7 +41,7 @@ RUN_FLAGS := $(if $(TOPOLOGY),--topology $(TOPOLOGY)) $(if $(JOBS),-j $(JOBS))
 # tests/help.rs).
 STAGES := $(shell sed -n 's/^ *name: "\([a-z-]*\)",$$/\1/p' crates/privynet/src/stage.rs)
 
-.PHONY: all build ort data pipeline pipeline-exhaustive pipeline-full smoke chaos fuzz status test lint \
+.PHONY: all build ort data pipeline pipeline-exhaustive pipeline-full final smoke chaos fuzz status test lint \
         test-services fmt bench clean distclean slurm-up slurm-down s3-up s3-down stage-names $(STAGES)
 
 all: build
@@ -70,6 +73,11 @@ pipeline-exhaustive: build data
 
 pipeline-full: build data
 	$(BIN)/privynet run pipelines/cifar10-squeezenet-full.yaml $(RUN_FLAGS)
+
+# The chosen topology's final training and deploy/ (what `make pipeline` ends with), after a
+# change to the `final` section or a new decision; every other node is checked and skipped.
+final: build data
+	$(BIN)/privynet run $(MANIFEST) --until deploy $(RUN_FLAGS)
 
 smoke: build data
 	$(BIN)/privynet run pipelines/smoke.yaml $(RUN_FLAGS)

@@ -1,8 +1,11 @@
-//! The pipeline ends with the choice deployed: `deploy/` holds local.onnx (the chosen
-//! topology's, byte for byte), cloud.onnx (its trained cloud network, exported) and the card;
-//! `privynet predict` runs the pair on the test split and gets the card's test accuracy
-//! exactly; a changed decision redeploys and an unchanged one skips; bad deploy folders are
-//! named.
+//! The pipeline ends with the choice trained for deployment and deployed: the final training
+//! (pipelines/smoke.yaml's `final`: twice the train split, early stopping) writes cloud.onnx
+//! to the cloud zone; `deploy/` holds local.onnx (the chosen topology's, byte for byte), that
+//! cloud.onnx and the card; `privynet predict` runs the pair on the test split and gets the
+//! card's test accuracy exactly; a changed decision trains and deploys the new choice, a
+//! return to the old one finds its final training done, and an unchanged one skips; bad
+//! deploy folders are named. `privynet predict` predicts the same on CIFAR-10's own test
+//! batch (read from data/) and with the halves run apart, joined by the features that cross.
 
 use std::path::Path;
 
@@ -83,7 +86,7 @@ fn the_pipeline_deploys_its_choice_and_predict_reproduces_the_card() {
     let o = run("privynet", &["run", m]);
     ok(&o);
     assert!(
-        stdout(&o).contains("deploying the choice"),
+        stdout(&o).contains("training the choice for deployment"),
         "{}",
         stdout(&o)
     );
@@ -93,6 +96,7 @@ fn the_pipeline_deploys_its_choice_and_predict_reproduces_the_card() {
     let chosen = decided(&out);
     let c = card(&deploy);
     assert_eq!(c["topology"], chosen.as_str());
+    final_training_is_deployed(&out, &chosen, &c);
     assert_eq!(
         std::fs::read(deploy.join("local.onnx")).unwrap(),
         std::fs::read(out.join(&chosen).join("local.onnx")).unwrap(),
@@ -114,6 +118,9 @@ fn the_pipeline_deploys_its_choice_and_predict_reproduces_the_card() {
         "predict's accuracy {correct}/{images} is not the card's {reported}"
     );
 
+    split_halves_equal_one_process(&out, &deploy, dir.path(), &predictions);
+    cifar_test_batch_predicts_as_images_parquet(&deploy, dir.path(), &predictions);
+
     // Nothing changed: nothing runs, the deployment included.
     let o = run("privynet", &["run", m]);
     ok(&o);
@@ -127,8 +134,167 @@ fn the_pipeline_deploys_its_choice_and_predict_reproduces_the_card() {
     let now = decided(&out);
     assert_ne!(now, chosen);
     assert_eq!(card(&deploy)["topology"], now.as_str(), "{}", stdout(&o));
+    let text = stdout(&o);
+    assert!(text.contains(&format!("final-train/{now}")), "{text}");
+    // Back to the first limits: the first choice's final training is still there (per
+    // topology), so only the deployment runs again.
+    let o = run("privynet", &["run", m]);
+    ok(&o);
+    let text = stdout(&o);
+    assert_eq!(card(&deploy)["topology"], chosen.as_str(), "{text}");
+    let ran: Vec<&str> = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("ran"))
+        .collect();
+    assert!(
+        !ran.is_empty() && ran.iter().all(|l| !l.contains("final-")),
+        "{text}"
+    );
 
     bad_deploy_folders_are_named(&out, &deploy, dir.path());
+}
+
+/// The card describes the final training (pipelines/smoke.yaml: 400 images, patience 1), next
+/// to the characterization's accuracy of the same topology, and deploy/cloud.onnx is the one
+/// the final training wrote to the cloud zone.
+fn final_training_is_deployed(out: &Path, chosen: &str, c: &serde_json::Value) {
+    let trained = &c["trained_on"];
+    assert_eq!(trained["final_training"], true, "{c}");
+    assert_eq!(trained["train_images"], 400, "{c}");
+    assert_eq!(trained["patience"], 1, "{c}");
+    let epochs = trained["epochs"].as_i64().unwrap();
+    assert!((1..=3).contains(&epochs), "{c}");
+    let characterized = c["accuracy"]["characterized_test"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&characterized), "{c}");
+    let final_dir = out.join("final").join(chosen);
+    assert_eq!(
+        std::fs::read(out.join("deploy/cloud.onnx")).unwrap(),
+        std::fs::read(final_dir.join("train/cloud.onnx")).unwrap(),
+        "deploy/cloud.onnx is not the final training's"
+    );
+    // The final features: the characterization's val and test images, twice the train split.
+    let b = read_all(&final_dir.join("features.parquet"), ArtifactKind::Features);
+    let mut per_split = std::collections::BTreeMap::new();
+    for batch in &b {
+        let split = col::<StringArray>(batch, "split");
+        for r in 0..batch.num_rows() {
+            *per_split.entry(split.value(r).to_string()).or_insert(0) += 1;
+        }
+    }
+    let expected = [("test", 100), ("train", 400), ("val", 100)];
+    assert_eq!(
+        per_split,
+        expected.map(|(k, v)| (k.to_string(), v)).into(),
+        "splits"
+    );
+    let md = std::fs::read_to_string(out.join("deploy/card.md")).unwrap();
+    assert!(md.contains("at the characterization's budget"), "{md}");
+}
+
+/// Each prediction by id: (split, label, class, probabilities).
+type Rows = std::collections::BTreeMap<i64, (String, i32, i32, Vec<f32>)>;
+
+fn by_id(path: &Path) -> Rows {
+    let mut rows = Rows::new();
+    for b in read_all(path, ArtifactKind::ImagePredictions) {
+        let ids = col::<arrow::array::Int64Array>(&b, "id");
+        let split = col::<StringArray>(&b, "split");
+        let (label, class) = (
+            col::<Int32Array>(&b, "label"),
+            col::<Int32Array>(&b, "class"),
+        );
+        let probs = col::<FixedSizeListArray>(&b, "probabilities");
+        for r in 0..b.num_rows() {
+            let p = probs.value(r);
+            let p = p.as_any().downcast_ref::<Float32Array>().unwrap();
+            let row = (split.value(r).to_string(), label.value(r), class.value(r));
+            rows.insert(ids.value(r), (row.0, row.1, row.2, p.values().to_vec()));
+        }
+    }
+    rows
+}
+
+/// The local half alone writes the features that cross (a features artifact of the card's
+/// shape); the cloud half alone, from a folder without local.onnx, predicts on them exactly
+/// what the one-process run predicted.
+fn split_halves_equal_one_process(out: &Path, deploy: &Path, tmp: &Path, one: &Path) {
+    let sent = tmp.join("sent.parquet");
+    let o = run(
+        "privynet",
+        &[
+            "predict",
+            "--deploy",
+            deploy.to_str().unwrap(),
+            "--images",
+            out.join("images.parquet").to_str().unwrap(),
+            "--split",
+            "test",
+            "--local-only",
+            "--features-out",
+            sent.to_str().unwrap(),
+        ],
+    );
+    ok(&o);
+    let features = read_all(&sent, ArtifactKind::Features);
+    let rows: usize = features.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, by_id(one).len());
+    let schema = privynet_core::io::read_schema(&sent).unwrap();
+    let shape = card(deploy)["local"]["features_shape"].to_string();
+    let shape = shape.trim_matches(|c| c == '[' || c == ']');
+    assert_eq!(schema.metadata()["privynet.feature_shape"], shape);
+    let cloud_side = tmp.join("cloud-side");
+    std::fs::create_dir_all(&cloud_side).unwrap();
+    for f in ["card.json", "cloud.onnx"] {
+        std::fs::copy(deploy.join(f), cloud_side.join(f)).unwrap();
+    }
+    let two = tmp.join("two.parquet");
+    let o = run(
+        "privynet-predict",
+        &[
+            "--deploy",
+            cloud_side.to_str().unwrap(),
+            "--features",
+            sent.to_str().unwrap(),
+            "-o",
+            two.to_str().unwrap(),
+        ],
+    );
+    ok(&o);
+    assert_eq!(
+        by_id(&two),
+        by_id(one),
+        "the halves apart predict otherwise"
+    );
+}
+
+/// CIFAR-10's test batch read from the data folder: every image labelled, ids as ingest gives
+/// them, and the test split's images predicted as from images.parquet.
+fn cifar_test_batch_predicts_as_images_parquet(deploy: &Path, tmp: &Path, one: &Path) {
+    let out = tmp.join("cifar-test.parquet");
+    let o = run(
+        "privynet-predict",
+        &[
+            "--deploy",
+            deploy.to_str().unwrap(),
+            "--images",
+            data("cifar-10").to_str().unwrap(),
+            "--split",
+            "test",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    );
+    ok(&o);
+    let text = stdout(&o);
+    assert!(
+        text.contains("10000 images") && text.contains("10000 with labels"),
+        "{text}"
+    );
+    let all = by_id(&out);
+    assert_eq!(all.len(), 10_000);
+    for (id, row) in by_id(one) {
+        assert_eq!(all.get(&id), Some(&row), "image {id}");
+    }
 }
 
 /// A deploy folder without its card, or with a cloud.onnx that is not a cloud network, is

@@ -301,6 +301,9 @@ fn killed_extract_leaves_no_final_file() {
             ms,
             "--set",
             "dataset.splits={train: 5000, attacker: 0, test: 1000}",
+            // The smoke manifest's final training takes 400 images, fewer than this train split.
+            "--set",
+            "final.train_images=all",
         ],
     ));
     let topo = dir.path().join("conv1-64");

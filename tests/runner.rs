@@ -16,7 +16,7 @@ fn smoke_pipeline_runs_then_skips_then_reruns_only_what_changed() {
     let first = run("privynet", &["run", ms]);
     ok(&first);
     let out = stdout(&first);
-    assert_eq!(lines_with(&out, "ran").len(), 21, "{out}");
+    assert_eq!(lines_with(&out, "ran").len(), 24, "{out}");
     let o = dir.path().join("out");
     for t in ["conv1-d8", "conv1-d64", "fire3-d8", "fire3-d128"] {
         assert!(o.join(t).join("features.parquet").is_file(), "{t}");
@@ -78,7 +78,7 @@ fn smoke_pipeline_runs_then_skips_then_reruns_only_what_changed() {
     let second = run("privynet", &["run", ms]);
     ok(&second);
     let out = stdout(&second);
-    assert_eq!(lines_with(&out, "skipped").len(), 21, "{out}");
+    assert_eq!(lines_with(&out, "skipped").len(), 24, "{out}");
     assert!(lines_with(&out, "ran").is_empty(), "{out}");
 
     // An output deleted by hand: only its node reruns (it writes the same bytes, so the
@@ -104,7 +104,7 @@ fn smoke_pipeline_runs_then_skips_then_reruns_only_what_changed() {
         &["run", ms, "--set", "extract.batch_size=32"],
     ));
     let ran = lines_with(&fourth, "ran");
-    assert_eq!(ran.len(), 15, "{fourth}");
+    assert_eq!(ran.len(), 17, "{fourth}");
     assert!(
         ran.iter()
             .all(|l| !l.contains("ingest") && !l.contains("slice/")),
@@ -114,11 +114,12 @@ fn smoke_pipeline_runs_then_skips_then_reruns_only_what_changed() {
         ran.iter()
             .filter(|l| l.contains("`extract.batch_size` changed"))
             .count(),
-        2,
+        3,
         "{fourth}"
     );
-    // Skipped: ingest, the four slices and the raw-image baseline.
-    assert_eq!(lines_with(&fourth, "skipped").len(), 6, "{fourth}");
+    // Skipped: ingest, the final training's images, the four slices and the raw-image
+    // baseline; the two wide extractions and the final one reran.
+    assert_eq!(lines_with(&fourth, "skipped").len(), 7, "{fourth}");
 
     // One stage alone, forced.
     let fifth = stdout(&run(
@@ -284,7 +285,7 @@ fn ctrl_c_leaves_a_valid_lock_file_and_the_next_run_resumes() {
         );
     }
     let third = stdout(&run("privynet", &["run", ms]));
-    assert_eq!(lines_with(&third, "skipped").len(), 21, "{third}");
+    assert_eq!(lines_with(&third, "skipped").len(), 24, "{third}");
 }
 
 #[test]

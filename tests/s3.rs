@@ -59,13 +59,14 @@ fn run_in(name: &str, args: &[&str], env: &[(String, String)], cache: &Path) -> 
 }
 
 /// The cloud zone's kinds: what may be in the bucket.
-const CLOUD_KINDS: [&str; 6] = [
+const CLOUD_KINDS: [&str; 7] = [
     "features",
     "topology",
     "train_metrics",
     "train_summary",
     "cloud_model",
     "cloud_config",
+    "cloud_network",
 ];
 
 #[test]
@@ -115,10 +116,13 @@ fn bucket_holds_only_cloud_artifacts(env: &[(String, String)], prefix: &str, loc
         assert!(CLOUD_KINDS.contains(&kind), "{} has kind {kind}", o.url);
     }
     // 2 cuts x (8 channels, all): 4 topologies, each with its topology and features; the 4
-    // trained ones (the sweep's points) with their 4 training outputs.
-    assert_eq!(objects.len(), 4 * 2 + 4 * 4, "{objects:#?}");
+    // trained ones (the sweep's points) with their 4 training outputs; the choice's final
+    // features and its final training's 4 outputs and cloud.onnx.
+    assert_eq!(objects.len(), 4 * 2 + 4 * 4 + 1 + 5, "{objects:#?}");
+    // deploy/cloud.onnx is the cloud half kept beside the local one: the bucket's own copy.
     let local_hashes: BTreeSet<String> = privynet_e2e::compare::walk(local, &[])
         .iter()
+        .filter(|f| f.as_path() != Path::new("deploy/cloud.onnx"))
         .map(|f| privynet_core::hash::hash_path(&local.join(f)).unwrap())
         .collect();
     for o in &objects {
@@ -374,19 +378,30 @@ fn under_slurm_the_cloud_stages_are_jobs_and_the_local_ones_run_here() {
             .collect()
     };
     let (ran, submitted) = (nodes("ran"), nodes("submitted"));
-    assert_eq!(ran.len(), 21, "{events}");
+    assert_eq!(ran.len(), 24, "{events}");
+    // The four topologies' trainings and the choice's final training.
     let trained: BTreeSet<String> = ran
         .iter()
-        .filter(|n| n.starts_with("train/"))
+        .filter(|n| n.starts_with("train/") || n.starts_with("final-train/"))
         .cloned()
         .collect();
-    assert_eq!(trained.len(), 4, "{events}");
+    assert_eq!(trained.len(), 5, "{events}");
     assert_eq!(submitted, trained, "only the cloud stages go to Slurm");
-    // The jobs wrote the training outputs to the bucket.
+    // The jobs wrote the training outputs to the bucket, the final training's cloud.onnx too.
     let store = Store::new(dir.path().join("list")).with_settings(env);
-    let summary = format!("{prefix}/fire3-d8/train/train_summary.arrow");
-    assert!(
-        store.stat(Path::new(&summary)).unwrap().is_some(),
-        "{summary}"
-    );
+    let chosen = trained
+        .iter()
+        .find_map(|n| n.strip_prefix("final-train/"))
+        .unwrap();
+    for file in [
+        "fire3-d8/train/train_summary.arrow".to_string(),
+        format!("final/{chosen}/train/cloud.onnx"),
+        format!("final/{chosen}/features.parquet"),
+    ] {
+        let object = format!("{prefix}/{file}");
+        assert!(
+            store.stat(Path::new(&object)).unwrap().is_some(),
+            "{object}"
+        );
+    }
 }

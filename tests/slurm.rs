@@ -44,7 +44,7 @@ fn the_dag_runs_as_slurm_jobs_with_the_outputs_of_a_local_run() {
     let events = std::fs::read_to_string(dir.path().join("out/events.jsonl")).unwrap();
     let kinds = |kind: &str| event_nodes(&dir.path().join("out"), kind);
     let (ran, submitted) = (kinds("ran"), kinds("submitted"));
-    assert_eq!(ran.len(), 21, "{events}");
+    assert_eq!(ran.len(), 24, "{events}");
     for node in &ran {
         assert!(submitted.contains(node), "{node} ran without a Slurm job");
     }

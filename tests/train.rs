@@ -19,6 +19,9 @@ fn training_on_real_fire3_features_beats_chance() {
             ms,
             "--set",
             sizes,
+            // The smoke manifest's final training takes 400 images, fewer than this train split.
+            "--set",
+            "final.train_images=all",
             "--set",
             "sweep.cuts=[fire3]",
             "--set",
@@ -36,6 +39,9 @@ fn training_on_real_fire3_features_beats_chance() {
             ms,
             "--set",
             sizes,
+            // The smoke manifest's final training takes 400 images, fewer than this train split.
+            "--set",
+            "final.train_images=all",
             "--set",
             "train.epochs=3",
             "--set",

@@ -2,13 +2,15 @@
 //! Runtime's own throughput and its peak memory (`extract`), the train and attack stages end to
 //! end (`training`), both on a fresh ingestion (`stages`), the training-step throughput of the
 //! cloud network and the IRN against PyTorch (`steps`) and the optimisation attack's settings
-//! (`inversion`); `process` runs and measures the stage binaries.
+//! (`inversion`), `privynet predict` against ONNX Runtime's own throughput (`predict`);
+//! `process` runs and measures the stage binaries.
 //!
 //! Each figure measures and prints in one function; the binary only picks the figures. Errors
 //! are `anyhow`'s, as in a binary: nothing recovers from a failed measurement, it is reported.
 
 pub mod extract;
 pub mod inversion;
+pub mod predict;
 pub mod process;
 pub mod stages;
 pub mod steps;

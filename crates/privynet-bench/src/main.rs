@@ -2,7 +2,8 @@
 //! same batches (the ceiling), and the extract stage's peak memory for 10,000 and 60,000 images;
 //! the training-step throughput of the cloud network and the attacker's IRN against the same
 //! networks in PyTorch (`steps`); the train and attack stages end to end; and the optimisation
-//! attack's settings on a finished run (`inversion`).
+//! attack's settings on a finished run (`inversion`); `privynet predict` on a finished run's
+//! deployed pair against ONNX Runtime alone (`predict`).
 //! Prints tables; run it with `make bench` after `make build data`. The figures are the
 //! library's; this picks them.
 
@@ -14,19 +15,21 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::{Result, bail};
 
-use privynet_bench::{inversion, stages, steps};
+use privynet_bench::{inversion, predict, stages, steps};
 use privynet_e2e::root;
 
 fn main() -> Result<()> {
     // `privynet-bench [extract|nn|all|steps [FILTER]|variants]`: one part, or extract and nn
     // (the default). `steps` is nn's in-process table alone (FILTER: the networks whose name
     // contains it), `variants` the IRN variants behind the training-speed proposals,
-    // `inversion [RUN_DIR]` the optimisation attack's settings on a finished run's topologies.
+    // `inversion [RUN_DIR]` the optimisation attack's settings on a finished run's topologies,
+    // `predict [RUN_DIR]` the deployed pair's throughput against ONNX Runtime alone.
     let part = std::env::args().nth(1).unwrap_or_else(|| "all".into());
     match part.as_str() {
         "steps" => steps::run(&root(), std::env::args().nth(2).as_deref()),
         "variants" => steps::variants(&root()),
         "inversion" => inversion::run(&root(), std::env::args().nth(2).as_deref()),
+        "predict" => predict::run(&root(), std::env::args().nth(2).as_deref()),
         "extract" | "nn" | "all" => {
             if part != "extract" {
                 steps::run(&root(), None)?;
@@ -34,7 +37,9 @@ fn main() -> Result<()> {
             stages::run(&root(), part != "nn", part != "extract")
         }
         _ => {
-            bail!("unknown part `{part}`: expected extract, nn, all, steps, variants or inversion")
+            bail!(
+                "unknown part `{part}`: expected extract, nn, all, steps, variants, inversion or predict"
+            )
         }
     }
 }

@@ -52,6 +52,10 @@ pub struct Accuracy {
     pub test_lo: f64,
     pub test_hi: f64,
     pub test_images: i64,
+    /// The same topology's test accuracy at the characterization's budget, when the deployed
+    /// network is the final training's (`final:`); what the extra images and epochs bought.
+    #[serde(default)]
+    pub characterized_test: Option<f64>,
 }
 
 /// The worst attack measured on this topology (the highest PSNR over attack modes and
@@ -101,7 +105,32 @@ pub struct TrainedOn {
     pub dataset: String,
     pub train_images: i64,
     pub val_images: i64,
+    /// Epochs trained.
     pub epochs: i64,
+    /// The final training's (`final:`, early stopping on val with `patience`, the best epoch
+    /// kept) rather than the characterization's.
+    #[serde(default)]
+    pub final_training: bool,
+    #[serde(default)]
+    pub patience: Option<i64>,
+}
+
+impl TrainedOn {
+    /// How the cloud network was trained, for the card's table.
+    fn describe(&self) -> String {
+        let how = match (self.final_training, self.patience) {
+            (true, Some(p)) => format!(
+                "; the final training: to stop once val accuracy had not improved for {p} epoch{}, the best epoch kept",
+                if p == 1 { "" } else { "s" }
+            ),
+            (true, None) => "; the final training".into(),
+            (false, _) => "; the characterization's training".into(),
+        };
+        format!(
+            "{} images of {}, {} epochs{how}",
+            self.train_images, self.dataset, self.epochs
+        )
+    }
 }
 
 /// The Wilson score interval (95%) of a proportion `p` observed over `n` trials: unlike the
@@ -151,7 +180,8 @@ impl Card {
              | local weight bytes | {wb} |\n\
              | features per image | {bytes} bytes, shape {shape:?} |\n\
              | limits chosen under | {limits} |\n\
-             | trained on | {train} images of {dataset}, {epochs} epochs |\n\n\
+             {budget}\
+             | trained on | {trained} |\n\n\
              Files: `{lf}` blake3 `{lh}`; `{cf}` blake3 `{ch}` (input `{ci}`, output `{co}`, \
              {classes} classes). Preprocessing from RGB pixels: `{pre}` at {size}x{size}.\n\n\
              The privacy figures are the strongest reconstruction attacks this toolkit ran \
@@ -180,9 +210,14 @@ impl Card {
             wb = self.weight_bytes,
             shape = self.local.features_shape,
             limits = self.limits,
-            train = self.trained_on.train_images,
-            dataset = self.trained_on.dataset,
-            epochs = self.trained_on.epochs,
+            budget = a
+                .characterized_test
+                .filter(|_| self.trained_on.final_training)
+                .map_or(String::new(), |t| format!(
+                    "| test accuracy at the characterization's budget | {} |\n",
+                    pct(t)
+                )),
+            trained = self.trained_on.describe(),
             lh = self.local.blake3,
             ch = self.cloud.blake3,
             ci = self.cloud.input,

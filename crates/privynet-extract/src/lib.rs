@@ -2,7 +2,7 @@
 //! exact preprocessing, the streaming image-to-features loop, and deriving narrower channel
 //! counts from a wider extraction, and the stage from its flags (`stage`); and the Fisher
 //! scoring of channels the slice binary (which lives here for that reason) uses for
-//! `fisher-random`.
+//! `fisher-random`; and the deployed pair run on images or on sent features (`predict`).
 
 pub mod derive;
 pub mod extract;
@@ -30,6 +30,36 @@ pub enum ExtractError {
     Model { path: PathBuf, message: String },
     #[error("{path}: {message}")]
     Input { path: PathBuf, message: String },
+    /// A deploy folder without a file the half being run needs.
+    #[error(
+        "{}: the deploy folder has no {file}, which {half} needs (the deploy stage writes card.json, local.onnx and cloud.onnx)",
+        dir.display()
+    )]
+    DeployFile {
+        dir: PathBuf,
+        file: String,
+        half: &'static str,
+    },
+    /// Features of one shape where cloud.onnx takes another: both shapes named (C x H x W,
+    /// `?` for a dimension a model leaves open).
+    #[error(
+        "{} {verb} features of shape {found} (C x H x W), but {} takes {expected}",
+        from.display(),
+        cloud.display()
+    )]
+    Shape {
+        from: PathBuf,
+        verb: &'static str,
+        found: String,
+        cloud: PathBuf,
+        expected: String,
+    },
+    /// `--images` that is none of the forms `privynet-predict` reads.
+    #[error(
+        "{}: {found}; expected images.parquet (from privynet-ingest), a folder of PNG or JPEG images (flat, or one subfolder per class), or CIFAR-10 binaries (data_batch_N.bin or test_batch.bin, plain or .gz, or a folder holding them)",
+        path.display()
+    )]
+    ImagesForm { path: PathBuf, found: String },
     /// A setting the flags and the manifest leave missing or invalid; the message names the
     /// flag or key.
     #[error("{0}")]
@@ -44,6 +74,9 @@ pub enum ExtractError {
     },
     #[error(transparent)]
     Core(#[from] privynet_core::CoreError),
+    /// The ingest stage's readers, which `privynet-predict` reads folders and CIFAR-10 with.
+    #[error(transparent)]
+    Ingest(#[from] privynet_ingest::IngestError),
 }
 
 impl<T> From<ort::Error<T>> for ExtractError {

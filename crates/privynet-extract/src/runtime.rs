@@ -66,6 +66,15 @@ fn environment() -> Result<&'static ort::environment::Environment, ExtractError>
     .map_err(|e| ExtractError::Ort(e.clone()))
 }
 
+/// An input's or output's declared dimensions; ONNX Runtime says -1 for an open one.
+fn dims(outlet: &ort::value::Outlet) -> Vec<Option<usize>> {
+    outlet
+        .dtype()
+        .tensor_shape()
+        .map(|s| s.iter().map(|&d| usize::try_from(d).ok()).collect())
+        .unwrap_or_default()
+}
+
 /// One ONNX Runtime session over a model with a single image input and a named output.
 pub struct Runner {
     session: Session,
@@ -150,6 +159,22 @@ impl Runner {
             session,
             output: output.to_string(),
         })
+    }
+
+    /// The declared shape of the model's input (`None` for a dimension it leaves open, such
+    /// as the batch).
+    pub fn input_dims(&self) -> Vec<Option<usize>> {
+        self.session.inputs().first().map(dims).unwrap_or_default()
+    }
+
+    /// The declared shape of the output this runner returns.
+    pub fn output_dims(&self) -> Vec<Option<usize>> {
+        let outputs = self.session.outputs();
+        outputs
+            .iter()
+            .find(|o| o.name() == self.output)
+            .map(dims)
+            .unwrap_or_default()
     }
 
     /// Runs a batch and returns every output of the model by name (for checks against the

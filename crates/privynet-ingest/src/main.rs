@@ -39,9 +39,13 @@ struct Args {
     /// Seed for the split draw.
     #[arg(long)]
     seed: Option<u64>,
-    /// Output file (default: <out_dir>/images.parquet).
+    /// Output file (default: <out_dir>/images.parquet, with --final <out_dir>/final/images.parquet).
     #[arg(long, short)]
     output: Option<PathBuf>,
+    /// The final training's images: the train split grown to the manifest's
+    /// `final.train_images` from what the other splits leave; val and test as they are.
+    #[arg(long = "final")]
+    final_images: bool,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -69,6 +73,7 @@ fn run(args: Args) -> Result<()> {
         resize: args.resize,
         seed: args.seed,
         output: args.output,
+        final_images: args.final_images,
     };
     let req = Request::resolve(&flags, manifest.as_ref(), args.manifest.label())?;
     stage::run(&req)?;

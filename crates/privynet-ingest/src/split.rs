@@ -5,7 +5,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-use privynet_core::manifest::SplitSizes;
+use privynet_core::manifest::{ImageCount, SplitSizes};
 
 use crate::{Dataset, IngestError, Record};
 
@@ -86,6 +86,70 @@ fn draw(pool: Vec<Record>, classes: usize, sizes: &[usize], seed: u64) -> Vec<Ve
 /// images, like `train` and `attacker`, and is drawn after them: adding a validation split
 /// leaves the train and attacker images of a seed as they were.
 pub fn split(data: Dataset, sizes: SplitSizes, seed: u64) -> Result<Splits, IngestError> {
+    let mut s = draw_splits(data, sizes, seed, &|_| Ok(0))?;
+    s.pop();
+    Ok(s.into_splits())
+}
+
+/// The images of the final training (`final.train_images`): the train split of [`split`]
+/// grown to `train_images` (or by everything left) with images drawn from what the other
+/// splits leave, and its val and test splits as they are; no attacker split.
+pub fn split_final(
+    data: Dataset,
+    sizes: SplitSizes,
+    seed: u64,
+    train_images: ImageCount,
+) -> Result<Splits, IngestError> {
+    let extra = |left: usize| match train_images {
+        ImageCount::All(_) => Ok(left),
+        ImageCount::Count(n) if n < sizes.train => Err(IngestError::Split(format!(
+            "`final.train_images` = {n} is fewer than the train split's {} images",
+            sizes.train
+        ))),
+        ImageCount::Count(n) if n - sizes.train > left => Err(IngestError::Split(format!(
+            "`final.train_images` = {n} needs {} images beyond the train split, but the splits leave {left} of the training set (`all` takes them all)",
+            n - sizes.train
+        ))),
+        ImageCount::Count(n) => Ok(n - sizes.train),
+    };
+    let mut drawn = draw_splits(data, sizes, seed, &extra)?;
+    let extra = drawn.pop().expect("the extra images were drawn");
+    let mut s = drawn.into_splits();
+    s.train.extend(extra);
+    s.train.sort_by_key(|r| r.id);
+    s.attacker.clear();
+    Ok(s)
+}
+
+/// The four splits in order train, val, attacker, test, then the extra training images.
+struct Drawn(Vec<Vec<Record>>);
+
+impl Drawn {
+    fn pop(&mut self) -> Option<Vec<Record>> {
+        self.0.pop()
+    }
+
+    fn into_splits(self) -> Splits {
+        let [train, val, attacker, test]: [Vec<Record>; 4] =
+            self.0.try_into().expect("four splits were drawn");
+        Splits {
+            train,
+            val,
+            attacker,
+            test,
+        }
+    }
+}
+
+/// Draws the four splits and, last, `extra(left)` more training images from the `left` that
+/// the splits leave of the training set. Each split draws from what the earlier ones left, so
+/// the extra images never change the four splits of a seed.
+fn draw_splits(
+    data: Dataset,
+    sizes: SplitSizes,
+    seed: u64,
+    extra: &dyn Fn(usize) -> Result<usize, IngestError>,
+) -> Result<Drawn, IngestError> {
     let classes = data.class_names.len();
     let have = data.train_pool.len();
     match data.test_pool {
@@ -104,22 +168,15 @@ pub fn split(data: Dataset, sizes: SplitSizes, seed: u64) -> Result<Splits, Inge
                     test_pool.len()
                 )));
             }
-            let mut a = draw(
-                data.train_pool,
-                classes,
-                &[sizes.attacker, sizes.train, sizes.val],
-                seed,
-            );
+            let more = extra(have - want)?;
+            let order = [sizes.attacker, sizes.train, sizes.val, more];
+            let [attacker, train, val, more]: [Vec<Record>; 4] =
+                draw(data.train_pool, classes, &order, seed)
+                    .try_into()
+                    .expect("four sets were drawn");
             let mut t = draw(test_pool, classes, &[sizes.test], seed.wrapping_add(1));
-            let val = a.pop().expect("three splits were drawn");
-            let train = a.pop().expect("three splits were drawn");
-            let attacker = a.pop().expect("three splits were drawn");
-            Ok(Splits {
-                train,
-                val,
-                attacker,
-                test: t.pop().expect("one split was drawn"),
-            })
+            let test = t.pop().expect("one split was drawn");
+            Ok(Drawn(vec![train, val, attacker, test, more]))
         }
         None => {
             let want = sizes.train + sizes.val + sizes.attacker + sizes.test;
@@ -129,22 +186,13 @@ pub fn split(data: Dataset, sizes: SplitSizes, seed: u64) -> Result<Splits, Inge
                     sizes.train, sizes.val, sizes.attacker, sizes.test
                 )));
             }
-            let mut s = draw(
-                data.train_pool,
-                classes,
-                &[sizes.test, sizes.attacker, sizes.train, sizes.val],
-                seed,
-            );
-            let val = s.pop().expect("four splits were drawn");
-            let train = s.pop().expect("four splits were drawn");
-            let attacker = s.pop().expect("four splits were drawn");
-            let test = s.pop().expect("four splits were drawn");
-            Ok(Splits {
-                train,
-                val,
-                attacker,
-                test,
-            })
+            let more = extra(have - want)?;
+            let order = [sizes.test, sizes.attacker, sizes.train, sizes.val, more];
+            let [test, attacker, train, val, more]: [Vec<Record>; 5] =
+                draw(data.train_pool, classes, &order, seed)
+                    .try_into()
+                    .expect("five sets were drawn");
+            Ok(Drawn(vec![train, val, attacker, test, more]))
         }
     }
 }
@@ -222,6 +270,57 @@ mod tests {
         // Too many: the message counts the validation images too.
         let e = split(data(true), sizes(251), 9).unwrap_err().to_string();
         assert!(e.contains("val 251") && e.contains("= 401"), "{e}");
+    }
+
+    #[test]
+    fn the_final_train_split_grows_from_what_the_others_leave() {
+        let sizes = SplitSizes {
+            train: 100,
+            val: 30,
+            attacker: 50,
+            test: 40,
+        };
+        let data = |test_pool: bool| Dataset {
+            class_names: (0..5).map(|c| c.to_string()).collect(),
+            height: 1,
+            width: 1,
+            train_pool: pool(0..400),
+            test_pool: test_pool.then(|| pool(1000..1100)),
+        };
+        for separate_test in [true, false] {
+            let s = split(data(separate_test), sizes, 9).unwrap();
+            let f = split_final(data(separate_test), sizes, 9, ImageCount::Count(150)).unwrap();
+            // The characterization's train split is inside the final one; val and test are
+            // the same images; the attacker pool is not used.
+            assert_eq!(f.train.len(), 150);
+            assert!(ids(&s.train).is_subset(&ids(&f.train)));
+            assert_eq!((ids(&f.val), ids(&f.test)), (ids(&s.val), ids(&s.test)));
+            assert!(f.attacker.is_empty());
+            let ft = ids(&f.train);
+            assert!(ft.is_disjoint(&ids(&s.attacker)) && ft.is_disjoint(&ids(&s.val)));
+            assert!(ft.is_disjoint(&ids(&s.test)));
+            // `all` takes every image the four splits leave.
+            let all = split_final(
+                data(separate_test),
+                sizes,
+                9,
+                ImageCount::All(privynet_core::manifest::AllKeyword::All),
+            )
+            .unwrap();
+            let used = if separate_test { 180 } else { 220 };
+            assert_eq!(all.train.len(), 100 + 400 - used);
+        }
+        let e = split_final(data(true), sizes, 9, ImageCount::Count(400)).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("needs 300 images beyond the train split, but the splits leave 220"),
+            "{e}"
+        );
+        let e = split_final(data(true), sizes, 9, ImageCount::Count(99)).unwrap_err();
+        assert!(
+            e.to_string().contains("fewer than the train split's 100"),
+            "{e}"
+        );
     }
 
     #[test]

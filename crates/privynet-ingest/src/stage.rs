@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use privynet_core::Provenance;
-use privynet_core::manifest::{DatasetFormat, Manifest, SplitSizes};
+use privynet_core::manifest::{DatasetFormat, ImageCount, Manifest, SplitSizes};
 
 use crate::{IngestError, cifar, folder, split, write};
 
@@ -21,6 +21,8 @@ pub struct Flags {
     pub resize: Option<[u32; 2]>,
     pub seed: Option<u64>,
     pub output: Option<PathBuf>,
+    /// Write the final training's images (`final.train_images`) instead of the splits.
+    pub final_images: bool,
 }
 
 /// One ingestion, every value resolved from the flags and the manifest.
@@ -34,6 +36,8 @@ pub struct Request {
     pub seed: u64,
     /// The images.parquet to write.
     pub output: PathBuf,
+    /// For the final training: the train split grown to this many images, no attacker split.
+    pub final_train_images: Option<ImageCount>,
     /// The manifest's name for provenance (`-` when run from flags).
     pub manifest_label: String,
 }
@@ -85,8 +89,22 @@ impl Request {
             IngestError::Usage(format!("invalid split sizes (manifest and flags): {m}"))
         })?;
         let seed = privynet_core::manifest::seed_of(flags.seed, manifest);
-        let output = privynet_core::manifest::images_of(flags.output.as_deref(), manifest)
-            .ok_or_else(|| usage("no output: pass --output or --manifest"))?;
+        let final_train_images = if flags.final_images {
+            let f = manifest
+                .and_then(|m| m.final_training.as_ref())
+                .ok_or_else(|| {
+                    usage("--final needs a manifest with a `final` section (final.train_images)")
+                })?;
+            Some(f.train_images)
+        } else {
+            None
+        };
+        let output = match (&flags.output, final_train_images) {
+            (Some(o), _) => Some(o.clone()),
+            (None, Some(_)) => manifest.map(|m| m.out_dir().join("final/images.parquet")),
+            (None, None) => privynet_core::manifest::images_of(None, manifest),
+        }
+        .ok_or_else(|| usage("no output: pass --output or --manifest"))?;
         Ok(Self {
             format,
             path,
@@ -94,6 +112,7 @@ impl Request {
             sizes,
             seed,
             output,
+            final_train_images,
             manifest_label,
         })
     }
@@ -107,6 +126,9 @@ struct Params<'a> {
     splits: SplitSizes,
     resize: Option<[u32; 2]>,
     seed: u64,
+    /// Only for the final training's images, so the splits' provenance is as it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    final_train_images: Option<String>,
 }
 
 /// Reads the dataset, draws the splits and writes `req.output`; returns the images per split
@@ -128,8 +150,11 @@ pub fn run(req: &Request) -> Result<[usize; 4], IngestError> {
     .map_err(step("reading the dataset at", path))?;
     let (classes, h, w) = (data.class_names.clone(), data.height, data.width);
     let read_s = start.elapsed().as_secs_f64();
-    let splits =
-        split::split(data, req.sizes, req.seed).map_err(step("drawing splits from", path))?;
+    let splits = match req.final_train_images {
+        None => split::split(data, req.sizes, req.seed),
+        Some(n) => split::split_final(data, req.sizes, req.seed, n),
+    }
+    .map_err(step("drawing splits from", path))?;
 
     let mut prov = Provenance::new("ingest", &req.manifest_label).with_params(&Params {
         format: match req.format {
@@ -140,6 +165,7 @@ pub fn run(req: &Request) -> Result<[usize; 4], IngestError> {
         splits: req.sizes,
         resize: req.resize,
         seed: req.seed,
+        final_train_images: req.final_train_images.map(|n| n.to_string()),
     });
     prov.add_input(path)
         .map_err(|e| step("hashing", path)(e.into()))?;
@@ -222,6 +248,7 @@ mod tests {
             },
             seed: 0,
             output: "images.parquet".into(),
+            final_train_images: None,
             manifest_label: "-".into(),
         };
         let e = run(&req).unwrap_err().to_string();

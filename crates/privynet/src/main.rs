@@ -63,8 +63,9 @@ enum Cmd {
         rows: usize,
     },
     /// Classify images with a deployed pair: `privynet-predict` with these arguments (see
-    /// `privynet predict --help`), e.g. `--deploy runs/NAME/deploy --images
-    /// runs/NAME/images.parquet --split test -o predictions.parquet`.
+    /// `privynet predict --help`), e.g. `--deploy runs/NAME/deploy --images data/cifar-10
+    /// --split test -o predictions.parquet` (images.parquet, an image folder or CIFAR-10
+    /// binaries; `--local-only --features-out F`, then `--features F`, runs the halves apart).
     #[command(disable_help_flag = true)]
     Predict {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

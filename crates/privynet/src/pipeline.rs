@@ -12,7 +12,7 @@ use privynet_core::Manifest;
 use privynet_core::manifest::{ExecutorKind, ExecutorSpec};
 
 use crate::RunError;
-use crate::dag::{self, Dag, Stage};
+use crate::dag::{self, Dag, Node, Stage};
 use crate::exec::{self, Decision, Outcome, RunOptions};
 use crate::hold::RunFolder;
 use crate::lock::LockFile;
@@ -287,7 +287,7 @@ fn next_pass(dag: &Dag, request: &RunRequest) -> Result<Option<Dag>, RunError> {
         .collect();
     // A node is new, or reads other files than it was planned with (the deployment, after
     // the optimizer changed its choice).
-    let new: Vec<&str> = next
+    let new: Vec<&Node> = next
         .nodes
         .iter()
         .filter(|n| {
@@ -297,17 +297,22 @@ fn next_pass(dag: &Dag, request: &RunRequest) -> Result<Option<Dag>, RunError> {
                     .eq(n.inputs.iter().map(|i| i.path.as_path()))
             })
         })
-        .map(|n| n.id.as_str())
         .collect();
     if new.is_empty() {
         return Ok(None);
     }
-    if new.iter().all(|id| *id == Stage::Deploy.name()) {
-        println!("deploying the choice");
+    let after_decision = [Stage::FinalExtract, Stage::FinalTrain, Stage::Deploy];
+    if new.iter().all(|n| after_decision.contains(&n.stage)) {
+        if new.iter().any(|n| n.stage != Stage::Deploy) {
+            println!("training the choice for deployment");
+        } else {
+            println!("deploying the choice");
+        }
     } else {
+        let ids: Vec<&str> = new.iter().map(|n| n.id.as_str()).collect();
         println!(
             "the optimizer chose a topology that was not sampled: evaluating it ({})",
-            new.join(", ")
+            ids.join(", ")
         );
     }
     Ok(Some(next))

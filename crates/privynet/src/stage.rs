@@ -19,6 +19,12 @@ pub enum Stage {
     Attack,
     Characterize,
     Optimize,
+    /// The images of the final training (`final:`): the train split grown, val and test kept.
+    FinalIngest,
+    /// The chosen topology's features of those images.
+    FinalExtract,
+    /// The chosen topology's cloud network trained on them, to convergence on val.
+    FinalTrain,
     /// The choice as the two ONNX halves a user runs, with its deployment card.
     Deploy,
 }
@@ -106,8 +112,18 @@ const TRAIN_OUTPUTS: &[Port] = &[
     Port::file("train_summary.arrow", Some(K::TrainSummary)),
 ];
 
+/// What the final training writes: the training's files and the cloud network as ONNX, which
+/// goes where the cloud zone is (a bucket too) and is what deploy ships.
+const FINAL_TRAIN_OUTPUTS: &[Port] = &[
+    Port::file("cloud_model.bpk", None),
+    Port::file("cloud_config.json", None),
+    Port::file("train_metrics.arrow", Some(K::TrainMetrics)),
+    Port::file("train_summary.arrow", Some(K::TrainSummary)),
+    Port::file("cloud.onnx", None),
+];
+
 /// Every stage, in pipeline order.
-pub static DECLARATIONS: [Declaration; 9] = [
+pub static DECLARATIONS: [Declaration; 12] = [
     Declaration {
         stage: Stage::Ingest,
         name: "ingest",
@@ -250,6 +266,44 @@ pub static DECLARATIONS: [Declaration; 9] = [
         stale_on: &["optimize", "sweep"],
     },
     Declaration {
+        stage: Stage::FinalIngest,
+        name: "final-ingest",
+        binary: "privynet-ingest",
+        zone: Zone::Local,
+        start_rank: 0,
+        inputs: &[Port::manifest("dataset.path")],
+        outputs: &[Port::file("images.parquet", Some(K::Images))],
+        stale_on: &["dataset", "seed", "final.train_images"],
+    },
+    Declaration {
+        stage: Stage::FinalExtract,
+        name: "final-extract",
+        binary: "privynet-extract",
+        zone: Zone::Local,
+        start_rank: 0,
+        // Planned once the decision names a measured topology: its local network.
+        inputs: &[
+            Port::flag("images", Some(K::Images)),
+            Port::flag("model", None),
+            Port::flag("topology", Some(K::Topology)),
+        ],
+        outputs: &[Port::file("features.parquet", Some(K::Features))],
+        stale_on: &["model.preprocess", "model.input_size", "extract"],
+    },
+    Declaration {
+        stage: Stage::FinalTrain,
+        name: "final-train",
+        binary: "privynet-train",
+        zone: Zone::Cloud,
+        start_rank: 3,
+        inputs: &[
+            Port::flag("features", Some(K::Features)),
+            Port::flag("topology", Some(K::Topology)),
+        ],
+        outputs: FINAL_TRAIN_OUTPUTS,
+        stale_on: &["train", "final", "seed"],
+    },
+    Declaration {
         stage: Stage::Deploy,
         name: "deploy",
         binary: "privynet-deploy",
@@ -258,7 +312,8 @@ pub static DECLARATIONS: [Declaration; 9] = [
         start_rank: 4,
         // Planned once the decision names a topology that was trained and attacked; the
         // binary reads the choice from the decision and finds its files under `--run-dir`
-        // and `--cloud-dir`, so an optimizer that reruns in the same pass is followed.
+        // and `--cloud-dir`, so an optimizer that reruns in the same pass is followed. With
+        // a `final` section the training's files are the final training's (`--final-dir`).
         inputs: &[
             Port::flag("decision", Some(K::Decision)),
             Port::flag("characterization", Some(K::Characterization)),

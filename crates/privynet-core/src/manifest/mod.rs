@@ -11,12 +11,14 @@ use crate::{CoreError, Result};
 
 mod args;
 mod executor;
+mod final_training;
 mod grid;
 mod overrides;
 mod validate;
 
 pub use args::ManifestArgs;
 pub use executor::{ExecutorKind, ExecutorSpec, SlurmResources, SlurmSpec};
+pub use final_training::{FinalParams, ImageCount};
 pub use grid::{grid_channels, sample_channels};
 pub use overrides::apply_override;
 pub use validate::{MAX_INPUT_SIZE, SPLITS, check_input_size};
@@ -48,6 +50,10 @@ pub struct Manifest {
     pub attack: AttackParams,
     #[serde(default)]
     pub optimize: OptimizeParams,
+    /// The chosen topology's final training, before it is deployed (`final:`); without it the
+    /// characterization's cloud network is deployed.
+    #[serde(default, rename = "final", skip_serializing_if = "Option::is_none")]
+    pub final_training: Option<FinalParams>,
     /// Where the runner runs the nodes (this machine or Slurm); not part of any cache key.
     #[serde(default)]
     pub executor: ExecutorSpec,
@@ -418,6 +424,10 @@ pub struct TrainParams {
     /// Random horizontal flips of the feature maps.
     #[serde(default = "default_true")]
     pub flip: bool,
+    /// Stop when val accuracy has not improved for this many epochs and keep the best epoch's
+    /// network (the final training sets it); without it every epoch runs and the last is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patience: Option<usize>,
     /// Number of classes of the task.
     #[serde(default = "default_classes")]
     pub classes: usize,
@@ -464,6 +474,7 @@ impl Default for TrainParams {
             width: default_width(),
             depth: default_depth(),
             flip: true,
+            patience: None,
             classes: default_classes(),
         }
     }

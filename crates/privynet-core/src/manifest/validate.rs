@@ -83,6 +83,9 @@ impl TrainParams {
         check_count("train.batch_size", self.batch_size)?;
         check_count("train.width", self.width)?;
         check_count("train.depth", self.depth)?;
+        if let Some(p) = self.patience {
+            check_count("train.patience", p)?;
+        }
         if self.classes < 2 {
             return Err(format!(
                 "`train.classes` must be at least 2, got {}",
@@ -214,6 +217,9 @@ impl Manifest {
         self.extract.validate().map_err(bad)?;
         self.validate_storage().map_err(bad)?;
         self.validate_attack_sizes().map_err(bad)?;
+        if let Some(f) = &self.final_training {
+            f.validate(self).map_err(bad)?;
+        }
         Ok(())
     }
 

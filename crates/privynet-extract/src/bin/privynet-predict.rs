@@ -1,13 +1,15 @@
 //! `privynet-predict`: the deployed pair on images, as a deployment runs it: local.onnx on the
-//! user's side, cloud.onnx on the features. Writes predictions.parquet and prints the accuracy
-//! on the images whose class is known. A thin shell over `privynet_extract::predict`.
+//! user's side, cloud.onnx on the features. Reads images.parquet, an image folder or CIFAR-10
+//! binaries; runs both halves, or one (`--local-only` writes the features that cross,
+//! `--features` runs the cloud half on them). Writes predictions.parquet and prints the
+//! accuracy on the images whose class is known. A thin shell over `privynet_extract::predict`.
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Parser;
 
-use privynet_extract::predict::{PredictRun, predict};
+use privynet_extract::predict::{Input, PredictReport, PredictRun, predict};
 
 /// Classify images with a deployed pair (local.onnx, then cloud.onnx, as card.json says).
 #[derive(Debug, Parser)]
@@ -16,10 +18,27 @@ struct Args {
     /// The deploy folder: card.json, local.onnx, cloud.onnx (`deploy/` of a run).
     #[arg(long)]
     deploy: PathBuf,
-    /// images.parquet (from privynet-ingest).
+    /// The images: images.parquet (from privynet-ingest), a folder of PNG or JPEG images (one
+    /// subfolder per class, labelled by its index in sorted order, or flat, labels unknown),
+    /// or CIFAR-10 binaries (a folder of the official batch files, plain or .gz, or one file).
+    #[arg(
+        long,
+        required_unless_present = "features",
+        conflicts_with = "features"
+    )]
+    images: Option<PathBuf>,
+    /// Run only cloud.onnx, on the features a `--local-only` run wrote (the cloud's side: it
+    /// needs neither images nor local.onnx).
     #[arg(long)]
-    images: PathBuf,
-    /// Only these splits (e.g. `test`); all of the file's by default.
+    features: Option<PathBuf>,
+    /// Run only local.onnx and write the features the cloud would receive to --features-out.
+    #[arg(long, requires = "features_out")]
+    local_only: bool,
+    /// The features file a `--local-only` run writes (as features.parquet).
+    #[arg(long, requires = "local_only")]
+    features_out: Option<PathBuf>,
+    /// Only these splits (e.g. `test`); all of the input's by default. CIFAR-10 binaries hold
+    /// `train` (data_batch_1 to 5) and `test` (test_batch); a folder has none.
     #[arg(long, value_delimiter = ',')]
     split: Vec<String>,
     /// Images per batch.
@@ -28,9 +47,14 @@ struct Args {
     /// ONNX Runtime threads per half (default: the cores).
     #[arg(long)]
     threads: Option<usize>,
-    /// predictions.parquet to write.
-    #[arg(long, short)]
-    output: PathBuf,
+    /// predictions.parquet to write (not with --local-only).
+    #[arg(
+        long,
+        short,
+        required_unless_present = "local_only",
+        conflicts_with = "local_only"
+    )]
+    output: Option<PathBuf>,
 }
 
 fn main() {
@@ -38,24 +62,47 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<()> {
+    let input = match (args.images, args.features) {
+        (Some(images), _) => Input::Images(images),
+        (None, Some(features)) => Input::Features(features),
+        (None, None) => unreachable!("clap requires --images or --features"),
+    };
+    let output = match (args.local_only, args.features_out, args.output) {
+        (true, Some(f), _) => f,
+        (false, _, Some(o)) => o,
+        _ => unreachable!("clap requires --features-out or -o"),
+    };
     let request = PredictRun {
         deploy: args.deploy,
-        images: args.images,
+        input: input.clone(),
+        local_only: args.local_only,
         splits: args.split,
-        output: args.output.clone(),
+        output: output.clone(),
         batch_size: args.batch_size as usize,
         threads: args.threads,
     };
-    let report = predict(&request, "-")?;
-    println!(
-        "{} images in {:.1}s ({:.0} images/s); accuracy {:.4} ({} of {}) -> {}",
-        report.images,
-        report.seconds,
-        report.images as f64 / report.seconds.max(1e-9),
-        report.accuracy(),
-        report.correct,
-        report.images,
-        args.output.display()
-    );
+    let what = match &input {
+        Input::Images(p) | Input::Features(p) => p.display().to_string(),
+    };
+    let report = predict(&request, "-").with_context(|| format!("predicting on {what}"))?;
+    println!("{}", summary(&report, args.local_only, &output));
     Ok(())
+}
+
+/// The report line: images, speed, how many had labels, and the accuracy over those.
+fn summary(report: &PredictReport, local_only: bool, output: &std::path::Path) -> String {
+    let c = report.counts;
+    let head = format!(
+        "{} images in {:.1}s ({:.0} images/s), {} with labels",
+        c.images,
+        report.seconds,
+        c.images as f64 / report.seconds.max(1e-9),
+        c.labelled
+    );
+    let tail = match (local_only, report.accuracy()) {
+        (true, _) => "features as the cloud receives them".to_string(),
+        (false, Some(a)) => format!("accuracy {a:.4} ({} of {})", c.correct, c.labelled),
+        (false, None) => "no accuracy without labels".to_string(),
+    };
+    format!("{head}; {tail} -> {}", output.display())
 }

@@ -30,6 +30,16 @@ struct Args {
     /// topology's `<topology>/train/` (train_summary.arrow, cloud_model.bpk, cloud_config.json).
     #[arg(long)]
     cloud_dir: PathBuf,
+    /// Where the final trainings are (`final/` of the cloud zone): the choice's is
+    /// `<choice>/train/` (train_summary.arrow, cloud_model.bpk, cloud_config.json), deployed
+    /// instead of the characterization's; needs the manifest's `final` section.
+    #[arg(long)]
+    final_dir: Option<PathBuf>,
+    /// With --final-dir: when the choice's final training is not there yet (the decision
+    /// changed in this run), write nothing and say so: the runner's next pass trains it and
+    /// deploys it.
+    #[arg(long, requires = "final_dir")]
+    defer_missing: bool,
     /// Output folder: local.onnx, cloud.onnx, card.json, card.md.
     #[arg(long, short)]
     output: PathBuf,
@@ -47,7 +57,28 @@ fn deploy(args: Args) -> Result<()> {
     // The decision names the topology; its files are found under the two places.
     let (topology, _) = chosen(&args.decision)?;
     let store = Store::from_env();
-    let train_dir = args.cloud_dir.join(&topology).join("train");
+    let final_patience = match &args.final_dir {
+        Some(_) => Some(
+            m.final_training
+                .as_ref()
+                .context("--final-dir needs a manifest with a `final` section")?
+                .patience,
+        ),
+        None => None,
+    };
+    let train_dir = match &args.final_dir {
+        Some(root) => root.join(&topology).join("train"),
+        None => args.cloud_dir.join(&topology).join("train"),
+    };
+    let summary = train_dir.join("train_summary.arrow");
+    // `stat` answers for objects only; a local file is looked at directly.
+    let present = summary.is_file() || store.stat(&summary)?.is_some();
+    if args.defer_missing && !present {
+        println!(
+            "deferred: the decision now chooses {topology}, whose final training has not run yet; the runner's next pass trains and deploys it"
+        );
+        return Ok(());
+    }
     let cloud = |name: &str| store.fetch(&train_dir.join(name));
     let request = DeployRun {
         local_network: args.run_dir.join(&topology).join("local.onnx"),
@@ -56,6 +87,7 @@ fn deploy(args: Args) -> Result<()> {
         train_summary: cloud("train_summary.arrow")?,
         cloud_model: cloud("cloud_model.bpk")?,
         cloud_config: cloud("cloud_config.json")?,
+        final_patience,
         input_size: m.model.input_size,
         preprocess: m.model.preprocess.clone(),
         features_dtype: m.extract.dtype,

@@ -39,6 +39,10 @@ struct Args {
     /// Epochs (overrides `train.epochs`).
     #[arg(long)]
     epochs: Option<usize>,
+    /// The final training of the chosen topology: the manifest's `final` section (epochs at
+    /// most, patience on val, width, depth) over `train`'s settings.
+    #[arg(long = "final", conflicts_with = "baseline")]
+    final_training: bool,
     /// Seed (overrides the manifest's `seed`).
     #[arg(long)]
     seed: Option<u64>,
@@ -62,10 +66,17 @@ fn main() {
 
 fn run(args: Args) -> Result<()> {
     let manifest = args.manifest.load()?;
-    let mut params: TrainParams = manifest
-        .as_ref()
-        .map(|m| m.train.clone())
-        .unwrap_or_default();
+    let mut params: TrainParams = if args.final_training {
+        manifest
+            .as_ref()
+            .and_then(|m| m.final_train_params())
+            .context("--final needs --manifest with a `final` section")?
+    } else {
+        manifest
+            .as_ref()
+            .map(|m| m.train.clone())
+            .unwrap_or_default()
+    };
     if let Some(e) = args.epochs {
         params.epochs = e;
     }
@@ -77,7 +88,8 @@ fn run(args: Args) -> Result<()> {
     // into a staging folder (which also keeps `resume/` between a kill and the rerun) that
     // `publish` uploads once the run has finished.
     let store = Store::from_env();
-    let output = store.output_dir(&args.output, outputs(args.baseline.is_some())?)?;
+    let files = outputs(args.baseline.is_some(), args.final_training)?;
+    let output = store.output_dir(&args.output, files)?;
     let input = if args.baseline.is_some() {
         let images = privynet_core::manifest::images_of(args.images.as_deref(), manifest.as_ref())
             .context("--baseline raw needs --images images.parquet")?;
@@ -99,15 +111,20 @@ fn run(args: Args) -> Result<()> {
         stop_after_epoch: args.stop_after_epoch.map(|e| e as usize),
     };
     if train::run::run(&request)? == TrainOutcome::Finished {
+        if args.final_training {
+            // What deploy ships: written where the training ran, so it goes to the cloud zone.
+            train::export::write_from_dir(output.dir())?;
+        }
         output.publish()?;
         println!("{}", args.output.display());
     }
     Ok(())
 }
 
-/// The files a finished run writes. The raw baseline trained on the images themselves, so its
-/// outputs are LOCAL: it is refused at an object-store place.
-fn outputs(baseline: bool) -> Result<Vec<Artifact>> {
+/// The files a finished run writes (the final training adds cloud.onnx). The raw baseline
+/// trained on the images themselves, so its outputs are LOCAL: it is refused at an
+/// object-store place.
+fn outputs(baseline: bool, final_training: bool) -> Result<Vec<Artifact>> {
     let zone = if baseline { Zone::Local } else { Zone::Cloud };
     let tables = [
         ("train_metrics.arrow", ArtifactKind::TrainMetrics),
@@ -121,6 +138,9 @@ fn outputs(baseline: bool) -> Result<Vec<Artifact>> {
         let mut a = Artifact::table(file, kind)?;
         a.zone = zone;
         files.push(a);
+    }
+    if final_training {
+        files.push(Artifact::file("cloud.onnx", "cloud_network", zone));
     }
     Ok(files)
 }

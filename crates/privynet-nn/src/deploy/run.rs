@@ -25,6 +25,9 @@ pub struct DeployRun {
     pub train_summary: PathBuf,
     pub cloud_model: PathBuf,
     pub cloud_config: PathBuf,
+    /// The training files are the final training's (`final:`), which stopped with this
+    /// patience; `None`: the characterization's.
+    pub final_patience: Option<usize>,
     pub input_size: u32,
     pub preprocess: Preprocess,
     pub features_dtype: FeatureDtype,
@@ -137,6 +140,7 @@ fn trained(path: &Path, topology: &str) -> Result<(Accuracy, i64, i64, i64), NnE
         test_lo,
         test_hi,
         test_images,
+        characterized_test: None,
     };
     let epochs = column::<Int32Array>(&b, "epochs", path)?.value(0);
     let train = i64_at(&b, "train_samples", 0, path)?;
@@ -149,7 +153,10 @@ pub fn run(run: &DeployRun) -> Result<Card, NnError> {
     let (topology, limits) = chosen(&run.decision)?;
     let (row, r) = characterized(&run.characterization, &topology)?;
     let path = run.characterization.as_path();
-    let (accuracy, train_images, val_images, epochs) = trained(&run.train_summary, &topology)?;
+    let (mut accuracy, train_images, val_images, epochs) = trained(&run.train_summary, &topology)?;
+    if run.final_patience.is_some() {
+        accuracy.characterized_test = Some(f64_at(&row, "test_accuracy", r, path)?);
+    }
     std::fs::create_dir_all(&run.output).map_err(|e| NnError::save(&run.output, e))?;
     let device = burn::tensor::Device::flex();
     let (net, shape) = export::load_trained(&run.cloud_config, &run.cloud_model, &device)?;
@@ -192,6 +199,8 @@ pub fn run(run: &DeployRun) -> Result<Card, NnError> {
             train_images,
             val_images,
             epochs,
+            final_training: run.final_patience.is_some(),
+            patience: run.final_patience.map(|p| p as i64),
         },
         topology,
     };

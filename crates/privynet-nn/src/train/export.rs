@@ -199,6 +199,17 @@ pub fn write(net: &CloudNet, shape: [usize; 3], path: &Path) -> Result<(), NnErr
     Ok(())
 }
 
+/// Writes `dir/cloud.onnx` from the trained network in `dir` (its cloud_config.json and
+/// cloud_model.bpk, as the train stage leaves them); returns the file's path.
+pub fn write_from_dir(dir: &Path) -> Result<std::path::PathBuf, NnError> {
+    let device = Device::flex();
+    let config = dir.join("cloud_config.json");
+    let (net, shape) = load_trained(&config, &dir.join("cloud_model.bpk"), &device)?;
+    let path = dir.join("cloud.onnx");
+    write(&net, shape, &path)?;
+    Ok(path)
+}
+
 /// A trained network (`cloud_model.bpk`, built as its `cloud_config.json` says), and its
 /// input shape.
 pub fn load_trained(

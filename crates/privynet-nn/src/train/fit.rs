@@ -20,7 +20,7 @@ use rand_chacha::ChaCha8Rng;
 use privynet_core::manifest::{OptimizerKind, Schedule, TrainParams};
 
 use super::cloud::CloudNet;
-use super::report::{EpochMetrics, TrainReport};
+use super::report::{self, EpochMetrics, TrainReport};
 use super::resume;
 use crate::NnError;
 use crate::data::Split;
@@ -174,6 +174,10 @@ pub fn train(
         if checkpoints.stop_after.is_some_and(|k| epoch >= k) {
             break;
         }
+        // Also checked before the epoch, so a continued run stops where the first would have.
+        if report::patience_spent(&progress.epochs, params.patience) {
+            break;
+        }
         let on_batch = |rows: usize, loss: f32| {
             bar.inc(rows as u64);
             bar.set_message(format!(
@@ -195,13 +199,36 @@ pub fn train(
         on_epoch(progress.epochs.last().expect("just pushed"));
     }
     bar.finish_and_clear();
+    let early_stopped = report::patience_spent(&progress.epochs, params.patience);
+    let last = progress.epochs.len().saturating_sub(1);
+    let (model, kept) = match (params.patience, report::best_epoch(&progress.epochs)) {
+        (Some(_), Some(best)) if best != last => (load_best(model.valid(), checkpoints)?, best),
+        _ => (model.valid(), last),
+    };
     let report = TrainReport {
         samples_per_second: (progress.epochs.len() * train.len()) as f64
             / progress.train_seconds.max(1e-9),
         seconds: progress.seconds_before + start.elapsed().as_secs_f64(),
         epochs: progress.epochs,
+        kept,
+        early_stopped,
     };
-    Ok((model.valid(), report))
+    Ok((model, report))
+}
+
+/// Where the best epoch's network waits while a run with `train.patience` goes on: in the
+/// state folder, so that a killed run continued later still keeps it.
+fn best_path(checkpoints: &Checkpoints) -> PathBuf {
+    checkpoints.state.join("best.bpk")
+}
+
+/// The best epoch's network, saved by [`end_epoch`].
+fn load_best(model: CloudNet, checkpoints: &Checkpoints) -> Result<CloudNet, NnError> {
+    let path = best_path(checkpoints);
+    model.try_load_file(&path).map_err(|e| NnError::Data {
+        message: format!("the best epoch's network cannot be loaded: {e}"),
+        path,
+    })
 }
 
 /// The optimizer the settings ask for.
@@ -390,6 +417,13 @@ fn end_epoch(
         test_accuracy,
         seconds: epoch_start.elapsed().as_secs_f64(),
     });
+    // Saved before the state that counts this epoch: a run killed in between repeats the
+    // epoch, exactly, and saves the same network again.
+    if inputs.params.patience.is_some()
+        && report::best_epoch(&progress.epochs) == Some(progress.epochs.len() - 1)
+    {
+        super::cloud::save(&valid, &best_path(checkpoints))?;
+    }
     let state = resume::SavedState {
         key: checkpoints.key.clone(),
         epochs_done: pass.epoch + 1,
@@ -399,4 +433,68 @@ fn end_epoch(
         epochs: progress.epochs.clone(),
     };
     resume::save(&checkpoints.state, &state, &valid, optim)
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::Rng;
+
+    use super::*;
+
+    /// `n` random 2x4x4 feature maps with random labels of 3 classes: val accuracy wanders, so
+    /// patience ends the run and an earlier epoch is the best.
+    fn random_split(n: usize, rng: &mut ChaCha8Rng) -> Split {
+        Split {
+            ids: (0..n as i64).collect(),
+            labels: (0..n).map(|_| rng.random_range(0..3)).collect(),
+            x: (0..n * 32).map(|_| rng.random_range(-1.0..1.0)).collect(),
+        }
+    }
+
+    #[test]
+    fn patience_stops_the_run_and_keeps_the_best_epochs_network() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let (train_split, val, test) = (
+            random_split(64, &mut rng),
+            random_split(40, &mut rng),
+            random_split(8, &mut rng),
+        );
+        let params = TrainParams {
+            epochs: 12,
+            batch_size: 16,
+            width: 4,
+            classes: 3,
+            lr: 0.01,
+            schedule: Schedule::Constant,
+            patience: Some(1),
+            ..TrainParams::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoints = Checkpoints {
+            model: dir.path().join("cloud_model.bpk"),
+            state: dir.path().join("resume"),
+            key: serde_json::json!({}),
+            resume: false,
+            stop_after: None,
+        };
+        let shape = [2, 4, 4];
+        let (model, report) = train(
+            &params,
+            5,
+            shape,
+            &train_split,
+            &val,
+            &test,
+            &checkpoints,
+            |_| {},
+        )
+        .unwrap();
+        let n = report.epochs.len();
+        assert!(report.early_stopped && n < params.epochs, "{n} epochs");
+        // The epoch before the last did not improve on the best, and the best is kept.
+        let best = report::best_epoch(&report.epochs).unwrap();
+        assert_eq!((report.kept, n - 1 - best), (best, 1));
+        let (_, accuracy) = evaluate(&model, &val, shape, 256, &Device::flex());
+        assert_eq!(accuracy, report.epochs[best].val_accuracy);
+    }
 }

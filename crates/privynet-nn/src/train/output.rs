@@ -42,8 +42,8 @@ pub fn write_config(
 }
 
 /// Writes `train_metrics.arrow` and `train_summary.arrow` into `output`. The summary reports the
-/// last epoch on both splits: the model kept is the last epoch's, so no epoch is picked, least
-/// of all on the test split.
+/// kept model on both splits: the last epoch's, or with `train.patience` the best on val (an
+/// epoch is never picked on the test split).
 pub fn write_tables(
     output: &Path,
     prov: &Provenance,
@@ -108,7 +108,7 @@ pub fn summary_batch(
 ) -> Result<RecordBatch, NnError> {
     let last = report
         .epochs
-        .last()
+        .get(report.kept)
         .ok_or_else(|| NnError::Training("no epoch ran".into()))?;
     let f64_value = |v: f64| -> ArrayRef { Arc::new(Float64Array::from(vec![v])) };
     let i64_value = |v: usize| -> ArrayRef { Arc::new(Int64Array::from(vec![v as i64])) };
@@ -188,11 +188,13 @@ mod tests {
     }
 
     #[test]
-    fn the_summary_reports_the_last_epoch() {
+    fn the_summary_reports_the_kept_epoch() {
         let report = TrainReport {
             epochs: vec![epoch(1), epoch(2)],
             samples_per_second: 50.0,
             seconds: 9.0,
+            kept: 1,
+            early_stopped: false,
         };
         let sizes = SplitSizes {
             train: 10,
@@ -218,6 +220,19 @@ mod tests {
         assert_eq!(f64_at("final_test_accuracy"), epoch(2).test_accuracy);
         let val = column::<Int64Array>(&b, "val_samples", path).unwrap();
         assert_eq!(val.value(0), 3);
+        // Early stopping keeps an earlier epoch; the summary still counts the epochs run.
+        let early = TrainReport {
+            kept: 0,
+            early_stopped: true,
+            ..report.clone()
+        };
+        let b = summary_batch("fire3-d8", &early, sizes).unwrap();
+        let val_acc = column::<Float64Array>(&b, "final_val_accuracy", path).unwrap();
+        assert_eq!(val_acc.value(0), epoch(1).val_accuracy);
+        assert_eq!(
+            column::<Int32Array>(&b, "epochs", path).unwrap().value(0),
+            2
+        );
         let empty = TrainReport {
             epochs: vec![],
             ..report

@@ -25,10 +25,16 @@ pub struct EpochMetrics {
 }
 
 /// What a training run did. `epochs` holds the epochs before a resumed run's start too, and
-/// is shorter than the schedule when the run stopped at `Checkpoints::stop_after`.
+/// is shorter than the schedule when the run stopped at `Checkpoints::stop_after` or early.
 #[derive(Debug, Clone)]
 pub struct TrainReport {
     pub epochs: Vec<EpochMetrics>,
+    /// The epoch (index into `epochs`) whose network is kept: the last, or with
+    /// `train.patience` the best on val.
+    pub kept: usize,
+    /// Training ended before the schedule's last epoch because val accuracy stopped
+    /// improving (`train.patience`): the run is finished.
+    pub early_stopped: bool,
     pub samples_per_second: f64,
     pub seconds: f64,
 }
@@ -64,6 +70,27 @@ pub mod json_f64 {
                 .parse::<f64>()
                 .map_err(|e| D::Error::custom(format!("{text:?}: {e}"))),
         }
+    }
+}
+
+/// The epoch (index) with the best val accuracy, the first of equals: a later epoch must do
+/// strictly better to replace it.
+pub fn best_epoch(epochs: &[EpochMetrics]) -> Option<usize> {
+    let mut best: Option<usize> = None;
+    for (i, m) in epochs.iter().enumerate() {
+        if best.is_none_or(|b| m.val_accuracy > epochs[b].val_accuracy) {
+            best = Some(i);
+        }
+    }
+    best
+}
+
+/// Whether training stops before another epoch: val accuracy has not improved on its best for
+/// `patience` epochs.
+pub fn patience_spent(epochs: &[EpochMetrics], patience: Option<usize>) -> bool {
+    match (patience, best_epoch(epochs)) {
+        (Some(p), Some(best)) => epochs.len() - 1 - best >= p,
+        _ => false,
     }
 }
 
@@ -127,5 +154,19 @@ mod tests {
         assert!(text.contains(r#""lr":0.5,"#), "{text}");
         let text = serde_json::to_string(&metrics_of(f64::INFINITY)).unwrap();
         assert!(text.contains(r#""lr":"inf","train_loss":"-inf""#), "{text}");
+    }
+
+    #[test]
+    fn patience_counts_epochs_since_the_first_best_val_accuracy() {
+        let run =
+            |vals: &[f64]| -> Vec<EpochMetrics> { vals.iter().map(|&v| metrics_of(v)).collect() };
+        assert_eq!(best_epoch(&[]), None);
+        assert_eq!(best_epoch(&run(&[0.2, 0.5, 0.5, 0.4])), Some(1));
+        assert!(!patience_spent(&run(&[0.2, 0.5, 0.5, 0.4]), None));
+        assert!(!patience_spent(&run(&[0.2, 0.5, 0.5]), Some(2)));
+        // An equal score is not an improvement.
+        assert!(patience_spent(&run(&[0.2, 0.5, 0.5, 0.4]), Some(2)));
+        assert!(!patience_spent(&run(&[0.2, 0.5, 0.5, 0.6]), Some(2)));
+        assert!(patience_spent(&run(&[0.9, 0.1]), Some(1)));
     }
 }

@@ -110,7 +110,7 @@ pub fn run(run: &TrainRun) -> Result<TrainOutcome, NnError> {
             );
         },
     )?;
-    if report.epochs.len() < params.epochs {
+    if report.epochs.len() < params.epochs && !report.early_stopped {
         tracing::info!(
             "stopped after epoch {} of {}; continue with --resume",
             report.epochs.len(),
@@ -234,10 +234,19 @@ fn finish(
         "removing {}",
         checkpoints.state.display()
     )))?;
-    let last = report.epochs.last().expect("write_tables checked");
+    let kept = &report.epochs[report.kept];
+    if report.early_stopped {
+        tracing::info!(
+            "val accuracy did not improve for {} epochs: stopped after epoch {}, kept epoch {}",
+            run.params.patience.unwrap_or_default(),
+            report.epochs.len(),
+            kept.epoch
+        );
+    }
     tracing::info!(
-        final_val_accuracy = format!("{:.4}", last.val_accuracy),
-        final_test_accuracy = format!("{:.4}", last.test_accuracy),
+        kept_epoch = kept.epoch,
+        final_val_accuracy = format!("{:.4}", kept.val_accuracy),
+        final_test_accuracy = format!("{:.4}", kept.test_accuracy),
         samples_per_s = format!("{:.0}", report.samples_per_second),
         seconds = format!("{:.1}", report.seconds),
         "trained {label}"
@@ -312,6 +321,8 @@ mod tests {
             epochs: vec![],
             samples_per_second: 0.0,
             seconds: 0.0,
+            kept: 0,
+            early_stopped: false,
         };
         let metrics = output::metrics_batch(&report.epochs).unwrap();
         let cloud = dir.path().join("train_metrics.arrow");

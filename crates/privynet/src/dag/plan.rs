@@ -51,6 +51,8 @@ pub struct Planner<'a> {
     images: PathBuf,
     /// `--manifest PATH` and each `--set KEY=VALUE`: the start of every node's arguments.
     base_args: Vec<String>,
+    /// The decision's measured choice ([`settled_choice`]), read once per planning.
+    choice: std::sync::OnceLock<Option<String>>,
 }
 
 /// A path as a command-line argument.
@@ -72,7 +74,15 @@ impl<'a> Planner<'a> {
             cloud: manifest.cloud_dir(),
             images: manifest.images_path(),
             base_args,
+            choice: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The topology the decision chose once it was trained and attacked; `None` before.
+    fn choice(&self) -> Option<&str> {
+        self.choice
+            .get_or_init(|| settled_choice(&self.out))
+            .as_deref()
     }
 
     /// The nodes of `stage`. A new stage's planner joins this match (the compiler asks for
@@ -87,6 +97,9 @@ impl<'a> Planner<'a> {
             Stage::Attack => self.attack(sweep),
             Stage::Characterize => self.characterize(sweep),
             Stage::Optimize => self.optimize(sweep),
+            Stage::FinalIngest => self.final_ingest(sweep),
+            Stage::FinalExtract => self.final_extract(sweep),
+            Stage::FinalTrain => self.final_train(sweep),
             Stage::Deploy => self.deploy(sweep),
         }
     }
@@ -368,13 +381,76 @@ impl<'a> Planner<'a> {
 }
 
 impl Planner<'_> {
+    /// The final training's folders (local, cloud) when the manifest has a `final` section.
+    fn final_dirs(&self) -> Option<(PathBuf, PathBuf)> {
+        let present = self.manifest.final_training.is_some();
+        present.then(|| (self.out.join("final"), self.cloud.join("final")))
+    }
+
+    /// The final training's images; they do not depend on the choice, so they are made while
+    /// the topologies are characterized.
+    fn final_ingest(&self, _: &Sweep) -> Vec<Node> {
+        let Some((dir, _)) = self.final_dirs() else {
+            return vec![];
+        };
+        let parts = Parts {
+            inputs: vec![("dataset.path", self.manifest.dataset.path.clone())],
+            output: Some(dir.join("images.parquet")),
+            outputs: vec![("images.parquet", dir)],
+            args: vec!["--final".into()],
+            ..Parts::default()
+        };
+        vec![self.node(Stage::FinalIngest, None, parts)]
+    }
+
+    /// The chosen topology's features of the final images, through its own local network.
+    /// Per topology, so that a decision that returns to an earlier choice finds it done.
+    fn final_extract(&self, _: &Sweep) -> Vec<Node> {
+        let (Some((dir, cloud)), Some(t)) = (self.final_dirs(), self.choice()) else {
+            return vec![];
+        };
+        let cloud = cloud.join(t);
+        let parts = Parts {
+            inputs: vec![
+                ("images", dir.join("images.parquet")),
+                ("model", self.out.join(t).join("local.onnx")),
+                ("topology", self.cloud.join(t).join("topology.arrow")),
+            ],
+            output: Some(cloud.join("features.parquet")),
+            outputs: vec![("features.parquet", cloud)],
+            ..Parts::default()
+        };
+        vec![self.node(Stage::FinalExtract, Some(t), parts)]
+    }
+
+    /// The chosen topology's cloud network on the final features (a cloud stage).
+    fn final_train(&self, _: &Sweep) -> Vec<Node> {
+        let (Some((_, cloud)), Some(t)) = (self.final_dirs(), self.choice()) else {
+            return vec![];
+        };
+        let cloud = cloud.join(t);
+        let train_dir = cloud.join("train");
+        let parts = Parts {
+            inputs: vec![
+                ("features", cloud.join("features.parquet")),
+                ("topology", self.cloud.join(t).join("topology.arrow")),
+            ],
+            outputs: Self::all_outputs(Stage::FinalTrain, &train_dir),
+            output: Some(train_dir),
+            args: ["--final", "--resume"].map(String::from).to_vec(),
+            ..Parts::default()
+        };
+        vec![self.node(Stage::FinalTrain, Some(t), parts)]
+    }
+
     /// The decision's topology as the two halves and a card, once the decision names one that
     /// was trained and attacked (not before: until then there is nothing measured to deploy).
-    /// Its inputs are that topology's files; when the optimizer reruns in the same pass and
-    /// chooses another, the binary deploys the new choice and the runner's next pass, planned
-    /// from the new decision, records the right files.
+    /// Its inputs are that topology's files (the final training's, with a `final` section);
+    /// when the optimizer reruns in the same pass and chooses another, the binary deploys the
+    /// new choice and the runner's next pass, planned from the new decision, records the
+    /// right files.
     fn deploy(&self, _: &Sweep) -> Vec<Node> {
-        let Some(topology) = settled_choice(&self.out) else {
+        let Some(topology) = self.choice() else {
             return vec![];
         };
         let mut inputs = vec![
@@ -384,28 +460,42 @@ impl Planner<'_> {
                 self.out.join("characterization.parquet"),
             ),
         ];
+        // The training's files are the cloud's (the final training's when there is one); the
+        // local network is local.
+        let final_root = self.final_dirs().map(|(_, cloud)| cloud.join(topology));
+        let train_root = final_root.unwrap_or(self.cloud.join(topology));
         for port in Stage::Deploy.declaration().inputs {
             if port.via == Via::Folder {
-                // The training's files are the cloud's; the local network is local.
                 let root = if port.name.starts_with("train/") {
-                    &self.cloud
+                    &train_root
                 } else {
-                    &self.out
+                    &self.out.join(topology)
                 };
-                inputs.push((port.name, root.join(&topology).join(port.name)));
+                inputs.push((port.name, root.join(port.name)));
             }
         }
         let dir = self.out.join("deploy");
+        let mut args = vec![
+            "--run-dir".into(),
+            path_arg(&self.out),
+            "--cloud-dir".into(),
+            path_arg(&self.cloud),
+        ];
+        // In a pass whose optimizer changes its mind, this node was planned for the old choice
+        // and the new one's final training does not exist yet: the binary then defers to the
+        // next pass, planned from the new decision.
+        if let Some((_, root)) = self.final_dirs() {
+            args.extend([
+                "--final-dir".into(),
+                path_arg(&root),
+                "--defer-missing".into(),
+            ]);
+        }
         let parts = Parts {
             inputs,
             outputs: Self::all_outputs(Stage::Deploy, &dir),
             output: Some(dir),
-            args: vec![
-                "--run-dir".into(),
-                path_arg(&self.out),
-                "--cloud-dir".into(),
-                path_arg(&self.cloud),
-            ],
+            args,
             ..Parts::default()
         };
         vec![self.node(Stage::Deploy, None, parts)]
