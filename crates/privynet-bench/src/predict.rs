@@ -98,11 +98,12 @@ fn ceiling(deploy: &Path, card: &Card, cifar: &Path) -> Result<f64> {
         }
         batches.push(buf);
     }
-    // ONNX Runtime's own defaults (idle threads spin): its best on an otherwise idle machine.
+    // Idle threads sleep: the two sessions take turns, and one's spinning threads would take
+    // the cores from the other (measured: spinning made this 'ceiling' slower than predict).
     let local_path = deploy.join(&card.local.file);
-    let mut local = Runner::open_with_spinning(&local_path, "features", None, true)?;
+    let mut local = Runner::open(&local_path, "features", None)?;
     let cloud_path = deploy.join(&card.cloud.file);
-    let mut cloud = Runner::open_with_spinning(&cloud_path, &card.cloud.output, None, true)?;
+    let mut cloud = Runner::open(&cloud_path, &card.cloud.output, None)?;
     let s = size as usize;
     let mut pass = || -> Result<usize> {
         let mut n = 0;
