@@ -86,9 +86,7 @@ fn draw(pool: Vec<Record>, classes: usize, sizes: &[usize], seed: u64) -> Vec<Ve
 /// images, like `train` and `attacker`, and is drawn after them: adding a validation split
 /// leaves the train and attacker images of a seed as they were.
 pub fn split(data: Dataset, sizes: SplitSizes, seed: u64) -> Result<Splits, IngestError> {
-    let mut s = draw_splits(data, sizes, seed, &|_| Ok(0))?;
-    s.pop();
-    Ok(s.into_splits())
+    Ok(draw_splits(data, sizes, seed, &|_| Ok(0))?.0)
 }
 
 /// The images of the final training (`final.train_images`): the train split of [`split`]
@@ -112,33 +110,11 @@ pub fn split_final(
         ))),
         ImageCount::Count(n) => Ok(n - sizes.train),
     };
-    let mut drawn = draw_splits(data, sizes, seed, &extra)?;
-    let extra = drawn.pop().expect("the extra images were drawn");
-    let mut s = drawn.into_splits();
+    let (mut s, extra) = draw_splits(data, sizes, seed, &extra)?;
     s.train.extend(extra);
     s.train.sort_by_key(|r| r.id);
     s.attacker.clear();
     Ok(s)
-}
-
-/// The four splits in order train, val, attacker, test, then the extra training images.
-struct Drawn(Vec<Vec<Record>>);
-
-impl Drawn {
-    fn pop(&mut self) -> Option<Vec<Record>> {
-        self.0.pop()
-    }
-
-    fn into_splits(self) -> Splits {
-        let [train, val, attacker, test]: [Vec<Record>; 4] =
-            self.0.try_into().expect("four splits were drawn");
-        Splits {
-            train,
-            val,
-            attacker,
-            test,
-        }
-    }
 }
 
 /// Draws the four splits and, last, `extra(left)` more training images from the `left` that
@@ -149,7 +125,7 @@ fn draw_splits(
     sizes: SplitSizes,
     seed: u64,
     extra: &dyn Fn(usize) -> Result<usize, IngestError>,
-) -> Result<Drawn, IngestError> {
+) -> Result<(Splits, Vec<Record>), IngestError> {
     let classes = data.class_names.len();
     let have = data.train_pool.len();
     match data.test_pool {
@@ -176,7 +152,15 @@ fn draw_splits(
                     .expect("four sets were drawn");
             let mut t = draw(test_pool, classes, &[sizes.test], seed.wrapping_add(1));
             let test = t.pop().expect("one split was drawn");
-            Ok(Drawn(vec![train, val, attacker, test, more]))
+            Ok((
+                Splits {
+                    train,
+                    val,
+                    attacker,
+                    test,
+                },
+                more,
+            ))
         }
         None => {
             let want = sizes.train + sizes.val + sizes.attacker + sizes.test;
@@ -192,7 +176,15 @@ fn draw_splits(
                 draw(data.train_pool, classes, &order, seed)
                     .try_into()
                     .expect("five sets were drawn");
-            Ok(Drawn(vec![train, val, attacker, test, more]))
+            Ok((
+                Splits {
+                    train,
+                    val,
+                    attacker,
+                    test,
+                },
+                more,
+            ))
         }
     }
 }

@@ -104,14 +104,6 @@ pub struct Declaration {
 
 use ArtifactKind as K;
 
-/// What the training stages (a topology's, the raw baseline) write.
-const TRAIN_OUTPUTS: &[Port] = &[
-    Port::file("cloud_model.bpk", None),
-    Port::file("cloud_config.json", None),
-    Port::file("train_metrics.arrow", Some(K::TrainMetrics)),
-    Port::file("train_summary.arrow", Some(K::TrainSummary)),
-];
-
 /// What the final training writes: the training's files and the cloud network as ONNX, which
 /// goes where the cloud zone is (a bucket too) and is what deploy ships.
 const FINAL_TRAIN_OUTPUTS: &[Port] = &[
@@ -121,6 +113,10 @@ const FINAL_TRAIN_OUTPUTS: &[Port] = &[
     Port::file("train_summary.arrow", Some(K::TrainSummary)),
     Port::file("cloud.onnx", None),
 ];
+
+/// What the training stages (a topology's, the raw baseline) write: the final training's
+/// files but its cloud.onnx.
+const TRAIN_OUTPUTS: &[Port] = FINAL_TRAIN_OUTPUTS.split_at(4).0;
 
 /// Every stage, in pipeline order.
 pub static DECLARATIONS: [Declaration; 12] = [

@@ -57,18 +57,13 @@ fn deploy(args: Args) -> Result<()> {
     // The decision names the topology; its files are found under the two places.
     let (topology, _) = chosen(&args.decision)?;
     let store = Store::from_env();
-    let final_patience = match &args.final_dir {
-        Some(_) => Some(
-            m.final_training
-                .as_ref()
-                .context("--final-dir needs a manifest with a `final` section")?
-                .patience,
-        ),
-        None => None,
-    };
-    let train_dir = match &args.final_dir {
-        Some(root) => root.join(&topology).join("train"),
-        None => args.cloud_dir.join(&topology).join("train"),
+    let (train_dir, final_patience) = match &args.final_dir {
+        Some(root) => {
+            let f = m.final_training.as_ref();
+            let f = f.context("--final-dir needs a manifest with a `final` section")?;
+            (root.join(&topology).join("train"), Some(f.patience))
+        }
+        None => (args.cloud_dir.join(&topology).join("train"), None),
     };
     let summary = train_dir.join("train_summary.arrow");
     // `stat` answers for objects only; a local file is looked at directly.
