@@ -180,6 +180,22 @@ fn manifest_cases(f: &Fixture) -> Vec<Case> {
             &["optimize.limits.max_psnr", "finite"],
         ),
         ingest_set(
+            "negative-noise",
+            "sweep.noise=[0,-0.5]",
+            &["sweep.noise", "-0.5", "finite fraction >= 0"],
+        ),
+        ingest_set("nan-noise", "sweep.noise=[.nan]", &["sweep.noise", "NaN"]),
+        ingest_set(
+            "unsupported-bits",
+            "sweep.bits=[32,16]",
+            &["sweep.bits", "16 bits is not supported", "[32, 8, 4]"],
+        ),
+        ingest_set(
+            "zero-bytes-limit",
+            "optimize.limits.max_bytes_per_image=0",
+            &["optimize.limits.max_bytes_per_image", "at least 1 byte"],
+        ),
+        ingest_set(
             "zero-train-split",
             "dataset.splits.train=0",
             &["dataset.splits.train", "at least 1"],
@@ -448,6 +464,26 @@ fn extract_cases(f: &Fixture) -> Vec<Case> {
             &["bogus", "expected one of"],
         ),
         extract("extract-model-missing", &["--model", &nope], &["nope.onnx"]),
+        case(
+            "defend-short-secret",
+            "privynet-defend",
+            &[
+                "--manifest",
+                m,
+                "--features",
+                &f.features,
+                "--topology",
+                &topo,
+                "--secret",
+                &f.p("a_file.txt"),
+                "--noise",
+                "0.5",
+                "--bits",
+                "8",
+            ],
+            &["a_file.txt", "32 bytes"],
+        )
+        .to(f.out("defend-short-secret.parquet")),
         extract(
             "extract-topology-wrong-kind",
             &["--model", &local, "--topology", &sel],
@@ -733,7 +769,7 @@ fn check(c: &Case) -> Option<String> {
 }
 
 /// How many cases the table holds (README, "Bad input").
-const CASES: usize = 61;
+const CASES: usize = 66;
 
 #[test]
 fn every_bad_input_is_refused_by_name_without_a_panic_or_an_output() {

@@ -85,6 +85,10 @@ pub struct LocalHalf {
     pub features_dtype: FeatureDtype,
     /// The features' shape (C, H, W).
     pub features_shape: [usize; 3],
+    /// The defence applied to the features before they leave (noise, quantisation) with what
+    /// was fitted for it; absent when the features leave as the local network gives them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defence: Option<crate::defence::Encoding>,
 }
 
 /// The half that runs in the cloud.
@@ -179,6 +183,7 @@ impl Card {
              | local MACs per image | {macs} |\n\
              | local weight bytes | {wb} |\n\
              | features per image | {bytes} bytes, shape {shape:?} |\n\
+             | defence before sending | {defence} |\n\
              | limits chosen under | {limits} |\n\
              {budget}\
              | trained on | {trained} |\n\n\
@@ -209,6 +214,11 @@ impl Card {
             macs = self.macs,
             wb = self.weight_bytes,
             shape = self.local.features_shape,
+            defence = self
+                .local
+                .defence
+                .as_ref()
+                .map_or("none".into(), |e| e.defence.describe()),
             limits = self.limits,
             budget = a
                 .characterized_test

@@ -160,10 +160,12 @@ impl ArtifactWriter {
                         ZstdLevel::try_new(1).expect("zstd level 1 should be valid"),
                     ))
                     .set_key_value_metadata(Some(kv));
-                if kind == ArtifactKind::Features {
+                if kind == ArtifactKind::Features && !holds_codes(&schema) {
                     // Float activations almost never repeat: dictionary encoding and per-page
                     // statistics on them cost most of the write time and save nothing. The
                     // small columns keep theirs, so readers can skip row groups by split.
+                    // Integer codes (a quantising defence) take at most 256 values: there the
+                    // dictionary's bit-packed indices are what makes 4-bit codes small.
                     let features =
                         ColumnPath::from(vec!["features".into(), "list".into(), "item".into()]);
                     props = props
@@ -328,6 +330,45 @@ fn read_arrow_unguarded(path: &Path, kind: ArtifactKind) -> Result<(SchemaRef, V
             source: e,
         })?;
     Ok((schema, batches))
+}
+
+/// Whether a features schema holds integer codes (a quantising defence) rather than floats.
+fn holds_codes(schema: &Schema) -> bool {
+    schema
+        .field_with_name("features")
+        .is_ok_and(|f| match f.data_type() {
+            arrow::datatypes::DataType::FixedSizeList(item, _) => {
+                item.data_type() == &arrow::datatypes::DataType::UInt8
+            }
+            _ => false,
+        })
+}
+
+/// The bytes a Parquet dataset stores per row: its column chunks' compressed sizes (what
+/// crosses to the cloud, footer aside) over its rows, every part together.
+pub fn stored_bytes_per_row(path: &Path) -> Result<f64> {
+    let (mut bytes, mut rows) = (0i64, 0i64);
+    for part in dataset_parts(path)? {
+        let file = File::open(&part).map_err(|e| CoreError::io(&part, e))?;
+        let reader = crate::guard::decode(&part, || {
+            parquet::file::reader::SerializedFileReader::new(file).map_err(|e| CoreError::Parquet {
+                path: part.clone(),
+                source: e,
+            })
+        })?;
+        use parquet::file::reader::FileReader;
+        for g in reader.metadata().row_groups() {
+            rows += g.num_rows();
+            bytes += g.compressed_size();
+        }
+    }
+    if rows == 0 {
+        return Err(CoreError::Invalid {
+            path: path.to_path_buf(),
+            message: "the dataset has no rows to measure bytes per row on".into(),
+        });
+    }
+    Ok(bytes as f64 / rows as f64)
 }
 
 /// The files of a Parquet dataset: the file itself, or every `*.parquet` in a folder of parts

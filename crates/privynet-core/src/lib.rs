@@ -4,6 +4,7 @@
 
 pub mod card;
 pub mod columns;
+pub mod defence;
 pub mod error;
 pub mod guard;
 pub mod hash;

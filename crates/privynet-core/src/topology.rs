@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use arrow::array::{Array, Int64Array, StringArray};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, Float64Array, Int64Array, StringArray};
 use serde::{Deserialize, Serialize};
 
 use crate::{ArtifactKind, CoreError, Result};
@@ -24,6 +26,16 @@ pub struct Topology {
     pub macs: i64,
     pub params: i64,
     pub weight_bytes: i64,
+    /// The defence's noise, as a fraction of each selected channel's std (0: none).
+    #[serde(default)]
+    pub noise: f64,
+    /// Bits per value sent: 32 for float features, 8 or 4 for integer codes.
+    #[serde(default = "float_bits")]
+    pub bits: i64,
+}
+
+fn float_bits() -> i64 {
+    32
 }
 
 impl Topology {
@@ -66,15 +78,62 @@ impl Topology {
             macs: i("macs")?,
             params: i("params")?,
             weight_bytes: i("weight_bytes")?,
+            noise: crate::column::<Float64Array>(b, "noise", path)?.value(0),
+            bits: i("bits")?,
         })
     }
 
-    /// A short label such as `fire3-d8`.
+    /// The columns of its `topology.arrow` row, in the schema's order.
+    pub fn columns(&self) -> Vec<(&'static str, ArrayRef)> {
+        let one = |v: i64| -> ArrayRef { Arc::new(Int64Array::from(vec![v])) };
+        vec![
+            ("cut", Arc::new(StringArray::from(vec![self.cut.as_str()]))),
+            (
+                "layer",
+                Arc::new(StringArray::from(vec![self.layer.as_deref()])),
+            ),
+            ("input_size", one(self.input_size)),
+            ("cut_channels", one(self.cut_channels)),
+            ("channels", one(self.channels)),
+            (
+                "method",
+                Arc::new(StringArray::from(vec![self.method.as_str()])),
+            ),
+            ("height", one(self.height)),
+            ("width", one(self.width)),
+            ("feature_len", one(self.feature_len)),
+            ("macs", one(self.macs)),
+            ("params", one(self.params)),
+            ("weight_bytes", one(self.weight_bytes)),
+            ("noise", Arc::new(Float64Array::from(vec![self.noise]))),
+            ("bits", one(self.bits)),
+        ]
+    }
+
+    /// Its defence (none for a topology as sliced).
+    pub fn defence(&self) -> crate::defence::Defence {
+        crate::defence::Defence {
+            noise: self.noise,
+            bits: u8::try_from(self.bits).unwrap_or(0),
+        }
+    }
+
+    /// The undefended topology it was derived from: the same, without noise or quantisation.
+    pub fn undefended(&self) -> Topology {
+        Topology {
+            noise: 0.0,
+            bits: 32,
+            ..self.clone()
+        }
+    }
+
+    /// A short label such as `fire3-d8`, or `fire3-d8-n0.25-q8` with a defence.
     pub fn label(&self) -> String {
         format!(
-            "{}-d{}",
+            "{}-d{}{}",
             self.layer.as_deref().unwrap_or(&self.cut).replace('/', "_"),
-            self.channels
+            self.channels,
+            self.defence().suffix()
         )
     }
 }

@@ -5,10 +5,7 @@
 
 use std::path::Path;
 
-use arrow::array::{
-    Array, FixedSizeListArray, Float16Array, Float32Array, Int32Array, Int64Array, RecordBatch,
-    StringArray,
-};
+use arrow::array::{Array, FixedSizeListArray, Int32Array, Int64Array, RecordBatch, StringArray};
 
 use privynet_core::io::{ArtifactWriter, dataset_parts, open_parquet, read_schema};
 use privynet_core::manifest::FeatureDtype;
@@ -16,6 +13,7 @@ use privynet_core::{ArtifactKind, Provenance, Topology, column};
 
 use crate::ExtractError;
 use crate::extract::{features_batch, features_schema};
+use crate::rows::{Stored, append_floats, stored};
 
 /// Writes the features of `narrow` (a prefix selection) from the wide features.
 pub fn derive(
@@ -80,16 +78,14 @@ fn open_writer(
         format!("{},{},{}", narrow.channels, narrow.height, narrow.width),
     );
     provenance.add_input(wide)?;
-    let dtype = match schema0
-        .field_with_name("features")
-        .map(|f| f.data_type().clone())
-    {
-        Ok(arrow::datatypes::DataType::FixedSizeList(item, _))
-            if *item.data_type() == arrow::datatypes::DataType::Float16 =>
-        {
-            FeatureDtype::Float16
+    let dtype = match stored(&schema0) {
+        Some(Stored::Float(dtype)) => dtype,
+        _ => {
+            return Err(ExtractError::Input {
+                path: wide.to_path_buf(),
+                message: "holds no float features (integer codes of a defence?); derive narrower features from an undefended extraction".into(),
+            });
         }
-        _ => FeatureDtype::Float32,
     };
     let len = (narrow.channels * narrow.height * narrow.width) as usize;
     let w = ArtifactWriter::create(
@@ -122,17 +118,12 @@ fn narrow_batch(
         });
     }
     let mut values = Vec::with_capacity(b.num_rows() * len);
-    let flat = list.values();
-    if let Some(f) = flat.as_any().downcast_ref::<Float32Array>() {
-        for r in 0..b.num_rows() {
-            let o = r * row_len;
-            values.extend_from_slice(&f.values()[o..o + len]);
-        }
-    } else if let Some(f) = flat.as_any().downcast_ref::<Float16Array>() {
-        for r in 0..b.num_rows() {
-            let o = r * row_len;
-            values.extend(f.values()[o..o + len].iter().map(|v| v.to_f32()));
-        }
+    // A part that holds codes (a defended file among float parts) is named, not misread.
+    if !append_floats(list, 0..b.num_rows(), len, &mut values) {
+        return Err(ExtractError::Input {
+            path: part.to_path_buf(),
+            message: "the features are neither float32 nor float16".into(),
+        });
     }
     let ids = column::<Int64Array>(b, "id", part)?;
     let labels = column::<Int32Array>(b, "label", part)?;

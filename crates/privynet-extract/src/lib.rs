@@ -1,14 +1,20 @@
 //! Extract stage library: ONNX Runtime sessions (the library found in the project's cache),
 //! exact preprocessing, the streaming image-to-features loop, and deriving narrower channel
-//! counts from a wider extraction, and the stage from its flags (`stage`); and the Fisher
+//! counts from a wider extraction, and the stage from its flags (`stage`); the defend stage
+//! (`defend`, binary `privynet-defend`), which makes a defended topology's features (noise
+//! drawn from the run's secret, integer codes when quantised) from its undefended base's; the
+//! reading and writing of feature rows they share (`rows`: float values or codes); the Fisher
 //! scoring of channels the slice binary (which lives here for that reason) uses for
-//! `fisher-random`; and the deployed pair run on images or on sent features (`predict`).
+//! `fisher-random`; and the deployed pair run on images or on sent features (`predict`),
+//! applying the card's defence to the local half's output before the cloud half.
 
+pub mod defend;
 pub mod derive;
 pub mod extract;
 pub mod fisher;
 pub mod predict;
 pub mod preprocess;
+pub mod rows;
 pub mod runtime;
 pub mod stage;
 

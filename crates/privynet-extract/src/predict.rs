@@ -2,10 +2,14 @@
 //! PNG or JPEG images, or CIFAR-10 binaries: `source`) are preprocessed as the card says and go
 //! through local.onnx (the local half); their features are rounded to what the cloud receives
 //! (the card's features type), and cloud.onnx (the cloud half) classifies them into
-//! predictions.parquet (`image_predictions`). The halves can also run apart, joined by the
-//! features file that crosses (`sent`): `--local-only` writes it, and the cloud half reads it
-//! with neither images nor local.onnx. Accuracy counts the images whose class is known.
+//! predictions.parquet (`image_predictions`). A defended card's encoding is applied to the
+//! local half's output before the cloud half (`defended`): noise fresh per image (or drawn from
+//! the run's secret), then quantisation. The halves can also run apart, joined by the features
+//! file that crosses (`sent`; integer codes for a quantising card): `--local-only` writes it,
+//! and the cloud half reads it with neither images nor local.onnx. Accuracy counts the images
+//! whose class is known.
 
+mod defended;
 mod halves;
 mod output;
 mod sent;
@@ -23,6 +27,7 @@ use privynet_core::card::Card;
 
 use crate::ExtractError;
 use crate::runtime::Runner;
+use defended::{Defender, check_file_defence};
 use halves::{Needs, as_sent, check_batch, check_cloud_takes, load_card, open_cloud, open_local};
 pub use output::Counts;
 use output::Predictions;
@@ -52,6 +57,9 @@ pub struct PredictRun {
     pub output: PathBuf,
     pub batch_size: usize,
     pub threads: Option<usize>,
+    /// The run's noise secret: a defended card's noise is drawn from it as the defend stage
+    /// drew it (reproducing the run's features); fresh from the operating system without it.
+    pub secret: Option<PathBuf>,
 }
 
 /// What a prediction run did (`correct` is 0 for a local-only run, which classifies nothing).
@@ -73,6 +81,11 @@ impl PredictReport {
 pub fn predict(run: &PredictRun, manifest_label: &str) -> Result<PredictReport, ExtractError> {
     let start = Instant::now();
     let prov = Provenance::new("predict", manifest_label);
+    if matches!(run.input, Input::Features(_)) && run.secret.is_some() {
+        return Err(ExtractError::Usage(
+            "--secret draws the local half's noise: give --images, not --features".into(),
+        ));
+    }
     let counts = match (&run.input, run.local_only) {
         (Input::Images(images), false) => both(run, images, prov)?,
         (Input::Images(images), true) => local_only(run, images, prov)?,
@@ -106,8 +119,10 @@ fn both(run: &PredictRun, images: &Path, mut prov: Provenance) -> Result<Counts,
     prov.add_input(images)?;
     prov.add_input(&local_path)?;
     prov.add_input(&cloud.1)?;
+    let defender = Defender::new(&card, &run.deploy, run.secret.as_deref())?;
     let mut sink = Predictions::create(&run.output, cloud, &card, &prov)?;
-    local_half(run, &form, &card, &mut local, |sent| sink.add(sent))?;
+    let d = defender.as_ref();
+    local_half(run, &form, &card, (&mut local, d), |sent| sink.add(sent))?;
     if sink.counts.images == 0 {
         return Err(no_rows(images, &run.splits));
     }
@@ -131,9 +146,11 @@ fn local_only(
     let form = detect(images)?;
     prov.add_input(images)?;
     prov.add_input(&run.deploy.join(&card.local.file))?;
+    let defender = Defender::new(&card, &run.deploy, run.secret.as_deref())?;
     let mut sink = SentWriter::create(&run.output, &card, prov)?;
     let mut counts = Counts::default();
-    local_half(run, &form, &card, &mut local, |sent| {
+    let d = defender.as_ref();
+    local_half(run, &form, &card, (&mut local, d), |sent| {
         // Nothing is classified here: only the labels are counted.
         counts.add(&sent.labels, &[]);
         sink.write(sent)
@@ -160,14 +177,20 @@ fn cloud_only(
         },
     )?;
     let cloud = open_cloud(&run.deploy, &card, run.threads)?;
-    let (shape, batches, total) = sent::open(features, &run.splits, run.batch_size)?;
-    check_cloud_takes(&cloud.0, &cloud.1, shape, features, "holds")?;
+    let opened = sent::open(features, &run.splits, run.batch_size)?;
+    check_cloud_takes(&cloud.0, &cloud.1, opened.shape, features, "holds")?;
+    check_file_defence(opened.encoding.as_ref(), &card, features)?;
+    // Decoded codes are the values the cloud half was trained on: rounding them would not be.
+    let codes = opened
+        .encoding
+        .as_ref()
+        .is_some_and(|e| e.defence.quantised());
     prov.add_input(features)?;
     prov.add_input(&cloud.1)?;
     let mut sink = Predictions::create(&run.output, cloud, &card, &prov)?;
-    let bar = privynet_core::logging::progress(total, "features");
+    let bar = privynet_core::logging::progress(opened.total, "features");
     bar.set_message("predict (cloud half)");
-    for sent in batches {
+    for sent in opened.batches {
         let mut sent = sent?;
         bar.inc(sent.ids.len() as u64);
         if sent.ids.is_empty() {
@@ -175,7 +198,9 @@ fn cloud_only(
         }
         // Rounding again changes nothing for features written as sent, and makes features
         // stored wider (an extract's float32 file) reach the cloud as the card says.
-        sent.features = as_sent(sent.features, card.local.features_dtype);
+        if !codes {
+            sent.features = as_sent(sent.features, card.local.features_dtype);
+        }
         sink.add(sent)?;
     }
     bar.finish_and_clear();
@@ -185,12 +210,13 @@ fn cloud_only(
     sink.finish()
 }
 
-/// Runs the local half over the images, handing each batch, as sent, to `send`.
+/// Runs the local half (the network, and the card's defence when it has one) over the images,
+/// handing each batch, as sent, to `send`.
 fn local_half(
     run: &PredictRun,
     form: &ImagesForm,
     card: &Card,
-    local: &mut Runner,
+    (local, defender): (&mut Runner, Option<&Defender>),
     mut send: impl FnMut(Sent) -> Result<(), ExtractError>,
 ) -> Result<(), ExtractError> {
     let look = source::Look {
@@ -213,8 +239,11 @@ fn local_half(
         }
         let x = ArrayView4::from_shape((p.ids.len(), 3, size, size), &p.input)
             .expect("the input buffer has the batch's shape");
-        let features = as_sent(local.run(x)?, card.local.features_dtype);
+        let mut features = as_sent(local.run(x)?, card.local.features_dtype);
         check_batch(&features, card, &local_path)?;
+        if let Some(d) = defender {
+            d.apply(&mut features, &p.ids);
+        }
         send(Sent {
             ids: p.ids,
             labels: p.labels,

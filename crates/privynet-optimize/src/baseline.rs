@@ -60,6 +60,7 @@ mod tests {
                 ("test_samples", int(20)),
                 ("samples_per_second", float(1.0)),
                 ("seconds", float(2.0)),
+                ("bytes_per_image", float(3072.0)),
             ])
             .unwrap();
         let prov = Provenance::new("train", "-");

@@ -1,6 +1,7 @@
-//! The choice: fit per-cut models to the sampled topologies, predict the whole grid, keep the
-//! topologies whose local cost and privacy loss (plus a safety margin for predictions) meet the
-//! limits, and choose the most accurate; name the limit that binds, the Pareto frontier, and in
+//! The choice: fit per-series models (a series is a cut under one defence) to the sampled
+//! topologies, predict the whole grid, keep the topologies whose local cost, bytes sent and
+//! privacy loss (plus a safety margin for predictions) meet the limits, and choose the most
+//! accurate; name the limit that binds, the Pareto frontier (with and without defences), and in
 //! exhaustive mode the regret against the best feasible topology of the measured grid.
 //!
 //! Accuracy here is always validation accuracy: the fits, the choice, the frontier and the
@@ -10,20 +11,26 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
+use privynet_core::defence::Defence;
 use privynet_core::manifest::{Limits, OptimizeMode, SamplePoint, sample_channels};
 use serde::Serialize;
 
 use crate::OptimizeError;
-use crate::fit::{Curve, Point, loo_residuals};
+use crate::fit::{Curve, Point, interpolate, loo_residuals};
 
-/// Accuracy and privacy loss (worst case over the attacker modes) of one topology: everything
-/// a choice is made on.
+/// Accuracy, privacy loss (worst case over the attacker modes), bytes sent and the leakage
+/// bound of one topology: everything a choice is made on.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Metrics {
     /// Validation accuracy (never test accuracy).
     pub accuracy: f64,
     pub psnr: f64,
     pub ssim: f64,
+    /// Bytes per image sent to the cloud (None: the table has no figure for it).
+    pub bytes_per_image: Option<f64>,
+    /// The Fisher-information PSNR bound, the upper end of its 95% interval like `psnr` (None:
+    /// no noise, so no bound).
+    pub psnr_bound: Option<f64>,
 }
 
 /// What identifies a topology and its local cost (exact, not predicted: it depends on the cut).
@@ -38,6 +45,25 @@ pub struct Topo {
     pub channels: i64,
     pub macs: i64,
     pub weight_bytes: i64,
+    /// The defence: noise as a fraction of each channel's std (0: none), and bits per value
+    /// sent (32: float).
+    pub noise: f64,
+    pub bits: i64,
+}
+
+impl Topo {
+    /// The topology's defence.
+    pub fn defence(&self) -> Defence {
+        Defence {
+            noise: self.noise,
+            bits: u8::try_from(self.bits).unwrap_or(0),
+        }
+    }
+
+    /// Its series' name: the cut and the defence (`fire3`, `fire3-n0.25-q8`).
+    pub fn series(&self) -> String {
+        format!("{}{}", self.layer, self.defence().suffix())
+    }
 }
 
 /// One row of the characterization table.
@@ -52,6 +78,8 @@ pub struct Measurement {
     pub test_accuracy: f64,
     /// The worst-case mean PSNR and SSIM themselves (the centres of those intervals).
     pub privacy_mean: (f64, f64),
+    /// The mean PSNR bound over the images (`metrics.psnr_bound` is its interval's upper end).
+    pub psnr_bound_mean: Option<f64>,
     /// Whether every attacker mode converged (false: one hit `attack.max_epochs`).
     pub attack_converged: bool,
 }
@@ -63,6 +91,8 @@ pub enum Limit {
     Ssim,
     Macs,
     WeightBytes,
+    BytesPerImage,
+    PsnrBound,
 }
 
 impl Limit {
@@ -72,6 +102,8 @@ impl Limit {
             Limit::Ssim => "ssim",
             Limit::Macs => "macs",
             Limit::WeightBytes => "weight_bytes",
+            Limit::BytesPerImage => "bytes_per_image",
+            Limit::PsnrBound => "psnr_bound",
         }
     }
 }
@@ -101,6 +133,8 @@ pub struct Candidate {
     pub measured_test_accuracy: Option<f64>,
     /// The measured worst-case mean PSNR and SSIM (`measured` holds their upper ends).
     pub measured_mean: Option<(f64, f64)>,
+    /// The measured mean PSNR bound (`measured` holds its upper end).
+    pub measured_bound_mean: Option<f64>,
     /// Whether the measured topology's attackers all converged.
     pub attack_converged: Option<bool>,
     /// What the choice uses: the measurement of a sampled point, else the prediction with the
@@ -119,7 +153,8 @@ pub struct FitQuality {
     pub loo_accuracy: Vec<f64>,
     pub loo_psnr: Vec<f64>,
     pub loo_ssim: Vec<f64>,
-    /// Cuts with a single sampled point, whose slope was borrowed from the other cuts.
+    pub loo_psnr_bound: Vec<f64>,
+    /// Series with a single sampled point, whose slope was borrowed from the other series.
     pub borrowed: Vec<String>,
     /// Prediction errors (measured minus predicted) at measured topologies that were not
     /// sampled: the test of the models. (topology, accuracy, psnr, ssim)
@@ -145,8 +180,10 @@ pub struct Plan {
     pub nearest: Vec<usize>,
     pub margin_psnr: f64,
     pub margin_ssim: f64,
+    pub margin_psnr_bound: f64,
     pub fit: FitQuality,
-    /// Cuts of the grid that have no characterized row (not predicted).
+    /// Series of the grid (cut, or cut with a defence) that have no characterized row (not
+    /// predicted).
     pub uncharacterized: Vec<String>,
     pub exhaustive: Option<Exhaustive>,
     /// The same cloud network trained on the raw images (no split), when the run has one:
@@ -167,13 +204,42 @@ impl Plan {
     /// with the choice: the writers, the plots and the report all draw this one list.
     pub fn frontier(&self) -> Vec<&Candidate> {
         let mut v: Vec<&Candidate> = self.candidates.iter().filter(|c| c.on_frontier).collect();
-        v.sort_by(|a, b| {
-            a.estimate
-                .psnr
-                .total_cmp(&b.estimate.psnr)
-                .then(a.estimate.ssim.total_cmp(&b.estimate.ssim))
-        });
+        v.sort_by(|a, b| by_leakage(a, b));
         v
+    }
+
+    /// The frontier the grid would have without its defences: the same Pareto rule over the
+    /// feasible undefended topologies only, least leaky first.
+    pub fn undefended_frontier(&self) -> Vec<&Candidate> {
+        let mut v: Vec<&Candidate> = pareto(&self.candidates, &self.limits, |c| {
+            c.topo.defence().is_none()
+        })
+        .into_iter()
+        .map(|i| &self.candidates[i])
+        .collect();
+        v.sort_by(|a, b| by_leakage(a, b));
+        v
+    }
+
+    /// Whether any topology of the grid has a defence.
+    pub fn has_defences(&self) -> bool {
+        self.candidates.iter().any(|c| !c.topo.defence().is_none())
+    }
+
+    /// The topology the choice would have been without defences: the first feasible undefended
+    /// topology in preference order.
+    pub fn best_undefended(&self) -> Option<usize> {
+        self.best_feasible(|c| c.topo.defence().is_none())
+    }
+
+    /// The first feasible topology `keep` admits, in the choice's preference order.
+    pub fn best_feasible(&self, keep: impl Fn(&Candidate) -> bool) -> Option<usize> {
+        (0..self.candidates.len())
+            .filter(|&i| {
+                let c = &self.candidates[i];
+                c.violates.is_empty() && keep(c)
+            })
+            .min_by(|&a, &b| better(&self.candidates[a], &self.candidates[b], &self.limits))
     }
 
     /// Topologies the model-based search trains: the samples, plus the choice if not sampled.
@@ -208,15 +274,48 @@ impl Plan {
     }
 }
 
-/// One cut's grid: the label of its topologies and its channel counts.
+/// Least leaky first: by estimated PSNR, then SSIM.
+fn by_leakage(a: &Candidate, b: &Candidate) -> Ordering {
+    a.estimate
+        .psnr
+        .total_cmp(&b.estimate.psnr)
+        .then(a.estimate.ssim.total_cmp(&b.estimate.ssim))
+}
+
+/// One series' grid: a cut (the label of its topologies) under one defence, and its channel
+/// counts. Each series is fitted on its own, as a cut without defences is.
 #[derive(Debug, Clone, PartialEq)]
-pub struct CutGrid {
+pub struct SeriesGrid {
     pub cut: String,
+    pub defence: Defence,
     pub channels: Vec<i64>,
 }
 
+impl SeriesGrid {
+    /// Whether `t` belongs to this series.
+    fn holds(&self, t: &Topo) -> bool {
+        t.cut == self.cut && t.defence() == self.defence
+    }
+
+    /// The series' name: the cut and the defence's suffix.
+    pub fn name(&self) -> String {
+        format!("{}{}", self.cut, self.defence.suffix())
+    }
+
+    /// The series in words, for messages: the cut, and its defence when it has one.
+    fn describe(&self) -> String {
+        if self.defence.is_none() {
+            format!("cut `{}`", self.cut)
+        } else {
+            format!("cut `{}` with {}", self.cut, self.defence.describe())
+        }
+    }
+}
+
 /// The limits `t` with `m` breaks. A value equal to its limit meets it (`max_psnr: 16` allows
-/// 16 dB). Safety margins are already in a predicted topology's estimate.
+/// 16 dB). Safety margins are already in a predicted topology's estimate. A topology with no
+/// bytes figure cannot show it meets a bytes limit, and one with no bound (no noise) cannot
+/// meet a bound limit: both break them.
 fn violations(t: &Topo, m: &Metrics, l: &Limits) -> Vec<Limit> {
     let mut v = Vec::new();
     if l.max_psnr.is_some_and(|x| m.psnr > x) {
@@ -231,17 +330,35 @@ fn violations(t: &Topo, m: &Metrics, l: &Limits) -> Vec<Limit> {
     if l.max_weight_bytes.is_some_and(|x| t.weight_bytes > x) {
         v.push(Limit::WeightBytes);
     }
+    if l.max_bytes_per_image
+        .is_some_and(|x| m.bytes_per_image.is_none_or(|b| b > x as f64))
+    {
+        v.push(Limit::BytesPerImage);
+    }
+    if l.max_psnr_bound
+        .is_some_and(|x| m.psnr_bound.is_none_or(|b| b > x))
+    {
+        v.push(Limit::PsnrBound);
+    }
     v
 }
 
-/// How far a topology is from meeting the limits: the sum of its relative excesses.
+/// How far a topology is from meeting the limits: the sum of its relative excesses. A missing
+/// bytes figure or bound under its limit is infinitely far: no change of D makes it appear.
 fn excess(t: &Topo, m: &Metrics, l: &Limits) -> f64 {
     let rel =
         |v: f64, lim: Option<f64>| lim.map_or(0.0, |x| ((v - x) / x.abs().max(1e-12)).max(0.0));
+    let rel_or_never = |v: Option<f64>, lim: Option<f64>| match (v, lim) {
+        (_, None) => 0.0,
+        (None, Some(_)) => f64::INFINITY,
+        (Some(v), lim) => rel(v, lim),
+    };
     rel(m.psnr, l.max_psnr)
         + rel(m.ssim, l.max_ssim)
         + rel(t.macs as f64, l.max_macs.map(|x| x as f64))
         + rel(t.weight_bytes as f64, l.max_weight_bytes.map(|x| x as f64))
+        + rel_or_never(m.bytes_per_image, l.max_bytes_per_image.map(|x| x as f64))
+        + rel_or_never(m.psnr_bound, l.max_psnr_bound)
 }
 
 /// The privacy metric the frontier and ties use: PSNR unless only an SSIM limit is set.
@@ -254,27 +371,31 @@ fn privacy(m: &Metrics, l: &Limits) -> f64 {
 }
 
 /// The preference order: higher accuracy; on a tie, lower privacy loss, less compute, less
-/// storage, fewer channels, then the name (so the choice never depends on row order).
+/// storage, fewer bytes sent (unknown last), fewer channels, then the name (so the choice never
+/// depends on row order).
 fn better(a: &Candidate, b: &Candidate, l: &Limits) -> Ordering {
+    let bytes = |c: &Candidate| c.estimate.bytes_per_image.unwrap_or(f64::INFINITY);
     b.estimate
         .accuracy
         .total_cmp(&a.estimate.accuracy)
         .then(privacy(&a.estimate, l).total_cmp(&privacy(&b.estimate, l)))
         .then(a.topo.macs.cmp(&b.topo.macs))
         .then(a.topo.weight_bytes.cmp(&b.topo.weight_bytes))
+        .then(bytes(a).total_cmp(&bytes(b)))
         .then(a.topo.channels.cmp(&b.topo.channels))
         .then(a.topo.topology.cmp(&b.topo.topology))
 }
 
-fn label(layer: &str, d: i64) -> String {
-    format!("{}-d{d}", layer.replace('/', "_"))
+/// The label of `layer`'s topology with `d` channels under `defence` (as the runner names it).
+fn label(layer: &str, d: i64, defence: &Defence) -> String {
+    format!("{}-d{d}{}", layer.replace('/', "_"), defence.suffix())
 }
 
-/// Fits, predicts, and chooses. `grid` lists each cut's channel counts; `rows` are the measured
-/// topologies (the samples, and any others that were evaluated).
+/// Fits, predicts, and chooses. `grid` lists each series' channel counts; `rows` are the
+/// measured topologies (the samples, and any others that were evaluated).
 pub fn optimize(
     rows: &[Measurement],
-    grid: &[CutGrid],
+    grid: &[SeriesGrid],
     sample: &[SamplePoint],
     limits: &Limits,
     margin_scale: f64,
@@ -285,14 +406,15 @@ pub fn optimize(
             "the characterization table has no rows: nothing to fit".into(),
         ));
     }
-    let (samples, uncharacterized) = sample_cuts(rows, grid, sample)?;
-    let (curves, mut fit) = fit_curves(&samples);
+    let (samples, uncharacterized) = sample_series(rows, grid, sample)?;
+    let (fits, mut fit) = fit_series(&samples, grid);
     let largest_error = |v: &[f64]| v.iter().fold(0.0f64, |m, x| m.max(x.abs()));
     let margins = Margins {
         psnr: margin_scale * largest_error(&fit.loo_psnr),
         ssim: margin_scale * largest_error(&fit.loo_ssim),
+        psnr_bound: margin_scale * largest_error(&fit.loo_psnr_bound),
     };
-    let mut candidates = predict_grid(grid, &samples, &curves, margins, limits);
+    let mut candidates = predict_grid(grid, &samples, &fits, margins, limits);
     fit.holdout = candidates.iter().filter_map(holdout_error).collect();
     // Rows the grid does not hold (a topology measured outside the sweep) are ignored.
     let (chosen, binding, nearest) = choose(&mut candidates, limits);
@@ -308,6 +430,7 @@ pub fn optimize(
         nearest,
         margin_psnr: margins.psnr,
         margin_ssim: margins.ssim,
+        margin_psnr_bound: margins.psnr_bound,
         fit,
         uncharacterized,
         exhaustive,
@@ -315,69 +438,81 @@ pub fn optimize(
     })
 }
 
-/// One characterized cut of the grid: its rows, its sampled channel counts, and the sampled
-/// points of accuracy, PSNR and SSIM the curves are fitted to.
-struct CutSamples<'r> {
+/// Indices into [`SeriesSamples::points`]: the values a series' curves are fitted to.
+const ACCURACY: usize = 0;
+const PSNR: usize = 1;
+const SSIM: usize = 2;
+const BOUND: usize = 3;
+
+/// One characterized series of the grid: its rows, its sampled channel counts, the sampled
+/// points of accuracy, PSNR, SSIM and the PSNR bound the curves are fitted to (no bound points
+/// without noise), and the bytes sent per channel at the sampled points that have a figure.
+struct SeriesSamples<'r> {
     rows: Vec<&'r Measurement>,
     sampled_channels: Vec<i64>,
-    points: [Vec<Point>; 3],
+    points: [Vec<Point>; 4],
+    bytes_per_channel: Vec<Point>,
 }
 
-/// The characterized cuts of the grid by name, in a fixed order for the fits.
-type SampledCuts<'g, 'r> = BTreeMap<&'g str, CutSamples<'r>>;
+/// The characterized series by their index in the grid, in a fixed order for the fits.
+type SampledSeries<'r> = BTreeMap<usize, SeriesSamples<'r>>;
 
-/// The privacy margins added to predicted PSNR and SSIM.
+/// The privacy margins added to predicted PSNR, SSIM and PSNR bound.
 #[derive(Debug, Clone, Copy)]
 struct Margins {
     psnr: f64,
     ssim: f64,
+    psnr_bound: f64,
 }
 
-/// Each characterized cut's samples (by cut, so the fits run in a fixed order), and the cuts of
-/// the grid with no row. A cut none of whose sampled channel counts was measured is an error.
-fn sample_cuts<'g, 'r>(
+/// Each characterized series' samples, and the series of the grid with no row. A series none
+/// of whose sampled channel counts was measured is an error.
+fn sample_series<'r>(
     rows: &'r [Measurement],
-    grid: &'g [CutGrid],
+    grid: &[SeriesGrid],
     sample: &[SamplePoint],
-) -> Result<(SampledCuts<'g, 'r>, Vec<String>), OptimizeError> {
+) -> Result<(SampledSeries<'r>, Vec<String>), OptimizeError> {
     let mut samples = BTreeMap::new();
     let mut uncharacterized = Vec::new();
-    for g in grid {
-        let cut_rows: Vec<&Measurement> = rows.iter().filter(|r| r.topo.cut == g.cut).collect();
-        let Some(first) = cut_rows.first() else {
-            uncharacterized.push(g.cut.clone());
+    for (k, g) in grid.iter().enumerate() {
+        let series_rows: Vec<&Measurement> = rows.iter().filter(|r| g.holds(&r.topo)).collect();
+        let Some(first) = series_rows.first() else {
+            uncharacterized.push(g.name());
             continue;
         };
         let sampled_channels = sample_channels(&g.channels, first.topo.cut_channels, sample);
-        let mut acc = Vec::new();
-        let mut psnr = Vec::new();
-        let mut ssim = Vec::new();
-        for r in cut_rows
+        let sampled: Vec<&Measurement> = series_rows
             .iter()
+            .copied()
             .filter(|r| sampled_channels.contains(&r.topo.channels))
-        {
-            let p = |value| Point {
-                channels: r.topo.channels,
-                value,
-            };
-            acc.push(p(r.metrics.accuracy));
-            psnr.push(p(r.metrics.psnr));
-            ssim.push(p(r.metrics.ssim));
-        }
-        if acc.is_empty() {
-            let have: Vec<String> = cut_rows.iter().map(|r| r.topo.topology.clone()).collect();
+            .collect();
+        if sampled.is_empty() {
+            let have: Vec<String> = series_rows
+                .iter()
+                .map(|r| r.topo.topology.clone())
+                .collect();
             return Err(OptimizeError::Input(format!(
-                "cut `{}`: none of its sampled channel counts {sampled_channels:?} is in the characterization table (it has {}); run the sampled topologies first",
-                g.cut,
+                "{}: none of its sampled channel counts {sampled_channels:?} is in the characterization table (it has {}); run the sampled topologies first",
+                g.describe(),
                 have.join(", ")
             )));
         }
-        let cut = CutSamples {
-            rows: cut_rows,
+        let series = SeriesSamples {
+            points: sampled_points(&sampled, &g.defence),
+            bytes_per_channel: sampled
+                .iter()
+                .filter_map(|r| {
+                    let bytes = r.metrics.bytes_per_image?;
+                    Some(Point {
+                        channels: r.topo.channels,
+                        value: bytes / r.topo.channels.max(1) as f64,
+                    })
+                })
+                .collect(),
+            rows: series_rows,
             sampled_channels,
-            points: [acc, psnr, ssim],
         };
-        samples.insert(g.cut.as_str(), cut);
+        samples.insert(k, series);
     }
     if samples.is_empty() {
         return Err(OptimizeError::Input(format!(
@@ -388,9 +523,35 @@ fn sample_cuts<'g, 'r>(
     Ok((samples, uncharacterized))
 }
 
-/// The slope to lend to cuts with a single sample, for metric `which` (0 accuracy, 1 PSNR,
-/// 2 SSIM): the mean span slope of the cuts that have one.
-fn lent_slope(samples: &SampledCuts<'_, '_>, which: usize) -> f64 {
+/// The sampled points of accuracy, PSNR, SSIM and (with noise, where measured) the PSNR bound.
+fn sampled_points(sampled: &[&Measurement], defence: &Defence) -> [Vec<Point>; 4] {
+    let each = |get: fn(&Metrics) -> Option<f64>| -> Vec<Point> {
+        sampled
+            .iter()
+            .filter_map(|r| {
+                get(&r.metrics).map(|value| Point {
+                    channels: r.topo.channels,
+                    value,
+                })
+            })
+            .collect()
+    };
+    [
+        each(|m| Some(m.accuracy)),
+        each(|m| Some(m.psnr)),
+        each(|m| Some(m.ssim)),
+        // Without noise there is no bound to fit, whatever the table says.
+        if defence.noise > 0.0 {
+            each(|m| m.psnr_bound)
+        } else {
+            Vec::new()
+        },
+    ]
+}
+
+/// The slope to lend to series with a single sample, for the values `which` (an index into
+/// [`SeriesSamples::points`]): the mean span slope of the series that have one.
+fn lent_slope(samples: &SampledSeries<'_>, which: usize) -> f64 {
     let slopes: Vec<f64> = samples
         .values()
         .filter_map(|s| Curve::fit(&s.points[which], 0.0).and_then(|c| c.span_slope()))
@@ -402,83 +563,100 @@ fn lent_slope(samples: &SampledCuts<'_, '_>, which: usize) -> f64 {
     }
 }
 
-/// Per cut, the curves of accuracy, PSNR and SSIM, and how well they fit (all but the
-/// held-out errors, which need the predictions).
-fn fit_curves<'g>(samples: &SampledCuts<'g, '_>) -> (BTreeMap<&'g str, [Curve; 3]>, FitQuality) {
-    let lent = [
-        lent_slope(samples, 0),
-        lent_slope(samples, 1),
-        lent_slope(samples, 2),
-    ];
-    let mut fit = FitQuality::default();
-    let mut curves = BTreeMap::new();
-    for (cut, s) in samples {
-        let [acc, psnr, ssim] = &s.points;
-        let c = [
-            Curve::fit(acc, lent[0]).expect("a sampled cut has points"),
-            Curve::fit(psnr, lent[1]).expect("a sampled cut has points"),
-            Curve::fit(ssim, lent[2]).expect("a sampled cut has points"),
-        ];
-        if c[0].single() {
-            fit.borrowed.push((*cut).to_string());
-        }
-        fit.loo_accuracy.extend(loo_residuals(acc));
-        fit.loo_psnr.extend(loo_residuals(psnr));
-        fit.loo_ssim.extend(loo_residuals(ssim));
-        curves.insert(*cut, c);
-    }
-    (curves, fit)
+/// One series' fitted curves: accuracy, PSNR and SSIM, and the PSNR bound where the series has
+/// noise and measured bounds.
+struct SeriesFit {
+    metrics: [Curve; 3],
+    bound: Option<Curve>,
 }
 
-/// Every topology of the grid's characterized cuts, predicted, with the estimate the choice
+/// Per series, its curves, and how well they fit (all but the held-out errors, which need the
+/// predictions).
+fn fit_series(
+    samples: &SampledSeries<'_>,
+    grid: &[SeriesGrid],
+) -> (BTreeMap<usize, SeriesFit>, FitQuality) {
+    let lent = [ACCURACY, PSNR, SSIM, BOUND].map(|w| lent_slope(samples, w));
+    let mut fit = FitQuality::default();
+    let mut fits = BTreeMap::new();
+    for (&k, s) in samples {
+        let curve = |w: usize| Curve::fit(&s.points[w], lent[w]);
+        let metrics =
+            [ACCURACY, PSNR, SSIM].map(|w| curve(w).expect("a sampled series has points"));
+        if metrics[ACCURACY].single() {
+            fit.borrowed.push(grid[k].name());
+        }
+        fit.loo_accuracy.extend(loo_residuals(&s.points[ACCURACY]));
+        fit.loo_psnr.extend(loo_residuals(&s.points[PSNR]));
+        fit.loo_ssim.extend(loo_residuals(&s.points[SSIM]));
+        fit.loo_psnr_bound.extend(loo_residuals(&s.points[BOUND]));
+        let bound = curve(BOUND);
+        fits.insert(k, SeriesFit { metrics, bound });
+    }
+    (fits, fit)
+}
+
+/// Every topology of the grid's characterized series, predicted, with the estimate the choice
 /// uses and the limits it breaks.
 fn predict_grid(
-    grid: &[CutGrid],
-    samples: &SampledCuts<'_, '_>,
-    curves: &BTreeMap<&str, [Curve; 3]>,
+    grid: &[SeriesGrid],
+    samples: &SampledSeries<'_>,
+    fits: &BTreeMap<usize, SeriesFit>,
     margins: Margins,
     limits: &Limits,
 ) -> Vec<Candidate> {
     let mut candidates = Vec::new();
-    for g in grid {
-        let Some(curve) = curves.get(g.cut.as_str()) else {
+    for (k, g) in grid.iter().enumerate() {
+        let (Some(fit), Some(series)) = (fits.get(&k), samples.get(&k)) else {
             continue;
         };
-        let cut = &samples[g.cut.as_str()];
         for &d in &g.channels {
-            candidates.push(candidate(cut, curve, d, margins, limits));
+            candidates.push(candidate(series, fit, d, margins, limits));
         }
     }
     candidates
 }
 
-/// The topology of `cut` with `d` channels.
+/// The predictions of a series' fits at `d` channels. Bytes sent grow in proportion to D: the
+/// bytes per channel of the sampled points, interpolated in ln D between them.
+fn predict(series: &SeriesSamples<'_>, fit: &SeriesFit, d: i64) -> Metrics {
+    let [acc, psnr, ssim] = &fit.metrics;
+    Metrics {
+        accuracy: acc.predict(d).clamp(0.0, 1.0),
+        psnr: psnr.predict(d),
+        ssim: ssim.predict(d).min(1.0),
+        bytes_per_image: interpolate(&series.bytes_per_channel, d).map(|b| b * d as f64),
+        psnr_bound: fit.bound.as_ref().map(|c| c.predict(d)),
+    }
+}
+
+/// The topology of `series` with `d` channels.
 fn candidate(
-    cut: &CutSamples<'_>,
-    curve: &[Curve; 3],
+    series: &SeriesSamples<'_>,
+    fit: &SeriesFit,
     d: i64,
     margins: Margins,
     limits: &Limits,
 ) -> Candidate {
-    let first = cut.rows[0];
-    let row = cut.rows.iter().find(|r| r.topo.channels == d);
+    let first = series.rows[0];
+    let row = series.rows.iter().find(|r| r.topo.channels == d);
     let topo = Topo {
-        topology: row.map_or_else(|| label(&first.topo.layer, d), |r| r.topo.topology.clone()),
+        topology: row.map_or_else(
+            || label(&first.topo.layer, d, &first.topo.defence()),
+            |r| r.topo.topology.clone(),
+        ),
         channels: d,
         ..first.topo.clone()
     };
-    let predicted = Metrics {
-        accuracy: curve[0].predict(d).clamp(0.0, 1.0),
-        psnr: curve[1].predict(d),
-        ssim: curve[2].predict(d).min(1.0),
-    };
+    let predicted = predict(series, fit, d);
     let measured = row.map(|r| r.metrics);
-    let sampled = cut.sampled_channels.contains(&d) && measured.is_some();
+    let sampled = series.sampled_channels.contains(&d) && measured.is_some();
     let estimate = match (sampled, measured) {
         (true, Some(m)) => m,
         _ => Metrics {
             psnr: predicted.psnr + margins.psnr,
             ssim: predicted.ssim + margins.ssim,
+            psnr_bound: predicted.psnr_bound.map(|b| b + margins.psnr_bound),
             ..predicted
         },
     };
@@ -490,6 +668,7 @@ fn candidate(
         measured,
         measured_test_accuracy: row.map(|r| r.test_accuracy),
         measured_mean: row.map(|r| r.privacy_mean),
+        measured_bound_mean: row.and_then(|r| r.psnr_bound_mean),
         attack_converged: row.map(|r| r.attack_converged),
         estimate,
         violates,
@@ -559,11 +738,15 @@ fn nearest_topologies(candidates: &[Candidate], limits: &Limits) -> Vec<usize> {
     by_excess.into_iter().take(3).collect()
 }
 
-/// Marks the Pareto frontier among feasible topologies: by privacy loss, each that is more
-/// accurate than every less leaky one.
-fn mark_frontier(candidates: &mut [Candidate], limits: &Limits) {
+/// The Pareto frontier among the feasible candidates `keep` admits: by privacy loss, each that
+/// is more accurate than every less leaky one.
+fn pareto(
+    candidates: &[Candidate],
+    limits: &Limits,
+    keep: impl Fn(&Candidate) -> bool,
+) -> Vec<usize> {
     let mut feasible: Vec<usize> = (0..candidates.len())
-        .filter(|&i| candidates[i].violates.is_empty())
+        .filter(|&i| candidates[i].violates.is_empty() && keep(&candidates[i]))
         .collect();
     feasible.sort_by(|&a, &b| {
         privacy(&candidates[a].estimate, limits)
@@ -571,11 +754,20 @@ fn mark_frontier(candidates: &mut [Candidate], limits: &Limits) {
             .then(better(&candidates[a], &candidates[b], limits))
     });
     let mut best = f64::NEG_INFINITY;
+    let mut front = Vec::new();
     for i in feasible {
         if candidates[i].estimate.accuracy > best {
             best = candidates[i].estimate.accuracy;
-            candidates[i].on_frontier = true;
+            front.push(i);
         }
+    }
+    front
+}
+
+/// Marks the Pareto frontier among all feasible topologies, defended or not.
+fn mark_frontier(candidates: &mut [Candidate], limits: &Limits) {
+    for i in pareto(candidates, limits, |_| true) {
+        candidates[i].on_frontier = true;
     }
 }
 
@@ -625,7 +817,7 @@ mod tests {
 
     /// A synthetic table: accuracy and PSNR both linear in ln D, shallower cuts leak more and
     /// compute less.
-    fn table(cuts: &[(&str, i64, i64)], ds: &[i64]) -> (Vec<Measurement>, Vec<CutGrid>) {
+    fn table(cuts: &[(&str, i64, i64)], ds: &[i64]) -> (Vec<Measurement>, Vec<SeriesGrid>) {
         let mut rows = Vec::new();
         let mut grid = Vec::new();
         for (k, &(cut, c, macs)) in cuts.iter().enumerate() {
@@ -642,30 +834,36 @@ mod tests {
                         channels: d,
                         macs,
                         weight_bytes: macs / 10,
+                        noise: 0.0,
+                        bits: 32,
                     },
                     metrics: Metrics {
                         accuracy: 0.4 + 0.05 * x - 0.02 * k as f64,
                         psnr: 12.0 + 1.5 * x - 1.0 * k as f64,
                         ssim: 0.2 + 0.08 * x - 0.05 * k as f64,
+                        bytes_per_image: Some(4.0 * d as f64 * 49.0),
+                        psnr_bound: None,
                     },
                     // Falls with D: a choice made on test accuracy would differ.
                     test_accuracy: 0.6 - 0.05 * x + 0.02 * k as f64,
                     privacy_mean: (11.5 + 1.5 * x - 1.0 * k as f64, 0.18 + 0.08 * x),
+                    psnr_bound_mean: None,
                     attack_converged: true,
                 });
             }
-            grid.push(CutGrid {
+            grid.push(SeriesGrid {
                 cut: cut.into(),
+                defence: Defence::default(),
                 channels: ds,
             });
         }
         (rows, grid)
     }
 
-    fn sampled_only(rows: &[Measurement], grid: &[CutGrid]) -> Vec<Measurement> {
+    fn sampled_only(rows: &[Measurement], grid: &[SeriesGrid]) -> Vec<Measurement> {
         rows.iter()
             .filter(|r| {
-                let g = grid.iter().find(|g| g.cut == r.topo.cut).unwrap();
+                let g = grid.iter().find(|g| g.holds(&r.topo)).unwrap();
                 sample_channels(&g.channels, r.topo.cut_channels, &SAMPLE)
                     .contains(&r.topo.channels)
             })
@@ -842,6 +1040,8 @@ mod tests {
             max_ssim: Some(a4.metrics.ssim),
             max_macs: Some(a4.topo.macs),
             max_weight_bytes: Some(a4.topo.weight_bytes),
+            max_bytes_per_image: a4.metrics.bytes_per_image.map(|b| b as i64),
+            ..Limits::default()
         };
         let sampled = sampled_only(&rows, &grid);
         let plan = optimize(&sampled, &grid, &SAMPLE, &limits, 1.0, OptimizeMode::Model).unwrap();
@@ -1095,3 +1295,6 @@ mod tests {
         assert!(e.contains("no rows"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod defence_tests;

@@ -1,10 +1,11 @@
-//! Monotone models of a metric as a function of the channel count D at one cut: isotonic
-//! regression (pool-adjacent-violators) over the sampled points, then piecewise-linear
-//! interpolation in ln D. Accuracy and privacy loss both grow with D (more channels carry more
-//! of the image), so the fit is non-decreasing; it passes through the sampled points whenever
-//! they are already monotone, and never invents a bump between them.
+//! Monotone models of a metric as a function of the channel count D in one series (a cut under
+//! one defence): isotonic regression (pool-adjacent-violators) over the sampled points, then
+//! piecewise-linear interpolation in ln D. Accuracy and privacy loss both grow with D (more
+//! channels carry more of the image), so the fit is non-decreasing; it passes through the
+//! sampled points whenever they are already monotone, and never invents a bump between them.
+//! Plain interpolation, for what has no such law (bytes sent per channel), sits beside it.
 
-/// One measured point of a cut's curve.
+/// One measured point of a series' curve.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Point {
     pub channels: i64,
@@ -18,7 +19,7 @@ pub struct Curve {
     xs: Vec<f64>,
     /// The isotonic fit at `xs`.
     ys: Vec<f64>,
-    /// Slope (per unit of ln D) of a curve anchored at one point, borrowed from the other cuts
+    /// Slope (per unit of ln D) of a curve anchored at one point, borrowed from the other series
     /// (unused with two or more points: those continue their end segments' slopes).
     single_slope: f64,
 }
@@ -117,6 +118,30 @@ impl Curve {
     }
 }
 
+/// Plain piecewise-linear interpolation of `points` in ln D (repeated D averaged), flat beyond
+/// the ends; `None` without points. For quantities with no monotone law, such as the bytes sent
+/// per channel (higher at small D, where a row's fixed overhead weighs more).
+pub fn interpolate(points: &[Point], channels: i64) -> Option<f64> {
+    let mut pts = points.to_vec();
+    pts.sort_by_key(|p| p.channels);
+    let mut xy: Vec<(f64, f64)> = Vec::new();
+    for group in pts.chunk_by(|a, b| a.channels == b.channels) {
+        let mean = group.iter().map(|p| p.value).sum::<f64>() / group.len() as f64;
+        xy.push((ln(group[0].channels), mean));
+    }
+    let x = ln(channels);
+    let (first, last) = (*xy.first()?, *xy.last()?);
+    if x <= first.0 {
+        return Some(first.1);
+    }
+    if x >= last.0 {
+        return Some(last.1);
+    }
+    let i = xy.windows(2).position(|w| x <= w[1].0)?;
+    let ((x0, y0), (x1, y1)) = (xy[i], xy[i + 1]);
+    Some(y0 + (y1 - y0) * (x - x0) / (x1 - x0))
+}
+
 /// Leave-one-out residuals (measured minus predicted) of the interior points: each is
 /// predicted from a fit to the others, which interpolates between its neighbours. End points are
 /// left out because predicting them would extrapolate, which the grid never needs when the
@@ -177,6 +202,17 @@ mod tests {
         let c = Curve::fit(&pts(&[(8, 1.0)]), -1.0).unwrap();
         assert_eq!(c.predict(64), 1.0);
         assert!(Curve::fit(&[], 0.0).is_none());
+    }
+
+    #[test]
+    fn interpolation_is_exact_at_points_linear_in_log_d_and_flat_beyond() {
+        let p = pts(&[(4, 10.0), (16, 8.0), (16, 6.0)]);
+        assert_eq!(interpolate(&p, 4), Some(10.0));
+        assert_eq!(interpolate(&p, 16), Some(7.0));
+        assert!((interpolate(&p, 8).unwrap() - 8.5).abs() < 1e-12);
+        assert_eq!(interpolate(&p, 2), Some(10.0));
+        assert_eq!(interpolate(&p, 64), Some(7.0));
+        assert_eq!(interpolate(&[], 8), None);
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! PrivyNet-rs optimizer: reads the characterization table (polars), fits monotone models of
-//! validation accuracy and privacy loss in log D per cut from a few sampled topologies, chooses
-//! the most accurate topology (on validation; test accuracy only reports) under privacy,
-//! compute and storage limits, and writes the decision, the frontier, the predicted grid, a
-//! report and plots, compared with the raw-image baseline where there is one. Also renders any
+//! validation accuracy, privacy loss and the Fisher-information PSNR bound in log D per series
+//! (a cut under one defence) from a few sampled topologies, chooses the most accurate topology
+//! (on validation; test accuracy only reports) under privacy, compute, storage and bytes-sent
+//! limits, and writes the decision, the frontier, the predicted grid, a report and plots,
+//! compared with the raw-image baseline where there is one and, with defences in the grid,
+//! with the best undefended topology. Also renders any
 //! artifact with polars for `privynet show`. `stage` is the `privynet-optimize` binary's run
 //! from its flags.
 

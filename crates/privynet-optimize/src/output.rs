@@ -1,6 +1,7 @@
 //! The optimizer's outputs: the table artifacts, written with arrow-rs through the core's
 //! schema-checked, atomic writer (`predictions.parquet`, the whole grid; `frontier.parquet`;
-//! `decision.arrow`), and [`write_all`], which writes them with the report and the plots.
+//! `decision.arrow`), and [`write_all`], which writes them with the report and the plots
+//! (`plots/tradeoff.svg`, `plots/channels.svg`, `plots/bytes.svg`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -79,6 +80,10 @@ pub fn write_all(
         plot::by_channels(plan).as_bytes(),
     )?;
     write_bytes_atomic(
+        &dir.join("plots/bytes.svg"),
+        plot::by_bytes(plan).as_bytes(),
+    )?;
+    write_bytes_atomic(
         &dir.join("report.md"),
         report::render(plan, manifest_label).as_bytes(),
     )?;
@@ -131,6 +136,8 @@ fn topology_columns(candidates: &[Candidate]) -> Vec<NamedColumn> {
             each_int(candidates, |c| c.topo.cut_channels),
         ),
         ("channels", each_int(candidates, |c| c.topo.channels)),
+        ("noise", each_float(candidates, |c| c.topo.noise)),
+        ("bits", each_int(candidates, |c| c.topo.bits)),
         ("macs", each_int(candidates, |c| c.topo.macs)),
         (
             "weight_bytes",
@@ -158,6 +165,11 @@ fn measured_columns(candidates: &[Candidate]) -> Vec<NamedColumn> {
             each_float(candidates, |c| c.predicted.ssim),
         ),
         (
+            "predicted_bytes_per_image",
+            measured(|c| c.predicted.bytes_per_image),
+        ),
+        ("predicted_psnr_bound", measured(|c| c.predicted.psnr_bound)),
+        (
             "measured_val_accuracy",
             measured(|c| c.measured.map(|m| m.accuracy)),
         ),
@@ -174,6 +186,18 @@ fn measured_columns(candidates: &[Candidate]) -> Vec<NamedColumn> {
         (
             "measured_ssim_mean",
             measured(|c| c.measured_mean.map(|m| m.1)),
+        ),
+        (
+            "measured_bytes_per_image",
+            measured(|c| c.measured.and_then(|m| m.bytes_per_image)),
+        ),
+        (
+            "measured_psnr_bound",
+            measured(|c| c.measured.and_then(|m| m.psnr_bound)),
+        ),
+        (
+            "measured_psnr_bound_mean",
+            measured(|c| c.measured_bound_mean),
         ),
         (
             "attack_converged",
@@ -202,6 +226,14 @@ fn estimate_columns(candidates: &[Candidate]) -> Vec<NamedColumn> {
         ("psnr", each_float(candidates, |c| c.estimate.psnr)),
         ("ssim", each_float(candidates, |c| c.estimate.ssim)),
         (
+            "bytes_per_image",
+            each_optional_float(candidates, |c| c.estimate.bytes_per_image),
+        ),
+        (
+            "psnr_bound",
+            each_optional_float(candidates, |c| c.estimate.psnr_bound),
+        ),
+        (
             "violates",
             string_column(violates.iter().map(String::as_str)),
         ),
@@ -216,6 +248,8 @@ pub fn write_frontier(path: &Path, plan: &Plan, prov: &Provenance) -> Result<(),
     let front = plan.frontier();
     let each_int = |get: fn(&Candidate) -> i64| int_column(front.iter().map(|c| get(c)));
     let each_float = |get: fn(&Candidate) -> f64| float_column(front.iter().map(|c| get(c)));
+    let each_optional =
+        |get: fn(&Candidate) -> Option<f64>| optional_float_column(front.iter().map(|c| get(c)));
     let columns: Vec<NamedColumn> = vec![
         (
             "topology",
@@ -226,11 +260,18 @@ pub fn write_frontier(path: &Path, plan: &Plan, prov: &Provenance) -> Result<(),
             string_column(front.iter().map(|c| c.topo.layer.as_str())),
         ),
         ("channels", each_int(|c| c.topo.channels)),
+        ("noise", each_float(|c| c.topo.noise)),
+        ("bits", each_int(|c| c.topo.bits)),
         ("macs", each_int(|c| c.topo.macs)),
         ("weight_bytes", each_int(|c| c.topo.weight_bytes)),
         ("accuracy", each_float(|c| c.estimate.accuracy)),
         ("psnr", each_float(|c| c.estimate.psnr)),
         ("ssim", each_float(|c| c.estimate.ssim)),
+        (
+            "bytes_per_image",
+            each_optional(|c| c.estimate.bytes_per_image),
+        ),
+        ("psnr_bound", each_optional(|c| c.estimate.psnr_bound)),
         (
             "source",
             string_column(
@@ -276,6 +317,8 @@ fn choice_columns(chosen: Option<&Candidate>) -> Vec<NamedColumn> {
         ),
         ("cut", one_string(chosen.map(|c| c.topo.layer.clone()))),
         ("channels", one_int(chosen.map(|c| c.topo.channels))),
+        ("noise", each_float(|c| Some(c.topo.noise))),
+        ("bits", one_int(chosen.map(|c| c.topo.bits))),
         ("macs", one_int(chosen.map(|c| c.topo.macs))),
         ("weight_bytes", one_int(chosen.map(|c| c.topo.weight_bytes))),
         (
@@ -301,6 +344,23 @@ fn choice_columns(chosen: Option<&Candidate>) -> Vec<NamedColumn> {
         (
             "measured_ssim_mean",
             each_float(|c| c.measured_mean.map(|m| m.1)),
+        ),
+        (
+            "bytes_per_image",
+            each_float(|c| c.estimate.bytes_per_image),
+        ),
+        (
+            "measured_bytes_per_image",
+            each_float(|c| c.measured.and_then(|m| m.bytes_per_image)),
+        ),
+        ("psnr_bound", each_float(|c| c.estimate.psnr_bound)),
+        (
+            "measured_psnr_bound",
+            each_float(|c| c.measured.and_then(|m| m.psnr_bound)),
+        ),
+        (
+            "measured_psnr_bound_mean",
+            each_float(|c| c.measured_bound_mean),
         ),
         (
             "attack_converged",
@@ -330,16 +390,20 @@ fn limit_columns(plan: &Plan) -> Vec<NamedColumn> {
         ("max_ssim", one_float(limits.max_ssim)),
         ("max_macs", one_int(limits.max_macs)),
         ("max_weight_bytes", one_int(limits.max_weight_bytes)),
+        ("max_bytes_per_image", one_int(limits.max_bytes_per_image)),
+        ("max_psnr_bound", one_float(limits.max_psnr_bound)),
         ("margin_psnr", one_float(Some(plan.margin_psnr))),
         ("margin_ssim", one_float(Some(plan.margin_ssim))),
+        ("margin_psnr_bound", one_float(Some(plan.margin_psnr_bound))),
         ("binding", one_string(Some(limit_names(&plan.binding)))),
         ("nearest", one_string(nearest)),
     ]
 }
 
-/// The decision's columns about the search: its cost, the exhaustive comparison and the
-/// raw-image baseline.
+/// The decision's columns about the search: its cost, the exhaustive comparison, what the
+/// choice would have been without defences, and the raw-image baseline.
 fn search_columns(plan: &Plan) -> Vec<NamedColumn> {
+    let undefended = plan.best_undefended().map(|i| &plan.candidates[i]);
     let exhaustive = plan.exhaustive.as_ref();
     let best = exhaustive.and_then(|e| e.best).map(|i| &plan.candidates[i]);
     let trained_exhaustive = exhaustive.map(|_| {
@@ -367,6 +431,14 @@ fn search_columns(plan: &Plan) -> Vec<NamedColumn> {
             one_float(best.and_then(|c| c.measured.map(|m| m.accuracy))),
         ),
         ("regret", one_float(exhaustive.and_then(|e| e.regret))),
+        (
+            "undefended_topology",
+            one_string(undefended.map(|c| c.topo.topology.clone())),
+        ),
+        (
+            "undefended_val_accuracy",
+            one_float(undefended.map(|c| c.estimate.accuracy)),
+        ),
         (
             "baseline_val_accuracy",
             one_float(plan.baseline.map(|b| b.val_accuracy)),

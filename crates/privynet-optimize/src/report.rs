@@ -1,7 +1,10 @@
 //! `report.md`: the decision in words, predicted against measured, how well the models fit,
-//! the frontier, the whole grid, and in exhaustive mode the regret of the model-based choice.
-//! Accuracies are validation accuracies, except the columns and lines that say test: those
-//! report the measured topologies and the baseline comparison, and no choice reads them.
+//! the frontier, with defences in the grid what they gain (`defences`), the whole grid, and in
+//! exhaustive mode the regret of the model-based choice. Accuracies are validation accuracies,
+//! except the columns and lines that say test: those report the measured topologies and the
+//! baseline comparison, and no choice reads them.
+
+mod defences;
 
 use std::fmt::Write as _;
 
@@ -24,6 +27,14 @@ fn limits_line(plan: &Plan) -> String {
     if let Some(x) = l.max_weight_bytes {
         v.push(format!("local weights <= {x} bytes"));
     }
+    if let Some(x) = l.max_bytes_per_image {
+        v.push(format!("bytes sent per image <= {x}"));
+    }
+    if let Some(x) = l.max_psnr_bound {
+        v.push(format!(
+            "Fisher-information PSNR bound <= {x} dB (a topology without noise has no bound and fails it)"
+        ));
+    }
     if v.is_empty() {
         "none (the most accurate topology wins)".into()
     } else {
@@ -36,10 +47,41 @@ fn optional(v: Option<f64>, digits: usize) -> String {
     v.map_or_else(|| "-".into(), |x| format!("{x:.digits$}"))
 }
 
+/// A PSNR bound, or why there is none: `none (no noise)` without noise, `-` when not measured.
+fn bound(c: &Candidate, v: Option<f64>) -> String {
+    match v {
+        Some(b) => format!("{b:.2}"),
+        None if c.topo.noise == 0.0 => "none (no noise)".into(),
+        None => "-".into(),
+    }
+}
+
+/// The PSNR bound a grid row shows: the measured upper end with its mean, else the estimate
+/// (prediction plus margin).
+fn grid_bound(c: &Candidate) -> String {
+    match (c.measured.and_then(|m| m.psnr_bound), c.measured_bound_mean) {
+        (Some(hi), Some(mean)) => format!("{hi:.2} ({mean:.2})"),
+        (Some(hi), None) => format!("{hi:.2}"),
+        _ if c.estimate.psnr_bound.is_some() => format!("{} pred", bound(c, c.estimate.psnr_bound)),
+        _ => bound(c, None),
+    }
+}
+
+/// The bytes per image a row shows: measured when measured, else the prediction.
+fn grid_bytes(c: &Candidate) -> String {
+    match c.measured.and_then(|m| m.bytes_per_image) {
+        Some(b) => format!("{b:.0}"),
+        None => c
+            .predicted
+            .bytes_per_image
+            .map_or_else(|| "-".into(), |b| format!("{b:.0} pred")),
+    }
+}
+
 fn grid_row(c: &Candidate) -> String {
     let m = c.measured;
     format!(
-        "| {} | {} | {} | {} | {} | {:.4} | {} | {} | {:.2} | {} | {:.3} | {} | {} |{}|",
+        "| {} | {} | {} | {} | {} | {:.4} | {} | {} | {:.2} | {} | {:.3} | {} | {} | {} | {} |{}|",
         c.topo.topology,
         c.topo.channels,
         c.topo.macs,
@@ -70,6 +112,8 @@ fn grid_row(c: &Candidate) -> String {
         },
         c.predicted.ssim,
         optional(m.map(|m| m.ssim), 3),
+        grid_bytes(c),
+        grid_bound(c),
         if c.violates.is_empty() {
             "yes".to_string()
         } else {
@@ -104,6 +148,9 @@ pub fn render(plan: &Plan, manifest: &str) -> String {
     search_cost(&mut out, plan);
     models(&mut out, plan);
     frontier(&mut out, plan);
+    if plan.has_defences() {
+        defences::section(&mut out, plan);
+    }
     convergence(&mut out, plan);
     grid(&mut out, plan);
     out
@@ -114,7 +161,7 @@ fn header(out: &mut String, plan: &Plan, manifest: &str) {
     let _ = writeln!(out, "# PrivyNet topology decision\n");
     let _ = writeln!(
         out,
-        "Manifest `{manifest}`, mode `{}`. Limits: {}. Privacy loss is the worst case over the enabled attacker modes and families (the learned inverse network and the optimisation attack through the local network), and limits are tested against the upper end of its 95% interval over the attacked images (plus the fit's margin for predicted topologies), so a limit holds against the attacker's uncertainty and not only its mean. Accuracy is validation accuracy, what the models are fitted to and the choice is made on; test accuracy is reported for the measured topologies and never used to choose.\n",
+        "Manifest `{manifest}`, mode `{}`. Limits: {}. Privacy loss is the worst case over the enabled attacker modes and families (the learned inverse network and the optimisation attack through the local network), and limits are tested against the upper end of its 95% interval over the attacked images (plus the fit's margin for predicted topologies), so a limit holds against the attacker's uncertainty and not only its mean. Accuracy is validation accuracy, what the models are fitted to and the choice is made on; test accuracy is reported for the measured topologies and never used to choose. Bytes per image are what the features take in Parquet, what crosses to the cloud.\n",
         match plan.mode {
             OptimizeMode::Model => "model",
             OptimizeMode::Exhaustive => "exhaustive",
@@ -127,13 +174,20 @@ fn header(out: &mut String, plan: &Plan, manifest: &str) {
 fn decision(out: &mut String, plan: &Plan, c: &Candidate) {
     let _ = writeln!(
         out,
-        "Chosen: **{}** (cut `{}`, {} of {} channels; {} MACs/image, {} bytes of local weights).\n",
+        "Chosen: **{}** (cut `{}`, {} of {} channels; {} MACs/image, {} bytes of local weights; defence: {}; {} bytes sent per image{}).\n",
         c.topo.topology,
         c.topo.layer,
         c.topo.channels,
         c.topo.cut_channels,
         c.topo.macs,
-        c.topo.weight_bytes
+        c.topo.weight_bytes,
+        c.topo.defence().describe(),
+        optional(c.estimate.bytes_per_image, 0),
+        match c.estimate.psnr_bound {
+            Some(b) => format!("; Fisher-information PSNR bound {b:.2} dB"),
+            None if c.topo.noise == 0.0 => "; no PSNR bound (no noise)".into(),
+            None => "; PSNR bound not measured".into(),
+        }
     );
     let _ = writeln!(
         out,
@@ -237,13 +291,15 @@ fn infeasible(out: &mut String, plan: &Plan) {
         let c = &plan.candidates[i];
         let _ = writeln!(
             out,
-            "- {}: accuracy {:.4}, PSNR {:.2} dB, SSIM {:.3}, {} MACs, {} bytes; breaks {}",
+            "- {}: accuracy {:.4}, PSNR {:.2} dB, SSIM {:.3}, {} MACs, {} bytes, {} bytes sent per image, PSNR bound {}; breaks {}",
             c.topo.topology,
             c.estimate.accuracy,
             c.estimate.psnr,
             c.estimate.ssim,
             c.topo.macs,
             c.topo.weight_bytes,
+            optional(c.estimate.bytes_per_image, 0),
+            bound(c, c.estimate.psnr_bound),
             limit_names(&c.violates)
         );
     }
@@ -303,7 +359,7 @@ fn models(out: &mut String, plan: &Plan) {
     let _ = writeln!(out, "## Models\n");
     let _ = writeln!(
         out,
-        "Per cut, a non-decreasing (isotonic) fit to the sampled points, interpolated linearly in ln D. Safety margin on predicted privacy loss: {:.3} dB PSNR, {:.4} SSIM ({} x the largest leave-one-out error).\n",
+        "Per series (a cut under one defence), a non-decreasing (isotonic) fit to the sampled points, interpolated linearly in ln D; bytes per image grow in proportion to D from the series' sampled points. Safety margin on predicted privacy loss: {:.3} dB PSNR, {:.4} SSIM ({} x the largest leave-one-out error).\n",
         plan.margin_psnr,
         plan.margin_ssim,
         if plan.fit.loo_psnr.is_empty() {
@@ -340,17 +396,29 @@ fn models(out: &mut String, plan: &Plan) {
         );
     }
     out.push('\n');
+    if plan
+        .candidates
+        .iter()
+        .any(|c| c.predicted.psnr_bound.is_some())
+    {
+        let _ = writeln!(
+            out,
+            "PSNR bound fits (noisy series), leave-one-out error: {}; safety margin on predicted bounds: {:.3} dB.\n",
+            stats(&plan.fit.loo_psnr_bound),
+            plan.margin_psnr_bound
+        );
+    }
     if !plan.fit.borrowed.is_empty() {
         let _ = writeln!(
             out,
-            "Cuts with one sample, whose slope in ln D was borrowed from the other cuts: {}.\n",
+            "Series with one sample, whose slope in ln D was borrowed from the other series: {}.\n",
             plan.fit.borrowed.join(", ")
         );
     }
     if !plan.uncharacterized.is_empty() {
         let _ = writeln!(
             out,
-            "Cuts of the sweep with no characterized topology (left out): {}.\n",
+            "Series of the sweep with no characterized topology (left out): {}.\n",
             plan.uncharacterized.join(", ")
         );
     }
@@ -370,17 +438,19 @@ fn frontier(out: &mut String, plan: &Plan) {
     );
     let _ = writeln!(
         out,
-        "| topology | val accuracy | PSNR (dB) | SSIM | source |\n|---|---|---|---|---|"
+        "| topology | val accuracy | PSNR (dB) | SSIM | bytes/image | PSNR bound (dB) | source |\n|---|---|---|---|---|---|---|"
     );
     for c in front {
         let _ = writeln!(
             out,
-            "| {}{} | {:.4} | {:.2} | {:.3} | {} |",
+            "| {}{} | {:.4} | {:.2} | {:.3} | {} | {} | {} |",
             c.topo.topology,
             if c.chosen { " (chosen)" } else { "" },
             c.estimate.accuracy,
             c.estimate.psnr,
             c.estimate.ssim,
+            optional(c.estimate.bytes_per_image, 0),
+            bound(c, c.estimate.psnr_bound),
             if c.sampled { "measured" } else { "predicted" }
         );
     }
@@ -404,17 +474,17 @@ fn grid(out: &mut String, plan: &Plan) {
     let _ = writeln!(out, "## Every topology of the grid\n");
     let _ = writeln!(
         out,
-        "Measured PSNR and SSIM are the upper ends of their 95% intervals (the PSNR mean in brackets); predicted ones are the fit to those upper ends.\n"
+        "Measured PSNR, SSIM and PSNR bound are the upper ends of their 95% intervals (the means in brackets); predicted ones are the fit to those upper ends (`pred`: predicted, the bound with its margin). Bytes per image are measured where measured, else predicted.\n"
     );
     let _ = writeln!(
         out,
-        "| topology | D | MACs | weight bytes | status | val acc pred | val acc meas | test acc | PSNR pred | PSNR meas | SSIM pred | SSIM meas | feasible | |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "| topology | D | MACs | weight bytes | status | val acc pred | val acc meas | test acc | PSNR pred | PSNR meas | SSIM pred | SSIM meas | bytes/image | PSNR bound | feasible | |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for c in &plan.candidates {
         let _ = writeln!(out, "{}", grid_row(c));
     }
     let _ = writeln!(
         out,
-        "\n![accuracy against privacy loss](plots/tradeoff.svg)\n\n![accuracy and PSNR against channels](plots/channels.svg)"
+        "\n![accuracy against privacy loss](plots/tradeoff.svg)\n\n![accuracy and PSNR against channels](plots/channels.svg)\n\n![accuracy against bytes sent per image](plots/bytes.svg)"
     );
 }

@@ -1,10 +1,11 @@
 //! The optimize stage from its flags and the manifest to its files: [`resolve`] puts the flags
-//! over the manifest's `sweep` and `optimize` sections, [`run`] fits, chooses and writes, and
+//! over the manifest's `sweep` (cuts, channels, defences) and `optimize` sections, [`run`] fits, chooses and writes, and
 //! [`outcome`] says what was chosen.
 
 use std::path::{Path, PathBuf};
 
 use privynet_core::Provenance;
+use privynet_core::defence::Defence;
 use privynet_core::manifest::{ChannelCount, Manifest, OptimizeMode, OptimizeParams, SamplePoint};
 
 use crate::choose::{self, Plan};
@@ -15,12 +16,18 @@ use crate::{OptimizeError, baseline, output, table};
 pub struct Flags {
     pub cuts: Vec<String>,
     pub channels: Vec<ChannelCount>,
+    /// Noise levels of the grid (overrides `sweep.noise`).
+    pub noise: Vec<f64>,
+    /// Bit widths of the grid (overrides `sweep.bits`).
+    pub bits: Vec<u8>,
     pub sample: Vec<SamplePoint>,
     pub mode: Option<OptimizeMode>,
     pub max_psnr: Option<f64>,
     pub max_ssim: Option<f64>,
     pub max_macs: Option<i64>,
     pub max_weight_bytes: Option<i64>,
+    pub max_bytes_per_image: Option<i64>,
+    pub max_psnr_bound: Option<f64>,
     pub margin_scale: Option<f64>,
 }
 
@@ -30,6 +37,8 @@ pub struct Settings {
     pub params: OptimizeParams,
     pub cuts: Vec<String>,
     pub channels: Vec<ChannelCount>,
+    /// The defences of the grid, undefended first (as `SweepSpec::defences` orders them).
+    pub defences: Vec<Defence>,
 }
 
 /// One optimizer run, its settings resolved.
@@ -72,6 +81,7 @@ pub fn resolve(flags: &Flags, manifest: Option<&Manifest>) -> Result<Settings, O
             "the grid is not set: give --manifest, or --cuts and --channels".into(),
         ));
     }
+    let defences = defences(flags, manifest)?;
     if !flags.sample.is_empty() {
         params.sample = flags.sample.clone();
     }
@@ -86,6 +96,8 @@ pub fn resolve(flags: &Flags, manifest: Option<&Manifest>) -> Result<Settings, O
     limits.max_ssim = flags.max_ssim.or(limits.max_ssim);
     limits.max_macs = flags.max_macs.or(limits.max_macs);
     limits.max_weight_bytes = flags.max_weight_bytes.or(limits.max_weight_bytes);
+    limits.max_bytes_per_image = flags.max_bytes_per_image.or(limits.max_bytes_per_image);
+    limits.max_psnr_bound = flags.max_psnr_bound.or(limits.max_psnr_bound);
     // The flags go through the manifest's own checks (a NaN limit would silently never bind).
     params.validate().map_err(|m| {
         OptimizeError::Input(format!(
@@ -96,16 +108,57 @@ pub fn resolve(flags: &Flags, manifest: Option<&Manifest>) -> Result<Settings, O
         params,
         cuts,
         channels,
+        defences,
     })
 }
 
+/// The grid's defences: the manifest's sweep (`SweepSpec::defences`), or with a `--noise` or
+/// `--bits` flag over it, every noise level crossed with every bit width in the same way
+/// (each checked as the manifest checks them, undefended first).
+fn defences(flags: &Flags, manifest: Option<&Manifest>) -> Result<Vec<Defence>, OptimizeError> {
+    let sweep = manifest.map(|m| &m.sweep);
+    if flags.noise.is_empty()
+        && flags.bits.is_empty()
+        && let Some(sweep) = sweep
+    {
+        return Ok(sweep.defences());
+    }
+    let noise = match (flags.noise.is_empty(), sweep) {
+        (false, _) => flags.noise.clone(),
+        (true, Some(s)) => s.noise.clone(),
+        (true, None) => vec![0.0],
+    };
+    let bits = match (flags.bits.is_empty(), sweep) {
+        (false, _) => flags.bits.clone(),
+        (true, Some(s)) => s.bits.clone(),
+        (true, None) => vec![32],
+    };
+    let mut out: Vec<Defence> = Vec::new();
+    for &n in &noise {
+        for &b in &bits {
+            let d = Defence::new(n, b).map_err(|m| {
+                OptimizeError::Input(format!(
+                    "invalid defence in the grid (manifest and flags): {m}"
+                ))
+            })?;
+            if !out.contains(&d) {
+                out.push(d);
+            }
+        }
+    }
+    out.sort_by_key(|d| !d.is_none());
+    Ok(out)
+}
+
 /// Reads the characterization (and the baseline), chooses, and writes decision.arrow,
-/// frontier.parquet, predictions.parquet, report.md and plots/ into `req.output`.
+/// frontier.parquet, predictions.parquet, report.md and plots/ (tradeoff, channels and bytes)
+/// into `req.output`.
 pub fn run(req: &Request) -> Result<Plan, OptimizeError> {
     let Settings {
         params,
         cuts,
         channels,
+        defences,
     } = &req.settings;
     // Destructured so that a new optimizer setting cannot go unused unnoticed.
     let OptimizeParams {
@@ -118,12 +171,16 @@ pub fn run(req: &Request) -> Result<Plan, OptimizeError> {
 
     let rows = table::read_characterization(&req.characterization)
         .map_err(step("reading", &req.characterization))?;
-    let grid = table::grid(&rows, cuts, channels)?;
+    let grid = table::grid(&rows, cuts, channels, defences)?;
     let mut plan = choose::optimize(&rows, &grid, sample, limits, *margin_scale, *mode)?;
 
-    let mut prov = Provenance::new("optimize", &req.manifest_label).with_params(
-        &serde_json::json!({ "optimize": params, "cuts": cuts, "channels": channels }),
-    );
+    let mut prov =
+        Provenance::new("optimize", &req.manifest_label).with_params(&serde_json::json!({
+            "optimize": params,
+            "cuts": cuts,
+            "channels": channels,
+            "defences": defences,
+        }));
     prov.add_input(&req.characterization)?;
     if let Some(path) = &req.baseline {
         plan.baseline = Some(baseline::read(path).map_err(step("reading the baseline", path))?);
@@ -219,6 +276,44 @@ mod tests {
         ));
         let e = parse_value::<OptimizeMode>("best").unwrap_err();
         assert!(e.starts_with("`best`: "), "{e}");
+    }
+
+    #[test]
+    fn the_defence_flags_cross_into_the_grid_and_are_checked() {
+        let flags = Flags {
+            cuts: vec!["fire3".into()],
+            channels: vec![ChannelCount::Count(8)],
+            noise: vec![0.5, 0.0],
+            bits: vec![8, 32],
+            max_bytes_per_image: Some(400),
+            max_psnr_bound: Some(12.0),
+            ..Flags::default()
+        };
+        let settings = resolve(&flags, None).unwrap();
+        // Undefended first, then noise x bits in the flags' order.
+        let suffixes: Vec<String> = settings.defences.iter().map(|d| d.suffix()).collect();
+        assert_eq!(suffixes, ["", "-n0.5-q8", "-n0.5", "-q8"]);
+        assert_eq!(settings.params.limits.max_bytes_per_image, Some(400));
+        assert_eq!(settings.params.limits.max_psnr_bound, Some(12.0));
+        // Without the flags, the grid has the undefended series alone.
+        let plain = Flags {
+            noise: vec![],
+            bits: vec![],
+            ..flags.clone()
+        };
+        assert_eq!(
+            resolve(&plain, None).unwrap().defences,
+            [Defence::default()]
+        );
+        let bad = Flags {
+            bits: vec![16],
+            ..flags
+        };
+        let e = resolve(&bad, None).err().unwrap().to_string();
+        assert!(
+            e.contains("invalid defence") && e.contains("16 bits"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -84,6 +84,8 @@ pub fn topology(p: &CutPoint, input_size: i64, d: i64, method: &str) -> Topology
         macs: p.macs,
         params: p.params,
         weight_bytes: p.weight_bytes,
+        noise: 0.0,
+        bits: 32,
     }
 }
 
@@ -93,28 +95,7 @@ pub fn write_topology(
     t: &Topology,
     provenance: &Provenance,
 ) -> Result<(), SliceError> {
-    let one = |v: i64| -> ArrayRef { Arc::new(Int64Array::from(vec![v])) };
-    let columns: Vec<(&str, ArrayRef)> = vec![
-        ("cut", Arc::new(StringArray::from(vec![t.cut.as_str()]))),
-        (
-            "layer",
-            Arc::new(StringArray::from(vec![t.layer.as_deref()])),
-        ),
-        ("input_size", one(t.input_size)),
-        ("cut_channels", one(t.cut_channels)),
-        ("channels", one(t.channels)),
-        (
-            "method",
-            Arc::new(StringArray::from(vec![t.method.as_str()])),
-        ),
-        ("height", one(t.height)),
-        ("width", one(t.width)),
-        ("feature_len", one(t.feature_len)),
-        ("macs", one(t.macs)),
-        ("params", one(t.params)),
-        ("weight_bytes", one(t.weight_bytes)),
-    ];
-    write_columns(path, ArtifactKind::Topology, columns, provenance)
+    write_columns(path, ArtifactKind::Topology, t.columns(), provenance)
 }
 
 /// Writes `selection.arrow`, a LOCAL artifact.

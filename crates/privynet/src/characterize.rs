@@ -1,6 +1,7 @@
 //! The characterization table (characterization.parquet): per evaluated topology, its local
-//! cost, validation and test accuracy and privacy loss (per attacker mode and in the worst
-//! case), gathered from the topology's own artifacts. The optimizer chooses from it on
+//! cost, its defence and the bytes it sends per image, validation and test accuracy and
+//! privacy loss (per attacker mode, in the worst case, and the Fisher-information bound of a
+//! noisy defence), gathered from the topology's own artifacts. The optimizer chooses from it on
 //! validation accuracy; test accuracy is carried for the report only.
 
 use std::path::{Path, PathBuf};
@@ -24,12 +25,19 @@ pub struct TopologyResults {
     pub val_accuracy: f64,
     pub test_accuracy: f64,
     pub train_seconds: f64,
+    /// Bytes per image of the features trained on, as stored (null for a summary written
+    /// before it was measured).
+    pub bytes_per_image: Option<f64>,
     /// One per attacker mode the audit ran; never empty.
     pub modes: Vec<ModeResult>,
     /// The privacy floor (PSNR, SSIM) of the audit.
     pub floor: (f64, f64),
     /// All modes' attack seconds together.
     pub attack_seconds: f64,
+    /// The dFIL PSNR bound of a noisy defence and its 95% interval (lo, hi); null without
+    /// noise.
+    pub psnr_bound: Option<f64>,
+    pub psnr_bound_ci: (Option<f64>, Option<f64>),
 }
 
 /// One attacker (a knowledge mode and a family) of a topology's audit.
@@ -102,34 +110,57 @@ pub fn read_topology(
     let topology_path = run.store.fetch(&cloud.join("topology.arrow"))?;
     let topology = Topology::read(&topology_path).map_err(reading(&topology_path))?;
     let train_path = run.store.fetch(&cloud.join("train/train_summary.arrow"))?;
-    let (val_accuracy, test_accuracy, train_seconds) = read_train_summary(&train_path)?;
+    let training = read_train_summary(&train_path)?;
     let attack_path = run.local.join(label).join("attack/attack_summary.arrow");
     let audit = read_attack_summary(&attack_path)?;
     let results = TopologyResults {
         label: label.to_string(),
         topology,
-        val_accuracy,
-        test_accuracy,
-        train_seconds,
+        val_accuracy: training.val_accuracy,
+        test_accuracy: training.test_accuracy,
+        train_seconds: training.seconds,
+        bytes_per_image: training.bytes_per_image,
         modes: audit.modes,
         floor: audit.floor,
         attack_seconds: audit.seconds,
+        psnr_bound: audit.psnr_bound[0],
+        psnr_bound_ci: (audit.psnr_bound[1], audit.psnr_bound[2]),
     };
     Ok((results, [topology_path, train_path, attack_path]))
 }
 
-/// The final validation and test accuracy and the seconds of a training run.
-fn read_train_summary(path: &Path) -> Result<(f64, f64, f64), RunError> {
+/// What a training run's summary says.
+struct Training {
+    val_accuracy: f64,
+    test_accuracy: f64,
+    seconds: f64,
+    bytes_per_image: Option<f64>,
+}
+
+/// The final validation and test accuracy, the seconds and the bytes per image of a training
+/// run.
+fn read_train_summary(path: &Path) -> Result<Training, RunError> {
     let (_, batches) = read_arrow(path, ArtifactKind::TrainSummary).map_err(reading(path))?;
     let batch = batches
         .first()
         .ok_or_else(|| RunError::Dag("empty train summary".into()))?;
     let value = |name| column::<Float64Array>(batch, name, path).map(|c| c.value(0));
-    Ok((
-        value("final_val_accuracy")?,
-        value("final_test_accuracy")?,
-        value("seconds")?,
-    ))
+    Ok(Training {
+        val_accuracy: value("final_val_accuracy")?,
+        test_accuracy: value("final_test_accuracy")?,
+        seconds: value("seconds")?,
+        bytes_per_image: first_value(batch, "bytes_per_image", path)?,
+    })
+}
+
+/// The first non-null value of the float column `name`, which a file written before the
+/// column existed lacks (then `None`, as for a column of nulls).
+fn first_value(batch: &RecordBatch, name: &str, path: &Path) -> Result<Option<f64>, RunError> {
+    if batch.column_by_name(name).is_none() {
+        return Ok(None);
+    }
+    let c = column::<Float64Array>(batch, name, path)?;
+    Ok(c.iter().flatten().next())
 }
 
 /// What a topology's privacy audit measured: every attacker mode, the privacy floor (PSNR,
@@ -138,6 +169,8 @@ struct Audit {
     modes: Vec<ModeResult>,
     floor: (f64, f64),
     seconds: f64,
+    /// The dFIL PSNR bound, its interval's low and high end (each null without noise).
+    psnr_bound: [Option<f64>; 3],
 }
 
 fn read_attack_summary(path: &Path) -> Result<Audit, RunError> {
@@ -145,7 +178,14 @@ fn read_attack_summary(path: &Path) -> Result<Audit, RunError> {
     let mut modes = Vec::new();
     let mut floor = (0.0, 0.0);
     let mut seconds = 0.0;
+    let mut psnr_bound = [None; 3];
     for b in &batches {
+        let names = ["psnr_bound", "psnr_bound_lo", "psnr_bound_hi"];
+        for (value, name) in psnr_bound.iter_mut().zip(names) {
+            if value.is_none() {
+                *value = first_value(b, name, path)?;
+            }
+        }
         let mode = column::<StringArray>(b, "mode", path)?;
         let family = column::<StringArray>(b, "family", path)?;
         let matched = column::<Int64Array>(b, "channels_matched", path)?;
@@ -185,6 +225,7 @@ fn read_attack_summary(path: &Path) -> Result<Audit, RunError> {
         modes,
         floor,
         seconds,
+        psnr_bound,
     })
 }
 
@@ -257,6 +298,9 @@ fn topology_columns(rows: &[TopologyResults]) -> Vec<Column> {
         ("macs", ints(rows, |t| t.macs)),
         ("params", ints(rows, |t| t.params)),
         ("weight_bytes", ints(rows, |t| t.weight_bytes)),
+        ("noise", floats(rows, |r| Some(r.topology.noise))),
+        ("bits", ints(rows, |t| t.bits)),
+        ("bytes_per_image", floats(rows, |r| r.bytes_per_image)),
         ("val_accuracy", floats(rows, |r| Some(r.val_accuracy))),
         ("test_accuracy", floats(rows, |r| Some(r.test_accuracy))),
     ]
@@ -332,6 +376,9 @@ fn privacy_columns(rows: &[TopologyResults]) -> Vec<Column> {
         ),
         ("psnr_worst", worst_case(|m| m.psnr)),
         ("ssim_worst", worst_case(|m| m.ssim)),
+        ("psnr_bound", floats(rows, |r| r.psnr_bound)),
+        ("psnr_bound_lo", floats(rows, |r| r.psnr_bound_ci.0)),
+        ("psnr_bound_hi", floats(rows, |r| r.psnr_bound_ci.1)),
         ("psnr_worst_lo", widest(|m| m.psnr_ci.0)),
         ("psnr_worst_hi", widest(|m| m.psnr_ci.1)),
         ("ssim_worst_lo", widest(|m| m.ssim_ci.0)),
@@ -382,6 +429,8 @@ mod tests {
             macs,
             params: 10,
             weight_bytes: 40,
+            noise: 0.0,
+            bits: 32,
         }
     }
 
@@ -416,9 +465,12 @@ mod tests {
             val_accuracy: 0.5,
             test_accuracy: 0.4,
             train_seconds: 3.0,
+            bytes_per_image: Some(256.0),
             modes,
             floor: (11.0, 0.01),
             attack_seconds: 7.0,
+            psnr_bound: None,
+            psnr_bound_ci: (None, None),
         }
     }
 
@@ -493,6 +545,56 @@ mod tests {
         assert_eq!(matched.iter().collect::<Vec<_>>(), [None, Some(3), None]);
         let epochs = column::<Int32Array>(&batch, "attack_epochs", Path::new("t")).unwrap();
         assert_eq!(epochs.values(), &[20, 18, 12]);
+    }
+
+    #[test]
+    fn defended_rows_carry_their_defence_bytes_and_bound() {
+        let mut defended = results(
+            "fire3-d8-n0.5-q8",
+            Topology {
+                noise: 0.5,
+                bits: 8,
+                ..topology("fire3", 8, 300)
+            },
+            vec![mode("known-selection", 12.0, false)],
+        );
+        defended.bytes_per_image = Some(64.5);
+        defended.psnr_bound = Some(9.0);
+        defended.psnr_bound_ci = (Some(8.5), Some(9.5));
+        let mut old = results(
+            "fire3-d8",
+            topology("fire3", 8, 300),
+            vec![mode("known-selection", 20.0, false)],
+        );
+        old.bytes_per_image = None;
+        let batch = table(&[defended, old]).unwrap();
+        assert_eq!(floats_of(&batch, "noise").values(), &[0.5, 0.0]);
+        let bits = column::<Int64Array>(&batch, "bits", Path::new("t")).unwrap();
+        assert_eq!(bits.values(), &[8, 32]);
+        let bytes = floats_of(&batch, "bytes_per_image");
+        assert_eq!(bytes.iter().collect::<Vec<_>>(), [Some(64.5), None]);
+        for (name, value) in [
+            ("psnr_bound", 9.0),
+            ("psnr_bound_lo", 8.5),
+            ("psnr_bound_hi", 9.5),
+        ] {
+            let c = floats_of(&batch, name);
+            assert_eq!(c.iter().collect::<Vec<_>>(), [Some(value), None], "{name}");
+        }
+    }
+
+    #[test]
+    fn an_optional_column_is_its_first_value_or_null_when_absent() {
+        let bound: ArrayRef = Arc::new(Float64Array::from(vec![None, Some(7.0), Some(8.0)]));
+        let other: ArrayRef = Arc::new(Float64Array::from(vec![1.0, 2.0, 3.0]));
+        let batch =
+            RecordBatch::try_from_iter([("psnr_bound", bound), ("seconds", other)]).unwrap();
+        let p = Path::new("t");
+        assert_eq!(first_value(&batch, "psnr_bound", p).unwrap(), Some(7.0));
+        assert_eq!(first_value(&batch, "bytes_per_image", p).unwrap(), None);
+        let nulls: ArrayRef = Arc::new(Float64Array::from(vec![None::<f64>; 2]));
+        let batch = RecordBatch::try_from_iter([("psnr_bound", nulls)]).unwrap();
+        assert_eq!(first_value(&batch, "psnr_bound", p).unwrap(), None);
     }
 
     #[test]

@@ -301,7 +301,12 @@ fn next_pass(dag: &Dag, request: &RunRequest) -> Result<Option<Dag>, RunError> {
     if new.is_empty() {
         return Ok(None);
     }
-    let after_decision = [Stage::FinalExtract, Stage::FinalTrain, Stage::Deploy];
+    let after_decision = [
+        Stage::FinalExtract,
+        Stage::FinalDefend,
+        Stage::FinalTrain,
+        Stage::Deploy,
+    ];
     if new.iter().all(|n| after_decision.contains(&n.stage)) {
         if new.iter().any(|n| n.stage != Stage::Deploy) {
             println!("training the choice for deployment");
@@ -342,7 +347,7 @@ fn print_summary(outcomes: &Outcomes, started: Instant) -> usize {
         ran.sort_by(|a, b| b.0.total_cmp(&a.0));
         println!("wall time per node:");
         for (seconds, id) in ran {
-            println!("  {id:<28} {seconds:>7.1}s");
+            println!("  {id:<36} {seconds:>7.1}s");
         }
     }
     failed
@@ -372,16 +377,16 @@ pub fn status(
         let line = if let Some(d) = upstream {
             stale.insert(i);
             format!(
-                "stale    {:<28} (upstream {} will rerun)",
+                "stale    {:<36} (upstream {} will rerun)",
                 n.id, dag.nodes[*d].id
             )
         } else {
             let bin = exec::binary(&bins, n.stage.binary())?;
             match exec::decide(&dag, &mut lock, i, &bin)? {
-                Decision::UpToDate => format!("ok       {:<28}", n.id),
+                Decision::UpToDate => format!("ok       {:<36}", n.id),
                 Decision::Run(why) => {
                     stale.insert(i);
-                    format!("stale    {:<28} ({why})", n.id)
+                    format!("stale    {:<36} ({why})", n.id)
                 }
             }
         };

@@ -19,10 +19,13 @@ pub fn summary(dir: &Path) -> Result<String, RunError> {
         )));
     }
     let df = privynet_optimize::preview::first_rows(&path, 10_000).map_err(polars_err)?;
+    // A defended topology's label names its defence (`fire3-d8-n0.5-q8`); its bound is shown
+    // when any topology has one.
     let keep = [
         "topology",
         "channels",
         "macs",
+        "bytes_per_image",
         "val_accuracy",
         "test_accuracy",
         "psnr_known",
@@ -30,12 +33,17 @@ pub fn summary(dir: &Path) -> Result<String, RunError> {
         "psnr_matched",
         "psnr_worst",
         "ssim_worst",
+        "psnr_bound",
         "floor_psnr",
     ];
     let cols: Vec<&str> = keep
         .iter()
         .copied()
-        .filter(|k| df.column(k).is_ok())
+        .filter(|k| match df.column(k) {
+            Ok(c) if *k == "psnr_bound" => c.null_count() < c.len(),
+            Ok(_) => true,
+            Err(_) => false,
+        })
         .collect();
     let df = df
         .select(cols)

@@ -13,6 +13,9 @@ pub enum Stage {
     Ingest,
     Slice,
     Extract,
+    /// A defended topology's features: its base's, with noise and quantisation applied on the
+    /// user's machine before they go to the cloud zone.
+    Defend,
     Train,
     /// The cloud network trained on the raw images: the accuracy without any split.
     Baseline,
@@ -23,6 +26,9 @@ pub enum Stage {
     FinalIngest,
     /// The chosen topology's features of those images.
     FinalExtract,
+    /// A defended choice's final features: the base's, defended with the encoding the
+    /// characterization measured.
+    FinalDefend,
     /// The chosen topology's cloud network trained on them, to convergence on val.
     FinalTrain,
     /// The choice as the two ONNX halves a user runs, with its deployment card.
@@ -118,8 +124,17 @@ const FINAL_TRAIN_OUTPUTS: &[Port] = &[
 /// files but its cloud.onnx.
 const TRAIN_OUTPUTS: &[Port] = FINAL_TRAIN_OUTPUTS.split_at(4).0;
 
+/// What the defence stages read: the base's features and topology, and the noise's secret (a
+/// LOCAL-zone file, passed by its path only); the final one also the encoding to reuse.
+const DEFEND_INPUTS: &[Port] = &[
+    Port::flag("features", Some(K::Features)),
+    Port::flag("topology", Some(K::Topology)),
+    Port::flag("secret", None),
+    Port::flag("encoding-from", Some(K::Features)),
+];
+
 /// Every stage, in pipeline order.
-pub static DECLARATIONS: [Declaration; 12] = [
+pub static DECLARATIONS: [Declaration; 14] = [
     Declaration {
         stage: Stage::Ingest,
         name: "ingest",
@@ -172,6 +187,21 @@ pub static DECLARATIONS: [Declaration; 12] = [
         outputs: &[Port::file("features.parquet", Some(K::Features))],
         // A derivation reads none of these: only its inputs' contents make it stale.
         stale_on: &["model.preprocess", "model.input_size", "extract"],
+    },
+    Declaration {
+        stage: Stage::Defend,
+        name: "defend",
+        binary: "privynet-defend",
+        // It reads the undefended features and the noise's secret: the user's side.
+        zone: Zone::Local,
+        start_rank: 0,
+        inputs: DEFEND_INPUTS.split_at(3).0,
+        outputs: &[
+            Port::file("features.parquet", Some(K::Features)),
+            Port::file("topology.arrow", Some(K::Topology)),
+        ],
+        // The noise and bits are each node's own parameters.
+        stale_on: &["seed"],
     },
     Declaration {
         stage: Stage::Train,
@@ -257,6 +287,7 @@ pub static DECLARATIONS: [Declaration; 12] = [
             Port::file("report.md", None),
             Port::file("plots/tradeoff.svg", None),
             Port::file("plots/channels.svg", None),
+            Port::file("plots/bytes.svg", None),
             Port::file("decision.arrow", Some(K::Decision)),
         ],
         stale_on: &["optimize", "sweep"],
@@ -285,6 +316,19 @@ pub static DECLARATIONS: [Declaration; 12] = [
         ],
         outputs: &[Port::file("features.parquet", Some(K::Features))],
         stale_on: &["model.preprocess", "model.input_size", "extract"],
+    },
+    Declaration {
+        stage: Stage::FinalDefend,
+        name: "final-defend",
+        binary: "privynet-defend",
+        zone: Zone::Local,
+        start_rank: 0,
+        // Planned once the decision names a defended topology: its base's final features,
+        // defended with the encoding its own features carry (`--encoding-from`), so that the
+        // deployed encoding is the one that was characterized.
+        inputs: DEFEND_INPUTS,
+        outputs: &[Port::file("features.parquet", Some(K::Features))],
+        stale_on: &["seed"],
     },
     Declaration {
         stage: Stage::FinalTrain,
@@ -317,6 +361,9 @@ pub static DECLARATIONS: [Declaration; 12] = [
             Port::in_folder("train/train_summary.arrow", Some(K::TrainSummary)),
             Port::in_folder("train/cloud_model.bpk", None),
             Port::in_folder("train/cloud_config.json", None),
+            // A defended choice's encoding, which the card carries: in the metadata of the
+            // features its cloud network trained on (read for defended choices only).
+            Port::in_folder("features.parquet", Some(K::Features)),
         ],
         outputs: &[
             Port::file("local.onnx", None),
@@ -477,6 +524,28 @@ mod tests {
         ] {
             assert!(!files.contains(&f), "{f} in {files:?}");
         }
+    }
+
+    #[test]
+    fn the_defence_stages_are_local_and_follow_their_extractions() {
+        for stage in [Stage::Defend, Stage::FinalDefend] {
+            assert_eq!(stage.zone(), Zone::Local);
+            assert_eq!(stage.binary(), "privynet-defend");
+            assert!(stage.input("secret").kind.is_none());
+        }
+        assert!(Stage::Extract < Stage::Defend && Stage::Defend < Stage::Train);
+        assert!(Stage::FinalExtract < Stage::FinalDefend);
+        assert!(Stage::FinalDefend < Stage::FinalTrain);
+        assert_eq!(Stage::from_name("final-defend"), Some(Stage::FinalDefend));
+        Stage::FinalDefend.input("encoding-from");
+        assert!(
+            !Stage::Defend
+                .declaration()
+                .inputs
+                .iter()
+                .any(|p| p.name == "encoding-from")
+        );
+        Stage::Defend.output("topology.arrow");
     }
 
     #[test]

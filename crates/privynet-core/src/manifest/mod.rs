@@ -273,6 +273,45 @@ pub struct SweepSpec {
     /// anything runs rather than queued for days. Raise it when the grid is meant.
     #[serde(default = "default_max_topologies")]
     pub max_topologies: usize,
+    /// Defences searched beside cuts and channel counts: Gaussian noise, its std a fraction of
+    /// each selected channel's std (0: none), added on the user's machine before features
+    /// leave. Every level is crossed with every `bits`.
+    #[serde(default = "default_noise", skip_serializing_if = "is_default_noise")]
+    pub noise: Vec<f64>,
+    /// Bits per feature value sent: 32 (float, as extracted), 8 or 4 (per-channel integer
+    /// codes, after the noise).
+    #[serde(default = "default_bits", skip_serializing_if = "is_default_bits")]
+    pub bits: Vec<u8>,
+}
+
+fn default_noise() -> Vec<f64> {
+    vec![0.0]
+}
+fn is_default_noise(v: &[f64]) -> bool {
+    v == [0.0]
+}
+fn default_bits() -> Vec<u8> {
+    vec![32]
+}
+fn is_default_bits(v: &[u8]) -> bool {
+    v == [32]
+}
+
+impl SweepSpec {
+    /// The defences of the grid, undefended first, each once, in the order noise x bits.
+    pub fn defences(&self) -> Vec<crate::defence::Defence> {
+        let mut out = vec![];
+        for &noise in &self.noise {
+            for &bits in &self.bits {
+                let d = crate::defence::Defence { noise, bits };
+                if !out.contains(&d) {
+                    out.push(d);
+                }
+            }
+        }
+        out.sort_by_key(|d| !d.is_none());
+        out
+    }
 }
 
 fn default_max_topologies() -> usize {
@@ -749,6 +788,13 @@ pub struct Limits {
     /// Most bytes of local weights.
     #[serde(default)]
     pub max_weight_bytes: Option<i64>,
+    /// Most bytes sent to the cloud per image (the features as stored in Parquet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes_per_image: Option<i64>,
+    /// Largest allowed Fisher-information PSNR bound (dB): what no unbiased attacker can beat
+    /// on average. A topology without noise has no bound and fails this limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_psnr_bound: Option<f64>,
 }
 
 /// Parameters of the optimizer stage.

@@ -150,7 +150,11 @@ impl AttackParams {
 impl Limits {
     /// The limits are usable: PSNR and SSIM finite, MACs and bytes not negative.
     pub fn validate(&self) -> std::result::Result<(), String> {
-        for (key, v) in [("max_psnr", self.max_psnr), ("max_ssim", self.max_ssim)] {
+        for (key, v) in [
+            ("max_psnr", self.max_psnr),
+            ("max_ssim", self.max_ssim),
+            ("max_psnr_bound", self.max_psnr_bound),
+        ] {
             if let Some(v) = v.filter(|v| !v.is_finite()) {
                 return Err(format!(
                     "`optimize.limits.{key}` must be a finite number, got {v}"
@@ -164,6 +168,11 @@ impl Limits {
             if v.is_some_and(|v| v < 0) {
                 return Err(format!("`optimize.limits.{key}` must not be negative"));
             }
+        }
+        if let Some(v) = self.max_bytes_per_image.filter(|&v| v <= 0) {
+            return Err(format!(
+                "`optimize.limits.max_bytes_per_image` must be at least 1 byte, got {v}"
+            ));
         }
         Ok(())
     }
@@ -205,6 +214,7 @@ impl Manifest {
         if self.sweep.channels.contains(&ChannelCount::Count(0)) {
             return Err(bad("`sweep.channels` must not contain 0".into()));
         }
+        self.validate_defences().map_err(bad)?;
         if !(self.slice.top_fraction > 0.0 && self.slice.top_fraction <= 1.0) {
             return Err(bad(format!(
                 "`slice.top_fraction` must be in (0, 1], got {}",
@@ -219,6 +229,25 @@ impl Manifest {
         self.validate_attack_sizes().map_err(bad)?;
         if let Some(f) = &self.final_training {
             f.validate(self).map_err(bad)?;
+        }
+        Ok(())
+    }
+
+    /// The defence grid: at least one noise level and one bit width, each usable.
+    fn validate_defences(&self) -> std::result::Result<(), String> {
+        use crate::defence::{check_bits, check_noise};
+        if self.sweep.noise.is_empty() || self.sweep.bits.is_empty() {
+            return Err(
+                "`sweep.noise` and `sweep.bits` must each list at least one value \
+                        (0 and 32: no defence)"
+                    .into(),
+            );
+        }
+        for &n in &self.sweep.noise {
+            check_noise(n).map_err(|e| format!("`sweep.noise`: {e}"))?;
+        }
+        for &b in &self.sweep.bits {
+            check_bits(b).map_err(|e| format!("`sweep.bits`: {e}"))?;
         }
         Ok(())
     }

@@ -1,7 +1,8 @@
 //! `privynet-predict`: the deployed pair on images, as a deployment runs it: local.onnx on the
 //! user's side, cloud.onnx on the features. Reads images.parquet, an image folder or CIFAR-10
 //! binaries; runs both halves, or one (`--local-only` writes the features that cross,
-//! `--features` runs the cloud half on them). Writes predictions.parquet and prints the
+//! `--features` runs the cloud half on them). A defended card's defence is applied to the local
+//! half's output (noise, then quantisation). Writes predictions.parquet and prints the
 //! accuracy on the images whose class is known. A thin shell over `privynet_extract::predict`.
 
 use std::path::PathBuf;
@@ -47,6 +48,11 @@ struct Args {
     /// ONNX Runtime threads per half (default: the cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// For a defended card: draw the noise from this secret (the run's secret.key) as the
+    /// run's defend stage did, reproducing its features; by default the noise is fresh for
+    /// every image, from the operating system's randomness.
+    #[arg(long, value_name = "PATH", conflicts_with = "features")]
+    secret: Option<PathBuf>,
     /// predictions.parquet to write (not with --local-only).
     #[arg(
         long,
@@ -80,6 +86,7 @@ fn run(args: Args) -> Result<()> {
         output: output.clone(),
         batch_size: args.batch_size as usize,
         threads: args.threads,
+        secret: args.secret,
     };
     let what = match &input {
         Input::Images(p) | Input::Features(p) => p.display().to_string(),

@@ -127,6 +127,7 @@ fn request(deploy: &Path, input: Input, output: &Path) -> PredictRun {
         output: output.to_path_buf(),
         batch_size: 2,
         threads: Some(1),
+        secret: None,
     }
 }
 
@@ -381,4 +382,128 @@ fn cifar_binaries_give_ingest_ids_and_splits() {
     run.splits = vec!["train".into()];
     predict(&run, "-").unwrap();
     assert_eq!(ints(&predictions(&out), "id"), vec![10_000]);
+}
+
+/// A card of 3 x 1 x 1 features (3 classes, 4 x 4 images) defended with `noise` (absolute
+/// sigma per channel) and `bits`; codes step 7 from 3.
+fn defended_card(sigma: f32, bits: u8) -> Card {
+    use privynet_core::defence::{Defence, Encoding};
+    let mut c = card([3, 1, 1], 3, 4);
+    let defence = Defence::new(if sigma > 0.0 { 0.5 } else { 0.0 }, bits).unwrap();
+    let quantised = defence.quantised();
+    c.local.defence = Some(Encoding {
+        defence,
+        sigma: vec![sigma; 3],
+        scale: if quantised { vec![7.0; 3] } else { vec![] },
+        offset: if quantised { vec![3.0; 3] } else { vec![] },
+    });
+    c
+}
+
+/// A local-only run's features file: its float values or codes, and its metadata.
+fn sent_file(path: &Path) -> (Vec<f32>, Vec<u8>, std::collections::HashMap<String, String>) {
+    use arrow::array::{Array, FixedSizeListArray};
+    let (schema, reader) = open_parquet(path, ArtifactKind::Features, None, 64).unwrap();
+    let (mut floats, mut codes) = (vec![], vec![]);
+    for b in reader {
+        let b = b.unwrap();
+        let f = b.column_by_name("features").unwrap();
+        let f = f.as_any().downcast_ref::<FixedSizeListArray>().unwrap();
+        let _ = crate::rows::append_floats(f, 0..b.num_rows(), 3, &mut floats)
+            || crate::rows::append_codes(f, 0..b.num_rows(), 3, &mut codes);
+    }
+    (floats, codes, schema.metadata().clone().into())
+}
+
+/// Runs the local half alone on `images` with the card in `d`, into `name`.
+fn local_only_run(d: &Path, images: &Path, name: &str, secret: Option<&Path>) -> PathBuf {
+    let out = d.parent().unwrap().join(name);
+    let mut run = request(d, Input::Images(images.to_path_buf()), &out);
+    run.local_only = true;
+    run.secret = secret.map(Path::to_path_buf);
+    predict(&run, "-").unwrap();
+    out
+}
+
+#[test]
+fn a_quantising_card_changes_the_features_only_by_its_codes_and_sends_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("classes");
+    class_folders(&images, 4);
+    png(&images.join("a/2.png"), 4, [90, 80, 70]);
+    let plain_deploy = deploy(&dir.path().join("plain"), &card([3, 1, 1], 3, 4), 3);
+    let plain_sent = local_only_run(&plain_deploy, &images, "plain.parquet", None);
+    let plain = sent_file(&plain_sent);
+    let c = defended_card(0.0, 8);
+    let d = deploy(dir.path(), &c, 3);
+    let sent = local_only_run(&d, &images, "sent.parquet", None);
+    let (floats, codes, meta) = sent_file(&sent);
+    assert!(floats.is_empty(), "a quantising card sends codes");
+    let e = c.local.defence.clone().unwrap();
+    assert_eq!(meta["privynet.defence"], e.to_metadata());
+    let mut want = vec![];
+    for row in plain.0.chunks(3) {
+        e.quantise(row, 1, &mut want);
+    }
+    assert_eq!(codes, want);
+    assert_eq!(
+        &codes[..3],
+        &[28, 1, 4],
+        "red (200, 10, 30) at step 7 from 3"
+    );
+
+    // The cloud half decodes the codes: the same predictions as one process, where the cloud
+    // half gets the decoded values directly.
+    let one = dir.path().join("one.parquet");
+    let r = predict(&request(&d, Input::Images(images.clone()), &one), "-").unwrap();
+    assert_eq!(r.counts.correct, 4);
+    let two = dir.path().join("two.parquet");
+    predict(&request(&d, Input::Features(sent.clone()), &two), "-").unwrap();
+    assert_eq!(predictions(&one).columns(), predictions(&two).columns());
+
+    // Features defended otherwise than the card says are refused, naming the file.
+    let out = dir.path().join("refused.parquet");
+    let e = predict(&request(&d, Input::Features(plain_sent), &out), "-").unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("plain.parquet: holds undefended features"),
+        "{e}"
+    );
+    let e = predict(&request(&plain_deploy, Input::Features(sent), &out), "-").unwrap_err();
+    assert!(e.to_string().contains("card.json has no defence"), "{e}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn a_noisy_card_draws_fresh_noise_unless_given_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("classes");
+    class_folders(&images, 4);
+    let d = deploy(dir.path(), &defended_card(4.0, 32), 3);
+    let secret = dir.path().join("secret.key");
+    std::fs::write(&secret, [3u8; privynet_core::defence::SECRET_LEN]).unwrap();
+    let run =
+        |name: &str, secret: Option<&Path>| sent_file(&local_only_run(&d, &images, name, secret)).0;
+    let (a, b) = (run("a.parquet", None), run("b.parquet", None));
+    assert_ne!(a, b, "fresh noise for every run");
+    let (a, b) = (
+        run("c.parquet", Some(&secret)),
+        run("d.parquet", Some(&secret)),
+    );
+    assert_eq!(a, b, "the secret's noise again");
+    let clean: Vec<f32> = [RED, GREEN, BLUE]
+        .iter()
+        .flat_map(|c| c.map(f32::from))
+        .collect();
+    assert_ne!(a, clean);
+    assert!(a.iter().zip(&clean).all(|(x, y)| (x - y).abs() < 4.0 * 6.0));
+    // The cloud half cannot draw the local half's noise.
+    let mut cloud = request(
+        &d,
+        Input::Features(dir.path().join("c.parquet")),
+        &dir.path().join("p.parquet"),
+    );
+    cloud.secret = Some(secret);
+    let e = predict(&cloud, "-").unwrap_err().to_string();
+    assert!(e.contains("--secret"), "{e}");
 }

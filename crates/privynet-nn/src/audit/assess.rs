@@ -13,10 +13,11 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 
 use burn::tensor::Device;
+use privynet_core::defence::{ChannelStats, Encoding, SECRET_LEN, image_rng};
 use privynet_core::manifest::{AttackFamily, AttackMode, AttackParams};
 
 use super::attack::{EpochRecord, Pool, Standardizer, Training, take_channels, train_irn};
-use super::invert::{Inverter, mean_image};
+use super::invert::{Inverter, likelihood_weights, mean_image};
 use super::local_net::{LocalNet, Preprocessing};
 use super::matching;
 use crate::NnError;
@@ -118,6 +119,30 @@ pub struct AuditInput<'a> {
     pub local: Option<LocalAttack<'a>>,
 }
 
+/// The defence of the received features as the attacker knows it (Kerckhoffs): their encoding
+/// (from the features' metadata), and the attacker's own noise generator, never the user's
+/// secret. The modes that compute their own guess features defend them with it, so that the
+/// IRN trains on features distributed like the received ones.
+#[derive(Debug, Clone, Copy)]
+pub struct KnownDefence<'a> {
+    pub encoding: &'a Encoding,
+    /// The attacker's key for [`image_rng`] (see [`attacker_key`]).
+    pub key: [u8; SECRET_LEN],
+    /// The topology's label, keying each row's draw with its image id.
+    pub label: &'a str,
+}
+
+/// The attacker's own noise key: the blake3 hash of the run's seed and the word `attacker`.
+/// Public and reproducible; it has nothing of the user's secret.
+pub fn attacker_key(seed: u64) -> [u8; SECRET_LEN] {
+    let mut bytes = seed.to_le_bytes().to_vec();
+    bytes.extend_from_slice(b"attacker");
+    let hex = privynet_core::hash::hash_bytes(&bytes);
+    std::array::from_fn(|i| {
+        u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("a blake3 digest is hex")
+    })
+}
+
 /// The local network as the optimisation attacker holds it.
 #[derive(Debug, Clone, Copy)]
 pub struct LocalAttack<'a> {
@@ -212,8 +237,18 @@ struct ModeView {
 /// `on_epoch` sees each IRN epoch with its mode.
 pub fn run(
     input: AuditInput<'_>,
+    on_epoch: impl FnMut(AttackMode, &EpochRecord),
+) -> Result<Audit, NnError> {
+    run_with_defence(input, None, on_epoch)
+}
+
+/// [`run`] on defended features: the attacker knows `defence` (none: [`run`] as it is).
+pub fn run_with_defence(
+    input: AuditInput<'_>,
+    defence: Option<KnownDefence<'_>>,
     mut on_epoch: impl FnMut(AttackMode, &EpochRecord),
 ) -> Result<Audit, NnError> {
+    let defence = defence.filter(|d| !d.encoding.defence.is_none());
     let params = input.params;
     let (floor_psnr, floor_ssim) = floor(&input.pool.y, &input.victims.y, input.image_size);
     let optimize = params.families.contains(&AttackFamily::Optimization);
@@ -226,11 +261,11 @@ pub fn run(
     let mut trained: Vec<Trained> = Vec::new();
     for &mode in &params.modes {
         let started = Instant::now();
-        let view = mode_view(mode, &input)?;
+        let view = mode_view(mode, &input, defence)?;
         let (recon, training) = irn_for(mode, &view, &input, &mut trained, &mut on_epoch)?;
         let mode_net = input
             .local
-            .map(|local| mode_network(local, &view, &input))
+            .map(|local| mode_network(local, &view, &input, defence))
             .transpose()?;
         let inverter = input
             .local
@@ -315,15 +350,22 @@ fn mode_network(
     local: LocalAttack<'_>,
     view: &ModeView,
     input: &AuditInput<'_>,
+    defence: Option<KnownDefence<'_>>,
 ) -> Result<ModeNetwork, NnError> {
     let net = match &view.channels {
         Some(channels) => local.net.with_output_channels(channels)?,
         None => local.net.clone(),
     };
     let [d, h, w] = input.feature_shape;
-    let inv_std = Standardizer::fit(&view.train_x, d, h * w)
+    let mut inv_std = Standardizer::fit(&view.train_x, d, h * w)
         .inv_std()
         .to_vec();
+    // Under a defence the error becomes the noise's likelihood; without one it is untouched.
+    if let Some(weights) = defence.and_then(|k| likelihood_weights(k.encoding, &inv_std)) {
+        for (s, w) in inv_std.iter_mut().zip(weights) {
+            *s *= w.sqrt();
+        }
+    }
     Ok(ModeNetwork { net, inv_std })
 }
 
@@ -427,9 +469,14 @@ fn per_victim(originals: &[f32], recon: &[f32], size: usize) -> (Vec<f64>, Vec<f
     (psnr, ssim, mse)
 }
 
-/// What a mode's attacker trains on (the pool's rows as it would compute them) and which
-/// channels it believes were kept; for matched-selection, how many it matched right.
-fn mode_view(mode: AttackMode, input: &AuditInput<'_>) -> Result<ModeView, NnError> {
+/// What a mode's attacker trains on (the pool's rows as it would compute them, defended as the
+/// received ones are) and which channels it believes were kept; for matched-selection, how
+/// many it matched right.
+fn mode_view(
+    mode: AttackMode,
+    input: &AuditInput<'_>,
+    defence: Option<KnownDefence<'_>>,
+) -> Result<ModeView, NnError> {
     let [d, h, w] = input.feature_shape;
     let hw = h * w;
     let c = input.cut_channels;
@@ -455,15 +502,24 @@ fn mode_view(mode: AttackMode, input: &AuditInput<'_>) -> Result<ModeView, NnErr
                 input.seed ^ GUESS_SALT,
             ));
             guess.truncate(d);
+            let mut train_x = take_channels(full()?, n_pool, c, hw, &guess);
+            defend_guesses(&mut train_x, &input.pool.ids, hw, defence);
             ModeView {
-                train_x: take_channels(full()?, n_pool, c, hw, &guess),
+                train_x,
                 matched: None,
                 channels: Some(guess),
             }
         }
         AttackMode::MatchedSelection => {
             let full_x = full()?;
-            let pool_sig = matching::signatures(full_x, n_pool, c, hw);
+            // Like with like: the received channels are defended, so the pool's are too.
+            let pool_sig = match defence {
+                Some(k) => {
+                    let defended = defend_like_the_user(full_x, &input.pool.ids, c, hw, k);
+                    matching::signatures(&defended, n_pool, c, hw)
+                }
+                None => matching::signatures(full_x, n_pool, c, hw),
+            };
             let recv_sig = matching::signatures(&input.victims.x, input.victims.len(), d, hw);
             let matched = matching::match_channels(&pool_sig, &recv_sig);
             let right = matched
@@ -476,13 +532,64 @@ fn mode_view(mode: AttackMode, input: &AuditInput<'_>) -> Result<ModeView, NnErr
                 of = d,
                 "matched received channels to pretrained channels"
             );
+            let mut train_x = take_channels(full_x, n_pool, c, hw, &matched);
+            defend_guesses(&mut train_x, &input.pool.ids, hw, defence);
             ModeView {
-                train_x: take_channels(full_x, n_pool, c, hw, &matched),
+                train_x,
                 matched: Some(right as i64),
                 channels: Some(matched),
             }
         }
     })
+}
+
+/// Defends the attacker's guess rows (in the received channels' order, one per id of `ids`)
+/// with the received features' encoding and the attacker's own generator.
+fn defend_guesses(x: &mut [f32], ids: &[i64], hw: usize, defence: Option<KnownDefence<'_>>) {
+    let Some(k) = defence else { return };
+    let row_len = x.len() / ids.len().max(1);
+    for (row, id) in x.chunks_exact_mut(row_len.max(1)).zip(ids) {
+        let mut rng = image_rng(&k.key, &format!("{}/guess", k.label), *id);
+        k.encoding.apply(row, hw, &mut rng);
+    }
+}
+
+/// The pool's all-channel rows defended as the user's defend stage would defend them (the
+/// encoding does not cover channels the user did not send): the noise a fraction of each
+/// channel's std over the pool, then codes fitted to the noisy pool's range, with the
+/// attacker's own generator. What the matching attacker's signatures compare with the
+/// received (defended) channels.
+fn defend_like_the_user(
+    full: &[f32],
+    ids: &[i64],
+    c: usize,
+    hw: usize,
+    k: KnownDefence<'_>,
+) -> Vec<f32> {
+    let stats = |x: &[f32]| {
+        let mut s = ChannelStats::new(c, hw);
+        x.chunks_exact(c * hw).for_each(|r| s.add(r));
+        s
+    };
+    let mut own = Encoding::with_noise(k.encoding.defence, &stats(full));
+    let mut x = full.to_vec();
+    for (row, id) in x.chunks_exact_mut(c * hw).zip(ids) {
+        own.add_noise(
+            row,
+            hw,
+            &mut image_rng(&k.key, &format!("{}/match", k.label), *id),
+        );
+    }
+    if own.defence.quantised() {
+        own.fit_quantisation(&stats(&x));
+        let mut codes = Vec::with_capacity(x.len());
+        for row in x.chunks_exact(c * hw) {
+            own.quantise(row, hw, &mut codes);
+        }
+        x.clear();
+        own.dequantise(&codes, hw, &mut x);
+    }
+    x
 }
 
 /// The trivial attacker: answer every victim with the pool's mean image.
@@ -503,6 +610,80 @@ fn floor(pool_y: &[f32], victims_y: &[f32], size: usize) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_attackers_key_is_its_own_and_repeats() {
+        assert_eq!(attacker_key(7), attacker_key(7));
+        assert_ne!(attacker_key(7), attacker_key(8));
+    }
+
+    /// `n` samples of six channels of distinct statistics and spatial maps, `hw` values each.
+    fn six_channels(n: usize, hw: usize) -> Vec<f32> {
+        (0..n * 6 * hw)
+            .map(|i| {
+                let (ch, s, p) = ((i / hw) % 6, i / (6 * hw), i % hw);
+                let map = 1.0 + ((ch * 3 + p * 5) % 7) as f32 * 0.5;
+                let sample = ((s * 7 + p) % 5) as f32 * 0.3 + 0.2;
+                ((ch as f32 + 1.0) * 0.5 * map * sample - ch as f32 * 0.2).max(0.0)
+            })
+            .collect()
+    }
+
+    /// Rows of 3 channels defended as the defend stage does (noise at half each channel's std
+    /// from the user's secret, 8-bit codes fitted to the noisy rows): the encoding and what
+    /// the cloud receives.
+    fn defended_by_the_user(sent: &[f32], ids: &[i64], hw: usize) -> (Encoding, Vec<f32>) {
+        use privynet_core::defence::Defence;
+        let stats = |x: &[f32]| {
+            let mut s = ChannelStats::new(3, hw);
+            x.chunks_exact(3 * hw).for_each(|r| s.add(r));
+            s
+        };
+        let mut encoding = Encoding::with_noise(Defence::new(0.5, 8).unwrap(), &stats(sent));
+        let mut noisy = sent.to_vec();
+        for (row, id) in noisy.chunks_exact_mut(3 * hw).zip(ids) {
+            encoding.add_noise(row, hw, &mut image_rng(&[9; SECRET_LEN], "user", *id));
+        }
+        encoding.fit_quantisation(&stats(&noisy));
+        let mut codes = vec![];
+        for r in noisy.chunks_exact(3 * hw) {
+            encoding.quantise(r, hw, &mut codes);
+        }
+        let mut received = vec![];
+        encoding.dequantise(&codes, hw, &mut received);
+        (encoding, received)
+    }
+
+    /// The user sends channels 4, 1, 5 defended. Defended like the received ones, the
+    /// attacker's pool channels are matched to them (undefended, one is missed); guess rows get
+    /// the received features' encoding with the attacker's own draws.
+    #[test]
+    fn defended_channels_are_matched_like_with_like() {
+        let (n, c, hw) = (400, 6, 4);
+        let x = six_channels(n, hw);
+        let ids: Vec<i64> = (0..n as i64).collect();
+        let picked = [4usize, 1, 5];
+        let sent = take_channels(&x, n, c, hw, &picked);
+        let (encoding, received) = defended_by_the_user(&sent, &ids, hw);
+        let k = KnownDefence {
+            encoding: &encoding,
+            key: attacker_key(1),
+            label: "t",
+        };
+        let received_sig = matching::signatures(&received, n, 3, hw);
+        let matched = |pool: &[f32]| {
+            matching::match_channels(&matching::signatures(pool, n, c, hw), &received_sig)
+        };
+        assert_eq!(matched(&defend_like_the_user(&x, &ids, c, hw, k)), picked);
+        assert_ne!(matched(&x), picked);
+
+        let mut guess = sent.clone();
+        defend_guesses(&mut guess, &ids, hw, Some(k));
+        let mut want = sent[..3 * hw].to_vec();
+        encoding.apply(&mut want, hw, &mut image_rng(&k.key, "t/guess", 0));
+        assert_eq!(guess[..3 * hw], want[..]);
+        assert_ne!(guess, received, "the attacker's draws are not the user's");
+    }
 
     #[test]
     fn natural_order_undoes_the_selection_order() {

@@ -5,9 +5,12 @@
 //! the image with the lowest feature-matching error seen from any start at any step, the start
 //! itself included. That error is what the attacker can compute; the ground truth never enters,
 //! and so the kept image never matches the features worse than the IRN's reconstruction.
+//! Under a defence (known to the attacker), the error weighs each channel by the likelihood of
+//! the noise and the rounding ([`likelihood_weights`]).
 
 use burn::tensor::{Device, Tensor, TensorData};
 
+use privynet_core::defence::Encoding;
 use privynet_core::manifest::{OptimizationParams, Schedule};
 
 use super::attack::lr_at_step;
@@ -26,7 +29,8 @@ pub struct Inverter<'a> {
     pub net: &'a LocalNet,
     pub preprocessing: &'a Preprocessing,
     /// 1 / standard deviation of each feature channel over the attacker's own pool, so that
-    /// every channel weighs alike in the feature error.
+    /// every channel weighs alike in the feature error; under a defence, times the square root
+    /// of [`likelihood_weights`], so that the error is the noise's likelihood.
     pub inv_std: &'a [f32],
     pub params: &'a OptimizationParams,
     pub device: &'a Device,
@@ -220,6 +224,42 @@ impl Inverter<'_> {
     }
 }
 
+/// The per-channel weights of the feature error under a defence (Kerckhoffs: the attacker
+/// knows the encoding): the received value of channel c is its feature plus noise of variance
+/// σ_c² plus, when quantised, a rounding error of variance scale_c²/12, so the Gaussian
+/// likelihood weighs channel c's raw squared error by p_c = 1/(σ_c² + scale_c²/12). The
+/// inverter's error is already standardised by `inv_std` (1/std of the attacker's own, defended,
+/// features), so the weight returned is what turns that into the likelihood: p_c / inv_std_c²,
+/// normalised to average 1 over the channels. Without a defence: `None`, and the error stays
+/// exactly as it is. A channel with neither noise nor quantisation (σ = 0: constant over the
+/// train split) weighs as the most reliable other channel.
+pub fn likelihood_weights(encoding: &Encoding, inv_std: &[f32]) -> Option<Vec<f32>> {
+    if encoding.defence.is_none() {
+        return None;
+    }
+    let variance = |c: usize| {
+        let sigma = encoding.sigma.get(c).map_or(0.0, |s| f64::from(*s));
+        let step = encoding.scale.get(c).map_or(0.0, |s| f64::from(*s));
+        sigma * sigma + step * step / 12.0
+    };
+    let relative: Vec<Option<f64>> = inv_std
+        .iter()
+        .enumerate()
+        .map(|(c, &k)| {
+            let v = variance(c);
+            let k2 = f64::from(k) * f64::from(k);
+            (v > 0.0 && k2 > 0.0).then(|| 1.0 / (v * k2))
+        })
+        .collect();
+    let top = relative.iter().flatten().copied().fold(0.0, f64::max);
+    let filled: Vec<f64> = relative.iter().map(|r| r.unwrap_or(top)).collect();
+    let mean = filled.iter().sum::<f64>() / filled.len().max(1) as f64;
+    if mean <= 0.0 || !mean.is_finite() {
+        return None;
+    }
+    Some(filled.iter().map(|w| (w / mean) as f32).collect())
+}
+
 /// The mean of the pool's images (each [3, size, size]).
 pub fn mean_image(pool_y: &[f32], size: usize) -> Vec<f32> {
     let image_len = 3 * size * size;
@@ -231,4 +271,40 @@ pub fn mean_image(pool_y: &[f32], size: usize) -> Vec<f32> {
         }
     }
     mean_img
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use privynet_core::defence::Defence;
+
+    fn encoding(noise: f64, bits: u8, sigma: &[f32], scale: &[f32]) -> Encoding {
+        Encoding {
+            defence: Defence::new(noise, bits).unwrap(),
+            sigma: sigma.to_vec(),
+            scale: scale.to_vec(),
+            offset: vec![0.0; scale.len()],
+        }
+    }
+
+    #[test]
+    fn likelihood_weights_follow_the_noise_and_the_bins() {
+        assert_eq!(
+            likelihood_weights(&encoding(0.0, 32, &[0.0; 2], &[]), &[1.0, 2.0]),
+            None
+        );
+        // Noise a fixed fraction of each channel's std, errors standardised by that std: every
+        // channel is as noisy as the others, so the weights are uniform.
+        let std = [0.5f32, 2.0, 8.0];
+        let inv: Vec<f32> = std.iter().map(|s| 1.0 / s).collect();
+        let sigma: Vec<f32> = std.iter().map(|s| 0.25 * s).collect();
+        let w = likelihood_weights(&encoding(0.25, 32, &sigma, &[]), &inv).unwrap();
+        assert!(w.iter().all(|v| (v - 1.0).abs() < 1e-5), "{w:?}");
+        // Quantisation only: the weight is (std / step)^2, averaging 1.
+        let w = likelihood_weights(&encoding(0.0, 8, &[0.0; 2], &[0.1, 0.2]), &[1.0, 1.0]).unwrap();
+        assert!(
+            (w[0] / w[1] - 4.0).abs() < 1e-4 && (w[0] + w[1] - 2.0).abs() < 1e-5,
+            "{w:?}"
+        );
+    }
 }

@@ -13,6 +13,7 @@ use privynet_core::manifest::AttackFamily;
 use privynet_core::{ArtifactKind, Provenance};
 
 use super::assess::{AttackResult, Audit};
+use super::dfil::Bound;
 use crate::NnError;
 
 /// What the files say besides the audit itself.
@@ -27,6 +28,8 @@ pub struct OutputContext<'a> {
     /// Channels the topology keeps.
     pub channels: usize,
     pub max_epochs: usize,
+    /// The topology's Fisher-information bound (with noise only), the same on every row.
+    pub bound: Option<Bound>,
 }
 
 /// Writes all four files into `out` (created if needed), each atomically.
@@ -100,6 +103,10 @@ fn i32_array(v: impl IntoIterator<Item = i32>) -> ArrayRef {
 }
 fn bool_array(v: impl IntoIterator<Item = bool>) -> ArrayRef {
     Arc::new(BooleanArray::from(v.into_iter().collect::<Vec<_>>()))
+}
+/// `n` copies of a value that may be null.
+fn bound_array(v: Option<f64>, n: usize) -> ArrayRef {
+    Arc::new(Float64Array::from(vec![v; n]))
 }
 
 fn privacy_rows(r: &AttackResult, ids: &[i64]) -> Result<arrow::array::RecordBatch, NnError> {
@@ -218,6 +225,9 @@ fn summary_rows(a: &Audit, ctx: &OutputContext<'_>) -> Result<arrow::array::Reco
         ),
         ("seconds", each(|r| r.seconds)),
         ("worst", bool_array((0..n).map(|i| Some(i) == worst))),
+        ("psnr_bound", bound_array(ctx.bound.map(|b| b.mean), n)),
+        ("psnr_bound_lo", bound_array(ctx.bound.map(|b| b.lo), n)),
+        ("psnr_bound_hi", bound_array(ctx.bound.map(|b| b.hi), n)),
     ])?)
 }
 
@@ -289,11 +299,14 @@ fn picture(a: &Audit, ctx: &OutputContext<'_>) -> Result<Vec<u8>, NnError> {
     let top = 2 * GLYPH + 4;
     let (w, h) = (label_w + k * cell_w, top + (1 + a.attacks.len()) * cell_h);
     let mut img = image::RgbImage::from_pixel(w as u32, h as u32, image::Rgb([255, 255, 255]));
+    let bound = ctx
+        .bound
+        .map_or(String::new(), |b| format!(", PSNR bound {:.1} dB", b.mean));
     text(
         &mut img,
         2,
         2,
-        &format!("{}: {} victims", ctx.label, ctx.ids.len()),
+        &format!("{}: {} victims{bound}", ctx.label, ctx.ids.len()),
     );
     text(&mut img, 2, 2 + GLYPH + 2, "PSNR dB / SSIM, mean [95% CI]");
     let image_len = 3 * size * size;

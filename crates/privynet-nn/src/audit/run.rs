@@ -1,15 +1,20 @@
 //! The attack stage as a library: loads a topology's features, its selection and the images,
 //! pairs the rows of the attacker's pool and of the victims with their images, runs the audit
-//! ([`super::assess::run`]) and writes its files ([`super::output`]). The
-//! `privynet-attack` binary resolves its flags against the manifest and calls [`run`].
+//! ([`super::assess::run_with_defence`], the attacker knowing the features' defence), computes
+//! the Fisher-information bound of a topology with noise ([`super::dfil`]) and writes its files
+//! ([`super::output`]). The `privynet-attack` binary resolves its flags against the manifest
+//! and calls [`run`].
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use burn::tensor::Device;
+use privynet_core::defence::{Encoding, METADATA_KEY};
 use privynet_core::manifest::{AttackFamily, AttackMode, AttackParams, Preprocess};
 use privynet_core::{Provenance, Topology};
 
-use super::assess::{self, Aligned, Audit, AuditInput, LocalAttack};
+use super::assess::{self, Aligned, Audit, AuditInput, KnownDefence, LocalAttack};
+use super::dfil::{self, Bound, BoundSpec, Probe};
 use super::local_net::{LocalNet, Preprocessing};
 use super::output::{OutputContext, write_outputs};
 use crate::NnError;
@@ -57,6 +62,7 @@ pub fn run(run: &AttackRun) -> Result<(), NnError> {
         .collect();
 
     let data = load(run, &topo)?;
+    let encoding = encoding_of(&run.features, data.feature_shape[0])?;
     tracing::info!(
         pool = data.pool.len(),
         victims = data.victims.len(),
@@ -86,7 +92,13 @@ pub fn run(run: &AttackRun) -> Result<(), NnError> {
         victims: &data.victims,
         full_pool: data.full_pool.as_deref(),
     };
-    let result = assess::run(input, |mode, e| {
+    let label = topo.label();
+    let defence = encoding.as_ref().map(|encoding| KnownDefence {
+        encoding,
+        key: assess::attacker_key(run.seed),
+        label: &label,
+    });
+    let result = assess::run_with_defence(input, defence, |mode, e| {
         tracing::info!(
             mode = mode.name(),
             epoch = e.epoch,
@@ -97,20 +109,91 @@ pub fn run(run: &AttackRun) -> Result<(), NnError> {
         );
     })?;
     log_results(&result, params.max_epochs);
+    let bound = fisher_bound(run, encoding.as_ref(), input.local, &data)?;
 
     let prov = provenance(run)?;
     let ctx = OutputContext {
-        label: &topo.label(),
+        label: &label,
         ids: &data.victims.ids,
         originals: &data.victims.y,
         size: data.image_size,
         channels: data.feature_shape[0],
         max_epochs: params.max_epochs,
+        bound,
     };
     write_outputs(&run.output, &prov, &result, ctx).map_err(NnError::context(format!(
         "writing the audit to {}",
         run.output.display()
     )))
+}
+
+/// The defence of a features file (its `privynet.defence` metadata), checked against the
+/// features' channels: `None` for undefended features.
+pub fn encoding_of(path: &Path, channels: usize) -> Result<Option<Encoding>, NnError> {
+    let parts = privynet_core::io::dataset_parts(path)?;
+    let schema = privynet_core::io::read_schema(&parts[0])?;
+    let bad = |message: String| NnError::Data {
+        path: path.to_path_buf(),
+        message,
+    };
+    let Some(e) = Encoding::from_metadata(schema.metadata().get(METADATA_KEY)).map_err(bad)? else {
+        return Ok(None);
+    };
+    let q = e.defence.quantised();
+    let lens = [
+        ("sigma", e.sigma.len(), e.defence.noise > 0.0),
+        ("scale", e.scale.len(), q),
+        ("offset", e.offset.len(), q),
+    ];
+    for (what, len, needed) in lens {
+        if needed && len != channels {
+            return Err(bad(format!(
+                "`{METADATA_KEY}` holds {len} {what} values for features of {channels} channels"
+            )));
+        }
+    }
+    Ok(Some(e))
+}
+
+/// The Fisher-information bound of a topology with noise, over all the victims; `None` without
+/// noise, or (said so) without the local network to differentiate.
+fn fisher_bound(
+    run: &AttackRun,
+    encoding: Option<&Encoding>,
+    local: Option<LocalAttack<'_>>,
+    data: &AuditData,
+) -> Result<Option<Bound>, NnError> {
+    let Some(e) = encoding.filter(|e| e.defence.noise > 0.0) else {
+        return Ok(None);
+    };
+    let Some(local) = local else {
+        tracing::warn!("no --local-network: no Fisher-information bound for this noisy topology");
+        return Ok(None);
+    };
+    let started = Instant::now();
+    let probe = Probe {
+        net: local.net,
+        preprocessing: local.preprocessing,
+        device: local.device,
+        size: data.image_size,
+        batch: run.params.optimization.batch_size,
+    };
+    let spec = BoundSpec {
+        sigma: &e.sigma,
+        projections: dfil::PROJECTIONS,
+        seed: run.seed,
+        bootstrap: run.params.bootstrap,
+    };
+    let b = dfil::psnr_bound(probe, &data.victims.y, spec)?;
+    tracing::info!(
+        psnr_bound = format!("{:.2} [{:.2}, {:.2}]", b.mean, b.lo, b.hi),
+        dfil = format!("{:.4e}", b.dfil),
+        images = b.images,
+        projections = b.projections,
+        seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
+        "Fisher-information bound: the PSNR no unbiased attacker exceeds on average (one with a learned prior may)"
+    );
+    Ok(Some(b))
 }
 
 /// The topology's local network in burn, when the run has one; a run whose families include

@@ -2,7 +2,9 @@
 //! attacker: it trains an image reconstruction network on (feature, image) pairs from its own
 //! pool (the `attacker` split) and rebuilds the victims' `test` images from their features,
 //! under each enabled knowledge mode, then refines them by optimisation through the local
-//! network; reports PSNR and SSIM per image, per mode and per attacker family.
+//! network; reports PSNR and SSIM per image, per mode and per attacker family. On defended
+//! features the attacker knows the defence (the features' encoding, not the user's secret);
+//! with noise, the audit also reports the Fisher-information bound (`psnr_bound`).
 
 use std::path::PathBuf;
 

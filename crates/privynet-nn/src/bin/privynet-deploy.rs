@@ -1,14 +1,19 @@
 //! `privynet-deploy`: the optimizer's choice as the two halves a user runs: local.onnx (the
 //! local network with its secret selection) and cloud.onnx (the trained cloud network), with
-//! the deployment card (card.json, card.md) beside them. A thin shell over `deploy::run`.
+//! the deployment card (card.json, card.md) beside them. A defended choice ships its base's
+//! local network and the defence's encoding in the card. A thin shell over `deploy::run`.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 
+use privynet_core::Topology;
+use privynet_core::defence::Encoding;
 use privynet_core::manifest::ManifestArgs;
-use privynet_nn::deploy::run::{DeployRun, chosen, run};
+use privynet_nn::deploy::run::{
+    DeployRun, chosen, chosen_topology, defence_of, local_network, run,
+};
 use privynet_store::Store;
 
 /// Export the chosen topology's two halves (local.onnx, cloud.onnx) with a deployment card.
@@ -23,16 +28,20 @@ struct Args {
     /// characterization.parquet the decision was made from.
     #[arg(long)]
     characterization: PathBuf,
-    /// The run folder: the chosen topology's `<topology>/local.onnx` is read from it.
+    /// The run folder: the chosen topology's `<topology>/local.onnx` is read from it (a
+    /// defended topology's base's: `<base>/local.onnx`).
     #[arg(long)]
     run_dir: PathBuf,
     /// The cloud zone's place (a folder, or an object URL when it is a bucket): the chosen
-    /// topology's `<topology>/train/` (train_summary.arrow, cloud_model.bpk, cloud_config.json).
+    /// topology's `<topology>/topology.arrow` and `<topology>/train/` (train_summary.arrow,
+    /// cloud_model.bpk, cloud_config.json); a defended topology's encoding is read from
+    /// `<topology>/features.parquet`'s metadata.
     #[arg(long)]
     cloud_dir: PathBuf,
     /// Where the final trainings are (`final/` of the cloud zone): the choice's is
     /// `<choice>/train/` (train_summary.arrow, cloud_model.bpk, cloud_config.json), deployed
-    /// instead of the characterization's; needs the manifest's `final` section.
+    /// instead of the characterization's, and a defended choice's encoding is that of
+    /// `<choice>/features.parquet`; needs the manifest's `final` section.
     #[arg(long)]
     final_dir: Option<PathBuf>,
     /// With --final-dir: when the choice's final training is not there yet (the decision
@@ -75,8 +84,10 @@ fn deploy(args: Args) -> Result<()> {
         return Ok(());
     }
     let cloud = |name: &str| store.fetch(&train_dir.join(name));
+    let (chosen, defence) = topology_and_defence(&store, &args, &topology)?;
     let request = DeployRun {
-        local_network: args.run_dir.join(&topology).join("local.onnx"),
+        local_network: local_network(&args.run_dir, &chosen),
+        defence,
         decision: args.decision,
         characterization: args.characterization,
         train_summary: cloud("train_summary.arrow")?,
@@ -98,4 +109,24 @@ fn deploy(args: Args) -> Result<()> {
     );
     println!("{}", args.output.display());
     Ok(())
+}
+
+/// The chosen topology (its cloud-zone `topology.arrow`) and, when it is defended, its
+/// encoding: that of the features the deployed cloud network trained on (the final
+/// training's with --final-dir), read from their metadata.
+fn topology_and_defence(
+    store: &Store,
+    args: &Args,
+    choice: &str,
+) -> Result<(Topology, Option<Encoding>)> {
+    let path = store.fetch(&args.cloud_dir.join(choice).join("topology.arrow"))?;
+    let chosen = chosen_topology(&path, choice)?;
+    if chosen.defence().is_none() {
+        return Ok((chosen, None));
+    }
+    let root = args.final_dir.as_ref().unwrap_or(&args.cloud_dir);
+    let features = store.fetch(&root.join(choice).join("features.parquet"))?;
+    let defence = defence_of(&chosen, &features)
+        .with_context(|| format!("reading the defence of {choice}"))?;
+    Ok((chosen, defence))
 }

@@ -23,6 +23,16 @@ pub struct SplitSizes {
     pub test: usize,
 }
 
+/// What a run trained on, as its summary says it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputSummary {
+    /// The topology's label, `features` without a topology, or `raw` for the baseline.
+    pub label: String,
+    /// The stored (compressed) bytes per row of the file trained on: what sending one image's
+    /// features to the cloud costs (for the baseline, one image).
+    pub bytes_per_image: Option<f64>,
+}
+
 /// Writes `cloud_config.json` into `output`: the input shape, the settings, the seed and the
 /// network's layout.
 pub fn write_config(
@@ -47,7 +57,7 @@ pub fn write_config(
 pub fn write_tables(
     output: &Path,
     prov: &Provenance,
-    label: &str,
+    input: &InputSummary,
     report: &TrainReport,
     sizes: SplitSizes,
 ) -> Result<(), NnError> {
@@ -59,7 +69,7 @@ pub fn write_tables(
         prov,
         metrics,
     )?;
-    let summary = summary_batch(label, report, sizes)?;
+    let summary = summary_batch(input, report, sizes)?;
     write(
         output,
         "train_summary.arrow",
@@ -100,9 +110,10 @@ pub fn metrics_batch(epochs: &[EpochMetrics]) -> Result<RecordBatch, NnError> {
     ])?)
 }
 
-/// The run's one row: the last epoch's accuracies, the split sizes and the speed.
+/// The run's one row: the kept epoch's accuracies, the split sizes, the speed and the bytes
+/// per image of the input.
 pub fn summary_batch(
-    label: &str,
+    input: &InputSummary,
     report: &TrainReport,
     sizes: SplitSizes,
 ) -> Result<RecordBatch, NnError> {
@@ -113,7 +124,10 @@ pub fn summary_batch(
     let f64_value = |v: f64| -> ArrayRef { Arc::new(Float64Array::from(vec![v])) };
     let i64_value = |v: usize| -> ArrayRef { Arc::new(Int64Array::from(vec![v as i64])) };
     Ok(ArtifactKind::TrainSummary.batch(vec![
-        ("topology", Arc::new(StringArray::from(vec![label]))),
+        (
+            "topology",
+            Arc::new(StringArray::from(vec![input.label.as_str()])),
+        ),
         ("final_val_accuracy", f64_value(last.val_accuracy)),
         ("final_test_accuracy", f64_value(last.test_accuracy)),
         (
@@ -125,6 +139,10 @@ pub fn summary_batch(
         ("test_samples", i64_value(sizes.test)),
         ("samples_per_second", f64_value(report.samples_per_second)),
         ("seconds", f64_value(report.seconds)),
+        (
+            "bytes_per_image",
+            Arc::new(Float64Array::from(vec![input.bytes_per_image])),
+        ),
     ])?)
 }
 
@@ -201,8 +219,12 @@ mod tests {
             val: 3,
             test: 4,
         };
-        let b = summary_batch("fire3-d8", &report, sizes).unwrap();
-        let expected = non_null(&[
+        let input = InputSummary {
+            label: "fire3-d8".into(),
+            bytes_per_image: Some(812.5),
+        };
+        let b = summary_batch(&input, &report, sizes).unwrap();
+        let mut expected = non_null(&[
             ("topology", DataType::Utf8),
             ("final_val_accuracy", DataType::Float64),
             ("final_test_accuracy", DataType::Float64),
@@ -212,10 +234,19 @@ mod tests {
             ("test_samples", DataType::Int64),
             ("samples_per_second", DataType::Float64),
             ("seconds", DataType::Float64),
-        ]);
-        assert_eq!(b.schema().as_ref(), &expected);
+        ])
+        .fields()
+        .to_vec();
+        // Nullable, as the schema declares it: readers treat it as possibly absent.
+        expected.push(Arc::new(Field::new(
+            "bytes_per_image",
+            DataType::Float64,
+            true,
+        )));
+        assert_eq!(b.schema().as_ref(), &Schema::new(expected));
         let path = Path::new("summary");
         let f64_at = |name| column::<Float64Array>(&b, name, path).unwrap().value(0);
+        assert_eq!(f64_at("bytes_per_image"), 812.5);
         assert_eq!(f64_at("final_val_accuracy"), epoch(2).val_accuracy);
         assert_eq!(f64_at("final_test_accuracy"), epoch(2).test_accuracy);
         let val = column::<Int64Array>(&b, "val_samples", path).unwrap();
@@ -226,18 +257,25 @@ mod tests {
             early_stopped: true,
             ..report.clone()
         };
-        let b = summary_batch("fire3-d8", &early, sizes).unwrap();
+        let b = summary_batch(&input, &early, sizes).unwrap();
         let val_acc = column::<Float64Array>(&b, "final_val_accuracy", path).unwrap();
         assert_eq!(val_acc.value(0), epoch(1).val_accuracy);
         assert_eq!(
             column::<Int32Array>(&b, "epochs", path).unwrap().value(0),
             2
         );
+        let raw = InputSummary {
+            label: "raw".into(),
+            bytes_per_image: None,
+        };
+        let b = summary_batch(&raw, &report, sizes).unwrap();
+        let bytes = column::<Float64Array>(&b, "bytes_per_image", path).unwrap();
+        assert!(bytes.is_null(0));
         let empty = TrainReport {
             epochs: vec![],
             ..report
         };
-        let e = summary_batch("raw", &empty, sizes).unwrap_err();
+        let e = summary_batch(&raw, &empty, sizes).unwrap_err();
         assert_eq!(e.to_string(), "no epoch ran");
     }
 }

@@ -5,12 +5,12 @@
 
 use std::path::{Path, PathBuf};
 
-use privynet_core::io::read_schema;
+use privynet_core::io::{read_schema, stored_bytes_per_row};
 use privynet_core::manifest::TrainParams;
 use privynet_core::{ArtifactKind, Provenance, Topology, Zone};
 
 use super::fit::{self, Checkpoints};
-use super::output::{self, SplitSizes};
+use super::output::{self, InputSummary, SplitSizes};
 use super::report::TrainReport;
 use crate::NnError;
 use crate::data::{self, Dataset, Split};
@@ -64,6 +64,7 @@ pub fn run(run: &TrainRun) -> Result<TrainOutcome, NnError> {
     let mut prov = Provenance::new("train", &run.manifest_label);
     let (dataset, input, label) = load(&run.input, params.classes)?;
     prov.add_input(&input)?;
+    let summary = input_summary(&input, label)?;
     let prov = prov.with_params(&serde_json::json!({
         "train": params, "seed": run.seed, "input": privynet_core::provenance::input_name(&input)
     }));
@@ -82,7 +83,8 @@ pub fn run(run: &TrainRun) -> Result<TrainOutcome, NnError> {
             "{:?}",
             super::cloud::layout(dataset.shape, params.width, params.depth)
         ),
-        "training the cloud network ({label})"
+        "training the cloud network ({})",
+        summary.label
     );
     std::fs::create_dir_all(&run.output).map_err(NnError::context(format!(
         "creating {}",
@@ -121,7 +123,7 @@ pub fn run(run: &TrainRun) -> Result<TrainOutcome, NnError> {
     // The model first, the tables after it and the state removed last: whatever a kill leaves,
     // the summary that marks a finished run never stands without its model.
     super::cloud::save(&model.with_stable_ids(), &checkpoints.model)?;
-    finish(run, &dataset, &prov, &label, &report, sizes, &checkpoints)?;
+    finish(run, &dataset, &prov, &summary, &report, sizes, &checkpoints)?;
     Ok(TrainOutcome::Finished)
 }
 
@@ -162,6 +164,18 @@ fn load(input: &TrainInput, classes: usize) -> Result<(Dataset, PathBuf, String)
             Ok((dataset, path.clone(), label))
         }
     }
+}
+
+/// The label the summary gives the input, and what one image costs to send, measured on the
+/// file trained on (a fetched input's local copy): the features as stored, their defence's
+/// quantisation included (for the baseline, the stored images).
+fn input_summary(input: &Path, label: String) -> Result<InputSummary, NnError> {
+    let bytes = stored_bytes_per_row(input)
+        .map_err(NnError::context(format!("measuring {}", input.display())))?;
+    Ok(InputSummary {
+        label,
+        bytes_per_image: Some(bytes),
+    })
 }
 
 /// The cloud stage refuses local artifacts by their own metadata, whatever their file name.
@@ -222,13 +236,13 @@ fn finish(
     run: &TrainRun,
     dataset: &Dataset,
     prov: &Provenance,
-    label: &str,
+    input: &InputSummary,
     report: &TrainReport,
     sizes: SplitSizes,
     checkpoints: &Checkpoints,
 ) -> Result<(), NnError> {
     output::write_config(&run.output, dataset.shape, &run.params, run.seed)?;
-    output::write_tables(&run.output, prov, label, report, sizes)?;
+    output::write_tables(&run.output, prov, input, report, sizes)?;
     // The run is complete and its outputs written: nothing is left to continue.
     std::fs::remove_dir_all(&checkpoints.state).map_err(NnError::context(format!(
         "removing {}",
@@ -249,7 +263,9 @@ fn finish(
         final_test_accuracy = format!("{:.4}", kept.test_accuracy),
         samples_per_s = format!("{:.0}", report.samples_per_second),
         seconds = format!("{:.1}", report.seconds),
-        "trained {label}"
+        bytes_per_image = input.bytes_per_image.map(|b| format!("{b:.0}")),
+        "trained {}",
+        input.label
     );
     Ok(())
 }

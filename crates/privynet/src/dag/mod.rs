@@ -1,5 +1,6 @@
-//! Expanding a manifest into the pipeline DAG: ingest once; per topology of the sweep a slice;
-//! per cut one extraction at the widest channel count and a derivation for each narrower one.
+//! Expanding a manifest into the pipeline DAG: ingest once; per undefended topology of the
+//! sweep a slice; per cut one extraction at the widest channel count and a derivation for each
+//! narrower one; per defended topology a defence of its base's features.
 //! Each node is one stage-binary invocation with exactly the arguments it needs; the stages'
 //! declarations (`crate::stage`) say what each reads and writes, and their planners (`plan`)
 //! which files, for which topology. Dependencies come from file paths, checked here for
@@ -39,9 +40,10 @@ pub fn build(manifest_path: &Path, overrides: &[String]) -> Result<Dag, RunError
     let points = with_wide_points(&evaluated);
     let sweep = Sweep { evaluated, points };
     let planner = Planner::new(&m, manifest_path, overrides);
-    let nodes = Stage::all()
+    let nodes: Vec<Node> = Stage::all()
         .flat_map(|stage| planner.plan(stage, &sweep))
         .collect();
+    ensure_secret_if_read(&nodes, &planner.out)?;
     let mut dag = Dag {
         nodes,
         out_dir: planner.out,
@@ -49,6 +51,22 @@ pub fn build(manifest_path: &Path, overrides: &[String]) -> Result<Dag, RunError
     dag.link()?;
     dag.check_zones()?;
     Ok(dag)
+}
+
+/// Makes the run folder's noise secret when a node reads it (a defended sweep, or a defended
+/// choice's final features) and it is not there yet. Its bytes stay in that file: nodes are
+/// given its path.
+fn ensure_secret_if_read(nodes: &[Node], out: &Path) -> Result<(), RunError> {
+    let secret = plan::secret_path(out);
+    if nodes
+        .iter()
+        .any(|n| n.inputs.iter().any(|i| i.path == secret))
+    {
+        privynet_core::defence::ensure_secret(&secret).map_err(|e| {
+            RunError::context(format!("making the noise secret {}", secret.display()), e)
+        })?;
+    }
+    Ok(())
 }
 
 impl Dag {
@@ -142,6 +160,13 @@ impl Dag {
                 continue;
             }
             for inp in &n.inputs {
+                if inp.path.file_name() == Some(std::ffi::OsStr::new(plan::SECRET_FILE)) {
+                    return Err(RunError::Dag(format!(
+                        "zone violation: cloud stage node `{}` would read the noise secret {}; it never leaves this machine",
+                        n.id,
+                        inp.path.display()
+                    )));
+                }
                 if let Some(kind) = inp.kind
                     && kind.zone()? == Zone::Local
                 {
@@ -283,6 +308,45 @@ mod tests {
             e.contains("zone violation") && e.contains("train/x") && e.contains("images.parquet"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_noise_secret_is_read_only_by_local_stages() {
+        let dag = |stage| Dag {
+            nodes: vec![node(
+                "n",
+                stage,
+                &[("/nonexistent/run/secret.key", None)],
+                &["/nonexistent/cloud/x/features.parquet"],
+            )],
+            out_dir: PathBuf::from("/nonexistent/run"),
+        };
+        dag(Stage::Defend).check_zones().unwrap();
+        let e = dag(Stage::Train).check_zones().unwrap_err().to_string();
+        assert!(
+            e.contains("zone violation") && e.contains("noise secret"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_secret_is_made_only_when_a_node_reads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = plan::secret_path(dir.path());
+        let extract = node("extract/x", Stage::Extract, &[], &["/nonexistent/f"]);
+        ensure_secret_if_read(std::slice::from_ref(&extract), dir.path()).unwrap();
+        assert!(!secret.exists());
+        let mut defend = node("defend/x", Stage::Defend, &[], &["/nonexistent/g"]);
+        defend.inputs.push(Input {
+            path: secret.clone(),
+            kind: None,
+        });
+        ensure_secret_if_read(&[extract, defend.clone()], dir.path()).unwrap();
+        let bytes = std::fs::read(&secret).unwrap();
+        assert_eq!(bytes.len(), privynet_core::defence::SECRET_LEN);
+        // Made once: a second planning keeps it.
+        ensure_secret_if_read(&[defend], dir.path()).unwrap();
+        assert_eq!(std::fs::read(&secret).unwrap(), bytes);
     }
 
     #[test]
