@@ -109,23 +109,7 @@ pub fn features_batch(
             )),
         ),
     };
-    let list = FixedSizeListArray::try_new(
-        Arc::new(Field::new("item", item, false)),
-        len as i32,
-        array,
-        None,
-    )
-    .expect("the values should hold rows * len items");
-    RecordBatch::try_new(
-        schema,
-        vec![
-            Arc::new(Int64Array::from(ids)),
-            Arc::new(Int32Array::from(labels)),
-            Arc::new(StringArray::from(splits)),
-            Arc::new(list),
-        ],
-    )
-    .expect("columns should match the features schema")
+    crate::rows::list_batch(schema, ids, labels, splits, item, array, len)
 }
 
 /// Preprocesses the images of `rows` of an images batch into `input` (NCHW, resized to

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, FixedSizeListArray, Float16Array, Float32Array, Int32Array, Int64Array, RecordBatch,
-    StringArray, UInt8Array,
+    Array, ArrayRef, FixedSizeListArray, Float16Array, Float32Array, Int32Array, Int64Array,
+    RecordBatch, StringArray, UInt8Array,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
@@ -101,13 +101,27 @@ pub fn codes_batch(
     codes: Vec<u8>,
     len: usize,
 ) -> RecordBatch {
+    let codes: ArrayRef = Arc::new(UInt8Array::from(codes));
+    list_batch(schema, ids, labels, splits, DataType::UInt8, codes, len)
+}
+
+/// A features batch from ids, labels, splits and the flat item array (rows x len) of `item`.
+pub fn list_batch(
+    schema: SchemaRef,
+    ids: Vec<i64>,
+    labels: Vec<i32>,
+    splits: Vec<String>,
+    item: DataType,
+    array: ArrayRef,
+    len: usize,
+) -> RecordBatch {
     let list = FixedSizeListArray::try_new(
-        Arc::new(Field::new("item", DataType::UInt8, false)),
+        Arc::new(Field::new("item", item, false)),
         len as i32,
-        Arc::new(UInt8Array::from(codes)),
+        array,
         None,
     )
-    .expect("the codes should hold rows * len items");
+    .expect("the values should hold rows * len items");
     RecordBatch::try_new(
         schema,
         vec![

@@ -143,11 +143,22 @@ pub struct Interval {
 /// as the cap, as in the reported mean): `resamples` seeded resamples with replacement. With
 /// fewer than 2 values there is no spread to resample and the interval is the mean itself.
 pub fn bootstrap_mean(v: &[f64], resamples: usize, seed: u64) -> Interval {
-    use rand::{Rng, SeedableRng};
     let v: Vec<f64> = v.iter().map(|x| x.min(PSNR_CAP)).collect();
     let m = mean(&v);
+    let (lo, hi) = percentile_bootstrap(&v, resamples, seed);
+    Interval {
+        lo: lo.min(m),
+        hi: hi.max(m),
+    }
+}
+
+/// The 2.5% and 97.5% percentiles of `resamples` seeded resampled means of `v`, uncapped (the
+/// mean itself, twice, when there is no spread to resample).
+pub fn percentile_bootstrap(v: &[f64], resamples: usize, seed: u64) -> (f64, f64) {
+    use rand::{Rng, SeedableRng};
+    let m = mean(v);
     if v.len() < 2 || resamples == 0 {
-        return Interval { lo: m, hi: m };
+        return (m, m);
     }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut means: Vec<f64> = (0..resamples)
@@ -160,10 +171,7 @@ pub fn bootstrap_mean(v: &[f64], resamples: usize, seed: u64) -> Interval {
         .collect();
     means.sort_by(f64::total_cmp);
     let at = |q: f64| means[((q * (resamples - 1) as f64).round() as usize).min(resamples - 1)];
-    Interval {
-        lo: at(0.025).min(m),
-        hi: at(0.975).max(m),
-    }
+    (at(0.025), at(0.975))
 }
 
 #[cfg(test)]

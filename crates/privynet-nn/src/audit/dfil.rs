@@ -72,7 +72,7 @@ pub fn psnr_bound(probe: Probe<'_>, images: &[f32], spec: BoundSpec<'_>) -> Resu
         .collect();
     let psnr_ci = metrics::bootstrap_mean(&psnr, spec.bootstrap, spec.seed);
     let dfil = metrics::mean(&per);
-    let (dfil_lo, dfil_hi) = bootstrap(&per, spec.bootstrap, spec.seed);
+    let (dfil_lo, dfil_hi) = metrics::percentile_bootstrap(&per, spec.bootstrap, spec.seed);
     Ok(Bound {
         mean: metrics::mean_capped_psnr(&psnr),
         lo: psnr_ci.lo,
@@ -176,27 +176,6 @@ fn projections(seed: u64, image: usize, len: usize, precision: &[f32], plane: us
     (0..len)
         .map(|j| gauss.sample(&mut rng) * precision[(j / plane.max(1)) % channels])
         .collect()
-}
-
-/// The 95% percentile-bootstrap interval of the mean of `v` (uncapped, unlike PSNR's).
-fn bootstrap(v: &[f64], resamples: usize, seed: u64) -> (f64, f64) {
-    use rand::Rng;
-    let m = metrics::mean(v);
-    if v.len() < 2 || resamples == 0 {
-        return (m, m);
-    }
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut means: Vec<f64> = (0..resamples)
-        .map(|_| {
-            (0..v.len())
-                .map(|_| v[rng.random_range(0..v.len())])
-                .sum::<f64>()
-                / v.len() as f64
-        })
-        .collect();
-    means.sort_by(f64::total_cmp);
-    let at = |q: f64| means[((q * (resamples - 1) as f64).round() as usize).min(resamples - 1)];
-    (at(0.025), at(0.975))
 }
 
 #[cfg(test)]
