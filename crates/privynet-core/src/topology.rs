@@ -118,24 +118,38 @@ impl Topology {
         }
     }
 
-    /// The undefended topology it was derived from: the same, without noise or quantisation.
-    pub fn undefended(&self) -> Topology {
+    /// The same topology under `defence` (a defended topology's row, made from its base's).
+    pub fn with_defence(&self, defence: crate::defence::Defence) -> Topology {
         Topology {
-            noise: 0.0,
-            bits: 32,
+            noise: defence.noise,
+            bits: i64::from(defence.bits),
             ..self.clone()
         }
     }
 
+    /// The undefended topology it was derived from: the same, without noise or quantisation.
+    pub fn undefended(&self) -> Topology {
+        self.with_defence(crate::defence::Defence::default())
+    }
+
     /// A short label such as `fire3-d8`, or `fire3-d8-n0.25-q8` with a defence.
     pub fn label(&self) -> String {
-        format!(
-            "{}-d{}{}",
-            self.layer.as_deref().unwrap_or(&self.cut).replace('/', "_"),
+        label(
+            self.layer.as_deref().unwrap_or(&self.cut),
             self.channels,
-            self.defence().suffix()
+            self.defence(),
         )
     }
+}
+
+/// The label of `layer`'s topology of `channels` channels under `defence` (`fire3-d8`,
+/// `fire3-d8-n0.25-q8`): the name of its folders, node ids and table rows, in every stage.
+pub fn label(layer: &str, channels: i64, defence: crate::defence::Defence) -> String {
+    format!(
+        "{}-d{channels}{}",
+        layer.replace('/', "_"),
+        defence.suffix()
+    )
 }
 
 /// Checks that a features file (or every part of a folder of parts) was made for `expected`,

@@ -87,7 +87,7 @@ pub struct DefendReport {
 pub fn defend(req: &DefendRequest, manifest_label: &str) -> Result<DefendReport, ExtractError> {
     let start = Instant::now();
     let base = Base::open(&req.features, &req.topology)?;
-    let topology = defended_topology(&base.topology, req.defence);
+    let topology = base.topology.with_defence(req.defence);
     let label = topology.label();
     let secret = read_secret(&req.secret)?;
     let reused = req
@@ -133,15 +133,6 @@ pub fn defend(req: &DefendRequest, manifest_label: &str) -> Result<DefendReport,
         "wrote the defended features"
     );
     Ok(report)
-}
-
-/// The base topology with the defence's noise and bits.
-pub fn defended_topology(base: &Topology, defence: Defence) -> Topology {
-    Topology {
-        noise: defence.noise,
-        bits: i64::from(defence.bits),
-        ..base.clone()
-    }
 }
 
 /// The encoding of the defended features file `from`, checked to be for `defence` and for

@@ -388,7 +388,7 @@ fn better(a: &Candidate, b: &Candidate, l: &Limits) -> Ordering {
 
 /// The label of `layer`'s topology with `d` channels under `defence` (as the runner names it).
 fn label(layer: &str, d: i64, defence: &Defence) -> String {
-    format!("{}-d{d}{}", layer.replace('/', "_"), defence.suffix())
+    privynet_core::topology::label(layer, d, *defence)
 }
 
 /// Fits, predicts, and chooses. `grid` lists each series' channel counts; `rows` are the

@@ -55,39 +55,61 @@ fn truths() -> [Truth; 3] {
     ]
 }
 
+/// How far the means lie below the upper ends a row is measured at.
+struct Below {
+    psnr: f64,
+    bound: f64,
+}
+
+/// Series `t`'s row of cut `f` at D = `d`, its true values measured: SSIM `ssim`, the means of
+/// PSNR and SSIM (`below` the PSNR and the bound's upper ends, and `mean_ssim`).
+fn measured(t: &Truth, d: i64, ssim: f64, mean_ssim: f64, below: Below) -> Measurement {
+    let x = (d as f64).ln();
+    let bound = t.bound.map(|b| b(x));
+    Measurement {
+        topo: Topo {
+            topology: label("f", d, &t.defence),
+            cut: "f".into(),
+            layer: "f".into(),
+            depth: 1,
+            cut_channels: 64,
+            channels: d,
+            macs: 100,
+            weight_bytes: 10,
+            noise: t.defence.noise,
+            bits: i64::from(t.defence.bits),
+        },
+        metrics: Metrics {
+            accuracy: (t.accuracy)(x),
+            psnr: (t.psnr)(x),
+            ssim,
+            bytes_per_image: Some((t.bytes)(d)),
+            psnr_bound: bound,
+        },
+        test_accuracy: 0.5,
+        privacy_mean: ((t.psnr)(x) - below.psnr, mean_ssim),
+        psnr_bound_mean: bound.map(|b| b - below.bound),
+        attack_converged: true,
+    }
+}
+
 /// The sampled rows (D = 4, 16, 64) of every series of cut `f`, and the grid.
 fn table() -> (Vec<Measurement>, Vec<SeriesGrid>) {
     let mut rows = Vec::new();
     let mut grid = Vec::new();
     for t in truths() {
         for d in [4, 16, 64] {
-            let x = (d as f64).ln();
-            let bound = t.bound.map(|b| b(x));
-            rows.push(Measurement {
-                topo: Topo {
-                    topology: label("f", d, &t.defence),
-                    cut: "f".into(),
-                    layer: "f".into(),
-                    depth: 1,
-                    cut_channels: 64,
-                    channels: d,
-                    macs: 100,
-                    weight_bytes: 10,
-                    noise: t.defence.noise,
-                    bits: i64::from(t.defence.bits),
+            let ssim = 0.2 + 0.05 * (d as f64).ln();
+            rows.push(measured(
+                &t,
+                d,
+                ssim,
+                0.2,
+                Below {
+                    psnr: 0.5,
+                    bound: 0.3,
                 },
-                metrics: Metrics {
-                    accuracy: (t.accuracy)(x),
-                    psnr: (t.psnr)(x),
-                    ssim: 0.2 + 0.05 * x,
-                    bytes_per_image: Some((t.bytes)(d)),
-                    psnr_bound: bound,
-                },
-                test_accuracy: 0.5,
-                privacy_mean: ((t.psnr)(x) - 0.5, 0.2),
-                psnr_bound_mean: bound.map(|b| b - 0.3),
-                attack_converged: true,
-            });
+            ));
         }
         grid.push(SeriesGrid {
             cut: "f".into(),
@@ -284,33 +306,16 @@ fn exhaustive_regret_covers_the_defences() {
     let mut rows = Vec::new();
     for t in truths() {
         for d in DS {
-            let x = (d as f64).ln();
-            let bound = t.bound.map(|b| b(x));
-            rows.push(Measurement {
-                topo: Topo {
-                    topology: label("f", d, &t.defence),
-                    cut: "f".into(),
-                    layer: "f".into(),
-                    depth: 1,
-                    cut_channels: 64,
-                    channels: d,
-                    macs: 100,
-                    weight_bytes: 10,
-                    noise: t.defence.noise,
-                    bits: i64::from(t.defence.bits),
+            rows.push(measured(
+                &t,
+                d,
+                0.3,
+                0.3,
+                Below {
+                    psnr: 0.0,
+                    bound: 0.0,
                 },
-                metrics: Metrics {
-                    accuracy: (t.accuracy)(x),
-                    psnr: (t.psnr)(x),
-                    ssim: 0.3,
-                    bytes_per_image: Some((t.bytes)(d)),
-                    psnr_bound: bound,
-                },
-                test_accuracy: 0.5,
-                privacy_mean: ((t.psnr)(x), 0.3),
-                psnr_bound_mean: bound,
-                attack_converged: true,
-            });
+            ));
         }
     }
     let limits = Limits {

@@ -54,10 +54,6 @@ impl SweepPoint {
     }
 }
 
-fn dir_label(cut: &analyze::CutPoint, d: i64) -> String {
-    format!("{}-d{d}", cut.label().replace('/', "_"))
-}
-
 /// The base label and the defence of a topology label as [`SweepPoint`] writes it
 /// (`fire3-d8-n0.5-q8`: `fire3-d8`, noise 0.5, 8 bits). A base label ends in `-d<D>`, which
 /// neither suffix parses as, so an undefended label comes back whole with no defence.
@@ -95,10 +91,9 @@ pub fn resolve_sweep(m: &Manifest) -> Result<Vec<SweepPoint>, RunError> {
     for cut in &m.sweep.cuts {
         let p = a.find(cut)?;
         for d in grid_channels(&m.sweep.channels, cut, p.channels).map_err(RunError::Dag)? {
-            let base = dir_label(p, d);
             out.extend(defences.iter().map(|defence| SweepPoint {
                 cut: cut.clone(),
-                label: format!("{base}{}", defence.suffix()),
+                label: privynet_core::topology::label(p.label(), d, *defence),
                 channels: d,
                 cut_channels: p.channels,
                 defence: *defence,
