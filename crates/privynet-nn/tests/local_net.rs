@@ -1,10 +1,12 @@
 //! The burn local network (what the optimisation attacker differentiates through) against ONNX
 //! Runtime on the same `local.onnx`: at every cut point of graphs the test builds (a tiny CNN,
-//! a PyTorch-style EfficientNet block, and one with batch norm, average pooling with padding,
-//! ceil-mode max pooling, LeakyRelu and arithmetic with constants), at every cut point of the
-//! real SqueezeNet 1.1 and, when the mirror has it, EfficientNet-Lite0. Also: the channel
-//! selection can be swapped, an operator it does not build is named, and the preprocessing
-//! equals the extract stage's.
+//! a PyTorch-style EfficientNet block, one with batch norm, average pooling with padding,
+//! ceil-mode max pooling, LeakyRelu and arithmetic with constants, and a ShuffleNetV2-style
+//! network in both PyTorch exporters' forms), at every cut point of the real SqueezeNet 1.1
+//! and, when the mirror has it, EfficientNet-Lite0, and at every named cut of the models that
+//! `scripts/model-zoo.py` exports (with `PRIVYNET_ZOO_DIR`). Also: the channel selection can be
+//! swapped, an operator it does not build is named, a channel shuffle's 5-D tensor read by
+//! another op is refused, and the preprocessing equals the extract stage's.
 
 #[path = "../../privynet-slice/tests/common/mod.rs"]
 mod common;
@@ -44,23 +46,34 @@ fn burn_forward(net: &LocalNet, x: &Array4<f32>) -> (Vec<usize>, Vec<f32>) {
 }
 
 /// Slices `m` at every cut point before its classifier head with every channel in reverse order
-/// (so the selection is not the identity), and compares burn with ONNX Runtime on each local network. Returns the worst
-/// absolute difference relative to the largest feature (at least 1).
+/// (so the selection is not the identity), and compares burn with ONNX Runtime on each local
+/// network. Returns the worst absolute difference relative to the largest feature (at least 1).
 fn check_every_cut(dir: &Path, m: &model::Model, size: i64, x: &Array4<f32>) -> f32 {
+    check_cuts(dir, m, size, x, |_| true)
+}
+
+/// [`check_every_cut`] over the cut points `keep` selects.
+fn check_cuts(
+    dir: &Path,
+    m: &model::Model,
+    size: i64,
+    x: &Array4<f32>,
+    keep: impl Fn(&analyze::CutPoint) -> bool,
+) -> f32 {
     let a = analyze::analyze(m, size).expect("analysed");
     let mut worst = 0.0f32;
     let (mut cuts, mut head) = (0, 0);
-    for p in a.points.iter().filter(|p| p.height > 0 && p.channels > 0) {
+    for p in a
+        .points
+        .iter()
+        .filter(|p| p.height > 0 && p.channels > 0 && keep(p))
+    {
         let selection: Vec<i64> = (0..p.channels).rev().collect();
-        let local = surgery::local_network(m, &p.name, &selection).expect("sliced");
-        // A classifier head's cut points (after a flatten: Shape, Reshape, Gemm) are not a
-        // local network anyone splits at, and the burn network does not build them.
-        let graph = local.graph.as_ref().unwrap();
-        if graph
-            .node
-            .iter()
-            .any(|n| HEAD_OPS.contains(&n.op_type.as_str()))
-        {
+        let mut local = surgery::local_network(m, &p.name, &selection).expect("sliced");
+        surgery::freeze_shapes(&mut local, &a.shape_values);
+        // A classifier head's cut points (after a flatten) are not a local network anyone
+        // splits at, and the burn network does not build them.
+        if is_head(local.graph.as_ref().unwrap()) {
             head += 1;
             continue;
         }
@@ -91,8 +104,21 @@ fn check_every_cut(dir: &Path, m: &model::Model, size: i64, x: &Array4<f32>) -> 
     worst
 }
 
-/// The operators of a classifier head.
-const HEAD_OPS: [&str; 5] = ["Shape", "Reshape", "Flatten", "Gemm", "MatMul"];
+/// Whether a local network holds a classifier head: a flatten (`Flatten`, or a `Reshape` to
+/// fewer than four dims, or one whose target is still computed by `Shape`) or a dense layer.
+fn is_head(g: &GraphProto) -> bool {
+    let short_target = |t: &str| {
+        g.initializer
+            .iter()
+            .find(|i| i.name == t)
+            .is_none_or(|i| i.dims.iter().product::<i64>() < 4)
+    };
+    g.node.iter().any(|n| match n.op_type.as_str() {
+        "Flatten" | "Gemm" | "MatMul" | "Shape" => true,
+        "Reshape" => short_target(&n.input[1]),
+        _ => false,
+    })
+}
 
 fn save(path: &Path, m: &ModelProto) {
     std::fs::write(path, m.write_to_bytes().unwrap()).unwrap();
@@ -111,6 +137,18 @@ fn burn_equals_onnx_runtime_on_built_graphs() {
         ("tiny.onnx", tiny_model(), 2, 9),
         ("pytorch.onnx", pytorch_model(), 2, 16),
         ("mixed.onnx", mixed_model(), 3, 11),
+        (
+            "dynamo.onnx",
+            shuffle_model(Exporter::Dynamo),
+            3,
+            SHUFFLE_SIZE as usize,
+        ),
+        (
+            "torchscript.onnx",
+            shuffle_model(Exporter::TorchScript),
+            3,
+            SHUFFLE_SIZE as usize,
+        ),
     ] {
         let m = loaded(dir.path(), name, &original);
         let x = inputs(size as u64, (2, c, size, size), -2.0, 2.0);
@@ -204,6 +242,60 @@ fn mixed_model() -> ModelProto {
         node("Mul", &["th", "gmp"], "out", vec![]),
     ];
     model_of(g, "x", 3, "out", 4)
+}
+
+/// With `PRIVYNET_ZOO_DIR` set (by `scripts/model-zoo.py --burn`): every named cut point of each
+/// `<model>-<exporter>.onnx` there, at `PRIVYNET_ZOO_SIZE` (default 224), burn against ONNX
+/// Runtime, with one `zoo:` line per model. Without it the test has nothing to check.
+#[test]
+fn burn_equals_onnx_runtime_on_the_model_zoo() {
+    let Some(zoo) = std::env::var_os("PRIVYNET_ZOO_DIR") else {
+        eprintln!("PRIVYNET_ZOO_DIR is not set: no exported models to check");
+        return;
+    };
+    let size: usize = std::env::var("PRIVYNET_ZOO_SIZE").map_or(224, |s| s.parse().unwrap());
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&zoo)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.ends_with("-dynamo.onnx") || name.ends_with("-torchscript.onnx")
+        })
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no <model>-<exporter>.onnx in {zoo:?}");
+    for path in files {
+        let m = model::load(&path, None).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let x = inputs(5, (1, 3, size, size), -2.0, 2.0);
+        let worst = check_cuts(dir.path(), &m, size as i64, &x, |p| p.layer.is_some());
+        let name = path.file_name().unwrap().to_string_lossy();
+        eprintln!(
+            "zoo: {name} burn = ONNX Runtime at every named cut (worst {worst:.1e} of the largest feature)"
+        );
+    }
+}
+
+#[test]
+fn a_channel_shuffles_5d_tensor_read_by_another_op_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = shuffle_model(Exporter::Dynamo);
+    let g = m.graph.as_mut().unwrap();
+    let at = g
+        .node
+        .iter()
+        .position(|n| n.output[0] == "transpose")
+        .unwrap();
+    g.node.insert(at, node("Relu", &["view"], "odd", vec![]));
+    g.node[at + 1].input[0] = "odd".into();
+    let m = loaded(dir.path(), "odd.onnx", &m);
+    let local = surgery::local_network(&m, "view_1", &[0, 1]).unwrap();
+    let path = dir.path().join("local.onnx");
+    save(&path, &local);
+    let err = LocalNet::load(&path, surgery::OUTPUT, &Device::flex())
+        .expect_err("a 5-D tensor is not built")
+        .to_string();
+    assert!(err.contains("`odd`") && err.contains("5-D"), "{err}");
 }
 
 #[test]

@@ -15,6 +15,13 @@ use onnx_protobuf::{AttributeProto, NodeProto};
 use crate::model::Model;
 use crate::{SliceError, fold};
 
+mod movement;
+mod names;
+
+use movement::{cast_output, reduce_mean_output, slice_output, split_output, transpose_output};
+pub use movement::{is_float_cast, slice_range, split_sizes};
+pub use names::friendly_names;
+
 /// One candidate cut point.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct CutPoint {
@@ -51,7 +58,22 @@ pub struct Analysis {
     pub points: Vec<CutPoint>,
     /// The first node whose op is not supported, if inference stopped early: (node, op).
     pub stopped_at: Option<(String, String)>,
+    /// Integer values the graph computes from activations' shapes at this input size, `None`
+    /// for the batch size: the reshape targets and slice bounds of a TorchScript channel
+    /// shuffle (`Shape -> Gather -> Div -> ... -> Concat`). The surgery writes them into the
+    /// local network as constants ([`crate::surgery::local_network`]).
+    pub shape_values: ShapeValues,
 }
+
+/// An integer tensor that inference computed: its dims and values (`None` for the batch size).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShapeValue {
+    pub dims: Vec<i64>,
+    pub values: Vec<Option<i64>>,
+}
+
+/// Integer tensors by name, as [`Analysis::shape_values`] holds them.
+pub type ShapeValues = HashMap<String, ShapeValue>;
 
 /// The attribute `name` of a node.
 pub fn attr<'a>(n: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
@@ -205,10 +227,21 @@ pub fn analyze(model: &Model, input_size: i64) -> Result<Analysis, SliceError> {
         .expect("a loaded model has a graph");
     let inferred = infer(model, graph, input_size)?;
     let points = cut_points(graph, &inferred);
+    let shape_values = inferred
+        .producer
+        .keys()
+        .filter_map(|&name| {
+            let t = &inferred.tensors[name];
+            let values = t.ints.clone().filter(|_| !t.act)?;
+            let dims = t.shape.clone();
+            Some((name.to_string(), ShapeValue { dims, values }))
+        })
+        .collect();
     Ok(Analysis {
         input_size,
         points,
         stopped_at: inferred.stopped_at,
+        shape_values,
     })
 }
 
@@ -267,10 +300,15 @@ fn infer<'g>(
             break;
         };
         inferred.costs.push(node_cost(model, &inits, n, out.macs));
-        // Dropout's optional mask output is not an activation; only the first output counts.
-        for o in &n.output {
+        // A Split's outputs have their own shapes; Dropout's optional mask is not read, so it
+        // shares the first output's.
+        for (k, o) in n.output.iter().enumerate() {
+            let shape = match k.checked_sub(1).and_then(|j| out.others.get(j)) {
+                Some(s) => s.clone(),
+                None => out.shape.clone(),
+            };
             let t = Tensor {
-                shape: out.shape.clone(),
+                shape,
                 act: out.act,
                 ints: out.ints.clone(),
             };
@@ -374,6 +412,22 @@ impl Inputs<'_> {
         self.get(k).map(|t| t.shape.clone())
     }
 
+    /// Whether every given input is an integer constant whose values are all known (not the
+    /// batch size): only then can arithmetic on it be evaluated.
+    fn all_ints_known(&self) -> Result<bool, SliceError> {
+        for k in (0..self.n.input.len()).filter(|&k| self.present(k)) {
+            let known = self
+                .get(k)?
+                .ints
+                .as_ref()
+                .is_some_and(|v| v.iter().all(Option::is_some));
+            if !known {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Whether any given input is an activation.
     fn any_act(&self) -> Result<bool, SliceError> {
         let mut any = false;
@@ -390,6 +444,9 @@ struct Out {
     macs: i64,
     act: bool,
     ints: Option<Vec<Option<i64>>>,
+    /// The shapes of outputs 1, 2, ... where they differ from output 0's (a `Split`); empty
+    /// when every output has `shape` (a `Dropout`'s mask is not read).
+    others: Vec<Vec<i64>>,
 }
 
 impl Out {
@@ -399,6 +456,7 @@ impl Out {
             macs,
             act: input.act,
             ints: None,
+            others: Vec::new(),
         }
     }
 }
@@ -422,17 +480,23 @@ fn node_output(n: &NodeProto, x: &Inputs<'_>) -> Result<Option<Out>, SliceError>
         }
         "Relu" | "LeakyRelu" | "Sigmoid" | "HardSigmoid" | "HardSwish" | "Clip" | "Dropout"
         | "BatchNormalization" | "Softmax" | "Tanh" => Some(Out::like(x.get(0)?, x.shape(0)?, 0)),
+        "Add" | "Sub" | "Mul" | "Div" if !x.any_act()? && x.all_ints_known()? => int_value(n, x)?,
         "Add" | "Sub" | "Mul" | "Div" | "Sum" | "Max" | "Min" => Some(broadcast_output(n, x)?),
         "Shape" => Some(shape_value(n, x.get(0)?)),
+        "ReduceMean" => Some(reduce_mean_output(n, x)?),
         "Gather" | "Unsqueeze" | "Squeeze" | "Concat" | "Identity" | "Slice" | "Reshape"
-        | "Cast"
+        | "Cast" | "Transpose"
             if !x.any_act()? =>
         {
             int_value(n, x)?
         }
         "Identity" => Some(Out::like(x.get(0)?, x.shape(0)?, 0)),
+        "Cast" => Some(cast_output(n, x.get(0)?)?),
         "Concat" => Some(Out::like(x.get(0)?, concat_output(n, &input_shape)?, 0)),
         "Reshape" => reshape_output(n, x)?,
+        "Transpose" => Some(transpose_output(n, x.get(0)?)?),
+        "Slice" => Some(slice_output(n, x)?),
+        "Split" => Some(split_output(n, x)?),
         "Flatten" => Some(Out::like(x.get(0)?, vec![x.shape(0)?.iter().product()], 0)),
         "Pad" => Some(pad_output(n, x)?),
         "Gemm" => {
@@ -514,6 +578,7 @@ fn broadcast_output(n: &NodeProto, x: &Inputs<'_>) -> Result<Out, SliceError> {
         macs: 0,
         act,
         ints: None,
+        others: Vec::new(),
     })
 }
 
@@ -536,6 +601,7 @@ fn shape_value(n: &NodeProto, t: &Tensor) -> Out {
         macs: 0,
         act: false,
         ints: Some(v),
+        others: Vec::new(),
     }
 }
 
@@ -586,6 +652,7 @@ fn int_value(n: &NodeProto, x: &Inputs<'_>) -> Result<Option<Out>, SliceError> {
         macs: 0,
         act: false,
         ints,
+        others: Vec::new(),
     }))
 }
 
@@ -846,10 +913,17 @@ fn cut_points(graph: &onnx_protobuf::GraphProto, inferred: &Inferred<'_>) -> Vec
     let analysed = &graph.node[..inferred.analysed];
     let layers = friendly_names(analysed);
     let mut points = Vec::new();
-    for n in analysed {
-        let Some(name) = n.output.first() else {
-            continue;
+    // Every output of a `Split` is a cut point (as each `Slice` of the TorchScript form is);
+    // of other ops only the first output (a `Dropout` mask or pool indices are not features).
+    let outputs = analysed.iter().flat_map(|n| {
+        let count = if n.op_type == "Split" {
+            n.output.len()
+        } else {
+            1
         };
+        n.output.iter().take(count).map(move |o| (n, o))
+    });
+    for (n, name) in outputs {
         let t = &inferred.tensors[name];
         if !t.act || t.shape.len() != 3 {
             continue;
@@ -896,102 +970,6 @@ pub fn ancestors(
         }
     }
     needed
-}
-
-/// Friendly layer names: the stem of each tensor name, given to the last tensor of each stem in
-/// graph order.
-///
-/// For names without a leading `/` the stem is the part before the first `/`, else the name
-/// without a trailing `_<digits>`: SqueezeNet's `conv1_1`, `conv1_2` become `conv1` at
-/// `conv1_2` (after the ReLU), and `fire2/...` becomes `fire2` at `fire2/concat_1`.
-///
-/// PyTorch names a tensor by its module path and op, `/_blocks.3/_depthwise_conv/Conv_output_0`
-/// or `/layer1/layer1.1/relu_1/Relu_output_0`. Its stem is the deepest module of the form
-/// `<name>.<index>` whose name no other module path shares (`blocks.3`, `layer1.1`; a ResNet's
-/// `downsample.0` is in every stage, so its tensors belong to `layer2.0`), without leading
-/// underscores; a path without such a module takes its first module (`/_conv_stem/Conv_output_0`
-/// is `conv_stem`). So the last tensor of each block, its output, is named after the block.
-pub fn friendly_names(nodes: &[NodeProto]) -> HashMap<&str, String> {
-    let outputs: Vec<&str> = nodes
-        .iter()
-        .filter_map(|n| n.output.first())
-        .map(String::as_str)
-        .collect();
-    // Every module path that each indexed module name appears at.
-    let mut owners: HashMap<&str, HashSet<&str>> = HashMap::new();
-    for o in &outputs {
-        for (module, path) in module_path(o) {
-            if is_indexed(module) {
-                owners.entry(bare(module)).or_default().insert(path);
-            }
-        }
-    }
-    let stem = |name: &str| -> String {
-        if !name.starts_with('/') {
-            return legacy_stem(name).to_string();
-        }
-        let path = module_path(name);
-        let unique = path
-            .iter()
-            .rev()
-            .map(|(m, _)| *m)
-            .find(|m| is_indexed(m) && owners.get(bare(m)).is_some_and(|p| p.len() == 1));
-        match unique.or_else(|| path.first().map(|(m, _)| *m)) {
-            Some(m) => bare(m).to_string(),
-            None => name.to_string(),
-        }
-    };
-    let mut last: HashMap<String, &str> = HashMap::new();
-    for o in outputs {
-        last.insert(stem(o), o);
-    }
-    last.into_iter()
-        .filter(|(s, o)| s.as_str() != *o)
-        .map(|(s, o)| (o, s))
-        .collect()
-}
-
-/// SqueezeNet-style stems: the part before the first `/`, else the name without a trailing
-/// `_<digits>`.
-fn legacy_stem(name: &str) -> &str {
-    if let Some((head, _)) = name.split_once('/') {
-        return head;
-    }
-    match name.rsplit_once('_') {
-        Some((head, tail)) if !tail.is_empty() && tail.bytes().all(|b| b.is_ascii_digit()) => head,
-        _ => name,
-    }
-}
-
-/// The modules of a PyTorch tensor name, each with the name's prefix up to it:
-/// `/_blocks.3/_depthwise_conv/Conv_output_0` gives `(_blocks.3, /_blocks.3)` and
-/// `(_depthwise_conv, /_blocks.3/_depthwise_conv)`; the last part names the op's output.
-fn module_path(name: &str) -> Vec<(&str, &str)> {
-    let Some(rest) = name.strip_prefix('/') else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    let mut start = 1;
-    for part in rest.split('/') {
-        let end = start + part.len();
-        out.push((part, &name[..end]));
-        start = end + 1;
-    }
-    out.pop();
-    out.retain(|(m, _)| !bare(m).is_empty());
-    out
-}
-
-/// A module name of the form `<name>.<index>`: `_blocks.3`, `layer1.1`, `features.7.0`.
-fn is_indexed(module: &str) -> bool {
-    module.rsplit_once('.').is_some_and(|(head, tail)| {
-        !bare(head).is_empty() && !tail.is_empty() && tail.bytes().all(|b| b.is_ascii_digit())
-    })
-}
-
-/// A module name without PyTorch's leading underscores (`_blocks.3` is `blocks.3`).
-fn bare(module: &str) -> &str {
-    module.trim_start_matches('_')
 }
 
 fn levenshtein(a: &str, b: &str) -> usize {

@@ -219,7 +219,15 @@ pub fn slice(req: &Request, score: &Scorer<'_>) -> Result<Written, SliceError> {
         top_fraction: req.params.top_fraction,
         fisher_images: req.params.fisher_images,
     });
-    let local = surgery::local_network(&m, &point.name, &chosen)?;
+    let mut local = surgery::local_network(&m, &point.name, &chosen)?;
+    let frozen = surgery::freeze_shapes(&mut local, &analysis.shape_values);
+    if frozen > 0 {
+        tracing::info!(
+            frozen,
+            input_size = req.input_size,
+            "shape computations written in as constants: the local network runs at this input size"
+        );
+    }
     let out = &req.output;
     privynet_core::io::write_bytes_atomic(&out.join("local.onnx"), &surgery::to_bytes(&local)?)?;
     let method = req.method.to_string();
@@ -363,6 +371,7 @@ mod tests {
                 point(1, "/_blocks.0/Add_output_0", Some("blocks.0")),
             ],
             stopped_at: None,
+            shape_values: Default::default(),
         };
         let (text, note) = listing(&a);
         assert!(note.is_none());

@@ -1,7 +1,9 @@
 //! Graph surgery: keep only the nodes and weights needed to compute the cut tensor, append the
 //! channel selection (a `Gather` over the channel axis with the selected indices), and expose it
 //! as the single output `features`. The opset and IR version are kept; stale value infos are
-//! dropped, since their shapes belong to the model's original input size.
+//! dropped, since their shapes belong to the model's original input size. Shape computations
+//! that feed activations (a TorchScript channel shuffle's reshape targets) are then written in
+//! as constants at the analysed input size ([`freeze_shapes`]).
 
 use std::collections::{HashMap, HashSet};
 
@@ -13,7 +15,7 @@ use onnx_protobuf::{
 };
 
 use crate::SliceError;
-use crate::analyze::ancestors;
+use crate::analyze::{ShapeValues, ancestors, int};
 use crate::model::Model;
 use crate::proto::{dim_param, dim_value, dims, typed_value_info};
 
@@ -97,6 +99,97 @@ pub fn local_network(
         selection.len()
     );
     Ok(proto)
+}
+
+/// Replaces every integer tensor of `local` that shape inference computed (`values`, from
+/// [`crate::analyze::Analysis::shape_values`]) by a constant, and drops the nodes only those
+/// tensors needed (`Shape`, `Gather`, `Div`, `Concat`...). A value that holds the batch size is
+/// written only as a `Reshape` target, as `0` ("copy the input's dim"). So the local network
+/// is plain constants and operators, which the burn local network builds; it then runs at the
+/// analysed input size only, as a dynamo export's does. Returns how many tensors were frozen.
+pub fn freeze_shapes(local: &mut ModelProto, values: &ShapeValues) -> usize {
+    let old_ir = local.ir_version < 4;
+    let graph = local.graph.as_mut().expect("a local network has a graph");
+    // Each tensor's constant value, if every node that reads it can take the same one.
+    let mut frozen: HashMap<&str, Vec<i64>> = HashMap::new();
+    let mut refused: HashSet<&str> = HashSet::new();
+    for n in &graph.node {
+        for (k, input) in n.input.iter().enumerate() {
+            let Some(v) = values.get(input) else {
+                continue;
+            };
+            let batch_as_zero = n.op_type == "Reshape" && k == 1 && int(n, "allowzero", 0) == 0;
+            let value: Option<Vec<i64>> = v
+                .values
+                .iter()
+                .enumerate()
+                .map(|(i, x)| x.or((batch_as_zero && i == 0).then_some(0)))
+                .collect();
+            match value {
+                Some(value) if frozen.get(input.as_str()).is_none_or(|f| *f == value) => {
+                    frozen.insert(input, value);
+                }
+                _ => {
+                    refused.insert(input);
+                }
+            }
+        }
+    }
+    frozen.retain(|name, _| !refused.contains(name));
+    if frozen.is_empty() {
+        return 0;
+    }
+    let producer: HashMap<&str, usize> = graph
+        .node
+        .iter()
+        .enumerate()
+        .flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i)))
+        .filter(|(o, _)| !frozen.contains_key(o))
+        .collect();
+    let needed = ancestors(&graph.node, &producer, OUTPUT);
+    let constants: Vec<TensorProto> = frozen
+        .iter()
+        .map(|(name, v)| {
+            let mut t = TensorProto::new();
+            t.name = name.to_string();
+            t.data_type = DataType::INT64 as i32;
+            t.dims = values[*name].dims.clone();
+            t.raw_data = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            t
+        })
+        .collect();
+    let nodes: Vec<NodeProto> = std::mem::take(&mut graph.node)
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| needed.contains(i))
+        .map(|(_, n)| n)
+        .collect();
+    graph.node = nodes;
+    let used: HashSet<&str> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter().map(String::as_str))
+        .collect();
+    let mut constants: Vec<TensorProto> = constants
+        .into_iter()
+        .filter(|t| used.contains(t.name.as_str()))
+        .collect();
+    constants.sort_by(|a, b| a.name.cmp(&b.name));
+    let count = constants.len();
+    let used: HashSet<String> = used.into_iter().map(str::to_string).collect();
+    graph.initializer.retain(|t| used.contains(&t.name));
+    let image = graph.input.first().map(|i| i.name.clone());
+    graph
+        .input
+        .retain(|i| Some(&i.name) == image.as_ref() || used.contains(&i.name));
+    if old_ir {
+        graph.input.extend(constants.iter().map(|t| {
+            let dims = t.dims.iter().map(|&d| dim_value(d)).collect();
+            typed_value_info(&t.name, DataType::INT64, dims)
+        }));
+    }
+    graph.initializer.extend(constants);
+    count
 }
 
 /// The image input with symbolic batch and spatial dims, so any input size runs.

@@ -10,6 +10,13 @@ use onnx_protobuf::{
 };
 use privynet_slice::proto;
 
+mod exporters;
+mod ort;
+#[allow(unused_imports)]
+pub use exporters::*;
+#[allow(unused_imports)]
+pub use ort::*;
+
 /// A file under the repository's data/ folder (filled by `make data`).
 pub fn data(rel: &str) -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -50,6 +57,14 @@ pub fn int(name: &str, v: i64) -> AttributeProto {
     a.name = name.into();
     a.type_ = AttributeType::INT.into();
     a.i = v;
+    a
+}
+
+pub fn float_attr(name: &str, v: f32) -> AttributeProto {
+    let mut a = AttributeProto::new();
+    a.name = name.into();
+    a.type_ = AttributeType::FLOAT.into();
+    a.f = v;
     a
 }
 

@@ -14,16 +14,21 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use onnx_protobuf::NodeProto;
 
 use privynet_core::manifest::{ChannelOrder, Preprocess};
-use privynet_slice::analyze::{attr, int, ints, node_label, window_attrs};
+use privynet_slice::analyze::{
+    attr, int, ints, node_label, slice_range, split_sizes, window_attrs,
+};
 use privynet_slice::fold::{self, Const, Data};
 
 use crate::NnError;
 
+mod movement;
+
 /// The operators [`LocalNet`] builds, for the error that names one it does not.
 pub const SUPPORTED: &str = "Conv, Relu, LeakyRelu, Sigmoid, Tanh, HardSigmoid, HardSwish, \
     Clip, Identity, Dropout, BatchNormalization, MaxPool, AveragePool, GlobalAveragePool, \
-    GlobalMaxPool, Add, Sub, Mul, Div, Softmax, Concat (channels), Pad (spatial) and Gather \
-    (channels)";
+    GlobalMaxPool, ReduceMean (spatial, keepdims), Add, Sub, Mul, Div, Softmax, Cast (to fp32), \
+    Concat, Split and Slice (channels), Pad (spatial), Gather (channels), and the channel \
+    shuffle's Reshape and Transpose";
 
 /// How a windowed op pads: explicit `pads`, or computed from the input size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +120,18 @@ enum Op {
     /// Softmax along one axis, or (`None`) over all of C, H and W together (before opset 13,
     /// axis 1 means the input flattened from axis 1 on).
     Softmax(Option<usize>),
+    /// The channels `[start, end)` as ONNX `Slice` takes them (negative from the end, clamped).
+    Channels(i64, i64),
+    /// Output `index` of an equal `Split` of the channels into `parts`.
+    SplitPart {
+        parts: usize,
+        index: usize,
+    },
+    /// A reshape to `[N, C, H, W]`.
+    Reshape([usize; 3]),
+    /// The input unchanged, which must be `[N, C, H, W]`: a channel shuffle's view begins or
+    /// ends here.
+    Shaped([usize; 3]),
 }
 
 /// An operator's argument: an activation by name, or a constant (broadcast to rank 4).
@@ -177,12 +194,11 @@ impl LocalNet {
             opset,
             device,
         };
-        let steps = graph
-            .node
-            .iter()
-            .map(|n| step(n, &g))
-            .collect::<Result<Vec<_>, String>>()
-            .map_err(in_file)?;
+        let mut views = movement::Views::new();
+        let mut steps = Vec::with_capacity(graph.node.len());
+        for n in &graph.node {
+            steps.extend(step(n, &g, &mut views).map_err(&in_file)?);
+        }
         if !graph
             .node
             .iter()
@@ -319,6 +335,30 @@ fn apply(op: &Op, mut args: Vec<Tensor<4>>) -> Tensor<4> {
             let dims = x.dims();
             softmax(x.reshape([dims[0], dims[1] * dims[2] * dims[3]]), 1).reshape(dims)
         }
+        Op::Channels(start, end) => {
+            let (s, e) = slice_range(*start, *end, x.dims()[1] as i64);
+            x.narrow(1, s as usize, (e - s) as usize)
+        }
+        Op::SplitPart { parts, index } => {
+            let c = x.dims()[1];
+            let sizes = split_sizes(None, *parts, c as i64)
+                .unwrap_or_else(|e| panic!("checked by the slicer's shape inference: {e}"));
+            let start: i64 = sizes[..*index].iter().sum();
+            x.narrow(1, start as usize, sizes[*index] as usize)
+        }
+        Op::Reshape([c, h, w]) => {
+            let n = x.dims()[0];
+            x.reshape([n, *c, *h, *w])
+        }
+        Op::Shaped(want) => {
+            let [_, c, h, w] = x.dims();
+            assert_eq!(
+                [c, h, w],
+                *want,
+                "a channel shuffle's reshape is for another input size than this network's input"
+            );
+            x
+        }
         Op::Gather(channels) => {
             let idx: Vec<i64> = channels.iter().map(|&c| c as i64).collect();
             let n = idx.len();
@@ -328,20 +368,29 @@ fn apply(op: &Op, mut args: Vec<Tensor<4>>) -> Tensor<4> {
     }
 }
 
-/// Builds one node, or says why it cannot.
-fn step(n: &NodeProto, g: &Graph<'_>) -> Result<Step, String> {
+/// Builds one node (a `Split` builds one step per output), or says why it cannot.
+fn step(n: &NodeProto, g: &Graph<'_>, views: &mut movement::Views) -> Result<Vec<Step>, String> {
     let err = |m: String| format!("node `{}` (op {}): {m}", node_label(n), n.op_type);
     let output = n
         .output
         .first()
         .cloned()
         .ok_or_else(|| err("no output".into()))?;
+    let shuffle = matches!(n.op_type.as_str(), "Reshape" | "Transpose");
+    if let Some(view) = n.input.iter().find(|i| views.contains_key(*i))
+        && !shuffle
+    {
+        return Err(err(format!(
+            "reads `{view}`, a channel shuffle's 5-D tensor; only its Transpose and Reshape may"
+        )));
+    }
     let data = vec![value_input(n, 0).map_err(&err)?];
     let (op, inputs) = match n.op_type.as_str() {
         "Conv" => (conv(n, g).map_err(&err)?, data),
         "MaxPool" | "AveragePool" => (pool(n).map_err(&err)?, data),
         "GlobalAveragePool" => (Op::GlobalAvgPool, data),
         "GlobalMaxPool" => (Op::GlobalMaxPool, data),
+        "ReduceMean" => (movement::reduce_mean(n, g).map_err(&err)?, data),
         "Relu" => (Op::Relu, data),
         "LeakyRelu" => (Op::LeakyRelu(float_attr(n, "alpha", 0.01)), data),
         "Sigmoid" => (Op::Sigmoid, data),
@@ -353,9 +402,14 @@ fn step(n: &NodeProto, g: &Graph<'_>) -> Result<Step, String> {
         "HardSwish" => (Op::HardSwish, data),
         "Clip" => (clip(n, g).map_err(&err)?, data),
         "Identity" | "Dropout" => (Op::Identity, data),
+        "Cast" => (movement::cast(n).map_err(&err)?, data),
         "BatchNormalization" => (batch_norm(n, g).map_err(&err)?, data),
         "Add" | "Sub" | "Mul" | "Div" => arith(n, g).map_err(&err)?,
         "Concat" => concat(n).map_err(&err)?,
+        "Split" => return movement::split(n, g).map_err(&err),
+        "Slice" => (movement::slice(n, g).map_err(&err)?, data),
+        "Reshape" => (movement::reshape(n, g, views).map_err(&err)?, data),
+        "Transpose" => (movement::transpose(n, views).map_err(&err)?, data),
         "Pad" => (pad(n, g).map_err(&err)?, data),
         "Gather" => (gather(n, g).map_err(&err)?, data),
         "Softmax" => (softmax_op(n, g).map_err(&err)?, data),
@@ -365,7 +419,7 @@ fn step(n: &NodeProto, g: &Graph<'_>) -> Result<Step, String> {
             )));
         }
     };
-    Ok(Step { op, inputs, output })
+    Ok(vec![Step { op, inputs, output }])
 }
 
 /// Input `k` of a node, which must be an activation (not a weight).
