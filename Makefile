@@ -15,6 +15,9 @@
 #                                 BENCH=predict: privynet predict on the default run's deploy/ against
 #                                 ONNX Runtime alone;
 #                                 PRIVYNET_TORCH_PYTHON=a python with torch, for PyTorch's figures)
+#   make model-zoo                torchvision's ResNet-18, MobileNetV2/V3-Small and ShuffleNetV2 exported
+#                                 by both PyTorch exporters, listed, sliced and checked against ONNX
+#                                 Runtime, in ORT and burn (scripts/model-zoo.py; PRIVYNET_TORCH_PYTHON)
 #   make data [DATA_MIRROR=DIR]   CIFAR-10 and SqueezeNet 1.1 under data/, checksummed
 #   make final                    the choice's final training and deploy/ (after a change to `final`)
 #   make ingest|slice|extract|train|...|deploy   rerun one stage of MANIFEST (TOPOLOGY=fire3-d8 for one;
@@ -42,7 +45,7 @@ RUN_FLAGS := $(if $(TOPOLOGY),--topology $(TOPOLOGY)) $(if $(JOBS),-j $(JOBS))
 STAGES := $(shell sed -n 's/^ *name: "\([a-z-]*\)",$$/\1/p' crates/privynet/src/stage.rs)
 
 .PHONY: all build ort data pipeline pipeline-exhaustive pipeline-full final smoke chaos fuzz status test lint \
-        test-services fmt bench clean distclean slurm-up slurm-down s3-up s3-down stage-names $(STAGES)
+        test-services fmt bench model-zoo clean distclean slurm-up slurm-down s3-up s3-down stage-names $(STAGES)
 
 all: build
 
@@ -137,6 +140,10 @@ test: ort data lint test-services $(STAMP)
 # The benchmark binary of the workspace build: no second build with other features.
 bench: build data
 	$(BIN)/privynet-bench $(BENCH)
+
+PRIVYNET_TORCH_PYTHON ?= python3
+model-zoo: build
+	$(PRIVYNET_TORCH_PYTHON) scripts/model-zoo.py --burn
 
 clean:
 	rm -rf runs

@@ -2,7 +2,7 @@
 """Model zoo check: which torchvision architectures and ONNX exporters privynet-slice supports.
 
 For each model (--models) and exporter (--exporters: dynamo, torchscript) it exports
-torchvision.models.<name>(weights=None), with seeded random batch-norm statistics, to
+torchvision.models.<name>(weights=None), with seeded random batch norms and biases, to
 DIR/<name>-<exporter>.onnx; lists its cut points (`privynet-slice --list`); slices it at a
 middle cut keeping every channel; checks the local network against ONNX Runtime's value of
 the cut tensor in the full model (pass: max abs diff / max(1, max |value|) <= 1e-4); and

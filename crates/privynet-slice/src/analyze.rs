@@ -1003,14 +1003,15 @@ impl Analysis {
         }
     }
 
-    /// Finds a cut point by friendly layer name or tensor name; an unknown name gets the three
-    /// nearest names in the error.
+    /// Finds a cut point by friendly layer name, else by tensor name (a dynamo export's tensor
+    /// `relu` is not the block whose name happens to be `relu`); an unknown name gets the
+    /// three nearest names in the error.
     pub fn find(&self, name: &str) -> Result<&CutPoint, SliceError> {
-        if let Some(p) = self
+        let by_layer = self
             .points
             .iter()
-            .find(|p| p.layer.as_deref() == Some(name) || p.name == name)
-        {
+            .find(|p| p.layer.as_deref() == Some(name));
+        if let Some(p) = by_layer.or_else(|| self.points.iter().find(|p| p.name == name)) {
             return Ok(p);
         }
         let mut names: Vec<&str> = self
@@ -1042,6 +1043,33 @@ impl Analysis {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn point(index: usize, name: &str, layer: Option<&str>) -> CutPoint {
+        CutPoint {
+            index,
+            name: name.into(),
+            layer: layer.map(str::to_string),
+            op: "Relu".into(),
+            channels: 1,
+            height: 1,
+            width: 1,
+            macs: 0,
+            params: 0,
+            weight_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn a_layer_name_wins_over_a_tensor_of_that_name() {
+        let a = Analysis {
+            input_size: 8,
+            points: vec![point(0, "relu", None), point(1, "relu_7", Some("relu"))],
+            stopped_at: None,
+            shape_values: ShapeValues::new(),
+        };
+        assert_eq!(a.find("relu").unwrap().name, "relu_7");
+        assert_eq!(a.find("relu_7").unwrap().index, 1);
+    }
 
     #[test]
     fn levenshtein_basics() {

@@ -15,8 +15,12 @@ fn load(dir: &std::path::Path, name: &str, m: &ModelProto) -> model::Model {
     model::load(&path, None).unwrap()
 }
 
+/// A cut-point row without its tensor name: layer, channels, height, width, MACs, parameters
+/// and weight bytes.
+type Row = (Option<String>, i64, i64, i64, i64, i64, i64);
+
 /// The columns of a cut-point table that do not depend on tensor names.
-fn table(a: &analyze::Analysis) -> Vec<(Option<String>, i64, i64, i64, i64, i64, i64)> {
+fn table(a: &analyze::Analysis) -> Vec<Row> {
     a.points
         .iter()
         .map(|p| {

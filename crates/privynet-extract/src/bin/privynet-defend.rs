@@ -17,7 +17,7 @@ use privynet_store::{Store, is_remote};
 /// Defend a topology's features before they leave: Gaussian noise keyed by the run's secret,
 /// then per-channel integer codes.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(name = "privynet-defend", version)]
 struct Args {
     #[command(flatten)]
     manifest: ManifestArgs,

@@ -14,7 +14,7 @@ use privynet_extract::predict::{Input, PredictReport, PredictRun, predict};
 
 /// Classify images with a deployed pair (local.onnx, then cloud.onnx, as card.json says).
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(name = "privynet-predict", version)]
 struct Args {
     /// The deploy folder: card.json, local.onnx, cloud.onnx (`deploy/` of a run).
     #[arg(long)]

@@ -16,6 +16,7 @@ use privynet_store::{Artifact, Store};
 /// Cut a pretrained ONNX network into the local network, with a secret channel selection.
 #[derive(Debug, Parser)]
 #[command(
+    name = "privynet-slice",
     version,
     about = "Slice stage: ONNX graph surgery, cut points, channel selection and local cost"
 )]

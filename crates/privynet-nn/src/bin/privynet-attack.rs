@@ -24,7 +24,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// victims' images from their features (PSNR, SSIM, 95% intervals, per knowledge mode and
 /// attacker family: a learned inverse network, and optimisation through the local network).
 #[derive(Debug, Parser)]
-#[command(version, long_about = None)]
+#[command(name = "privynet-attack", version, long_about = None)]
 struct Args {
     #[command(flatten)]
     manifest: ManifestArgs,

@@ -18,7 +18,7 @@ use privynet_store::Store;
 
 /// Export the chosen topology's two halves (local.onnx, cloud.onnx) with a deployment card.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(name = "privynet-deploy", version)]
 struct Args {
     #[command(flatten)]
     manifest: ManifestArgs,

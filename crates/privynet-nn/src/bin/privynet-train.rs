@@ -20,7 +20,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Train the cloud network on features (the cloud never sees images or the selection).
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(name = "privynet-train", version)]
 struct Args {
     #[command(flatten)]
     manifest: ManifestArgs,

@@ -179,3 +179,53 @@ fn is_indexed(module: &str) -> bool {
 fn bare(module: &str) -> &str {
     module.trim_start_matches('_')
 }
+
+#[cfg(test)]
+mod tests {
+    use onnx_protobuf::StringStringEntryProto;
+
+    use super::*;
+
+    fn scoped(op: &str, weight: &str, scopes: &str) -> NodeProto {
+        let mut n = NodeProto::new();
+        n.op_type = op.into();
+        n.input = vec!["x".into(), weight.into()];
+        let mut p = StringStringEntryProto::new();
+        p.key = NAME_SCOPES.into();
+        p.value = scopes.into();
+        n.metadata_props.push(p);
+        n
+    }
+
+    #[test]
+    fn dynamo_scopes_become_torchscript_paths() {
+        // MobileNetV2's inverted residual: indices keep their parent's name.
+        let relu = scoped(
+            "Clip",
+            "",
+            "['', 'features', 'features.7', 'features.7.conv', 'features.7.conv.0', \
+             'features.7.conv.0.2', 'hardtanh_3']",
+        );
+        assert_eq!(
+            scope_path(&relu).unwrap(),
+            "/features/features.7/conv/conv.0/conv.0.2/Clip"
+        );
+        // Batch norm folded into the convolution: its module is the weight's, not the norm's.
+        let conv = scoped(
+            "Conv",
+            "layer1.0.conv1.weight",
+            "['', 'layer1', 'layer1.0', 'layer1.0.bn1', '_native_batch_norm_legit_no_training_1']",
+        );
+        assert_eq!(scope_path(&conv).unwrap(), "/layer1/layer1.0/conv1/Conv");
+        // A ModuleList that is never called: its items sit under the root.
+        let dw = scoped(
+            "Conv",
+            "w",
+            "['', '_blocks.3', '_blocks.3._depthwise_conv', 'conv2d']",
+        );
+        assert_eq!(scope_path(&dw).unwrap(), "/_blocks.3/_depthwise_conv/Conv");
+        let root = scoped("Reshape", "t", "['', 'view']");
+        assert_eq!(scope_path(&root).unwrap(), "/Reshape");
+        assert_eq!(scope_path(&NodeProto::new()), None);
+    }
+}

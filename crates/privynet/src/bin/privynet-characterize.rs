@@ -14,7 +14,7 @@ use privynet_core::manifest::ManifestArgs;
 /// (per attacker mode and in the worst case) from a run's folders into
 /// characterization.parquet, the table the optimizer chooses from.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(name = "privynet-characterize", version)]
 struct Args {
     #[command(flatten)]
     manifest: ManifestArgs,
