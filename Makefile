@@ -11,6 +11,7 @@
 #                                 mirror-models to run the rest on a machine that cannot have them)
 #   make bench                    benchmarks that print figures (BENCH=extract or nn: one part;
 #                                 BENCH=steps or variants: training steps only, no data needed;
+#                                 BENCH=kernels: the project's convolution backward against burn's;
 #                                 BENCH=inversion: the optimisation attack's settings on a finished run;
 #                                 BENCH=predict: privynet predict on the default run's deploy/ against
 #                                 ONNX Runtime alone;

@@ -15,19 +15,21 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::{Result, bail};
 
-use privynet_bench::{inversion, predict, stages, steps};
+use privynet_bench::{inversion, kernels, predict, stages, steps};
 use privynet_e2e::root;
 
 fn main() -> Result<()> {
     // `privynet-bench [extract|nn|all|steps [FILTER]|variants]`: one part, or extract and nn
     // (the default). `steps` is nn's in-process table alone (FILTER: the networks whose name
-    // contains it), `variants` the IRN variants behind the training-speed proposals,
+    // contains it), `variants` the IRN variants behind the training-speed proposals, `kernels` the
+    // project's convolution kernels against burn's,
     // `inversion [RUN_DIR]` the optimisation attack's settings on a finished run's topologies,
     // `predict [RUN_DIR]` the deployed pair's throughput against ONNX Runtime alone.
     let part = std::env::args().nth(1).unwrap_or_else(|| "all".into());
     match part.as_str() {
         "steps" => steps::run(&root(), std::env::args().nth(2).as_deref()),
         "variants" => steps::variants(&root()),
+        "kernels" => kernels::run(&root()),
         "inversion" => inversion::run(&root(), std::env::args().nth(2).as_deref()),
         "predict" => predict::run(&root(), std::env::args().nth(2).as_deref()),
         "extract" | "nn" | "all" => {
@@ -38,7 +40,7 @@ fn main() -> Result<()> {
         }
         _ => {
             bail!(
-                "unknown part `{part}`: expected extract, nn, all, steps, variants, inversion or predict"
+                "unknown part `{part}`: expected extract, nn, all, steps, kernels, variants, inversion or predict"
             )
         }
     }

@@ -28,6 +28,8 @@ use privynet_core::manifest::{AttackParams, Manifest, TrainParams};
 use privynet_nn::audit::irn::{Irn, IrnSpec, spec};
 use privynet_nn::train::cloud::{CloudNet, layout};
 
+use crate::flops;
+
 /// CIFAR-10's image side: what the IRN rebuilds.
 const IMAGE: usize = 32;
 /// Rows of the synthetic pool each step takes its batch from (consecutive, wrapping).
@@ -208,7 +210,7 @@ pub struct Timing {
 }
 
 impl Timing {
-    fn from_env() -> Self {
+    pub(crate) fn from_env() -> Self {
         Self {
             threads: threads(),
             warmup: 3,
@@ -236,11 +238,14 @@ pub struct Measured {
     pub name: String,
     pub samples_per_second: f64,
     pub ms_per_step: f64,
+    /// PyTorch's same step under CPU bf16 autocast (the PyTorch side only).
+    #[serde(default)]
+    pub bf16_samples_per_second: Option<f64>,
 }
 
 /// Runs `step` (one training step) after the warm-up until `t` is satisfied. The figure is the
 /// median step: other work on a shared machine slows some steps, not the typical one.
-fn time_steps(name: &str, batch: usize, t: Timing, mut step: impl FnMut()) -> Measured {
+pub(crate) fn time_steps(name: &str, batch: usize, t: Timing, mut step: impl FnMut()) -> Measured {
     for _ in 0..t.warmup {
         step();
     }
@@ -256,6 +261,7 @@ fn time_steps(name: &str, batch: usize, t: Timing, mut step: impl FnMut()) -> Me
         name: name.to_string(),
         samples_per_second: batch as f64 / median,
         ms_per_step: 1000.0 * median,
+        bf16_samples_per_second: None,
     }
 }
 
@@ -727,7 +733,9 @@ fn torch(root: &Path, dir: &Path, nets: &[NetDesc], t: Timing) -> Result<(String
     ))
 }
 
-fn print_table(rows: &[(NetDesc, Measured)], torch: &Result<(String, Vec<Measured>)>) {
+/// The main table: burn's and PyTorch's samples per second, burn / PyTorch, burn's achieved
+/// GFLOP/s and its share of the measured gemm peak, and PyTorch under bf16 autocast.
+fn print_table(rows: &[(NetDesc, Measured)], torch: &Result<(String, Vec<Measured>)>, peak: f64) {
     let w = rows
         .iter()
         .map(|r| r.0.name.len())
@@ -735,8 +743,18 @@ fn print_table(rows: &[(NetDesc, Measured)], torch: &Result<(String, Vec<Measure
         .unwrap_or(0)
         .max(7);
     println!(
-        "{:<w$} {:<9} {:>5} {:>9} {:>8} {:>9} {:>8} {:>6}",
-        "network", "input", "batch", "burn s/s", "ms/step", "torch s/s", "ms/step", "ratio"
+        "{:<w$} {:<9} {:>5} {:>9} {:>8} {:>9} {:>8} {:>6} {:>7} {:>6} {:>9}",
+        "network",
+        "input",
+        "batch",
+        "burn s/s",
+        "ms/step",
+        "torch s/s",
+        "ms/step",
+        "ratio",
+        "GFLOP/s",
+        "%peak",
+        "bf16 s/s"
     );
     for (d, b) in rows {
         let t = torch
@@ -744,20 +762,41 @@ fn print_table(rows: &[(NetDesc, Measured)], torch: &Result<(String, Vec<Measure
             .ok()
             .and_then(|(_, r)| r.iter().find(|m| m.name == d.name));
         let input = format!("{}x{}x{}", d.input[0], d.input[1], d.input[2]);
-        let (ts, tm, ratio) = t.map_or(("-".into(), "-".into(), "-".into()), |t| {
+        let dash = || "-".to_string();
+        let (ts, tm, ratio, bf16) = t.map_or((dash(), dash(), dash(), dash()), |t| {
             (
                 format!("{:.0}", t.samples_per_second),
                 format!("{:.1}", t.ms_per_step),
                 format!("{:.2}", b.samples_per_second / t.samples_per_second),
+                t.bf16_samples_per_second
+                    .map_or_else(dash, |v| format!("{v:.0}")),
             )
         });
+        let gflops = flops::step_flops_per_sample(d) * b.samples_per_second / 1e9;
         println!(
-            "{:<w$} {:<9} {:>5} {:>9.0} {:>8.1} {:>9} {:>8} {:>6}",
-            d.name, input, d.batch, b.samples_per_second, b.ms_per_step, ts, tm, ratio
+            "{:<w$} {:<9} {:>5} {:>9.0} {:>8.1} {:>9} {:>8} {:>6} {:>7.1} {:>5.0}% {:>9}",
+            d.name,
+            input,
+            d.batch,
+            b.samples_per_second,
+            b.ms_per_step,
+            ts,
+            tm,
+            ratio,
+            gflops,
+            100.0 * gflops / peak,
+            bf16
         );
     }
+    println!(
+        "GFLOP/s: the convolutions' and linear layers' arithmetic of a step (3x the forward's) per \
+         second; %peak: of burn-flex's fp32 1024^3 matmul on this machine, {peak:.1} GFLOP/s"
+    );
     match torch {
-        Ok((v, _)) => println!("PyTorch: {v} (scripts/bench_torch.py); ratio = burn / PyTorch"),
+        Ok((v, _)) => println!(
+            "PyTorch: {v} (scripts/bench_torch.py); ratio = burn / PyTorch, fp32; bf16 s/s: \
+             PyTorch's step under CPU bf16 autocast (not used by the project)"
+        ),
         Err(e) => println!("PyTorch: none ({e:#}); burn's figures only"),
     }
 }
@@ -771,7 +810,7 @@ pub fn allocator() -> &'static str {
     }
 }
 
-fn header(what: &str, t: Timing) {
+pub(crate) fn header(what: &str, t: Timing) {
     println!(
         "\n{what} (samples/s of training steps: forward, backward, Adam; synthetic tensors; \
          {} threads; {} warm-up steps, then the median step of >= {} s; {}):",
@@ -797,49 +836,82 @@ fn header(what: &str, t: Timing) {
 /// at conv1 and fire3 (all channels), burn against PyTorch. `filter` keeps the networks whose
 /// name contains it (for profiling one).
 pub fn run(root: &Path, filter: Option<&str>) -> Result<()> {
-    let (tp, ap) = defaults(root)?;
     let t = Timing::from_env();
     let keep = |n: &str| filter.is_none_or(|f| n.contains(f));
     header("training throughput, burn flex vs PyTorch CPU", t);
+    let peak = flops::gemm_peak();
     let (mut rows, mut notes) = (Vec::new(), Vec::new());
-    for (name, shape) in [
-        ("cloud fire3 D=32", [32, 7, 7]),
-        ("cloud fire3 D=128 (all)", [128, 7, 7]),
-    ] {
-        if keep(name) {
-            let d = cloud_desc(name, shape, &tp)?;
-            let m = burn_cloud(&d, &tp, t);
-            rows.push((d, m));
-        }
-    }
-    for (name, shape, c) in [
-        ("irn conv1 all (C=64)", [64, 15, 15], 64),
-        ("irn fire3 all (C=128)", [128, 7, 7], 128),
-    ] {
-        if keep(name) {
-            let (d, s) = irn_desc(name, shape, c, &ap, ap.batch_size, Upsample::NearestConv)?;
+    for net in networks(root)?.into_iter().filter(|n| keep(&n.desc.name)) {
+        if let Some(s) = net.irn {
             let widths: Vec<String> = (0..=s.upsamplings)
                 .map(|l| s.channels_at(l).to_string())
                 .collect();
             notes.push(format!(
-                "{name}: resized to {r}x{r}, {} upsamplings, widths {} (attack.min_width {})",
+                "{}: resized to {r}x{r}, {} upsamplings, widths {} (attack.min_width {})",
+                net.desc.name,
                 s.upsamplings,
                 widths.join("/"),
                 s.min_width,
                 r = s.resize_to
             ));
-            let (m, _) = burn_irn(&d, s, t);
-            rows.push((d, m));
         }
+        let m = train(&net, t);
+        rows.push((net.desc, m));
     }
     let dir = tempfile::tempdir()?;
     let nets: Vec<NetDesc> = rows.iter().map(|r| r.0.clone()).collect();
     let tr = torch(root, dir.path(), &nets, t);
-    print_table(&rows, &tr);
+    print_table(&rows, &tr, peak);
     for n in notes {
         println!("{n}");
     }
     Ok(())
+}
+
+/// One benched network: its description, the training settings it is built from, and the
+/// IRN's spec for the attacker's networks.
+pub struct Bench {
+    pub desc: NetDesc,
+    train: TrainParams,
+    irn: Option<IrnSpec>,
+}
+
+/// The four networks of the main table: the default cloud network at fire3 (32 and all 128
+/// channels) and the IRN at conv1 and fire3 (all channels).
+pub fn networks(root: &Path) -> Result<Vec<Bench>> {
+    let (tp, ap) = defaults(root)?;
+    let mut out = Vec::new();
+    for (name, shape) in [
+        ("cloud fire3 D=32", [32, 7, 7]),
+        ("cloud fire3 D=128 (all)", [128, 7, 7]),
+    ] {
+        let desc = cloud_desc(name, shape, &tp)?;
+        out.push(Bench {
+            desc,
+            train: tp.clone(),
+            irn: None,
+        });
+    }
+    for (name, shape, c) in [
+        ("irn conv1 all (C=64)", [64, 15, 15], 64),
+        ("irn fire3 all (C=128)", [128, 7, 7], 128),
+    ] {
+        let (desc, s) = irn_desc(name, shape, c, &ap, ap.batch_size, Upsample::NearestConv)?;
+        out.push(Bench {
+            desc,
+            train: tp.clone(),
+            irn: Some(s),
+        });
+    }
+    Ok(out)
+}
+
+/// burn's training throughput on `net`, as the train or attack stage builds it.
+pub fn train(net: &Bench, t: Timing) -> Measured {
+    match net.irn {
+        Some(s) => burn_irn(&net.desc, s, t).0,
+        None => burn_cloud(&net.desc, &net.train, t),
+    }
 }
 
 /// The variants behind the issue's proposals: IRN batch sizes, upsampling alternatives, the
@@ -875,7 +947,7 @@ pub fn variants(root: &Path) -> Result<()> {
     }
     let nets: Vec<NetDesc> = rows.iter().map(|r| r.0.clone()).collect();
     let tr = torch(root, dir.path(), &nets, t);
-    print_table(&rows, &tr);
+    print_table(&rows, &tr, flops::gemm_peak());
 
     println!("\nburn IRN step parts (ms; batch {}):", ap.batch_size);
     for (name, total, p) in parts {

@@ -79,7 +79,10 @@ impl ConvBnRelu {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        relu(self.norm.forward(self.conv.forward(x)))
+        relu(
+            self.norm
+                .forward(crate::kernels::conv2d_module(&self.conv, x)),
+        )
     }
 }
 
@@ -147,7 +150,7 @@ impl Irn {
             let [_, _, h, _] = x.dims();
             x = level.forward(resize(x, 2 * h, InterpolateMode::Nearest));
         }
-        sigmoid(self.out.forward(x))
+        sigmoid(crate::kernels::conv2d_module(&self.out, x))
     }
 }
 

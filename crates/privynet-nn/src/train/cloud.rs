@@ -35,7 +35,10 @@ impl ConvBlock {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        relu(self.norm.forward(self.conv.forward(x)))
+        relu(
+            self.norm
+                .forward(crate::kernels::conv2d_module(&self.conv, x)),
+        )
     }
 }
 

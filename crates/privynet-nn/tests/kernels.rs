@@ -1,0 +1,196 @@
+//! The project's own convolution backward pass (`privynet_nn::kernels::conv2d`) against burn's
+//! generic one: the same output and the same gradients of input, weight and bias (relative
+//! 1e-4 of the largest value) over random geometries with stride 2, padding (asymmetric too),
+//! dilation, groups (depthwise included), batch 1 and odd sizes.
+
+use burn::module::Param;
+use burn::tensor::module::conv2d as burn_conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Distribution, Tensor};
+use privynet_nn::kernels;
+
+/// One geometry: batch, input channels, height, width, output channels, kernel, stride,
+/// padding pairs, dilation, groups.
+#[derive(Debug, Clone, Copy)]
+struct Case {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    k: [usize; 2],
+    stride: [usize; 2],
+    pad: [(usize, usize); 2],
+    dilation: [usize; 2],
+    groups: usize,
+}
+
+const CASES: &[Case] = &[
+    // The cloud network's blocks: 3x3, padding 1, stride 1 and 2.
+    Case {
+        n: 4,
+        c: 8,
+        h: 7,
+        w: 7,
+        o: 16,
+        k: [3, 3],
+        stride: [1, 1],
+        pad: [(1, 1), (1, 1)],
+        dilation: [1, 1],
+        groups: 1,
+    },
+    Case {
+        n: 3,
+        c: 16,
+        h: 7,
+        w: 7,
+        o: 32,
+        k: [3, 3],
+        stride: [2, 2],
+        pad: [(1, 1), (1, 1)],
+        dilation: [1, 1],
+        groups: 1,
+    },
+    // Batch 1, odd sizes, a non-square kernel and stride.
+    Case {
+        n: 1,
+        c: 3,
+        h: 11,
+        w: 9,
+        o: 5,
+        k: [3, 2],
+        stride: [2, 1],
+        pad: [(1, 1), (0, 1)],
+        dilation: [1, 1],
+        groups: 1,
+    },
+    // Dilation and asymmetric padding.
+    Case {
+        n: 2,
+        c: 4,
+        h: 10,
+        w: 13,
+        o: 6,
+        k: [3, 3],
+        stride: [1, 2],
+        pad: [(2, 0), (1, 2)],
+        dilation: [2, 1],
+        groups: 1,
+    },
+    // Groups, and depthwise.
+    Case {
+        n: 2,
+        c: 8,
+        h: 6,
+        w: 6,
+        o: 12,
+        k: [3, 3],
+        stride: [1, 1],
+        pad: [(1, 1), (1, 1)],
+        dilation: [1, 1],
+        groups: 4,
+    },
+    Case {
+        n: 3,
+        c: 6,
+        h: 9,
+        w: 9,
+        o: 6,
+        k: [5, 5],
+        stride: [2, 2],
+        pad: [(2, 2), (2, 2)],
+        dilation: [1, 1],
+        groups: 6,
+    },
+    // 1x1, and a kernel as large as the input.
+    Case {
+        n: 5,
+        c: 7,
+        h: 4,
+        w: 5,
+        o: 9,
+        k: [1, 1],
+        stride: [1, 1],
+        pad: [(0, 0), (0, 0)],
+        dilation: [1, 1],
+        groups: 1,
+    },
+    Case {
+        n: 2,
+        c: 3,
+        h: 3,
+        w: 3,
+        o: 4,
+        k: [3, 3],
+        stride: [1, 1],
+        pad: [(0, 0), (0, 0)],
+        dilation: [1, 1],
+        groups: 1,
+    },
+];
+
+fn close(want: Tensor<4>, got: Tensor<4>, what: &str, case: &Case) {
+    let w: Vec<f32> = want.into_data().try_to_vec::<f32>().unwrap();
+    let g: Vec<f32> = got.into_data().try_to_vec::<f32>().unwrap();
+    assert_eq!(w.len(), g.len(), "{what} of {case:?}: sizes");
+    let scale = w.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    let diff = w
+        .iter()
+        .zip(&g)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        diff <= 1e-4 * scale,
+        "{what} of {case:?}: differs by {diff} (largest {scale})"
+    );
+}
+
+/// Output and gradients of `conv` (burn's or ours) on `x`, `w`, `b`, through a loss that
+/// weights every output element differently.
+fn run(
+    case: &Case,
+    x: &Tensor<4>,
+    w: &Tensor<4>,
+    b: &Tensor<1>,
+    ours: bool,
+) -> (Tensor<4>, Tensor<4>, Tensor<4>, Tensor<4>) {
+    let x = Param::from_tensor(x.clone()).val();
+    let w = Param::from_tensor(w.clone()).val();
+    let b = Param::from_tensor(b.clone()).val();
+    let options = ConvOptions::new_with_padding(case.stride, case.pad, case.dilation, case.groups);
+    let y = if ours {
+        kernels::conv2d(x.clone(), w.clone(), Some(b.clone()), options)
+    } else {
+        burn_conv2d(x.clone(), w.clone(), Some(b.clone()), options)
+    };
+    let weights =
+        Tensor::<4>::random(y.dims(), Distribution::Uniform(-1.0, 1.0), &y.device()).detach();
+    let grads = (y.clone() * weights).sum().backward();
+    let gx = x.grad(&grads).unwrap();
+    let gw = w.grad(&grads).unwrap();
+    let gb = b.grad(&grads).unwrap();
+    (y.detach(), gx, gw, gb.reshape([1, 1, 1, case.o]))
+}
+
+#[test]
+fn conv2d_backward_equals_burns() {
+    let device = Device::flex().autodiff();
+    for (seed, case) in CASES.iter().enumerate() {
+        device.seed(seed as u64 + 1);
+        let d = Distribution::Uniform(-1.0, 1.0);
+        let x = Tensor::<4>::random([case.n, case.c, case.h, case.w], d, &device);
+        let w = Tensor::<4>::random(
+            [case.o, case.c / case.groups, case.k[0], case.k[1]],
+            d,
+            &device,
+        );
+        let b = Tensor::<1>::random([case.o], d, &device);
+        device.seed(1000 + seed as u64);
+        let want = run(case, &x, &w, &b, false);
+        device.seed(1000 + seed as u64);
+        let got = run(case, &x, &w, &b, true);
+        close(want.0, got.0, "output", case);
+        close(want.1, got.1, "input gradient", case);
+        close(want.2, got.2, "weight gradient", case);
+        close(want.3, got.3, "bias gradient", case);
+    }
+}
