@@ -7,6 +7,11 @@ use burn::tensor::{Device, Distribution, Tensor};
 
 use crate::steps::{Layer, NetDesc};
 
+/// A convolution's output size along one axis.
+fn conv_out(size: usize, kernel: usize, stride: usize, padding: usize) -> usize {
+    (size + 2 * padding - kernel) / stride + 1
+}
+
 /// Each layer of `d` with the input shape `[c, h, w]` it sees, up to the global pool.
 pub fn walk(d: &NetDesc) -> Vec<(&Layer, [usize; 3])> {
     let [mut c, mut h, mut w] = d.input;
@@ -21,8 +26,10 @@ pub fn walk(d: &NetDesc) -> Vec<(&Layer, [usize; 3])> {
                 padding,
                 ..
             } => {
-                h = (h + 2 * padding - kernel) / stride + 1;
-                w = (w + 2 * padding - kernel) / stride + 1;
+                (h, w) = (
+                    conv_out(h, kernel, stride, padding),
+                    conv_out(w, kernel, stride, padding),
+                );
                 c = cout;
             }
             Layer::ConvTranspose2d {
@@ -63,8 +70,10 @@ pub fn step_flops_per_sample(d: &NetDesc) -> f64 {
                 padding,
                 ..
             } => {
-                let oh = (h + 2 * padding - kernel) / stride + 1;
-                let ow = (w + 2 * padding - kernel) / stride + 1;
+                let (oh, ow) = (
+                    conv_out(h, kernel, stride, padding),
+                    conv_out(w, kernel, stride, padding),
+                );
                 2.0 * (c * cout * kernel * kernel * oh * ow) as f64
             }
             Layer::ConvTranspose2d { cout, kernel, .. } => {

@@ -305,8 +305,8 @@ pub fn listing(a: &Analysis) -> (String, Option<String>) {
     (out, note)
 }
 
-/// One table of cut points, its columns as wide as the longest name of the whole analysis (so
-/// the two tables of a listing line up).
+/// One table of cut points, its columns as wide as the longest name and op of the whole
+/// analysis (so the two tables of a listing line up, and `GlobalAveragePool` fits).
 fn table(a: &Analysis, points: &[&CutPoint]) -> String {
     let lw = a
         .points
@@ -323,13 +323,20 @@ fn table(a: &Analysis, points: &[&CutPoint]) -> String {
         .max()
         .unwrap_or(0)
         .max(22);
+    let ow = a
+        .points
+        .iter()
+        .map(|p| p.op.len())
+        .max()
+        .unwrap_or(0)
+        .max(9);
     let mut out = format!(
-        "{:>3}  {:<lw$} {:<tw$} {:<9} {:>16} {:>14} {:>10} {:>12}\n",
+        "{:>3}  {:<lw$} {:<tw$} {:<ow$} {:>16} {:>14} {:>10} {:>12}\n",
         "#", "layer", "tensor", "op", "shape (CxHxW)", "MACs/image", "params", "weight B"
     );
     for p in points {
         out.push_str(&format!(
-            "{:>3}  {:<lw$} {:<tw$} {:<9} {:>16} {:>14} {:>10} {:>12}\n",
+            "{:>3}  {:<lw$} {:<tw$} {:<ow$} {:>16} {:>14} {:>10} {:>12}\n",
             p.index,
             p.layer.as_deref().unwrap_or("-"),
             p.name,

@@ -23,8 +23,12 @@ use privynet_store::{Artifact, Store};
 struct Args {
     #[command(flatten)]
     manifest: ManifestArgs,
-    /// List the cut points of MODEL instead of slicing.
-    #[arg(long, value_name = "MODEL")]
+    /// List the cut points of MODEL instead of slicing (the slicing flags do not apply).
+    #[arg(
+        long,
+        value_name = "MODEL",
+        conflicts_with_all = ["model", "cut", "channels", "method", "seed", "images", "topology_output"]
+    )]
     list: Option<PathBuf>,
     /// The pretrained model (overrides `model.path`).
     #[arg(long)]
