@@ -85,34 +85,37 @@ pub fn run(root: &std::path::Path) -> Result<()> {
     println!("|---|---|---|---|---|");
     let nets = steps::networks(root)?;
     for d in nets.iter().map(|n| &n.desc) {
-        let mut seen = Vec::new();
+        let convs = convolutions(d);
+        // A geometry the network repeats is timed once and counted each time.
+        let mut timed: Vec<(Conv, f64, f64)> = Vec::new();
         let (mut burn_total, mut ours_total) = (0.0, 0.0);
-        for conv in convolutions(d) {
-            let (burn, ours) = (
-                time_conv(conv, d.batch, false, t),
-                time_conv(conv, d.batch, true, t),
-            );
+        for &conv in &convs {
+            let (burn, ours) = match timed.iter().find(|(c, ..)| *c == conv) {
+                Some(&(_, burn, ours)) => (burn, ours),
+                None => {
+                    let burn = time_conv(conv, d.batch, false, t);
+                    let ours = time_conv(conv, d.batch, true, t);
+                    timed.push((conv, burn, ours));
+                    let [c, h, w] = conv.input;
+                    println!(
+                        "| {} | {c}x{h}x{w} -> {}, {}/{}/{} | {burn:.2} | {ours:.2} | {:.2} |",
+                        d.name,
+                        conv.cout,
+                        conv.kernel,
+                        conv.stride,
+                        conv.padding,
+                        ours / burn
+                    );
+                    (burn, ours)
+                }
+            };
             burn_total += burn;
             ours_total += ours;
-            if seen.contains(&conv) {
-                continue;
-            }
-            seen.push(conv);
-            let [c, h, w] = conv.input;
-            println!(
-                "| {} | {c}x{h}x{w} -> {}, {}/{}/{} | {burn:.2} | {ours:.2} | {:.2} |",
-                d.name,
-                conv.cout,
-                conv.kernel,
-                conv.stride,
-                conv.padding,
-                ours / burn
-            );
         }
         println!(
             "| {} | all {} convolutions | {burn_total:.1} | {ours_total:.1} | {:.2} |",
             d.name,
-            convolutions(d).len(),
+            convs.len(),
             ours_total / burn_total
         );
     }

@@ -842,7 +842,7 @@ pub fn run(root: &Path, filter: Option<&str>) -> Result<()> {
     let peak = flops::gemm_peak();
     let (mut rows, mut notes) = (Vec::new(), Vec::new());
     for net in networks(root)?.into_iter().filter(|n| keep(&n.desc.name)) {
-        if let Some(s) = net.irn {
+        if let Trainer::Irn(s) = net.trainer {
             let widths: Vec<String> = (0..=s.upsamplings)
                 .map(|l| s.channels_at(l).to_string())
                 .collect();
@@ -868,12 +868,17 @@ pub fn run(root: &Path, filter: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// One benched network: its description, the training settings it is built from, and the
-/// IRN's spec for the attacker's networks.
+/// One benched network: its description and what it is built from.
 pub struct Bench {
     pub desc: NetDesc,
-    train: TrainParams,
-    irn: Option<IrnSpec>,
+    trainer: Trainer,
+}
+
+/// What a benched network is built from: the train stage's settings for the cloud network, the
+/// IRN's spec for the attacker's.
+enum Trainer {
+    Cloud(TrainParams),
+    Irn(IrnSpec),
 }
 
 /// The four networks of the main table: the default cloud network at fire3 (32 and all 128
@@ -888,8 +893,7 @@ pub fn networks(root: &Path) -> Result<Vec<Bench>> {
         let desc = cloud_desc(name, shape, &tp)?;
         out.push(Bench {
             desc,
-            train: tp.clone(),
-            irn: None,
+            trainer: Trainer::Cloud(tp.clone()),
         });
     }
     for (name, shape, c) in [
@@ -899,8 +903,7 @@ pub fn networks(root: &Path) -> Result<Vec<Bench>> {
         let (desc, s) = irn_desc(name, shape, c, &ap, ap.batch_size, Upsample::NearestConv)?;
         out.push(Bench {
             desc,
-            train: tp.clone(),
-            irn: Some(s),
+            trainer: Trainer::Irn(s),
         });
     }
     Ok(out)
@@ -908,9 +911,9 @@ pub fn networks(root: &Path) -> Result<Vec<Bench>> {
 
 /// burn's training throughput on `net`, as the train or attack stage builds it.
 pub fn train(net: &Bench, t: Timing) -> Measured {
-    match net.irn {
-        Some(s) => burn_irn(&net.desc, s, t).0,
-        None => burn_cloud(&net.desc, &net.train, t),
+    match &net.trainer {
+        Trainer::Irn(s) => burn_irn(&net.desc, *s, t).0,
+        Trainer::Cloud(p) => burn_cloud(&net.desc, p, t),
     }
 }
 

@@ -19,7 +19,7 @@ mod movement;
 mod names;
 
 use movement::{cast_output, reduce_mean_output, slice_output, split_output, transpose_output};
-pub use movement::{is_float_cast, slice_range, split_sizes};
+pub use movement::{channel_range, is_spatial, nchw_axis, slice_range, split_sizes};
 pub use names::friendly_names;
 
 /// One candidate cut point.
@@ -61,7 +61,7 @@ pub struct Analysis {
     /// Integer values the graph computes from activations' shapes at this input size, `None`
     /// for the batch size: the reshape targets and slice bounds of a TorchScript channel
     /// shuffle (`Shape -> Gather -> Div -> ... -> Concat`). The surgery writes them into the
-    /// local network as constants ([`crate::surgery::local_network`]).
+    /// local network as constants ([`crate::surgery::freeze_shapes`]).
     pub shape_values: ShapeValues,
 }
 

@@ -308,28 +308,12 @@ pub fn listing(a: &Analysis) -> (String, Option<String>) {
 /// One table of cut points, its columns as wide as the longest name and op of the whole
 /// analysis (so the two tables of a listing line up, and `GlobalAveragePool` fits).
 fn table(a: &Analysis, points: &[&CutPoint]) -> String {
-    let lw = a
-        .points
-        .iter()
-        .filter_map(|p| p.layer.as_deref())
-        .map(str::len)
-        .max()
-        .unwrap_or(0)
-        .max(10);
-    let tw = a
-        .points
-        .iter()
-        .map(|p| p.name.len())
-        .max()
-        .unwrap_or(0)
-        .max(22);
-    let ow = a
-        .points
-        .iter()
-        .map(|p| p.op.len())
-        .max()
-        .unwrap_or(0)
-        .max(9);
+    let width = |len: fn(&CutPoint) -> usize, min: usize| {
+        a.points.iter().map(len).max().unwrap_or(0).max(min)
+    };
+    let lw = width(|p| p.layer.as_deref().map_or(0, str::len), 10);
+    let tw = width(|p| p.name.len(), 22);
+    let ow = width(|p| p.op.len(), 9);
     let mut out = format!(
         "{:>3}  {:<lw$} {:<tw$} {:<ow$} {:>16} {:>14} {:>10} {:>12}\n",
         "#", "layer", "tensor", "op", "shape (CxHxW)", "MACs/image", "params", "weight B"

@@ -10,14 +10,14 @@ use std::collections::{HashMap, HashSet};
 use onnx_protobuf::tensor_proto::DataType;
 use onnx_protobuf::tensor_shape_proto::Dimension;
 use onnx_protobuf::{
-    AttributeProto, Message, ModelProto, NodeProto, TensorProto, ValueInfoProto,
+    AttributeProto, GraphProto, Message, ModelProto, NodeProto, TensorProto, ValueInfoProto,
     attribute_proto::AttributeType,
 };
 
-use crate::SliceError;
 use crate::analyze::{ShapeValues, ancestors, int};
 use crate::model::Model;
 use crate::proto::{dim_param, dim_value, dims, typed_value_info};
+use crate::{SliceError, fold};
 
 /// The name of the local network's only output.
 pub const OUTPUT: &str = "features";
@@ -40,12 +40,7 @@ pub fn local_network(
     }
     let mut proto = model.proto.clone();
     let graph = proto.graph.as_mut().expect("a loaded model has a graph");
-    let producer: HashMap<&str, usize> = graph
-        .node
-        .iter()
-        .enumerate()
-        .flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i)))
-        .collect();
+    let producer = producers(&graph.node);
     if !producer.contains_key(cut) {
         return Err(SliceError::UnknownCut {
             name: cut.to_string(),
@@ -53,15 +48,7 @@ pub fn local_network(
         });
     }
     let needed = ancestors(&graph.node, &producer, cut);
-    let mut nodes: Vec<NodeProto> = graph
-        .node
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| needed.contains(i))
-        .map(|(_, n)| n.clone())
-        .collect();
-    let used: HashSet<String> = nodes.iter().flat_map(|n| n.input.iter().cloned()).collect();
-    graph.initializer.retain(|t| used.contains(&t.name));
+    keep_needed(graph, &needed);
     let kept: HashSet<String> = graph.initializer.iter().map(|t| t.name.clone()).collect();
 
     let mut inputs = vec![image_input(graph, &model.input)];
@@ -78,10 +65,12 @@ pub fn local_network(
         let dims = vec![dim_value(selection.len() as i64)];
         inputs.push(typed_value_info(INDICES, DataType::INT64, dims));
     }
-    graph.initializer.push(selection_indices(selection));
-    nodes.push(channel_gather(cut));
-
-    graph.node = nodes;
+    graph.initializer.push(int64_initializer(
+        INDICES,
+        vec![selection.len() as i64],
+        selection.to_vec(),
+    ));
+    graph.node.push(channel_gather(cut));
     graph.input = inputs;
     graph.output = vec![tensor_value_info(
         OUTPUT,
@@ -110,74 +99,24 @@ pub fn local_network(
 pub fn freeze_shapes(local: &mut ModelProto, values: &ShapeValues) -> usize {
     let old_ir = local.ir_version < 4;
     let graph = local.graph.as_mut().expect("a local network has a graph");
-    // Each tensor's constant value, if every node that reads it can take the same one.
-    let mut frozen: HashMap<&str, Vec<i64>> = HashMap::new();
-    let mut refused: HashSet<&str> = HashSet::new();
-    for n in &graph.node {
-        for (k, input) in n.input.iter().enumerate() {
-            let Some(v) = values.get(input) else {
-                continue;
-            };
-            let batch_as_zero = n.op_type == "Reshape" && k == 1 && int(n, "allowzero", 0) == 0;
-            let value: Option<Vec<i64>> = v
-                .values
-                .iter()
-                .enumerate()
-                .map(|(i, x)| x.or((batch_as_zero && i == 0).then_some(0)))
-                .collect();
-            match value {
-                Some(value) if frozen.get(input.as_str()).is_none_or(|f| *f == value) => {
-                    frozen.insert(input, value);
-                }
-                _ => {
-                    refused.insert(input);
-                }
-            }
-        }
-    }
-    frozen.retain(|name, _| !refused.contains(name));
+    let frozen = frozen_values(&graph.node, values);
     if frozen.is_empty() {
         return 0;
     }
-    let producer: HashMap<&str, usize> = graph
-        .node
-        .iter()
-        .enumerate()
-        .flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i)))
-        .filter(|(o, _)| !frozen.contains_key(o))
-        .collect();
+    let mut producer = producers(&graph.node);
+    producer.retain(|o, _| !frozen.contains_key(*o));
     let needed = ancestors(&graph.node, &producer, OUTPUT);
     let constants: Vec<TensorProto> = frozen
         .iter()
-        .map(|(name, v)| {
-            let mut t = TensorProto::new();
-            t.name = name.to_string();
-            t.data_type = DataType::INT64 as i32;
-            t.dims = values[*name].dims.clone();
-            t.raw_data = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-            t
-        })
+        .map(|(name, v)| int64_initializer(name, values[name].dims.clone(), v.clone()))
         .collect();
-    let nodes: Vec<NodeProto> = std::mem::take(&mut graph.node)
-        .into_iter()
-        .enumerate()
-        .filter(|(i, _)| needed.contains(i))
-        .map(|(_, n)| n)
-        .collect();
-    graph.node = nodes;
-    let used: HashSet<&str> = graph
-        .node
-        .iter()
-        .flat_map(|n| n.input.iter().map(String::as_str))
-        .collect();
+    let used = keep_needed(graph, &needed);
     let mut constants: Vec<TensorProto> = constants
         .into_iter()
-        .filter(|t| used.contains(t.name.as_str()))
+        .filter(|t| used.contains(&t.name))
         .collect();
     constants.sort_by(|a, b| a.name.cmp(&b.name));
     let count = constants.len();
-    let used: HashSet<String> = used.into_iter().map(str::to_string).collect();
-    graph.initializer.retain(|t| used.contains(&t.name));
     let image = graph.input.first().map(|i| i.name.clone());
     graph
         .input
@@ -190,6 +129,37 @@ pub fn freeze_shapes(local: &mut ModelProto, values: &ShapeValues) -> usize {
     }
     graph.initializer.extend(constants);
     count
+}
+
+/// The constant each of `values` takes in `nodes`, for the tensors every reader can take the
+/// same one of: fully known, or a `Reshape` target whose only unknown is the batch (as `0`).
+fn frozen_values(nodes: &[NodeProto], values: &ShapeValues) -> HashMap<String, Vec<i64>> {
+    let mut frozen: HashMap<String, Vec<i64>> = HashMap::new();
+    let mut refused: HashSet<&str> = HashSet::new();
+    for n in nodes {
+        for (k, input) in n.input.iter().enumerate() {
+            let Some(v) = values.get(input) else {
+                continue;
+            };
+            let batch_as_zero = n.op_type == "Reshape" && k == 1 && int(n, "allowzero", 0) == 0;
+            let value: Option<Vec<i64>> = v
+                .values
+                .iter()
+                .enumerate()
+                .map(|(i, x)| x.or((batch_as_zero && i == 0).then_some(0)))
+                .collect();
+            match value {
+                Some(value) if frozen.get(input).is_none_or(|f| *f == value) => {
+                    frozen.insert(input.clone(), value);
+                }
+                _ => {
+                    refused.insert(input);
+                }
+            }
+        }
+    }
+    frozen.retain(|name, _| !refused.contains(name.as_str()));
+    frozen
 }
 
 /// The image input with symbolic batch and spatial dims, so any input size runs.
@@ -213,14 +183,42 @@ fn image_input(graph: &onnx_protobuf::GraphProto, name: &str) -> ValueInfoProto 
     )
 }
 
-/// The secret selection as an int64 initializer, in output order.
-fn selection_indices(selection: &[i64]) -> TensorProto {
-    let mut indices = TensorProto::new();
-    indices.name = INDICES.to_string();
-    indices.data_type = DataType::INT64 as i32;
-    indices.dims = vec![selection.len() as i64];
-    indices.raw_data = selection.iter().flat_map(|v| v.to_le_bytes()).collect();
-    indices
+/// Where each tensor is computed: the index of the node that outputs it.
+fn producers(nodes: &[NodeProto]) -> HashMap<&str, usize> {
+    nodes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i)))
+        .collect()
+}
+
+/// Keeps the nodes of `graph` in `needed`, in graph order, and the initializers they read;
+/// returns the names the kept nodes read.
+fn keep_needed(graph: &mut GraphProto, needed: &HashSet<usize>) -> HashSet<String> {
+    let nodes: Vec<NodeProto> = std::mem::take(&mut graph.node)
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| needed.contains(i))
+        .map(|(_, n)| n)
+        .collect();
+    graph.node = nodes;
+    let used: HashSet<String> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter().cloned())
+        .collect();
+    graph.initializer.retain(|t| used.contains(&t.name));
+    used
+}
+
+/// An int64 initializer, encoded as the constant folder encodes its results.
+fn int64_initializer(name: &str, dims: Vec<i64>, values: Vec<i64>) -> TensorProto {
+    let c = fold::Const {
+        dtype: DataType::INT64,
+        dims,
+        data: fold::Data::Int(values),
+    };
+    fold::encode(&c, name)
 }
 
 /// `Gather` over the channel axis of `cut` with the selection, producing `features`.

@@ -2,12 +2,15 @@
 //! with its own operations, implemented for burn-flex and for `Autodiff<Flex>` with a
 //! handwritten backward pass, and a tensor-level function the networks call.
 //!
-//! `conv2d`: burn-flex's own forward (tiled im2col and gemm, already fast), and a backward pass
-//! whose two gradients are single matrix products over the whole batch ([`conv`]) instead of
-//! burn's generic decomposition (a transposed convolution with a serial scatter loop for the
-//! input gradient, a batch-for-channel convolution for the weight gradient).
+//! `conv2d`: burn-flex's own forward (tiled im2col and gemm), and a backward pass whose two
+//! gradients are matrix products over tiles of images ([`conv`]) instead of burn's generic
+//! decomposition (a transposed convolution for the input gradient, a batch-for-channel
+//! convolution for the weight gradient). The networks take it only when switched on
+//! ([`set_own_backward`]): measured, it is not faster than burn's.
 
 mod conv;
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -18,8 +21,6 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::ops::ModuleOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, backend_extension};
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
@@ -150,14 +151,14 @@ pub fn set_own_backward(on: bool) {
 /// A `Conv2d` module's forward pass: `conv.forward(x)` itself, or, with
 /// [`set_own_backward`]`(true)` (and explicit or no padding), the same through [`conv2d`].
 pub fn conv2d_module(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    if !OWN_BACKWARD.load(Ordering::Relaxed) {
+        return conv.forward(x);
+    }
     let padding = match conv.padding {
         PaddingConfig2d::Explicit(top, left, bottom, right) => [(top, bottom), (left, right)],
         PaddingConfig2d::Valid => [(0, 0), (0, 0)],
         PaddingConfig2d::Same => return conv.forward(x),
     };
-    if !OWN_BACKWARD.load(Ordering::Relaxed) {
-        return conv.forward(x);
-    }
     let options = ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, conv.groups);
     conv2d(
         x,

@@ -49,12 +49,36 @@ pub fn split_sizes(
 }
 
 /// An axis of a rank-4 NCHW tensor, negative counting from the end.
-fn nchw_axis(n: &NodeProto, a: i64) -> Result<usize, SliceError> {
+pub fn nchw_axis(a: i64) -> Option<usize> {
     let v = if a < 0 { a + 4 } else { a };
-    usize::try_from(v)
-        .ok()
-        .filter(|&v| v < 4)
-        .ok_or_else(|| op_err(n, format!("axis {a} of an NCHW tensor")))
+    usize::try_from(v).ok().filter(|&v| v < 4)
+}
+
+/// [`nchw_axis`], or an error naming node `n`.
+fn checked_axis(n: &NodeProto, a: i64) -> Result<usize, SliceError> {
+    nchw_axis(a).ok_or_else(|| op_err(n, format!("axis {a} of an NCHW tensor")))
+}
+
+/// Whether `axes` of an NCHW tensor are its two spatial axes, in any order: a mean over them
+/// is a global average pool.
+pub fn is_spatial(axes: &[i64]) -> bool {
+    let mut v: Vec<Option<usize>> = axes.iter().map(|&a| nchw_axis(a)).collect();
+    v.sort_unstable();
+    v == [Some(2), Some(3)]
+}
+
+/// The `(start, end)` of a `Slice` that takes one range of channels with step 1; `None` for
+/// any other slice.
+pub fn channel_range(
+    starts: &[i64],
+    ends: &[i64],
+    axes: &[i64],
+    steps: &[i64],
+) -> Option<(i64, i64)> {
+    match (starts, ends, axes, steps) {
+        (&[s], &[e], &[a], &[1]) if nchw_axis(a) == Some(1) => Some((s, e)),
+        _ => None,
+    }
 }
 
 /// An NCHW activation (rank 3 without its batch), else an error naming `what` is refused.
@@ -78,12 +102,10 @@ pub(super) fn reduce_mean_output(n: &NodeProto, x: &Inputs<'_>) -> Result<Out, S
     } else {
         ints(n, "axes").unwrap_or_default()
     };
-    let mut spatial = axes
-        .iter()
-        .map(|&a| nchw_axis(n, a))
-        .collect::<Result<Vec<_>, _>>()?;
-    spatial.sort_unstable();
-    if spatial != [2, 3] {
+    for &a in &axes {
+        checked_axis(n, a)?;
+    }
+    if !is_spatial(&axes) {
         return Err(op_err(
             n,
             format!("a mean over axes {axes:?}; only over both spatial axes (2, 3) is supported"),
@@ -98,7 +120,7 @@ pub(super) fn reduce_mean_output(n: &NodeProto, x: &Inputs<'_>) -> Result<Out, S
 }
 
 /// Whether an ONNX data type is a floating-point type.
-pub fn is_float_cast(to: i64) -> bool {
+fn is_float_cast(to: i64) -> bool {
     [
         DataType::FLOAT,
         DataType::DOUBLE,
@@ -162,11 +184,7 @@ pub(super) fn slice_output(n: &NodeProto, x: &Inputs<'_>) -> Result<Out, SliceEr
     let ends = get(2, "ends")?.ok_or_else(|| op_err(n, "no ends"))?;
     let axes = get(3, "axes")?.unwrap_or_else(|| (0..starts.len() as i64).collect());
     let steps = get(4, "steps")?.unwrap_or_else(|| vec![1; starts.len()]);
-    let one_channel_range = starts.len() == 1
-        && [ends.len(), axes.len(), steps.len()] == [1; 3]
-        && steps[0] == 1
-        && nchw_axis(n, axes[0])? == 1;
-    if !one_channel_range {
+    let Some((start, end)) = channel_range(&starts, &ends, &axes, &steps) else {
         return Err(op_err(
             n,
             format!(
@@ -174,8 +192,8 @@ pub(super) fn slice_output(n: &NodeProto, x: &Inputs<'_>) -> Result<Out, SliceEr
                  step 1 is supported"
             ),
         ));
-    }
-    let (a, b) = slice_range(starts[0], ends[0], s[0]);
+    };
+    let (a, b) = slice_range(start, end, s[0]);
     if a == b {
         return Err(op_err(n, format!("an empty slice of {} channels", s[0])));
     }
@@ -186,7 +204,7 @@ pub(super) fn slice_output(n: &NodeProto, x: &Inputs<'_>) -> Result<Out, SliceEr
 pub(super) fn split_output(n: &NodeProto, x: &Inputs<'_>) -> Result<Out, SliceError> {
     let data = x.get(0)?;
     let s = nchw(n, data, "a split")?;
-    if nchw_axis(n, int(n, "axis", 0))? != 1 {
+    if checked_axis(n, int(n, "axis", 0))? != 1 {
         return Err(op_err(
             n,
             "a split along another axis than the channels (1)",

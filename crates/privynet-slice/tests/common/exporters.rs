@@ -10,9 +10,7 @@
 //! concat, channel shuffle of 2 groups); `blocks.1`, squeeze-excitation (mean, conv 8->2, ReLU,
 //! conv 2->8, HardSigmoid, product) and a `Cast` to fp32; `avgpool`; `fc` (8->3, `logits`).
 
-use onnx_protobuf::{
-    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
-};
+use onnx_protobuf::{GraphProto, ModelProto, NodeProto, StringStringEntryProto, TensorProto};
 
 use super::*;
 
@@ -54,13 +52,7 @@ pub fn shuffle_model(form: Exporter) -> ModelProto {
     g.node = nodes;
     g.input = vec![value_info("input", &[None, Some(3), None, None])];
     g.output = vec![value_info("logits", &[None, Some(3)])];
-    let mut m = ModelProto::new();
-    m.ir_version = 8;
-    let mut op = OperatorSetIdProto::new();
-    op.version = opset;
-    m.opset_import = vec![op];
-    m.graph = Some(g).into();
-    m
+    model(g, opset)
 }
 
 /// A node as the dynamo exporter writes it: named `node_{fx}`, output `fx`, and the module

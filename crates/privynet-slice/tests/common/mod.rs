@@ -164,10 +164,15 @@ pub fn tiny_model() -> ModelProto {
 pub fn model_of(mut g: GraphProto, x: &str, c_in: i64, y: &str, c_out: i64) -> ModelProto {
     g.input = vec![value_info(x, &[None, Some(c_in), None, None])];
     g.output = vec![value_info(y, &[None, Some(c_out), None, None])];
+    model(g, 13)
+}
+
+/// A model (IR 8) of graph `g` in the default domain at `opset`.
+pub fn model(g: GraphProto, opset: i64) -> ModelProto {
     let mut m = ModelProto::new();
     m.ir_version = 8;
     let mut op = OperatorSetIdProto::new();
-    op.version = 13;
+    op.version = opset;
     m.opset_import = vec![op];
     m.graph = Some(g).into();
     m
@@ -370,13 +375,7 @@ pub fn pytorch_model() -> ModelProto {
     g.node = nodes;
     g.input = vec![value_info("input", &[None, Some(2), None, None])];
     g.output = vec![value_info("logits", &[None, Some(3)])];
-    let mut m = ModelProto::new();
-    m.ir_version = 8;
-    let mut op = OperatorSetIdProto::new();
-    op.version = 17;
-    m.opset_import = vec![op];
-    m.graph = Some(g).into();
-    m
+    model(g, 17)
 }
 
 /// The initializers of [`pytorch_model`], named as PyTorch names them.

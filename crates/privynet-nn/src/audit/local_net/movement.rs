@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use onnx_protobuf::NodeProto;
 use onnx_protobuf::tensor_proto::DataType;
-use privynet_slice::analyze::{attr, int, ints};
+use privynet_slice::analyze::{attr, channel_range, int, ints, is_spatial, nchw_axis};
 
 use super::{Graph, Op, Step, const_input, value_input};
 
@@ -32,12 +32,6 @@ fn ints_input(
             .ok_or_else(|| format!("{name} that are not integers")),
         None => Ok(ints(n, name)),
     }
-}
-
-/// An axis of an NCHW tensor, negative counting from the end.
-fn axis(a: i64) -> Option<usize> {
-    let v = if a < 0 { a + 4 } else { a };
-    usize::try_from(v).ok().filter(|&v| v < 4)
 }
 
 /// A positive dimension of a reshape target.
@@ -113,7 +107,7 @@ pub(super) fn transpose(n: &NodeProto, views: &mut Views) -> Result<Op, String> 
 
 /// `Split` of the channels: one step per output, each a range of channels.
 pub(super) fn split(n: &NodeProto, g: &Graph<'_>) -> Result<Vec<Step>, String> {
-    if axis(int(n, "axis", 0)) != Some(1) {
+    if nchw_axis(int(n, "axis", 0)) != Some(1) {
         return Err("a split along another axis than the channels (1)".into());
     }
     let sizes = match const_input(n, 1, g)? {
@@ -155,20 +149,18 @@ pub(super) fn slice(n: &NodeProto, g: &Graph<'_>) -> Result<Op, String> {
     let ends = ints_input(n, 2, "ends", g)?.ok_or("no ends")?;
     let axes = ints_input(n, 3, "axes", g)?.unwrap_or_else(|| (0..starts.len() as i64).collect());
     let steps = ints_input(n, 4, "steps", g)?.unwrap_or_else(|| vec![1; starts.len()]);
-    match (&starts[..], &ends[..], &axes[..], &steps[..]) {
-        (&[s], &[e], &[a], &[1]) if axis(a) == Some(1) => Ok(Op::Channels(s, e)),
-        _ => Err(format!(
+    let (start, end) = channel_range(&starts, &ends, &axes, &steps).ok_or_else(|| {
+        format!(
             "a slice over axes {axes:?} with steps {steps:?}; only a range of channels with step 1"
-        )),
-    }
+        )
+    })?;
+    Ok(Op::Channels(start, end))
 }
 
 /// `ReduceMean` over both spatial axes with `keepdims`: a global average pool.
 pub(super) fn reduce_mean(n: &NodeProto, g: &Graph<'_>) -> Result<Op, String> {
     let axes = ints_input(n, 1, "axes", g)?.unwrap_or_default();
-    let mut spatial: Vec<Option<usize>> = axes.iter().map(|&a| axis(a)).collect();
-    spatial.sort_unstable();
-    if spatial != [Some(2), Some(3)] || int(n, "keepdims", 1) != 1 {
+    if !is_spatial(&axes) || int(n, "keepdims", 1) != 1 {
         return Err(format!(
             "a mean over axes {axes:?} (keepdims {}); only over both spatial axes, keeping them",
             int(n, "keepdims", 1)
