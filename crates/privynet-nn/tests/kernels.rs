@@ -1,12 +1,18 @@
-//! The project's own convolution backward pass (`privynet_nn::kernels::conv2d`) against burn's
-//! generic one: the same output and the same gradients of input, weight and bias (relative
-//! 1e-4 of the largest value) over random geometries with stride 2, padding (asymmetric too),
-//! dilation, groups (depthwise included), batch 1 and odd sizes.
+//! The project's own kernels against burn's generic operations, relative 1e-4 of the largest
+//! value:
+//! - the convolution (`privynet_nn::kernels::conv2d`): the same output and the same gradients
+//!   of input, weight and bias over random geometries with stride 2, padding (asymmetric
+//!   too), dilation, groups (depthwise included), batch 1 and odd sizes, and "same"
+//!   convolutions (stride 1, padding half an odd kernel) of several sizes and tilings;
+//! - the fused batch norm and ReLU (`kernels::batch_norm_relu`): the same output, gradients of
+//!   input, gamma and beta, and running statistics as `relu(BatchNorm::forward)`, over batch 1,
+//!   odd and 1x1 maps, a constant channel and a shifted mean.
 
 use burn::module::Param;
+use burn::nn::{BatchNorm, BatchNormConfig};
 use burn::tensor::module::conv2d as burn_conv2d;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{Device, Distribution, Int, Tensor};
 use privynet_nn::kernels;
 
 /// One geometry: batch, input channels, height, width, output channels, kernel, stride,
@@ -47,6 +53,57 @@ const CASES: &[Case] = &[
         o: 32,
         k: [3, 3],
         stride: [2, 2],
+        pad: [(1, 1), (1, 1)],
+        dilation: [1, 1],
+        groups: 1,
+    },
+    // "Same" convolutions on maps large enough for the shifted-views kernel: several images
+    // per tile and an uneven last tile; 32x32, one image a tile; a 5x5 kernel on an odd,
+    // non-square map; batch 1.
+    Case {
+        n: 5,
+        c: 6,
+        h: 7,
+        w: 7,
+        o: 7,
+        k: [3, 3],
+        stride: [1, 1],
+        pad: [(1, 1), (1, 1)],
+        dilation: [1, 1],
+        groups: 1,
+    },
+    Case {
+        n: 3,
+        c: 4,
+        h: 32,
+        w: 32,
+        o: 3,
+        k: [3, 3],
+        stride: [1, 1],
+        pad: [(1, 1), (1, 1)],
+        dilation: [1, 1],
+        groups: 1,
+    },
+    Case {
+        n: 2,
+        c: 3,
+        h: 15,
+        w: 13,
+        o: 5,
+        k: [5, 5],
+        stride: [1, 1],
+        pad: [(2, 2), (2, 2)],
+        dilation: [1, 1],
+        groups: 1,
+    },
+    Case {
+        n: 1,
+        c: 16,
+        h: 12,
+        w: 12,
+        o: 8,
+        k: [3, 3],
+        stride: [1, 1],
         pad: [(1, 1), (1, 1)],
         dilation: [1, 1],
         groups: 1,
@@ -129,7 +186,7 @@ const CASES: &[Case] = &[
     },
 ];
 
-fn close(want: Tensor<4>, got: Tensor<4>, what: &str, case: &Case) {
+fn close(want: Tensor<4>, got: Tensor<4>, what: &str, case: &dyn std::fmt::Debug) {
     let w: Vec<f32> = want.into_data().try_to_vec::<f32>().unwrap();
     let g: Vec<f32> = got.into_data().try_to_vec::<f32>().unwrap();
     assert_eq!(w.len(), g.len(), "{what} of {case:?}: sizes");
@@ -142,6 +199,17 @@ fn close(want: Tensor<4>, got: Tensor<4>, what: &str, case: &Case) {
         diff <= 1e-4 * scale,
         "{what} of {case:?}: differs by {diff} (largest {scale})"
     );
+}
+
+/// Weights in [-1, 1] that differ from element to element, for a loss that reaches every
+/// output differently: made without the device's random generator, which the tests running
+/// beside share and reseed.
+fn loss_weights(dims: [usize; 4], device: &Device) -> Tensor<4> {
+    let n = dims.iter().product::<usize>() as i64;
+    Tensor::<1, Int>::arange(0..n, device)
+        .float()
+        .sin()
+        .reshape(dims)
 }
 
 /// Output and gradients of `conv` (burn's or ours) on `x`, `w`, `b`, through a loss that
@@ -162,9 +230,9 @@ fn run(
     } else {
         burn_conv2d(x.clone(), w.clone(), Some(b.clone()), options)
     };
-    let weights =
-        Tensor::<4>::random(y.dims(), Distribution::Uniform(-1.0, 1.0), &y.device()).detach();
-    let grads = (y.clone() * weights).sum().backward();
+    let grads = (y.clone() * loss_weights(y.dims(), &y.device()))
+        .sum()
+        .backward();
     let gx = x.grad(&grads).unwrap();
     let gw = w.grad(&grads).unwrap();
     let gb = b.grad(&grads).unwrap();
@@ -192,5 +260,68 @@ fn conv2d_backward_equals_burns() {
         close(want.1, got.1, "input gradient", case);
         close(want.2, got.2, "weight gradient", case);
         close(want.3, got.3, "bias gradient", case);
+    }
+}
+
+/// A batch norm over `c` channels with the given gamma and beta (each call a fresh module, so
+/// the two sides' running statistics are their own).
+fn norm(c: usize, gamma: &Tensor<1>, beta: &Tensor<1>, device: &Device) -> BatchNorm {
+    let mut n = BatchNormConfig::new(c).init(device);
+    n.gamma = Param::from_tensor(gamma.clone());
+    n.beta = Param::from_tensor(beta.clone());
+    n
+}
+
+fn close1(want: Tensor<1>, got: Tensor<1>, what: &str, shape: [usize; 4]) {
+    let c = want.dims()[0];
+    let (want, got) = (want.reshape([1, 1, 1, c]), got.reshape([1, 1, 1, c]));
+    close(want, got, what, &format!("{shape:?}"));
+}
+
+#[test]
+fn batch_norm_relu_equals_burns() {
+    let device = Device::flex().autodiff();
+    for (seed, shape) in [
+        [4, 8, 7, 7],
+        [1, 3, 5, 5],
+        [3, 5, 4, 4],
+        [2, 16, 1, 1],
+        [5, 6, 3, 9],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        device.seed(seed as u64 + 1);
+        let c = shape[1];
+        // A shifted mean, so the variance is not the mean square; channel 0 constant.
+        let x = Tensor::<4>::random(shape, Distribution::Uniform(2.0, 4.0), &device);
+        let x = x.slice_assign(
+            [0..shape[0], 0..1, 0..shape[2], 0..shape[3]],
+            Tensor::<4>::ones([shape[0], 1, shape[2], shape[3]], &device),
+        );
+        let gamma = Tensor::<1>::random([c], Distribution::Uniform(-2.0, 2.0), &device);
+        let beta = Tensor::<1>::random([c], Distribution::Uniform(-1.0, 1.0), &device);
+        let weights = loss_weights(shape, &device);
+        let side = |ours: bool| {
+            let n = norm(c, &gamma, &beta, &device);
+            let x = Param::from_tensor(x.clone()).val();
+            kernels::set_fused_norm(ours);
+            let y = kernels::batch_norm_relu(&n, x.clone());
+            kernels::set_fused_norm(true);
+            let grads = (y.clone() * weights.clone()).sum().backward();
+            let gx = x.grad(&grads).unwrap();
+            let gg = n.gamma.val().grad(&grads).unwrap();
+            let gb = n.beta.val().grad(&grads).unwrap();
+            let stats = (n.running_mean.value(), n.running_var.value());
+            (y.detach(), gx, gg, gb, stats)
+        };
+        let (want, got) = (side(false), side(true));
+        let what = format!("{shape:?}");
+        close(want.0, got.0, "output", &what);
+        close(want.1, got.1, "input gradient", &what);
+        close1(want.2, got.2, "gamma gradient", shape);
+        close1(want.3, got.3, "beta gradient", shape);
+        close1(want.4.0, got.4.0, "running mean", shape);
+        close1(want.4.1, got.4.1, "running variance", shape);
     }
 }

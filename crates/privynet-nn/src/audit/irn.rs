@@ -13,7 +13,7 @@
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
-use burn::tensor::activation::{relu, sigmoid};
+use burn::tensor::activation::sigmoid;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Tensor};
@@ -79,10 +79,7 @@ impl ConvBnRelu {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        relu(
-            self.norm
-                .forward(crate::kernels::conv2d_module(&self.conv, x)),
-        )
+        crate::kernels::batch_norm_relu(&self.norm, crate::kernels::conv2d_module(&self.conv, x))
     }
 }
 

@@ -2,29 +2,42 @@
 //! with its own operations, implemented for burn-flex and for `Autodiff<Flex>` with a
 //! handwritten backward pass, and a tensor-level function the networks call.
 //!
-//! `conv2d`: burn-flex's own forward (tiled im2col and gemm), and a backward pass whose two
-//! gradients are matrix products over tiles of images ([`conv`]) instead of burn's generic
-//! decomposition (a transposed convolution for the input gradient, a batch-for-channel
-//! convolution for the weight gradient). The networks take it only when switched on
-//! ([`set_own_backward`]): measured, it is not faster than burn's.
+//! `batch_norm_relu`: batch normalisation with the batch's statistics and the ReLU after it,
+//! as one operation with its own backward ([`norm`]), instead of burn's twenty-odd tensor
+//! operations. Every block of the cloud network and the IRN takes it in training.
+//!
+//! `conv2d`: a convolution with its own forward and backward. A "same" convolution (stride 1,
+//! padding half an odd kernel, maps of 7x7 and up) is one matrix product per kernel tap on
+//! shifted views of a padded copy ([`shifted`]); any other takes products over tiles of
+//! unfolded images ([`conv`]), forward and backward, instead of burn's per-image forward and
+//! generic backward (a transposed convolution for the input gradient, a batch-for-channel
+//! convolution for the weight gradient). The networks' blocks take it through
+//! [`conv2d_module`] ([`set_own_conv`] turns it off, for the bench's comparison).
+//!
+//! The matrix products are the `gemm` crate's, burn-flex's own, called through [`gemm`]'s
+//! checked wrapper.
 
 mod conv;
+mod gemm;
+mod norm;
+mod shifted;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use burn::backend::AutodiffBackend;
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::ops::ModuleOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, backend_extension};
-use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
-use burn::tensor::Tensor;
+use burn::nn::{BatchNorm, PaddingConfig2d};
+use burn::tensor::activation::relu;
 use burn::tensor::ops::ConvOptions;
+use burn::tensor::{DType, Tensor, TensorData};
 
 /// The operations this project implements itself.
 #[backend_extension(Flex, Autodiff)]
@@ -39,6 +52,35 @@ pub trait Kernels: Backend {
         dilation: [usize; 2],
         groups: usize,
     ) -> FloatTensor<Self>;
+
+    /// Batch normalisation of `x` (`[n, c, ...]`) with the batch's own statistics, scaled by
+    /// `gamma` and shifted by `beta` (`[c]`), then the ReLU if `relu`: the output, and the
+    /// batch's mean and biased variance per channel (not differentiated). fp32 only under
+    /// autodiff.
+    fn batch_norm_train_relu(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+        relu: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+fn dims(t: &FlexTensor) -> Vec<usize> {
+    t.layout().shape().iter().copied().collect()
+}
+
+fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+/// A small fp32 tensor's values (gamma, beta: one per channel).
+fn floats(t: &FlexTensor) -> Vec<f32> {
+    t.clone()
+        .to_contiguous()
+        .as_slice::<f32>()
+        .expect("fp32")
+        .to_vec()
 }
 
 fn options(
@@ -59,8 +101,74 @@ impl Kernels for Flex {
         dilation: [usize; 2],
         groups: usize,
     ) -> FloatTensor<Self> {
-        Flex::conv2d(x, weight, None, options(stride, padding, dilation, groups))
+        conv_forward(x, weight, options(stride, padding, dilation, groups))
     }
+
+    fn batch_norm_train_relu(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+        relu: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        norm::train_any(x, gamma, beta, epsilon, relu)
+    }
+}
+
+/// The geometry of `x` convolved with `weight`, if [`shifted`] computes it (fp32 too).
+fn same(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) -> Option<shifted::Same> {
+    if [x.dtype(), weight.dtype()] != [DType::F32; 2] {
+        return None;
+    }
+    let (o, p) = (options, options.padding);
+    shifted::Same::new(&dims(x), &dims(weight), o.stride, p, o.dilation, o.groups)
+}
+
+/// A convolution without bias: [`shifted::forward`] for a "same" one, [`conv`]'s tiled
+/// products otherwise.
+fn conv_forward(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
+    let Some(g) = same(&x, &weight, &options) else {
+        return conv::conv2d_forward(x, weight, &options);
+    };
+    let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
+    let y = shifted::forward(
+        x.as_slice::<f32>().expect("contiguous"),
+        weight.as_slice::<f32>().expect("contiguous"),
+        &g,
+    );
+    tensor(y, g.output_shape())
+}
+
+/// The gradients of [`conv_forward`]: [`shifted::backward`] for a "same" convolution, the
+/// tiled matrix products of [`conv`] otherwise.
+fn conv_backward(
+    x: FlexTensor,
+    weight: FlexTensor,
+    dy: FlexTensor,
+    options: &ConvOptions<2>,
+    want_x: bool,
+    want_w: bool,
+) -> (Option<FlexTensor>, Option<FlexTensor>) {
+    let Some(g) = same(&x, &weight, options) else {
+        return conv::conv2d_backward(x, weight, dy, options, want_x, want_w);
+    };
+    let (xs, ws, dys) = (
+        x.to_contiguous(),
+        weight.to_contiguous(),
+        dy.to_contiguous(),
+    );
+    let (dx, dw) = shifted::backward(
+        xs.as_slice::<f32>().expect("contiguous"),
+        ws.as_slice::<f32>().expect("contiguous"),
+        dys.as_slice::<f32>().expect("contiguous"),
+        &g,
+        want_x,
+        want_w,
+    );
+    (
+        dx.map(|v| tensor(v, dims(&x))),
+        dw.map(|v| tensor(v, dims(&weight))),
+    )
 }
 
 /// The backward step of [`Kernels::conv2d_nobias`]: the input and weight gradients of
@@ -75,8 +183,7 @@ impl Backward<Flex, 2> for Conv2dBackward {
         let [node_x, node_w] = ops.parents;
         let dy = grads.consume::<Flex>(&ops.node);
         let (x, weight, options) = ops.state;
-        let (dx, dw) =
-            conv::conv2d_backward(x, weight, dy, &options, node_x.is_some(), node_w.is_some());
+        let (dx, dw) = conv_backward(x, weight, dy, &options, node_x.is_some(), node_w.is_some());
         if let (Some(node), Some(dx)) = (node_x, dx) {
             grads.register::<Flex>(node.id, dx);
         }
@@ -104,15 +211,41 @@ impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let out = Flex::conv2d(xp.clone(), wp.clone(), None, options.clone());
+                let out = conv_forward(xp.clone(), wp.clone(), options.clone());
                 prep.finish((xp, wp, options), out)
             }
-            OpsKind::UnTracked(prep) => prep.finish(Flex::conv2d(xp, wp, None, options)),
+            OpsKind::UnTracked(prep) => prep.finish(conv_forward(xp, wp, options)),
         }
+    }
+
+    fn batch_norm_train_relu(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+        relu: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (xp, x_node) = x.into_parts();
+        let (gp, g_node) = gamma.into_parts();
+        let (bp, b_node) = beta.into_parts();
+        let xp = xp.to_contiguous();
+        let (y, saved) = norm::train_forward(&xp, &gp, &bp, epsilon, relu);
+        let c = saved.mean.len();
+        let stat = |v: &[f32]| Self::from_inner(tensor(v.to_vec(), vec![c]));
+        let (mean, var) = (stat(&saved.mean), stat(&saved.var));
+        let y = match norm::NormBackward
+            .prepare::<C>([x_node, g_node, b_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((xp, saved), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        };
+        (y, mean, var)
     }
 }
 
-/// `conv2d(x, weight)` with this project's backward pass, then the bias if any.
+/// `conv2d(x, weight)` with this project's forward and backward passes, then the bias if any.
 pub fn conv2d(
     x: Tensor<4>,
     weight: Tensor<4>,
@@ -137,21 +270,20 @@ pub fn conv2d(
     }
 }
 
-/// Whether [`conv2d_module`] takes this project's backward pass or burn's. Off: measured on
-/// this project's networks (`make bench BENCH=kernels`), the tiled backward is on a par with
-/// burn's, not faster, so training keeps burn's path, bit for bit; the bench turns it on to
-/// compare whole steps in one run.
-static OWN_BACKWARD: AtomicBool = AtomicBool::new(false);
+/// Whether [`conv2d_module`] takes this project's convolution or burn's. On: measured on
+/// this project's networks (`make bench BENCH=kernels`), it takes 0.1-1.0 of burn's time per
+/// convolution, forward and backward; the bench turns it off to compare.
+static OWN_CONV: AtomicBool = AtomicBool::new(true);
 
-/// Sets whether [`conv2d_module`] uses this project's backward pass.
-pub fn set_own_backward(on: bool) {
-    OWN_BACKWARD.store(on, Ordering::Relaxed);
+/// Sets whether [`conv2d_module`] uses this project's convolution.
+pub fn set_own_conv(on: bool) {
+    OWN_CONV.store(on, Ordering::Relaxed);
 }
 
-/// A `Conv2d` module's forward pass: `conv.forward(x)` itself, or, with
-/// [`set_own_backward`]`(true)` (and explicit or no padding), the same through [`conv2d`].
+/// A `Conv2d` module's forward pass through [`conv2d`] (explicit or no padding), or
+/// `conv.forward(x)` itself with [`set_own_conv`]`(false)`.
 pub fn conv2d_module(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    if !OWN_BACKWARD.load(Ordering::Relaxed) {
+    if !OWN_CONV.load(Ordering::Relaxed) {
         return conv.forward(x);
     }
     let padding = match conv.padding {
@@ -166,4 +298,38 @@ pub fn conv2d_module(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         conv.bias.as_ref().map(|b| b.val()),
         options,
     )
+}
+
+/// Whether [`batch_norm_relu`] takes the fused batch norm ([`norm`]) in training or burn's
+/// own. On: measured faster (`make bench BENCH=kernels`); the bench turns it off to compare.
+static FUSED_NORM: AtomicBool = AtomicBool::new(true);
+
+/// Sets whether [`batch_norm_relu`] uses the fused batch norm.
+pub fn set_fused_norm(on: bool) {
+    FUSED_NORM.store(on, Ordering::Relaxed);
+}
+
+/// `relu(norm.forward(x))`: in training (an autodiff device, the layer not frozen, fp32),
+/// through [`Kernels::batch_norm_train_relu`], updating the running statistics as burn's
+/// `BatchNorm` does; otherwise burn's own layer.
+pub fn batch_norm_relu(norm: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    let device = x.device();
+    let train = device.is_autodiff() && norm.training.is_enabled();
+    if !(train && x.dtype() == DType::F32 && FUSED_NORM.load(Ordering::Relaxed)) {
+        return relu(norm.forward(x));
+    }
+    let (y, mean, var) = <Dispatch as Kernels>::batch_norm_train_relu(
+        x.into_dispatch(),
+        norm.gamma.val().into_dispatch(),
+        norm.beta.val().into_dispatch(),
+        norm.epsilon,
+        true,
+    );
+    let m = norm.momentum;
+    for (state, batch) in [(&norm.running_mean, mean), (&norm.running_var, var)] {
+        let running = state.value_sync().to_device(&device).mul_scalar(1.0 - m);
+        let batch = Tensor::<1>::from_dispatch(batch).mul_scalar(m);
+        state.update(running.add(batch).detach());
+    }
+    Tensor::<4>::from_dispatch(y)
 }

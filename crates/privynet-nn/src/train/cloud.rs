@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use burn::module::{Module, ModuleMapper, Param, ParamId, RunningState};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 use crate::NnError;
@@ -35,10 +34,7 @@ impl ConvBlock {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        relu(
-            self.norm
-                .forward(crate::kernels::conv2d_module(&self.conv, x)),
-        )
+        crate::kernels::batch_norm_relu(&self.norm, crate::kernels::conv2d_module(&self.conv, x))
     }
 }
 
