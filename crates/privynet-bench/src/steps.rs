@@ -833,7 +833,8 @@ pub(crate) fn header(what: &str, t: Timing) {
 }
 
 /// The main table: the default cloud network at fire3 (32 and all 128 channels) and the IRN
-/// at conv1 and fire3 (all channels), burn against PyTorch. `filter` keeps the networks whose
+/// at conv1 and fire3 (all channels), burn against PyTorch, each network on both sides in
+/// turn. `filter` keeps the networks whose
 /// name contains it (for profiling one).
 pub fn run(root: &Path, filter: Option<&str>) -> Result<()> {
     let t = Timing::from_env();
@@ -841,6 +842,8 @@ pub fn run(root: &Path, filter: Option<&str>) -> Result<()> {
     header("training throughput, burn flex vs PyTorch CPU", t);
     let peak = flops::gemm_peak();
     let (mut rows, mut notes) = (Vec::new(), Vec::new());
+    let dir = tempfile::tempdir()?;
+    let mut tr: Result<(String, Vec<Measured>)> = Ok((String::new(), Vec::new()));
     for net in networks(root)?.into_iter().filter(|n| keep(&n.desc.name)) {
         if let Trainer::Irn(s) = net.trainer {
             let widths: Vec<String> = (0..=s.upsamplings)
@@ -856,11 +859,20 @@ pub fn run(root: &Path, filter: Option<&str>) -> Result<()> {
             ));
         }
         let m = train(&net, t);
+        // PyTorch right after burn on the same network, not all of burn's networks first: on a
+        // shared host whose speed drifts during the run (seen here: 1.5x within minutes), the
+        // ratio then compares like with like.
+        if tr.is_ok() {
+            let r = torch(root, dir.path(), std::slice::from_ref(&net.desc), t);
+            tr = tr.and_then(|(_, mut all)| {
+                r.map(|(label, more)| {
+                    all.extend(more);
+                    (label, all)
+                })
+            });
+        }
         rows.push((net.desc, m));
     }
-    let dir = tempfile::tempdir()?;
-    let nets: Vec<NetDesc> = rows.iter().map(|r| r.0.clone()).collect();
-    let tr = torch(root, dir.path(), &nets, t);
     print_table(&rows, &tr, peak);
     for n in notes {
         println!("{n}");

@@ -22,7 +22,6 @@ use burn::backend::ops::{FloatTensorOps, ModuleOps};
 use burn::tensor::DType;
 use burn::tensor::ops::ConvOptions;
 
-use super::gemm::{View, gemm};
 use super::{dims, tensor};
 use rayon::prelude::*;
 
@@ -207,59 +206,6 @@ fn tile(
 fn tiles(g: &Geometry) -> usize {
     let per_tile = TILE_POSITIONS.div_ceil(g.p().max(1)).max(1);
     g.n.div_ceil(per_tile)
-}
-
-/// `conv2d(x, weight)` (no bias) for `groups == 1`, fp32: per tile of images, `w [O, K] @
-/// cols [K, T]` (one product over the tile's positions, where burn-flex takes one per image,
-/// which at 4x4 maps has 16 columns), written back image by image. Other convolutions (and
-/// dtypes) go to burn-flex's own forward.
-pub(crate) fn conv2d_forward(
-    x: FlexTensor,
-    weight: FlexTensor,
-    options: &ConvOptions<2>,
-) -> FlexTensor {
-    if [x.dtype(), weight.dtype()] != [DType::F32; 2] || options.groups != 1 {
-        return Flex::conv2d(x, weight, None, options.clone());
-    }
-    let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
-    let (xd, wd) = (dims(&x), dims(&weight));
-    let out = |axis: usize| {
-        let (pad, k) = (
-            options.padding[axis],
-            options.dilation[axis] * (wd[2 + axis] - 1) + 1,
-        );
-        (xd[2 + axis] + pad.0 + pad.1).saturating_sub(k) / options.stride[axis] + 1
-    };
-    let yd = vec![xd[0], wd[0], out(0), out(1)];
-    let g = Geometry::new(&xd, &wd, &yd, options);
-    let (xs, ws) = (
-        x.as_slice::<f32>().expect("contiguous"),
-        weight.as_slice::<f32>().expect("contiguous"),
-    );
-    let (p, k) = (g.p(), g.k());
-    let image = g.o * p;
-    let per_tile = g.n.div_ceil(tiles(&g));
-    let mut y = vec![0.0f32; g.n * image];
-    y.par_chunks_mut(per_tile * image)
-        .enumerate()
-        .for_each(|(i, yt)| {
-            let tn = yt.len() / image;
-            let cols = unfold(xs, &g, i * per_tile, tn);
-            let mut out = vec![0.0f32; g.o * tn * p];
-            let d = View::new(0, [g.o, tn * p], [tn * p, 1]);
-            let (a, b) = (
-                View::new(0, [g.o, k], [k, 1]),
-                View::new(0, [k, tn * p], [tn * p, 1]),
-            );
-            gemm(&mut out, d, false, ws, a, &cols, b);
-            // [O, tn, P] to [tn, O, P].
-            for (t, image) in yt.chunks_mut(image).enumerate() {
-                for (o, plane) in image.chunks_mut(p).enumerate() {
-                    plane.copy_from_slice(&out[o * tn * p + t * p..][..p]);
-                }
-            }
-        });
-    tensor(y, yd)
 }
 
 /// The gradients of `conv2d(x, weight)` (no bias) for the output gradient `dy`: the input's

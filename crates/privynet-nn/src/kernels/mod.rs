@@ -8,11 +8,13 @@
 //!
 //! `conv2d`: a convolution with its own forward and backward. A "same" convolution (stride 1,
 //! padding half an odd kernel, maps of 7x7 and up) is one matrix product per kernel tap on
-//! shifted views of a padded copy ([`shifted`]); any other takes products over tiles of
-//! unfolded images ([`conv`]), forward and backward, instead of burn's per-image forward and
-//! generic backward (a transposed convolution for the input gradient, a batch-for-channel
-//! convolution for the weight gradient). The networks' blocks take it through
-//! [`conv2d_module`] ([`set_own_conv`] turns it off, for the bench's comparison).
+//! shifted views of a padded copy ([`shifted`]), forward and backward; any other keeps
+//! burn-flex's forward and takes its gradients as products over tiles of unfolded images
+//! ([`conv`]) instead of burn's generic backward (a transposed convolution for the input
+//! gradient, a batch-for-channel convolution for the weight gradient). The networks' blocks take it through
+//! [`conv2d_module`], the optimisation attack's local network through [`conv2d_auto`] (both
+//! keep burn's for grouped convolutions; [`set_own_conv`] turns it off, for the bench's
+//! comparison).
 //!
 //! The matrix products are the `gemm` crate's, burn-flex's own, called through [`gemm`]'s
 //! checked wrapper.
@@ -31,6 +33,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
+use burn::backend::ops::ModuleOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, backend_extension};
 use burn::nn::conv::Conv2d;
@@ -124,11 +127,11 @@ fn same(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) -> Option
     shifted::Same::new(&dims(x), &dims(weight), o.stride, p, o.dilation, o.groups)
 }
 
-/// A convolution without bias: [`shifted::forward`] for a "same" one, [`conv`]'s tiled
-/// products otherwise.
+/// A convolution without bias: [`shifted::forward`] for a "same" one, burn-flex's otherwise
+/// (one product per tile of images instead measured no faster: `make bench BENCH=kernels`).
 fn conv_forward(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
     let Some(g) = same(&x, &weight, &options) else {
-        return conv::conv2d_forward(x, weight, &options);
+        return Flex::conv2d(x, weight, None, options);
     };
     let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
     let y = shifted::forward(
@@ -280,7 +283,23 @@ pub fn set_own_conv(on: bool) {
     OWN_CONV.store(on, Ordering::Relaxed);
 }
 
-/// A `Conv2d` module's forward pass through [`conv2d`] (explicit or no padding), or
+/// `conv2d(x, weight, bias)`: [`conv2d`] for an ungrouped convolution, burn's otherwise
+/// (grouped and depthwise ones keep burn-flex's direct kernels) or with
+/// [`set_own_conv`]`(false)`.
+pub fn conv2d_auto(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    options: ConvOptions<2>,
+) -> Tensor<4> {
+    if options.groups == 1 && OWN_CONV.load(Ordering::Relaxed) {
+        conv2d(x, weight, bias, options)
+    } else {
+        burn::tensor::module::conv2d(x, weight, bias, options)
+    }
+}
+
+/// A `Conv2d` module's forward pass through [`conv2d_auto`] (explicit or no padding), or
 /// `conv.forward(x)` itself with [`set_own_conv`]`(false)`.
 pub fn conv2d_module(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     if !OWN_CONV.load(Ordering::Relaxed) {
@@ -292,7 +311,7 @@ pub fn conv2d_module(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         PaddingConfig2d::Same => return conv.forward(x),
     };
     let options = ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, conv.groups);
-    conv2d(
+    conv2d_auto(
         x,
         conv.weight.val(),
         conv.bias.as_ref().map(|b| b.val()),
