@@ -1,6 +1,7 @@
-//! Chaos: the smoke pipeline (one topology) killed with SIGKILL at random moments, either the
-//! runner with all its stage processes (a crash) or one stage process (the runner goes on and
-//! reports it), then rerun to completion. After every kill each Arrow or Parquet file present
+//! Chaos: the smoke pipeline (one topology) killed with SIGKILL at random moments while a stage
+//! runs (drawn uniformly over the time the uninterrupted run's event log shows stages running),
+//! either the runner with all its stage processes (a crash) or one stage process (the runner
+//! goes on and reports it), then rerun to completion. After every kill each Arrow or Parquet file present
 //! must read as its kind (no half-written file looks whole); after the rerun the lock file
 //! must parse and every artifact must hold the values of an uninterrupted run, bit for bit
 //! except the measured seconds and speeds. `make test` runs 4 rounds (a round: one or two kills,
@@ -14,7 +15,7 @@ use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Instant;
+use std::time::Duration;
 
 use privynet_e2e::compare::*;
 use privynet_e2e::*;
@@ -82,6 +83,48 @@ fn values(path: &Path) -> Vec<(String, arrow::array::ArrayData)> {
     values_except(path, &TIME_FIELDS).0
 }
 
+/// When the run in `run` had a stage process running: (start, end) in seconds from its first
+/// event, from its event log. Kills drawn over the whole run's length mostly fell between
+/// stages once training got fast; drawn inside these spans, they cut work short whatever the
+/// stages' speed.
+fn stage_spans(run: &Path) -> Vec<(f64, f64)> {
+    let text = std::fs::read_to_string(run.join("events.jsonl")).unwrap();
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let at = |e: &serde_json::Value| e["ts"].as_f64().unwrap();
+    let t0 = at(&events[0]);
+    let mut started = BTreeMap::new();
+    let mut spans = Vec::new();
+    for e in &events {
+        let node = e["node"].as_str().unwrap_or_default().to_string();
+        match e["event"].as_str() {
+            Some("start") => {
+                started.insert(node, at(e) - t0);
+            }
+            Some("ran") => spans.extend(started.get(&node).map(|&s| (s, at(e) - t0))),
+            _ => {}
+        }
+    }
+    assert!(!spans.is_empty(), "no stage ran in {}", run.display());
+    spans
+}
+
+/// The moment a fraction `u` (in [0, 1)) of the way through the spans' busy time, as a delay
+/// from the run's start.
+fn busy_moment(spans: &[(f64, f64)], u: f64) -> Duration {
+    let total: f64 = spans.iter().map(|(s, e)| e - s).sum();
+    let mut left = u * total;
+    for &(s, e) in spans {
+        if left < e - s {
+            return Duration::from_secs_f64(s + left);
+        }
+        left -= e - s;
+    }
+    Duration::from_secs_f64(spans[spans.len() - 1].1)
+}
+
 #[test]
 fn killed_at_random_moments_the_pipeline_ends_as_an_uninterrupted_run() {
     let kills: usize = std::env::var("PRIVYNET_CHAOS_KILLS")
@@ -94,13 +137,12 @@ fn killed_at_random_moments_the_pipeline_ends_as_an_uninterrupted_run() {
         .unwrap_or(11);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
 
-    // The uninterrupted run, and how long it takes (the window the kills fall in).
+    // The uninterrupted run, and when its stages ran (the spans the kills fall in).
     let reference = tempfile::tempdir().unwrap();
     let m = smoke_manifest(reference.path(), "");
-    let t = Instant::now();
     finish(&m);
-    let window = t.elapsed();
     let ref_out = reference.path().join("out");
+    let spans = stage_spans(&ref_out);
     let expected: Vec<PathBuf> = artifacts(&ref_out);
     assert!(expected.len() >= 10, "{expected:?}");
 
@@ -116,7 +158,7 @@ fn killed_at_random_moments_the_pipeline_ends_as_an_uninterrupted_run() {
         // Sometimes the rerun is killed too, before one finishes.
         let rounds = if rng.random_bool(0.3) { 2 } else { 1 };
         for _ in 0..rounds {
-            let at = window.mul_f64(rng.random_range(0.02..1.0));
+            let at = busy_moment(&spans, rng.random_range(0.0..1.0));
             let (what, hit) = kill_once(&m, at, rng.random_bool(0.5));
             hits += usize::from(hit);
             log.push(format!(

@@ -11,10 +11,10 @@
 //! shifted views of a padded copy ([`shifted`]), forward and backward; any other keeps
 //! burn-flex's forward and takes its gradients as products over tiles of unfolded images
 //! ([`conv`]) instead of burn's generic backward (a transposed convolution for the input
-//! gradient, a batch-for-channel convolution for the weight gradient). The networks' blocks take it through
-//! [`conv2d_module`], the optimisation attack's local network through [`conv2d_auto`] (both
-//! keep burn's for grouped convolutions; [`set_own_conv`] turns it off, for the bench's
-//! comparison).
+//! gradient, a batch-for-channel convolution for the weight gradient). The networks' blocks
+//! take it through [`conv2d_module`] (grouped convolutions keep burn's; [`set_own_conv`]
+//! turns it off, for the bench's comparison). The optimisation attack's local network keeps
+//! burn's: measured, the project's was slower there.
 //!
 //! The matrix products are the `gemm` crate's, burn-flex's own, called through [`gemm`]'s
 //! checked wrapper.
@@ -286,7 +286,7 @@ pub fn set_own_conv(on: bool) {
 /// `conv2d(x, weight, bias)`: [`conv2d`] for an ungrouped convolution, burn's otherwise
 /// (grouped and depthwise ones keep burn-flex's direct kernels) or with
 /// [`set_own_conv`]`(false)`.
-pub fn conv2d_auto(
+fn conv2d_auto(
     x: Tensor<4>,
     weight: Tensor<4>,
     bias: Option<Tensor<1>>,
