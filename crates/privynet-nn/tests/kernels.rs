@@ -325,3 +325,42 @@ fn batch_norm_relu_equals_burns() {
         close1(want.4.1, got.4.1, "running variance", shape);
     }
 }
+
+/// Output and every gradient of a "same" convolution, then batch norm and ReLU, as bits.
+fn block_bits(seed: u64) -> Vec<u32> {
+    let device = Device::flex().autodiff();
+    // Inputs from a formula, not the device's generator, which the tests beside reseed.
+    let pattern = |dims: [usize; 4], phase: f32| (loss_weights(dims, &device) * 3.0 + phase).sin();
+    let x = Param::from_tensor(pattern([9, 6, 8, 8], seed as f32)).val();
+    let w = Param::from_tensor(pattern([5, 6, 3, 3], 2.0 * seed as f32)).val();
+    let options = ConvOptions::new_with_padding([1, 1], [(1, 1), (1, 1)], [1, 1], 1);
+    let y = kernels::conv2d(x.clone(), w.clone(), None, options);
+    let n = BatchNormConfig::new(5).init(&device);
+    let y = kernels::batch_norm_relu(&n, y);
+    let grads = (y.clone() * loss_weights(y.dims(), &device))
+        .sum()
+        .backward();
+    let parts = [
+        y.detach().into_data(),
+        x.grad(&grads).unwrap().into_data(),
+        w.grad(&grads).unwrap().into_data(),
+        n.gamma.val().grad(&grads).unwrap().into_data(),
+    ];
+    parts
+        .into_iter()
+        .flat_map(|p| p.try_to_vec::<f32>().unwrap())
+        .map(f32::to_bits)
+        .collect()
+}
+
+#[test]
+fn the_kernels_give_the_same_bits_on_any_thread_count() {
+    let on = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| block_bits(5))
+    };
+    assert_eq!(on(1), on(3));
+}

@@ -26,6 +26,9 @@ use crate::kernels::gemm::{View, gemm};
 /// Output positions a tile aims for: a tile's frame of 64 channels stays within a core's L2.
 const TILE_POSITIONS: usize = 2048;
 
+/// Tiles a batch is cut into at least, so that small maps still give every core work.
+const MIN_TILES: usize = 4;
+
 /// The most arithmetic the padding positions may add, as a factor: measured (`make bench
 /// BENCH=kernels`), 7x7 maps (1.31) gain, 4x4 maps with 128 channels (1.56) lose to burn's
 /// im2col, whose own overhead shrinks as the channels grow.
@@ -95,10 +98,11 @@ impl Same {
         self.p * self.wp() + self.p
     }
 
-    /// Images per tile.
+    /// Images per tile: about [`TILE_POSITIONS`] positions, and at least [`MIN_TILES`] tiles
+    /// where the batch allows. It depends on the geometry only, never on the thread count,
+    /// so the weight gradient's partial sums group the same way on any machine.
     fn tile(&self) -> usize {
-        let threads = rayon::current_num_threads().max(1);
-        (TILE_POSITIONS / self.per_image()).clamp(1, self.n.div_ceil(threads).max(1))
+        (TILE_POSITIONS / self.per_image()).clamp(1, self.n.div_ceil(MIN_TILES).max(1))
     }
 
     /// Tap `t` (row-major over the kernel) as its frame offset.
