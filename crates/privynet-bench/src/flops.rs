@@ -12,45 +12,45 @@ fn conv_out(size: usize, kernel: usize, stride: usize, padding: usize) -> usize 
     (size + 2 * padding - kernel) / stride + 1
 }
 
+/// The shape `l` turns an input of `[c, h, w]` into.
+fn output(l: &Layer, [c, h, w]: [usize; 3]) -> [usize; 3] {
+    match *l {
+        Layer::Conv2d {
+            cout,
+            kernel,
+            stride,
+            padding,
+            ..
+        } => [
+            cout,
+            conv_out(h, kernel, stride, padding),
+            conv_out(w, kernel, stride, padding),
+        ],
+        Layer::ConvTranspose2d {
+            cout,
+            kernel,
+            stride,
+            padding,
+            ..
+        } => [
+            cout,
+            (h - 1) * stride + kernel - 2 * padding,
+            (w - 1) * stride + kernel - 2 * padding,
+        ],
+        Layer::Resize { size, .. } => [c, size, size],
+        Layer::PixelShuffle { factor } => [c / (factor * factor), h * factor, w * factor],
+        Layer::GlobalAvgPool => [c, 1, 1],
+        _ => [c, h, w],
+    }
+}
+
 /// Each layer of `d` with the input shape `[c, h, w]` it sees, up to the global pool.
 pub fn walk(d: &NetDesc) -> Vec<(&Layer, [usize; 3])> {
-    let [mut c, mut h, mut w] = d.input;
+    let mut shape = d.input;
     let mut out = Vec::new();
     for l in &d.layers {
-        out.push((l, [c, h, w]));
-        match *l {
-            Layer::Conv2d {
-                cout,
-                kernel,
-                stride,
-                padding,
-                ..
-            } => {
-                (h, w) = (
-                    conv_out(h, kernel, stride, padding),
-                    conv_out(w, kernel, stride, padding),
-                );
-                c = cout;
-            }
-            Layer::ConvTranspose2d {
-                cout,
-                kernel,
-                stride,
-                padding,
-                ..
-            } => {
-                h = (h - 1) * stride + kernel - 2 * padding;
-                w = (w - 1) * stride + kernel - 2 * padding;
-                c = cout;
-            }
-            Layer::Resize { size, .. } => (h, w) = (size, size),
-            Layer::PixelShuffle { factor } => {
-                c /= factor * factor;
-                (h, w) = (h * factor, w * factor);
-            }
-            Layer::GlobalAvgPool => (h, w) = (1, 1),
-            _ => {}
-        }
+        out.push((l, shape));
+        shape = output(l, shape);
     }
     out
 }
@@ -63,17 +63,8 @@ pub fn step_flops_per_sample(d: &NetDesc) -> f64 {
     let forward: f64 = walk(d)
         .into_iter()
         .map(|(l, [c, h, w])| match *l {
-            Layer::Conv2d {
-                cout,
-                kernel,
-                stride,
-                padding,
-                ..
-            } => {
-                let (oh, ow) = (
-                    conv_out(h, kernel, stride, padding),
-                    conv_out(w, kernel, stride, padding),
-                );
+            Layer::Conv2d { cout, kernel, .. } => {
+                let [_, oh, ow] = output(l, [c, h, w]);
                 2.0 * (c * cout * kernel * kernel * oh * ow) as f64
             }
             Layer::ConvTranspose2d { cout, kernel, .. } => {

@@ -92,41 +92,58 @@ fn time_norm(input: [usize; 3], batch: usize, fused: bool, t: Timing) -> f64 {
     m.ms_per_step
 }
 
-/// Every batch norm of the networks alone (each followed by a ReLU in both networks).
-fn norm_table(nets: &[steps::Bench], t: Timing) {
-    println!("| network | batch norm and ReLU over | burn ms | fused ms | fused / burn time |");
+/// One table of layers alone, burn's against this project's: for each network, a row per
+/// distinct layer of `layers(net)` (a repeated one is timed once and counted each time,
+/// `time(layer, batch, ours)` in ms), then the network's total over all of them.
+fn layer_table<L: PartialEq + Copy>(
+    nets: &[steps::Bench],
+    columns: [&str; 3],
+    layers: impl Fn(&NetDesc) -> Vec<L>,
+    label: impl Fn(L) -> String,
+    time: impl Fn(L, usize, bool) -> f64,
+) {
+    let [what, ours, all] = columns;
+    println!("| network | {what} | burn ms | {ours} ms | {ours} / burn time |");
     println!("|---|---|---|---|---|");
     for d in nets.iter().map(|n| &n.desc) {
-        let shapes: Vec<[usize; 3]> = walk(d)
-            .into_iter()
-            .filter(|(l, _)| matches!(l, Layer::BatchNorm2d { .. }))
-            .map(|(_, s)| s)
-            .collect();
-        let (mut burn_total, mut fused_total) = (0.0, 0.0);
-        for &s in &shapes {
-            let (burn, fused) = (
-                time_norm(s, d.batch, false, t),
-                time_norm(s, d.batch, true, t),
-            );
-            println!(
-                "| {} | {}x{}x{} | {burn:.2} | {fused:.2} | {:.2} |",
-                d.name,
-                s[0],
-                s[1],
-                s[2],
-                fused / burn
-            );
+        let list = layers(d);
+        let mut timed: Vec<(L, f64, f64)> = Vec::new();
+        let (mut burn_total, mut ours_total) = (0.0, 0.0);
+        for &layer in &list {
+            let (burn, own) = match timed.iter().find(|(l, ..)| *l == layer) {
+                Some(&(_, burn, own)) => (burn, own),
+                None => {
+                    let (burn, own) = (time(layer, d.batch, false), time(layer, d.batch, true));
+                    timed.push((layer, burn, own));
+                    println!(
+                        "| {} | {} | {burn:.2} | {own:.2} | {:.2} |",
+                        d.name,
+                        label(layer),
+                        own / burn
+                    );
+                    (burn, own)
+                }
+            };
             burn_total += burn;
-            fused_total += fused;
+            ours_total += own;
         }
         println!(
-            "| {} | all {} | {burn_total:.1} | {fused_total:.1} | {:.2} |",
+            "| {} | all {} {all} | {burn_total:.1} | {ours_total:.1} | {:.2} |",
             d.name,
-            shapes.len(),
-            fused_total / burn_total
+            list.len(),
+            ours_total / burn_total
         );
     }
     println!();
+}
+
+/// The input shape of every batch norm of a network (each followed by a ReLU in both).
+fn norms(d: &NetDesc) -> Vec<[usize; 3]> {
+    walk(d)
+        .into_iter()
+        .filter(|(l, _)| matches!(l, Layer::BatchNorm2d { .. }))
+        .map(|(_, s)| s)
+        .collect()
 }
 
 /// Whole steps three ways: burn's operations, the fused batch norm, and the fused batch norm
@@ -165,48 +182,27 @@ pub fn run(root: &std::path::Path) -> Result<()> {
         "convolutions and batch norms alone, and whole steps: burn's operations vs this project's",
         t,
     );
-    println!(
-        "| network | convolution (input -> out, k/s/p) | burn ms | ours ms | ours / burn time |"
-    );
-    println!("|---|---|---|---|---|");
     let nets = steps::networks(root)?;
-    for d in nets.iter().map(|n| &n.desc) {
-        let convs = convolutions(d);
-        // A geometry the network repeats is timed once and counted each time.
-        let mut timed: Vec<(Conv, f64, f64)> = Vec::new();
-        let (mut burn_total, mut ours_total) = (0.0, 0.0);
-        for &conv in &convs {
-            let (burn, ours) = match timed.iter().find(|(c, ..)| *c == conv) {
-                Some(&(_, burn, ours)) => (burn, ours),
-                None => {
-                    let burn = time_conv(conv, d.batch, false, t);
-                    let ours = time_conv(conv, d.batch, true, t);
-                    timed.push((conv, burn, ours));
-                    let [c, h, w] = conv.input;
-                    println!(
-                        "| {} | {c}x{h}x{w} -> {}, {}/{}/{} | {burn:.2} | {ours:.2} | {:.2} |",
-                        d.name,
-                        conv.cout,
-                        conv.kernel,
-                        conv.stride,
-                        conv.padding,
-                        ours / burn
-                    );
-                    (burn, ours)
-                }
-            };
-            burn_total += burn;
-            ours_total += ours;
-        }
-        println!(
-            "| {} | all {} convolutions | {burn_total:.1} | {ours_total:.1} | {:.2} |",
-            d.name,
-            convs.len(),
-            ours_total / burn_total
-        );
-    }
-    println!();
-    norm_table(&nets, t);
+    layer_table(
+        &nets,
+        ["convolution (input -> out, k/s/p)", "ours", "convolutions"],
+        convolutions,
+        |c: Conv| {
+            let [ci, h, w] = c.input;
+            format!(
+                "{ci}x{h}x{w} -> {}, {}/{}/{}",
+                c.cout, c.kernel, c.stride, c.padding
+            )
+        },
+        |c, batch, ours| time_conv(c, batch, ours, t),
+    );
+    layer_table(
+        &nets,
+        ["batch norm and ReLU over", "fused", "batch norms"],
+        norms,
+        |[c, h, w]: [usize; 3]| format!("{c}x{h}x{w}"),
+        |s, batch, fused| time_norm(s, batch, fused, t),
+    );
     step_table(&nets, t);
     Ok(())
 }

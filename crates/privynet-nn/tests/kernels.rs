@@ -31,6 +31,20 @@ struct Case {
     groups: usize,
 }
 
+/// A 3x3 convolution with padding 1, stride 1 (what the cases below vary).
+const SAME3: Case = Case {
+    n: 1,
+    c: 1,
+    h: 1,
+    w: 1,
+    o: 1,
+    k: [3, 3],
+    stride: [1, 1],
+    pad: [(1, 1), (1, 1)],
+    dilation: [1, 1],
+    groups: 1,
+};
+
 const CASES: &[Case] = &[
     // The cloud network's blocks: 3x3, padding 1, stride 1 and 2.
     Case {
@@ -39,11 +53,7 @@ const CASES: &[Case] = &[
         h: 7,
         w: 7,
         o: 16,
-        k: [3, 3],
-        stride: [1, 1],
-        pad: [(1, 1), (1, 1)],
-        dilation: [1, 1],
-        groups: 1,
+        ..SAME3
     },
     Case {
         n: 3,
@@ -51,11 +61,8 @@ const CASES: &[Case] = &[
         h: 7,
         w: 7,
         o: 32,
-        k: [3, 3],
         stride: [2, 2],
-        pad: [(1, 1), (1, 1)],
-        dilation: [1, 1],
-        groups: 1,
+        ..SAME3
     },
     // "Same" convolutions on maps large enough for the shifted-views kernel: several images
     // per tile and an uneven last tile; 32x32, one image a tile; a 5x5 kernel on an odd,
@@ -66,11 +73,7 @@ const CASES: &[Case] = &[
         h: 7,
         w: 7,
         o: 7,
-        k: [3, 3],
-        stride: [1, 1],
-        pad: [(1, 1), (1, 1)],
-        dilation: [1, 1],
-        groups: 1,
+        ..SAME3
     },
     Case {
         n: 3,
@@ -78,11 +81,7 @@ const CASES: &[Case] = &[
         h: 32,
         w: 32,
         o: 3,
-        k: [3, 3],
-        stride: [1, 1],
-        pad: [(1, 1), (1, 1)],
-        dilation: [1, 1],
-        groups: 1,
+        ..SAME3
     },
     Case {
         n: 2,
@@ -91,10 +90,8 @@ const CASES: &[Case] = &[
         w: 13,
         o: 5,
         k: [5, 5],
-        stride: [1, 1],
         pad: [(2, 2), (2, 2)],
-        dilation: [1, 1],
-        groups: 1,
+        ..SAME3
     },
     Case {
         n: 1,
@@ -102,11 +99,7 @@ const CASES: &[Case] = &[
         h: 12,
         w: 12,
         o: 8,
-        k: [3, 3],
-        stride: [1, 1],
-        pad: [(1, 1), (1, 1)],
-        dilation: [1, 1],
-        groups: 1,
+        ..SAME3
     },
     // Batch 1, odd sizes, a non-square kernel and stride.
     Case {
@@ -118,8 +111,7 @@ const CASES: &[Case] = &[
         k: [3, 2],
         stride: [2, 1],
         pad: [(1, 1), (0, 1)],
-        dilation: [1, 1],
-        groups: 1,
+        ..SAME3
     },
     // Dilation and asymmetric padding.
     Case {
@@ -128,11 +120,10 @@ const CASES: &[Case] = &[
         h: 10,
         w: 13,
         o: 6,
-        k: [3, 3],
         stride: [1, 2],
         pad: [(2, 0), (1, 2)],
         dilation: [2, 1],
-        groups: 1,
+        ..SAME3
     },
     // Groups, and depthwise.
     Case {
@@ -141,11 +132,8 @@ const CASES: &[Case] = &[
         h: 6,
         w: 6,
         o: 12,
-        k: [3, 3],
-        stride: [1, 1],
-        pad: [(1, 1), (1, 1)],
-        dilation: [1, 1],
         groups: 4,
+        ..SAME3
     },
     Case {
         n: 3,
@@ -156,8 +144,8 @@ const CASES: &[Case] = &[
         k: [5, 5],
         stride: [2, 2],
         pad: [(2, 2), (2, 2)],
-        dilation: [1, 1],
         groups: 6,
+        ..SAME3
     },
     // 1x1, and a kernel as large as the input.
     Case {
@@ -167,10 +155,8 @@ const CASES: &[Case] = &[
         w: 5,
         o: 9,
         k: [1, 1],
-        stride: [1, 1],
         pad: [(0, 0), (0, 0)],
-        dilation: [1, 1],
-        groups: 1,
+        ..SAME3
     },
     Case {
         n: 2,
@@ -178,11 +164,8 @@ const CASES: &[Case] = &[
         h: 3,
         w: 3,
         o: 4,
-        k: [3, 3],
-        stride: [1, 1],
         pad: [(0, 0), (0, 0)],
-        dilation: [1, 1],
-        groups: 1,
+        ..SAME3
     },
 ];
 

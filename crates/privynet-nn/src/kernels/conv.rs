@@ -22,8 +22,7 @@ use burn::backend::ops::{FloatTensorOps, ModuleOps};
 use burn::tensor::DType;
 use burn::tensor::ops::ConvOptions;
 
-use super::{dims, tensor};
-use rayon::prelude::*;
+use super::{dims, tensor, tiled_backward, values};
 
 /// Output positions per tile: large enough for the products to run near the gemm's speed,
 /// small enough that a tile's unfolded input and gradients stay in a core's cache.
@@ -192,12 +191,12 @@ fn tile(
     let dw = want_w.then(|| {
         let cols = tensor(unfold(x, g, n0, tn), vec![g.groups, k, t]);
         let dw = Flex::float_matmul(dy_cols.clone(), cols.transpose(1, 2)).to_contiguous();
-        dw.as_slice::<f32>().expect("contiguous").to_vec()
+        values(&dw).to_vec()
     });
     if let Some(dx) = dx {
         let wt = w.reshape(vec![g.groups, og, k].into()).transpose(1, 2);
         let cols = Flex::float_matmul(wt, dy_cols).to_contiguous();
-        fold(cols.as_slice::<f32>().expect("contiguous"), g, tn, dx);
+        fold(values(&cols), g, tn, dx);
     }
     dw
 }
@@ -232,30 +231,10 @@ pub(crate) fn conv2d_backward(
     );
     let (xd, wd) = (dims(&x), dims(&weight));
     let g = Geometry::new(&xd, &wd, &dims(&dy), options);
-    let (xs, dys) = (
-        x.as_slice::<f32>().expect("contiguous"),
-        dy.as_slice::<f32>().expect("contiguous"),
-    );
+    let (xs, dys) = (values(&x), values(&dy));
     let per_tile = g.n.div_ceil(tiles(&g));
-    let image = g.c * g.h * g.w;
-    let mut dx = vec![0.0f32; if want_x { g.n * image } else { 0 }];
-    let parts: Vec<Option<Vec<f32>>> = if want_x {
-        dx.par_chunks_mut(per_tile * image)
-            .enumerate()
-            .map(|(i, d)| tile(xs, &weight, dys, &g, i * per_tile, Some(d), want_w))
-            .collect()
-    } else {
-        (0..tiles(&g))
-            .into_par_iter()
-            .map(|i| tile(xs, &weight, dys, &g, i * per_tile, None, want_w))
-            .collect()
-    };
-    let dw = want_w.then(|| {
-        let mut sum = vec![0.0f32; g.o * g.k()];
-        for part in parts.into_iter().flatten() {
-            sum.iter_mut().zip(&part).for_each(|(s, v)| *s += v);
-        }
-        tensor(sum, wd)
+    let (dx, dw) = tiled_backward(g.n, per_tile, g.c * g.h * g.w, want_x, |n0, d| {
+        tile(xs, &weight, dys, &g, n0, d, want_w)
     });
-    (want_x.then(|| tensor(dx, xd)), dw)
+    (dx.map(|v| tensor(v, xd)), dw.map(|v| tensor(v, wd)))
 }

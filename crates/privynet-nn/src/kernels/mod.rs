@@ -41,6 +41,7 @@ use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Tensor, TensorData};
+use rayon::prelude::*;
 
 /// The operations this project implements itself.
 #[backend_extension(Flex, Autodiff)]
@@ -77,13 +78,52 @@ fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
-/// A small fp32 tensor's values (gamma, beta: one per channel).
+/// A contiguous fp32 tensor's values (the callers make it contiguous and check the dtype).
+fn values(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>().expect("a contiguous fp32 tensor")
+}
+
+/// A small fp32 tensor's values, copied (gamma, beta: one per channel).
 fn floats(t: &FlexTensor) -> Vec<f32> {
-    t.clone()
-        .to_contiguous()
-        .as_slice::<f32>()
-        .expect("fp32")
-        .to_vec()
+    values(&t.clone().to_contiguous()).to_vec()
+}
+
+/// A convolution's backward pass over `images` images in tiles of `per_tile`, in parallel:
+/// `tile(first image, its part of the input gradient)` writes that part (where `want_x`;
+/// `image` values an image) and returns its part of the weight gradient, if wanted. The
+/// input gradient, and the parts summed in tile order (so the sum does not depend on the
+/// thread count).
+fn tiled_backward<F>(
+    images: usize,
+    per_tile: usize,
+    image: usize,
+    want_x: bool,
+    tile: F,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>)
+where
+    F: Fn(usize, Option<&mut [f32]>) -> Option<Vec<f32>> + Sync,
+{
+    let mut dx = vec![0.0f32; if want_x { images * image } else { 0 }];
+    let parts: Vec<Option<Vec<f32>>> = if want_x {
+        dx.par_chunks_mut(per_tile * image)
+            .enumerate()
+            .map(|(i, d)| tile(i * per_tile, Some(d)))
+            .collect()
+    } else {
+        (0..images.div_ceil(per_tile))
+            .into_par_iter()
+            .map(|i| tile(i * per_tile, None))
+            .collect()
+    };
+    let parts: Vec<Vec<f32>> = parts.into_iter().flatten().collect();
+    let dw = parts.first().map(|first| {
+        let mut sum = vec![0.0f32; first.len()];
+        for part in &parts {
+            sum.iter_mut().zip(part).for_each(|(s, v)| *s += v);
+        }
+        sum
+    });
+    (want_x.then_some(dx), dw)
 }
 
 fn options(
@@ -134,12 +174,10 @@ fn conv_forward(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> F
         return Flex::conv2d(x, weight, None, options);
     };
     let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
-    let y = shifted::forward(
-        x.as_slice::<f32>().expect("contiguous"),
-        weight.as_slice::<f32>().expect("contiguous"),
-        &g,
-    );
-    tensor(y, g.output_shape())
+    tensor(
+        shifted::forward(values(&x), values(&weight), &g),
+        g.output_shape(),
+    )
 }
 
 /// The gradients of [`conv_forward`]: [`shifted::backward`] for a "same" convolution, the
@@ -160,14 +198,7 @@ fn conv_backward(
         weight.to_contiguous(),
         dy.to_contiguous(),
     );
-    let (dx, dw) = shifted::backward(
-        xs.as_slice::<f32>().expect("contiguous"),
-        ws.as_slice::<f32>().expect("contiguous"),
-        dys.as_slice::<f32>().expect("contiguous"),
-        &g,
-        want_x,
-        want_w,
-    );
+    let (dx, dw) = shifted::backward(values(&xs), values(&ws), values(&dys), &g, want_x, want_w);
     (
         dx.map(|v| tensor(v, dims(&x))),
         dw.map(|v| tensor(v, dims(&weight))),
@@ -175,7 +206,7 @@ fn conv_backward(
 }
 
 /// The backward step of [`Kernels::conv2d_nobias`]: the input and weight gradients of
-/// [`conv::conv2d_backward`].
+/// [`conv_backward`].
 #[derive(Debug)]
 struct Conv2dBackward;
 
@@ -283,26 +314,11 @@ pub fn set_own_conv(on: bool) {
     OWN_CONV.store(on, Ordering::Relaxed);
 }
 
-/// `conv2d(x, weight, bias)`: [`conv2d`] for an ungrouped convolution, burn's otherwise
-/// (grouped and depthwise ones keep burn-flex's direct kernels) or with
-/// [`set_own_conv`]`(false)`.
-fn conv2d_auto(
-    x: Tensor<4>,
-    weight: Tensor<4>,
-    bias: Option<Tensor<1>>,
-    options: ConvOptions<2>,
-) -> Tensor<4> {
-    if options.groups == 1 && OWN_CONV.load(Ordering::Relaxed) {
-        conv2d(x, weight, bias, options)
-    } else {
-        burn::tensor::module::conv2d(x, weight, bias, options)
-    }
-}
-
-/// A `Conv2d` module's forward pass through [`conv2d_auto`] (explicit or no padding), or
-/// `conv.forward(x)` itself with [`set_own_conv`]`(false)`.
+/// A `Conv2d` module's forward pass through [`conv2d`] (ungrouped, explicit or no padding),
+/// or `conv.forward(x)` itself: for grouped and depthwise convolutions (burn-flex's direct
+/// kernels) and with [`set_own_conv`]`(false)`.
 pub fn conv2d_module(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    if !OWN_CONV.load(Ordering::Relaxed) {
+    if !OWN_CONV.load(Ordering::Relaxed) || conv.groups != 1 {
         return conv.forward(x);
     }
     let padding = match conv.padding {
@@ -310,8 +326,8 @@ pub fn conv2d_module(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         PaddingConfig2d::Valid => [(0, 0), (0, 0)],
         PaddingConfig2d::Same => return conv.forward(x),
     };
-    let options = ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, conv.groups);
-    conv2d_auto(
+    let options = ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, 1);
+    conv2d(
         x,
         conv.weight.val(),
         conv.bias.as_ref().map(|b| b.val()),

@@ -20,7 +20,7 @@ use burn::backend::ops::{ActivationOps, ModuleOps};
 use burn::tensor::DType;
 use rayon::prelude::*;
 
-use super::{dims, floats, tensor};
+use super::{dims, floats, tensor, values};
 
 /// An NCHW activation as batch normalisation sees it: `n` images of `c` planes of `hw` values.
 #[derive(Debug, Clone, Copy)]
@@ -217,8 +217,9 @@ fn planes(shape: &[usize]) -> Planes {
     }
 }
 
-/// `batch_norm_train` with the batch's statistics, then the ReLU if `relu`, on flex tensors:
-/// the output, the mean and the biased variance. Other dtypes than fp32 go to burn's own.
+/// `batch_norm_train` with the batch's statistics, then the ReLU if `relu`, on contiguous
+/// fp32 flex tensors: the output, and what its backward needs (the mean and biased variance
+/// among it).
 pub(crate) fn train_forward(
     x: &FlexTensor,
     gamma: &FlexTensor,
@@ -228,7 +229,7 @@ pub(crate) fn train_forward(
 ) -> (FlexTensor, Saved) {
     let shape = dims(x);
     let p = planes(&shape);
-    let xs = x.as_slice::<f32>().expect("fp32, contiguous");
+    let xs = values(x);
     let (mean, var) = statistics(xs, p);
     let (gamma, beta) = (floats(gamma), floats(beta));
     let (scale, shift) = affine(&gamma, &beta, &mean, &var, epsilon);
@@ -275,12 +276,7 @@ impl Backward<Flex, 3> for NormBackward {
         let dy = grads.consume::<Flex>(&ops.node).to_contiguous();
         let (x, saved) = ops.state;
         let shape = dims(&x);
-        let (dx, dgamma, dbeta) = backward(
-            x.as_slice::<f32>().expect("fp32, contiguous"),
-            dy.as_slice::<f32>().expect("fp32, contiguous"),
-            planes(&shape),
-            &saved,
-        );
+        let (dx, dgamma, dbeta) = backward(values(&x), values(&dy), planes(&shape), &saved);
         let c = dgamma.len();
         for (node, grad) in [
             (node_x, tensor(dx, shape)),

@@ -21,7 +21,8 @@
 
 use rayon::prelude::*;
 
-use crate::kernels::gemm::{View, gemm};
+use super::gemm::{View, gemm};
+use super::tiled_backward;
 
 /// Output positions a tile aims for: a tile's frame of 64 channels stays within a core's L2.
 const TILE_POSITIONS: usize = 2048;
@@ -222,7 +223,6 @@ pub(crate) fn backward(
     let tile = g.tile();
     let (image_in, image_out) = (g.c * g.h * g.w, g.o * g.h * g.w);
     let taps = g.k * g.k;
-    let mut dx = vec![0.0f32; if want_x { g.n * image_in } else { 0 }];
     let tile_grads = |t0: usize, dxt: Option<&mut [f32]>| {
         let images = (g.n - t0).min(tile);
         let fy = Frame::new(&dy[t0 * image_out..][..images * image_out], g, g.o, images);
@@ -250,23 +250,5 @@ pub(crate) fn backward(
             dw
         })
     };
-    let parts: Vec<Option<Vec<f32>>> = if want_x {
-        dx.par_chunks_mut(tile * image_in)
-            .enumerate()
-            .map(|(i, d)| tile_grads(i * tile, Some(d)))
-            .collect()
-    } else {
-        (0..g.n.div_ceil(tile))
-            .into_par_iter()
-            .map(|i| tile_grads(i * tile, None))
-            .collect()
-    };
-    let dw = want_w.then(|| {
-        let mut sum = vec![0.0f32; g.o * g.c * taps];
-        for part in parts.into_iter().flatten() {
-            sum.iter_mut().zip(&part).for_each(|(s, v)| *s += v);
-        }
-        sum
-    });
-    (want_x.then_some(dx), dw)
+    tiled_backward(g.n, tile, image_in, want_x, tile_grads)
 }
