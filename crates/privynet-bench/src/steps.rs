@@ -834,8 +834,7 @@ pub(crate) fn header(what: &str, t: Timing) {
 
 /// The main table: the default cloud network at fire3 (32 and all 128 channels) and the IRN
 /// at conv1 and fire3 (all channels), burn against PyTorch, each network on both sides in
-/// turn. `filter` keeps the networks whose
-/// name contains it (for profiling one).
+/// turn. `filter` keeps the networks whose name contains it (for profiling one).
 pub fn run(root: &Path, filter: Option<&str>) -> Result<()> {
     let t = Timing::from_env();
     let keep = |n: &str| filter.is_none_or(|f| n.contains(f));
