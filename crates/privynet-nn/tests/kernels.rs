@@ -4,6 +4,9 @@
 //!   of input, weight and bias over random geometries with stride 2, padding (asymmetric
 //!   too), dilation, groups (depthwise included), batch 1 and odd sizes, and "same"
 //!   convolutions (stride 1, padding half an odd kernel) of several sizes and tilings;
+//! - the max pool (`kernels::max_pool2d`): the same output and input gradient as burn's over
+//!   SqueezeNet's pools, padding, dilation, floor and ceil modes, batch 1, and inputs rounded
+//!   to a few values, so that windows hold ties (the gradient goes to the first, row-major);
 //! - the fused batch norm and ReLU (`kernels::batch_norm_relu`): the same output, gradients of
 //!   input, gamma and beta, and running statistics as `relu(BatchNorm::forward)`, over batch 1,
 //!   odd and 1x1 maps, a constant channel and a shifted mean.
@@ -11,7 +14,8 @@
 use burn::module::Param;
 use burn::nn::{BatchNorm, BatchNormConfig};
 use burn::tensor::module::conv2d as burn_conv2d;
-use burn::tensor::ops::ConvOptions;
+use burn::tensor::module::max_pool2d as burn_max_pool2d;
+use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use burn::tensor::{Device, Distribution, Int, Tensor};
 use privynet_nn::kernels;
 
@@ -243,6 +247,55 @@ fn conv2d_backward_equals_burns() {
         close(want.1, got.1, "input gradient", case);
         close(want.2, got.2, "weight gradient", case);
         close(want.3, got.3, "bias gradient", case);
+    }
+}
+
+#[test]
+fn max_pool2d_equals_burns() {
+    let device = Device::flex().autodiff();
+    // Input shape, kernel, stride, padding, dilation, ceil mode.
+    type Pool = ([usize; 4], usize, usize, usize, usize, bool);
+    let cases: &[Pool] = &[
+        ([4, 64, 15, 15], 3, 2, 0, 1, true),
+        ([4, 128, 7, 7], 3, 2, 0, 1, true),
+        ([1, 3, 8, 8], 3, 2, 0, 1, true),
+        ([2, 5, 8, 9], 3, 2, 0, 1, false),
+        ([2, 4, 6, 6], 2, 2, 0, 1, false),
+        ([3, 2, 7, 5], 3, 1, 1, 1, false),
+        ([2, 3, 9, 9], 3, 2, 1, 1, true),
+        ([2, 3, 10, 11], 3, 1, 0, 2, false),
+        ([1, 1, 2, 2], 3, 2, 1, 1, true),
+    ];
+    for (seed, &(shape, k, s, p, d, ceil)) in cases.iter().enumerate() {
+        let what = format!("{shape:?} k{k} s{s} p{p} d{d} ceil {ceil}");
+        // Odd seeds round the inputs to quarters, so that many windows hold ties.
+        let x = (loss_weights(shape, &device) * (7.0 + seed as f32)).sin();
+        let x = if seed % 2 == 1 {
+            (x * 4.0).round() / 4.0
+        } else {
+            x
+        };
+        let options = MaxPoolOptions::new([k, k])
+            .with_stride([s, s])
+            .with_padding([p, p])
+            .with_dilation([d, d])
+            .with_ceil_mode(ceil);
+        let side = |ours: bool| {
+            let x = Param::from_tensor(x.clone()).val();
+            let y = if ours {
+                kernels::max_pool2d(x.clone(), options.clone())
+            } else {
+                burn_max_pool2d(x.clone(), options.clone())
+            };
+            let grads = (y.clone() * loss_weights(y.dims(), &device))
+                .sum()
+                .backward();
+            (y.detach(), x.grad(&grads).unwrap())
+        };
+        let (want, got) = (side(false), side(true));
+        assert_eq!(want.0.dims(), got.0.dims(), "output shape of {what}");
+        close(want.0, got.0, "output", &what);
+        close(want.1, got.1, "input gradient", &what);
     }
 }
 

@@ -174,6 +174,9 @@ pub struct Job {
     /// Started nodes this one must wait for (only given to an executor that
     /// [queues](Executor::queues) this stage's jobs).
     pub after: Vec<usize>,
+    /// Nothing else runs here or is ready to start, and the stage
+    /// [takes idle cores](Stage::takes_idle_cores): a local executor gives it every core.
+    pub alone: bool,
 }
 
 /// A started node's process ended: after so many seconds of wall time, or with the reason it
@@ -208,16 +211,20 @@ pub trait Executor {
 /// Runs each node as a child process of the runner, waited for on a thread of its own.
 pub struct LocalExecutor {
     threads: Option<usize>,
+    /// The threads of a node that runs [alone](Job::alone): every slot's.
+    alone_threads: Option<usize>,
     sender: mpsc::Sender<Finished>,
     receiver: mpsc::Receiver<Finished>,
 }
 
 impl LocalExecutor {
-    /// `threads`: the `RAYON_NUM_THREADS` each process gets (see [`RunOptions::threads`]).
-    pub fn new(threads: Option<usize>) -> Self {
+    /// `threads`: the `RAYON_NUM_THREADS` each of `jobs` processes gets (see
+    /// [`RunOptions::threads`]); a node alone gets `jobs` times as many.
+    pub fn new(threads: Option<usize>, jobs: usize) -> Self {
         let (sender, receiver) = mpsc::channel();
         LocalExecutor {
             threads,
+            alone_threads: threads.map(|t| t * jobs.max(1)),
             sender,
             receiver,
         }
@@ -227,7 +234,11 @@ impl LocalExecutor {
 impl Executor for LocalExecutor {
     fn start(&mut self, job: Job) {
         let sender = self.sender.clone();
-        let threads = self.threads;
+        let threads = if job.alone {
+            self.alone_threads
+        } else {
+            self.threads
+        };
         std::thread::spawn(move || {
             let started = Instant::now();
             let result = run_process(&job.binary, &job.args, &job.log, threads);
@@ -256,7 +267,7 @@ impl LocalExecutor {
 
 /// Runs the DAG, each node as a local process; returns the outcome of every considered node.
 pub fn run(dag: &Dag, opts: &RunOptions) -> Result<BTreeMap<usize, Outcome>, RunError> {
-    run_with(dag, opts, &mut LocalExecutor::new(opts.threads))
+    run_with(dag, opts, &mut LocalExecutor::new(opts.threads, opts.jobs))
 }
 
 /// Runs the DAG with `executor` running the nodes' processes; returns the outcome of every
@@ -397,6 +408,17 @@ impl Scheduler<'_> {
         }
     }
 
+    /// Whether node `i` would run alone: nothing runs here, and no other node is ready.
+    fn alone(&self, i: usize, executor: &dyn Executor) -> bool {
+        let idle = |j: &usize| !self.outcomes.contains_key(j) && !self.running.contains_key(j);
+        self.running_here(executor) == 0
+            && !self
+                .considered
+                .iter()
+                .filter(|&&j| j != i && idle(&j))
+                .any(|&j| matches!(self.readiness(j, executor), Readiness::Ready))
+    }
+
     /// The id of a dependency of node `i` still running (or else its first), for a job that
     /// was cancelled because of it.
     fn unfinished_dep(&self, i: usize) -> String {
@@ -456,6 +478,7 @@ impl Scheduler<'_> {
                 tracing::debug!("{}", command_line(self.dag, i, &self.opts.bin_dir));
                 event(&self.dag.out_dir, &node.id, "start", &reason, None);
                 let log = self.dag.out_dir.join("logs");
+                let alone = node.stage.takes_idle_cores() && self.alone(i, &*executor);
                 executor.start(Job {
                     node: i,
                     id: node.id.clone(),
@@ -464,6 +487,7 @@ impl Scheduler<'_> {
                     args: node.args.clone(),
                     log: log.join(format!("{}.log", log_name(&node.id))),
                     after,
+                    alone,
                 });
                 self.running.insert(i, reason);
             }
@@ -717,6 +741,47 @@ mod tests {
             matches!(&third[&1], Outcome::Ran { reason, .. } if reason == &format!("input {} changed", a.display())),
             "{:?}",
             third[&1]
+        );
+    }
+
+    #[test]
+    fn a_node_alone_takes_every_core_if_its_stage_allows() {
+        let dir = tempfile::tempdir().unwrap();
+        let bins = fake_bins(dir.path());
+        let out = dir.path().join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        let file = |name: &str| out.join(name);
+        let threads = |to: &Path| format!("echo $RAYON_NUM_THREADS > {}", to.display());
+        let (a, b, c, d, e) = (
+            file("a.txt"),
+            file("b.txt"),
+            file("c.txt"),
+            file("d.txt"),
+            file("e.txt"),
+        );
+        let touch_d = format!("touch {}", d.display());
+        let mut dag = Dag {
+            nodes: vec![
+                // Alone, but ingest is not declared thread-invariant.
+                node("ingest", Stage::Ingest, &[], &a, &threads(&a)),
+                // Two trainings ready at once: each its share.
+                node("train/x", Stage::Train, &[&a], &b, &threads(&b)),
+                node("train/y", Stage::Train, &[&a], &c, &threads(&c)),
+                node("optimize", Stage::Optimize, &[&b, &c], &d, &touch_d),
+                // Alone at the end: every core.
+                node("final-train/x", Stage::FinalTrain, &[&d], &e, &threads(&e)),
+            ],
+            out_dir: out.clone(),
+        };
+        dag.link().unwrap();
+        let mut opts = options(&bins);
+        opts.threads = Some(3);
+        let outcomes = run(&dag, &opts).unwrap();
+        assert!(outcomes.values().all(|o| matches!(o, Outcome::Ran { .. })));
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap().trim().to_string();
+        assert_eq!(
+            [read(&a), read(&b), read(&c), read(&e)],
+            ["3", "3", "3", "6"]
         );
     }
 }

@@ -236,7 +236,7 @@ fn run_pass(
             )?;
             if cloud_is_remote(dag) {
                 // Only the cloud stages go to the cluster; the rest stay with the user.
-                let here = exec::LocalExecutor::new(opts.threads);
+                let here = exec::LocalExecutor::new(opts.threads, opts.jobs);
                 exec::run_with(dag, &opts, &mut ZoneSplit::new(here, slurm))?
             } else {
                 exec::run_with(dag, &opts, &mut slurm)?

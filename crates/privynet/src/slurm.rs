@@ -453,6 +453,7 @@ mod tests {
             args: vec!["--features".into(), "runs/a b/features.parquet".into()],
             log: PathBuf::from("runs/x/logs/train__fire3-d8.log"),
             after: vec![1],
+            alone: false,
         }
     }
 

@@ -98,6 +98,10 @@ pub struct Declaration {
     pub zone: Zone,
     /// Which ready nodes the runner starts first (lower first); see [`Stage::start_rank`].
     pub start_rank: u8,
+    /// Whether its outputs are the same bits on any number of threads (tested: the burn
+    /// stages), so that a node of it that starts with nothing else running or ready may take
+    /// every core; see [`Stage::takes_idle_cores`].
+    pub thread_invariant: bool,
     /// What it reads.
     pub inputs: &'static [Port],
     /// What it writes.
@@ -141,6 +145,7 @@ pub static DECLARATIONS: [Declaration; 14] = [
         binary: "privynet-ingest",
         zone: Zone::Local,
         start_rank: 0,
+        thread_invariant: false,
         inputs: &[Port::manifest("dataset.path")],
         outputs: &[Port::file("images.parquet", Some(K::Images))],
         stale_on: &["dataset", "seed"],
@@ -151,6 +156,7 @@ pub static DECLARATIONS: [Declaration; 14] = [
         binary: "privynet-slice",
         zone: Zone::Local,
         start_rank: 0,
+        thread_invariant: false,
         inputs: &[
             Port::manifest("model.path"),
             // Read only by Fisher scoring; a random selection never reads the images.
@@ -175,6 +181,7 @@ pub static DECLARATIONS: [Declaration; 14] = [
         binary: "privynet-extract",
         zone: Zone::Local,
         start_rank: 0,
+        thread_invariant: false,
         inputs: &[
             Port::flag("images", Some(K::Images)),
             Port::flag("model", None),
@@ -195,6 +202,7 @@ pub static DECLARATIONS: [Declaration; 14] = [
         // It reads the undefended features and the noise's secret: the user's side.
         zone: Zone::Local,
         start_rank: 0,
+        thread_invariant: false,
         inputs: DEFEND_INPUTS.split_at(3).0,
         outputs: &[
             Port::file("features.parquet", Some(K::Features)),
@@ -209,6 +217,7 @@ pub static DECLARATIONS: [Declaration; 14] = [
         binary: "privynet-train",
         zone: Zone::Cloud,
         start_rank: 3,
+        thread_invariant: true,
         inputs: &[
             Port::flag("features", Some(K::Features)),
             Port::flag("topology", Some(K::Topology)),
@@ -223,6 +232,7 @@ pub static DECLARATIONS: [Declaration; 14] = [
         // It trains on the raw images, so it can only ever run locally.
         zone: Zone::Local,
         start_rank: 2,
+        thread_invariant: true,
         inputs: &[Port::flag("images", Some(K::Images))],
         outputs: TRAIN_OUTPUTS,
         stale_on: &["train", "seed"],
@@ -235,6 +245,7 @@ pub static DECLARATIONS: [Declaration; 14] = [
         // privacy audit: it reads the raw images to score reconstructions.
         zone: Zone::Local,
         start_rank: 1,
+        thread_invariant: true,
         inputs: &[
             Port::flag("images", Some(K::Images)),
             Port::flag("features", Some(K::Features)),
@@ -259,6 +270,7 @@ pub static DECLARATIONS: [Declaration; 14] = [
         binary: "privynet-characterize",
         zone: Zone::Local,
         start_rank: 4,
+        thread_invariant: false,
         // Every evaluated topology's summaries, found under `--run-dir` and `--cloud-dir`.
         inputs: &[
             Port::in_folder("topology.arrow", Some(K::Topology)),
@@ -277,6 +289,7 @@ pub static DECLARATIONS: [Declaration; 14] = [
         binary: "privynet-optimize",
         zone: Zone::Local,
         start_rank: 4,
+        thread_invariant: false,
         inputs: &[
             Port::flag("characterization", Some(K::Characterization)),
             Port::flag("baseline", Some(K::TrainSummary)),
@@ -298,6 +311,7 @@ pub static DECLARATIONS: [Declaration; 14] = [
         binary: "privynet-ingest",
         zone: Zone::Local,
         start_rank: 0,
+        thread_invariant: false,
         inputs: &[Port::manifest("dataset.path")],
         outputs: &[Port::file("images.parquet", Some(K::Images))],
         stale_on: &["dataset", "seed", "final.train_images"],
@@ -308,6 +322,7 @@ pub static DECLARATIONS: [Declaration; 14] = [
         binary: "privynet-extract",
         zone: Zone::Local,
         start_rank: 0,
+        thread_invariant: false,
         // Planned once the decision names a measured topology: its local network.
         inputs: &[
             Port::flag("images", Some(K::Images)),
@@ -323,6 +338,7 @@ pub static DECLARATIONS: [Declaration; 14] = [
         binary: "privynet-defend",
         zone: Zone::Local,
         start_rank: 0,
+        thread_invariant: false,
         // Planned once the decision names a defended topology: its base's final features,
         // defended with the encoding its own features carry (`--encoding-from`), so that the
         // deployed encoding is the one that was characterized.
@@ -336,6 +352,7 @@ pub static DECLARATIONS: [Declaration; 14] = [
         binary: "privynet-train",
         zone: Zone::Cloud,
         start_rank: 3,
+        thread_invariant: true,
         inputs: &[
             Port::flag("features", Some(K::Features)),
             Port::flag("topology", Some(K::Topology)),
@@ -350,6 +367,7 @@ pub static DECLARATIONS: [Declaration; 14] = [
         // It ships the local network with its secret selection: the user's side.
         zone: Zone::Local,
         start_rank: 4,
+        thread_invariant: false,
         // Planned once the decision names a topology that was trained and attacked; the
         // binary reads the choice from the decision and finds its files under `--run-dir`
         // and `--cloud-dir`, so an optimizer that reruns in the same pass is followed. With
@@ -405,6 +423,15 @@ impl Stage {
     /// slots sit idle; the final gathering stages last.
     pub fn start_rank(self) -> u8 {
         self.declaration().start_rank
+    }
+
+    /// Whether a node of this stage that starts with nothing else running or ready takes
+    /// every core instead of its share: its outputs are the same bits on any thread count
+    /// (the cloud network's training, the raw baseline and the attack, whose burn kernels sum
+    /// in an order fixed by the shapes alone; `tests/threads.rs` checks it), and the final
+    /// training, alone at the end of a run, then takes about half the time.
+    pub fn takes_idle_cores(self) -> bool {
+        self.declaration().thread_invariant
     }
 
     pub fn binary(self) -> &'static str {

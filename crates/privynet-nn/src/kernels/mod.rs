@@ -22,6 +22,7 @@
 mod conv;
 mod gemm;
 mod norm;
+mod pool;
 mod shifted;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,7 +40,7 @@ use burn::backend::{Backend, Dispatch, Flex, backend_extension};
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::tensor::activation::relu;
-use burn::tensor::ops::ConvOptions;
+use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
 
@@ -68,6 +69,17 @@ pub trait Kernels: Backend {
         epsilon: f64,
         relu: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// Max pooling of `x` (`[n, c, h, w]`, fp32 under autodiff) over `kernel` windows with
+    /// `stride`, symmetric `padding`, `dilation` and `ceil` mode.
+    fn max_pool2d_own(
+        x: FloatTensor<Self>,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        dilation: [usize; 2],
+        ceil: bool,
+    ) -> FloatTensor<Self>;
 }
 
 fn dims(t: &FlexTensor) -> Vec<usize> {
@@ -156,6 +168,22 @@ impl Kernels for Flex {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         norm::train_any(x, gamma, beta, epsilon, relu)
     }
+
+    fn max_pool2d_own(
+        x: FloatTensor<Self>,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        dilation: [usize; 2],
+        ceil: bool,
+    ) -> FloatTensor<Self> {
+        if x.dtype() != DType::F32 {
+            return Flex::max_pool2d(x, kernel, stride, padding, dilation, ceil);
+        }
+        let x = x.to_contiguous();
+        let pool = pool::Pool::new(&dims(&x), kernel, stride, padding, dilation, ceil);
+        tensor(pool.forward(values(&x)), pool.output_shape())
+    }
 }
 
 /// The geometry of `x` convolved with `weight`, if [`shifted`] computes it (fp32 too).
@@ -227,6 +255,26 @@ impl Backward<Flex, 2> for Conv2dBackward {
     }
 }
 
+/// The backward step of [`Kernels::max_pool2d_own`]: the output's gradient at each window's
+/// argmax ([`pool`]).
+#[derive(Debug)]
+struct MaxPoolBackward;
+
+impl Backward<Flex, 1> for MaxPoolBackward {
+    /// The input and the output (contiguous), and the geometry.
+    type State = (FlexTensor, FlexTensor, pool::Pool);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node).to_contiguous();
+        let (x, y, pool) = ops.state;
+        if let Some(node) = node_x {
+            let dx = pool.backward(values(&x), values(&y), values(&dy));
+            grads.register::<Flex>(node.id, tensor(dx, dims(&x)));
+        }
+    }
+}
+
 impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
     fn conv2d_nobias(
         x: FloatTensor<Self>,
@@ -277,6 +325,28 @@ impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
         };
         (y, mean, var)
     }
+
+    fn max_pool2d_own(
+        x: FloatTensor<Self>,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        dilation: [usize; 2],
+        ceil: bool,
+    ) -> FloatTensor<Self> {
+        let (xp, x_node) = x.into_parts();
+        let xp = xp.to_contiguous();
+        let pool = pool::Pool::new(&dims(&xp), kernel, stride, padding, dilation, ceil);
+        let y = tensor(pool.forward(values(&xp)), pool.output_shape());
+        match MaxPoolBackward
+            .prepare::<C>([x_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((xp, y.clone(), pool), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
 }
 
 /// `conv2d(x, weight)` with this project's forward and backward passes, then the bias if any.
@@ -302,6 +372,23 @@ pub fn conv2d(
         }
         None => y,
     }
+}
+
+/// `max_pool2d(x, options)` with this project's forward and backward ([`pool`]): fp32 with
+/// symmetric padding; anything else takes burn's own.
+pub fn max_pool2d(x: Tensor<4>, options: MaxPoolOptions<2>) -> Tensor<4> {
+    let [(top, bottom), (left, right)] = options.padding;
+    if x.dtype() != DType::F32 || top != bottom || left != right {
+        return burn::tensor::module::max_pool2d(x, options);
+    }
+    Tensor::<4>::from_dispatch(<Dispatch as Kernels>::max_pool2d_own(
+        x.into_dispatch(),
+        options.kernel_size,
+        options.stride,
+        [top, left],
+        options.dilation,
+        options.ceil_mode,
+    ))
 }
 
 /// Whether [`conv2d_module`] takes this project's convolution or burn's. On: measured on
