@@ -8,13 +8,17 @@
 //!
 //! `conv2d`: a convolution with its own forward and backward. A "same" convolution (stride 1,
 //! padding half an odd kernel, maps of 7x7 and up) is one matrix product per kernel tap on
-//! shifted views of a padded copy ([`shifted`]), forward and backward; any other keeps
-//! burn-flex's forward and takes its gradients as products over tiles of unfolded images
-//! ([`conv`]) instead of burn's generic backward (a transposed convolution for the input
-//! gradient, a batch-for-channel convolution for the weight gradient). The networks' blocks
-//! take it through [`conv2d_module`] (grouped convolutions keep burn's; [`set_own_conv`]
-//! turns it off, for the bench's comparison). The optimisation attack's local network keeps
-//! burn's: measured, the project's was slower there.
+//! shifted views of a padded copy ([`shifted`]), forward and backward. Any other takes its
+//! gradients as products over tiles of unfolded images ([`conv`]) instead of burn's generic
+//! backward (a transposed convolution for the input gradient, a batch-for-channel convolution
+//! for the weight gradient), and its forward the same way where the unfolded rows are few (up
+//! to 576: SqueezeNet's first convolution, the 3x3 fire convolutions), burn-flex's otherwise.
+//! The networks' blocks take it through [`conv2d_module`] (grouped convolutions keep burn's;
+//! [`set_own_conv`] turns it off, for the bench's comparison), and so does the optimisation
+//! attack's local network.
+//!
+//! `max_pool2d`: max pooling with its own forward and backward ([`pool`]), for the local
+//! network's pools.
 //!
 //! The matrix products are the `gemm` crate's, burn-flex's own, called through [`gemm`]'s
 //! checked wrapper.
@@ -195,10 +199,13 @@ fn same(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) -> Option
     shifted::Same::new(&dims(x), &dims(weight), o.stride, p, o.dilation, o.groups)
 }
 
-/// A convolution without bias: [`shifted::forward`] for a "same" one, burn-flex's otherwise
-/// (one product per tile of images instead measured no faster: `make bench BENCH=kernels`).
+/// A convolution without bias: [`shifted::forward`] for a "same" one, [`conv`]'s tiles of
+/// images where it [takes the forward](conv::tiles_forward), burn-flex's otherwise.
 fn conv_forward(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
     let Some(g) = same(&x, &weight, &options) else {
+        if conv::tiles_forward(&x, &weight) {
+            return conv::conv2d_forward(x, weight, &options);
+        }
         return Flex::conv2d(x, weight, None, options);
     };
     let (x, weight) = (x.to_contiguous(), weight.to_contiguous());

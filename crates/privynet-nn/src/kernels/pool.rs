@@ -3,8 +3,9 @@
 //! burn-flex scans each window with one scalar loop that also tracks the argmax and NaN in
 //! branches: measured 13-16 ms for SqueezeNet's first pool on 100 images (64 channels,
 //! 15x15 to 7x7) on one core, a third of the optimisation attack's step. Here the forward is
-//! separable: the maximum over the window's rows for every input column first (contiguous
-//! rows, which the compiler vectorises), then over the window's columns. The backward keeps no
+//! separable: the maximum over the window's rows at every position first, then over its
+//! columns, each one long loop over a tile of planes that the compiler vectorises, the outputs
+//! read off at the windows' corners. The backward keeps no
 //! indices: it finds each window's argmax again, the first position in row-major order that
 //! holds the output's value (the one burn and PyTorch choose), and adds the output's gradient
 //! there. Windows are clipped to the input, so padding never wins; NaN propagates.
@@ -81,6 +82,7 @@ pub(crate) struct Pool {
     w: usize,
     rows: Vec<Taps>,
     cols: Vec<Taps>,
+    kernel: [usize; 2],
     dilation: [usize; 2],
 }
 
@@ -112,6 +114,7 @@ impl Pool {
             w: shape[3],
             rows: axis(0),
             cols: axis(1),
+            kernel,
             dilation,
         }
     }
@@ -142,40 +145,44 @@ impl Pool {
         }
         y.par_chunks_mut(per * pout)
             .zip(x.par_chunks(per * pin))
-            .for_each(|(ys, xs)| {
-                let mut rowmax = vec![0.0f32; self.rows.len() * self.w];
-                for (yp, xp) in ys.chunks_exact_mut(pout).zip(xs.chunks_exact(pin)) {
-                    self.plane_forward(xp, yp, &mut rowmax);
-                }
-            });
+            .for_each(|(ys, xs)| self.tile_forward(xs, ys));
         y
     }
 
-    /// One plane: the maximum over each window's rows for every column into `rowmax` (a
-    /// plain loop over contiguous rows, which the compiler vectorises), then over its columns.
-    fn plane_forward(&self, x: &[f32], y: &mut [f32], rowmax: &mut [f32]) {
-        let w = self.w;
-        for (r, taps) in rowmax.chunks_exact_mut(w).zip(&self.rows) {
-            r.fill(f32::NEG_INFINITY);
-            for t in 0..taps.count {
-                let src = &x[(taps.first + t * self.dilation[0]) * w..][..w];
-                r.iter_mut()
-                    .zip(src)
-                    .for_each(|(a, &b)| *a = nan_max(*a, b));
-            }
-        }
-        let ow = self.cols.len();
-        for (yr, r) in y.chunks_exact_mut(ow).zip(rowmax.chunks_exact(w)) {
-            for (out, taps) in yr.iter_mut().zip(&self.cols) {
-                let mut m = f32::NEG_INFINITY;
-                let mut j = taps.first;
-                for _ in 0..taps.count {
-                    m = nan_max(m, r[j]);
-                    j += self.dilation[1];
+    /// A tile of planes: the maximum over every window's rows at every position of the tile,
+    /// then over its columns (two long loops over the whole tile, which the compiler
+    /// vectorises; windows of a plane's last rows run on into the next plane, and feed no
+    /// output); each whole window's output then read off at its corner. Windows clipped by
+    /// the padding or the ceil mode are scanned alone.
+    fn tile_forward(&self, x: &[f32], y: &mut [f32]) {
+        let (w, [kh, kw], [dh, dw]) = (self.w, self.kernel, self.dilation);
+        let both = span_max(&span_max(x, kh, dh * w), kw, dw);
+        let (pin, ow) = (self.plane_in(), self.cols.len());
+        for (plane, yp) in y.chunks_exact_mut(self.plane_out()).enumerate() {
+            let xp = &x[plane * pin..][..pin];
+            for (o, rt) in self.rows.iter().enumerate() {
+                for (q, ct) in self.cols.iter().enumerate() {
+                    yp[o * ow + q] = if rt.count == kh && ct.count == kw {
+                        both[plane * pin + rt.first * w + ct.first]
+                    } else {
+                        self.window_max(xp, rt, ct)
+                    };
                 }
-                *out = m;
             }
         }
+    }
+
+    /// The maximum of one plane's window with taps `rt` by `ct` (`-inf` if it has none).
+    fn window_max(&self, x: &[f32], rt: &Taps, ct: &Taps) -> f32 {
+        let [dh, dw] = self.dilation;
+        let mut m = f32::NEG_INFINITY;
+        for t in 0..rt.count {
+            let row = (rt.first + t * dh) * self.w + ct.first;
+            for u in 0..ct.count {
+                m = nan_max(m, x[row + u * dw]);
+            }
+        }
+        m
     }
 
     /// The input gradient: each output's gradient `dy` added at its window's argmax in `x`
@@ -226,6 +233,23 @@ impl Pool {
         }
         (at != usize::MAX).then_some(at)
     }
+}
+
+/// `out[i]`: the maximum of `v[i + t * step]` over `t < taps`, for every `i` whose taps are
+/// all in `v`.
+fn span_max(v: &[f32], taps: usize, step: usize) -> Vec<f32> {
+    let len = v.len().saturating_sub((taps - 1) * step);
+    let mut out = v[..len].to_vec();
+    if len == 0 {
+        return out;
+    }
+    for t in 1..taps {
+        let src = &v[t * step..][..len];
+        out.iter_mut()
+            .zip(src)
+            .for_each(|(a, &b)| *a = nan_max(*a, b));
+    }
+    out
 }
 
 /// The larger of `a` and `b`, NaN winning (as in burn's and PyTorch's max pool).

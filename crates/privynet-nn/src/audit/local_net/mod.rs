@@ -274,10 +274,14 @@ fn windowed(op: &Op, x: Tensor<4>) -> Tensor<4> {
                 window.dilation(),
                 *groups,
             );
-            // burn's own convolution: the project's (`kernels::conv2d`) made the optimisation
-            // attack through SqueezeNet's local network 16-22% slower, measured in the default
-            // pipeline (its stride-2 conv1 and narrow fire convolutions).
-            conv2d(x, weight.clone(), bias.clone(), options)
+            // The project's convolution, but for grouped and depthwise ones (burn-flex's direct
+            // kernels): through SqueezeNet's local network, measured 13-22% faster a step of
+            // the optimisation attack at fire3 and fire5 with the tiled forward (`kernels`).
+            if *groups == 1 {
+                crate::kernels::conv2d(x, weight.clone(), bias.clone(), options)
+            } else {
+                conv2d(x, weight.clone(), bias.clone(), options)
+            }
         }
         Op::MaxPool { window, ceil } => {
             let options = MaxPoolOptions::new(window.kernel())
@@ -697,11 +701,19 @@ impl Preprocessing {
     /// The network input of a batch of images ([n, 3, H, W] in [0, 1]).
     pub fn apply(&self, images: Tensor<4>) -> Tensor<4> {
         let device = images.device();
-        let idx: Vec<i64> = self.order.iter().map(|&c| c as i64).collect();
-        let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [3]), &device);
         let t = |v: [f32; 3]| {
             Tensor::<4>::from_data(TensorData::new(v.to_vec(), [1, 3, 1, 1]), &device)
         };
-        images.select(1, idx) * t(self.a) + t(self.b)
+        // The channels reordered by slices joined again, not `select`: burn-flex's gradient of
+        // a selection scatters element by element, measured 6% of the optimisation attack's
+        // step; the slices' gradients are plain copies.
+        let ordered = if self.order == [0, 1, 2] {
+            images
+        } else {
+            let [n, _, h, w] = images.dims();
+            let channel = |c: usize| images.clone().slice([0..n, c..c + 1, 0..h, 0..w]);
+            Tensor::cat(self.order.iter().map(|&c| channel(c)).collect(), 1)
+        };
+        ordered * t(self.a) + t(self.b)
     }
 }
