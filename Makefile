@@ -1,6 +1,6 @@
 # PrivyNet-rs: one command runs the pipeline, one runs exactly what CI runs.
 #
-#   make pipeline                 run pipelines/cifar10-squeezenet.yaml end to end (about 36 min on 2 cores)
+#   make pipeline                 run pipelines/cifar10-squeezenet.yaml end to end (about 30 min on 2 cores)
 #   make pipeline-exhaustive      the same over the whole grid, for the optimizer's regret
 #   make pipeline-full            the paper-scale manifest (hours on 2 cores)
 #   make smoke                    the same on a few hundred images

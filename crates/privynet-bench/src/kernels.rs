@@ -2,18 +2,26 @@
 //! and backward (the weight and input gradients), burn's and this project's
 //! (`privynet_nn::kernels`), on the same tensors in the same run; every batch
 //! norm and ReLU alone, burn's and the fused one; then the whole training steps with burn's
-//! operations, with the fused batch norm, and with both kernels.
+//! operations, with the fused batch norm, and with both kernels; and a step of the
+//! optimisation attack through SqueezeNet's local network (its convolutions and pools) with
+//! burn's operations and with this project's.
 
-use anyhow::Result;
+use std::process::Command;
+
+use anyhow::{Context, Result};
 use burn::module::Param;
 use burn::nn::BatchNormConfig;
 use burn::tensor::module::conv2d as burn_conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
 
+use privynet_core::manifest::{Manifest, OptimizationParams};
+use privynet_nn::audit::invert::Inverter;
+use privynet_nn::audit::local_net::{LocalNet, Preprocessing};
 use privynet_nn::kernels;
 
 use crate::flops::walk;
+use crate::process::{bin, timed};
 use crate::steps::{self, Layer, NetDesc, Timing};
 
 /// One convolution's geometry within a network: input [c, h, w], output channels, kernel,
@@ -175,7 +183,88 @@ fn step_table(nets: &[steps::Bench], t: Timing) {
     kernels::set_own_conv(true);
 }
 
-/// Prints the three tables.
+/// Victims the optimisation attack optimises together (its default batch).
+const VICTIMS: usize = 100;
+
+/// Milliseconds of one step of the optimisation attack (forward, gradient by pixel, Adam) on
+/// [`VICTIMS`] images through `net`, burn's operations or this project's.
+fn time_attack(net: &LocalNet, pre: &Preprocessing, ours: bool, t: Timing) -> Result<f64> {
+    let device = Device::flex().autodiff();
+    let size = 32;
+    let images = steps::synthetic(VICTIMS * 3 * size * size, 0.0, 1.0, 11);
+    let x = Tensor::<4>::from_data(
+        burn::tensor::TensorData::new(images.clone(), [VICTIMS, 3, size, size]),
+        &device,
+    );
+    let f = net.forward(pre.apply(x));
+    let [_, d, h, w] = f.dims();
+    let targets = f.into_data().try_to_vec::<f32>().context("features")?;
+    let inv_std = vec![1.0f32; d];
+    // Four Adam steps and the last error per call: time per step is a fifth of a call.
+    let params = OptimizationParams {
+        iterations: 4,
+        batch_size: VICTIMS,
+        ..OptimizationParams::default()
+    };
+    let inv = Inverter {
+        net,
+        preprocessing: pre,
+        inv_std: &inv_std,
+        params: &params,
+        device: &device,
+        feature_shape: [d, h, w],
+        size,
+    };
+    let start = vec![0.5f32; images.len()];
+    kernels::set_own_conv(ours);
+    let m = steps::time_steps("attack", VICTIMS, t, || {
+        let _ = inv.invert(&targets, &[&start], |_| {});
+    });
+    kernels::set_own_conv(true);
+    Ok(m.ms_per_step / 5.0)
+}
+
+/// A step of the optimisation attack through SqueezeNet's local network at conv1, fire3 and
+/// fire5 (16 channels, sliced here), burn's operations against this project's.
+fn attack_table(root: &std::path::Path, t: Timing) -> Result<()> {
+    let manifest = root.join("pipelines/cifar10-squeezenet.yaml");
+    let m = Manifest::load(&manifest, &[]).context("the default manifest")?;
+    let pre = Preprocessing::new(&m.model.preprocess);
+    let dir = tempfile::tempdir()?;
+    println!(
+        "| optimisation attack through SqueezeNet's local network (100 victims) | burn ms | ours \
+         ms | ours / burn time |"
+    );
+    println!("|---|---|---|---|");
+    for cut in ["conv1", "fire3", "fire5"] {
+        let out = dir.path().join(cut);
+        timed(
+            Command::new(bin("privynet-slice")?)
+                .current_dir(root)
+                .args([
+                    "--manifest",
+                    manifest.to_str().context("path")?,
+                    "--cut",
+                    cut,
+                    "--channels",
+                    "16",
+                    "-o",
+                    out.to_str().context("path")?,
+                ]),
+        )?;
+        let device = Device::flex().autodiff();
+        let net = LocalNet::load(&out.join("local.onnx"), "features", &device)?;
+        let (burn, ours) = (
+            time_attack(&net, &pre, false, t)?,
+            time_attack(&net, &pre, true, t)?,
+        );
+        println!("| {cut}-d16 | {burn:.1} | {ours:.1} | {:.2} |", ours / burn);
+    }
+    println!();
+    Ok(())
+}
+
+/// Prints the four tables.
 pub fn run(root: &std::path::Path) -> Result<()> {
     let t = Timing::from_env();
     steps::header(
@@ -204,5 +293,6 @@ pub fn run(root: &std::path::Path) -> Result<()> {
         |s, batch, fused| time_norm(s, batch, fused, t),
     );
     step_table(&nets, t);
-    Ok(())
+    println!();
+    attack_table(root, t)
 }

@@ -266,7 +266,7 @@ pub(crate) fn time_steps(name: &str, batch: usize, t: Timing, mut step: impl FnM
 }
 
 /// Deterministic synthetic values (xorshift), uniform in [lo, hi).
-fn synthetic(n: usize, lo: f32, hi: f32, seed: u64) -> Vec<f32> {
+pub(crate) fn synthetic(n: usize, lo: f32, hi: f32, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..n)
         .map(|_| {

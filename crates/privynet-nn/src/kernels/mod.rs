@@ -382,10 +382,10 @@ pub fn conv2d(
 }
 
 /// `max_pool2d(x, options)` with this project's forward and backward ([`pool`]): fp32 with
-/// symmetric padding; anything else takes burn's own.
+/// symmetric padding; anything else, or with [`set_own_conv`]`(false)`, takes burn's own.
 pub fn max_pool2d(x: Tensor<4>, options: MaxPoolOptions<2>) -> Tensor<4> {
     let [(top, bottom), (left, right)] = options.padding;
-    if x.dtype() != DType::F32 || top != bottom || left != right {
+    if x.dtype() != DType::F32 || top != bottom || left != right || !own_conv() {
         return burn::tensor::module::max_pool2d(x, options);
     }
     Tensor::<4>::from_dispatch(<Dispatch as Kernels>::max_pool2d_own(
@@ -403,9 +403,15 @@ pub fn max_pool2d(x: Tensor<4>, options: MaxPoolOptions<2>) -> Tensor<4> {
 /// convolution, forward and backward; the bench turns it off to compare.
 static OWN_CONV: AtomicBool = AtomicBool::new(true);
 
-/// Sets whether [`conv2d_module`] uses this project's convolution.
+/// Sets whether [`conv2d_module`] and the optimisation attack's local network use this
+/// project's convolution, and [`max_pool2d`] this project's pool.
 pub fn set_own_conv(on: bool) {
     OWN_CONV.store(on, Ordering::Relaxed);
+}
+
+/// Whether this project's convolution and pool are on (see [`set_own_conv`]).
+pub fn own_conv() -> bool {
+    OWN_CONV.load(Ordering::Relaxed)
 }
 
 /// A `Conv2d` module's forward pass through [`conv2d`] (ungrouped, explicit or no padding),

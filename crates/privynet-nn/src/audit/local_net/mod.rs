@@ -277,7 +277,7 @@ fn windowed(op: &Op, x: Tensor<4>) -> Tensor<4> {
             // The project's convolution, but for grouped and depthwise ones (burn-flex's direct
             // kernels): through SqueezeNet's local network, measured 13-22% faster a step of
             // the optimisation attack at fire3 and fire5 with the tiled forward (`kernels`).
-            if *groups == 1 {
+            if *groups == 1 && crate::kernels::own_conv() {
                 crate::kernels::conv2d(x, weight.clone(), bias.clone(), options)
             } else {
                 conv2d(x, weight.clone(), bias.clone(), options)
