@@ -658,6 +658,17 @@ mod tests {
         }
     }
 
+    /// A temporary folder with the fake stage binaries, a run folder `out` in it, and the
+    /// paths of five files there (`a.txt` to `e.txt`) for the test nodes to write.
+    fn workspace() -> (tempfile::TempDir, PathBuf, PathBuf, [PathBuf; 5]) {
+        let dir = tempfile::tempdir().unwrap();
+        let bins = fake_bins(dir.path());
+        let out = dir.path().join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        let files = ["a", "b", "c", "d", "e"].map(|n| out.join(format!("{n}.txt")));
+        (dir, bins, out, files)
+    }
+
     fn options(bin_dir: &Path) -> RunOptions {
         RunOptions {
             selected: None,
@@ -670,18 +681,7 @@ mod tests {
 
     #[test]
     fn runs_skips_fails_and_blocks() {
-        let dir = tempfile::tempdir().unwrap();
-        let bins = fake_bins(dir.path());
-        let out = dir.path().join("out");
-        std::fs::create_dir_all(&out).unwrap();
-        let file = |name: &str| out.join(name);
-        let (a, b, c, d, e) = (
-            file("a.txt"),
-            file("b.txt"),
-            file("c.txt"),
-            file("d.txt"),
-            file("e.txt"),
-        );
+        let (_dir, bins, out, [a, b, c, d, e]) = workspace();
         let write_a = format!("echo a > {}", a.display());
         let copy_b = format!("cat {} > {}", a.display(), b.display());
         let mut dag = Dag {
@@ -746,19 +746,8 @@ mod tests {
 
     #[test]
     fn a_node_alone_takes_every_core_if_its_stage_allows() {
-        let dir = tempfile::tempdir().unwrap();
-        let bins = fake_bins(dir.path());
-        let out = dir.path().join("out");
-        std::fs::create_dir_all(&out).unwrap();
-        let file = |name: &str| out.join(name);
+        let (_dir, bins, out, [a, b, c, d, e]) = workspace();
         let threads = |to: &Path| format!("echo $RAYON_NUM_THREADS > {}", to.display());
-        let (a, b, c, d, e) = (
-            file("a.txt"),
-            file("b.txt"),
-            file("c.txt"),
-            file("d.txt"),
-            file("e.txt"),
-        );
         let touch_d = format!("touch {}", d.display());
         let mut dag = Dag {
             nodes: vec![

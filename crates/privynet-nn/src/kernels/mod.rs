@@ -13,9 +13,9 @@
 //! backward (a transposed convolution for the input gradient, a batch-for-channel convolution
 //! for the weight gradient), and its forward the same way where the unfolded rows are few (up
 //! to 576: SqueezeNet's first convolution, the 3x3 fire convolutions), burn-flex's otherwise.
-//! The networks' blocks take it through [`conv2d_module`] (grouped convolutions keep burn's;
-//! [`set_own_conv`] turns it off, for the bench's comparison), and so does the optimisation
-//! attack's local network.
+//! The networks take it through [`conv2d_chosen`] (grouped convolutions keep burn's;
+//! [`set_own_conv`] turns it off, for the bench's comparison): the blocks of the cloud network
+//! and the IRN by [`conv2d_module`], the optimisation attack's local network directly.
 //!
 //! `max_pool2d`: max pooling with its own forward and backward ([`pool`]), for the local
 //! network's pools.
@@ -184,9 +184,7 @@ impl Kernels for Flex {
         if x.dtype() != DType::F32 {
             return Flex::max_pool2d(x, kernel, stride, padding, dilation, ceil);
         }
-        let x = x.to_contiguous();
-        let pool = pool::Pool::new(&dims(&x), kernel, stride, padding, dilation, ceil);
-        tensor(pool.forward(values(&x)), pool.output_shape())
+        pooled(&x.to_contiguous(), kernel, stride, padding, dilation, ceil).1
     }
 }
 
@@ -260,6 +258,20 @@ impl Backward<Flex, 2> for Conv2dBackward {
             grads.register::<Flex>(node.id, dw);
         }
     }
+}
+
+/// The geometry of max pooling `x` (contiguous fp32) and the pooled maps ([`pool`]).
+fn pooled(
+    x: &FlexTensor,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+    dilation: [usize; 2],
+    ceil: bool,
+) -> (pool::Pool, FlexTensor) {
+    let pool = pool::Pool::new(&dims(x), kernel, stride, padding, dilation, ceil);
+    let y = tensor(pool.forward(values(x)), pool.output_shape());
+    (pool, y)
 }
 
 /// The backward step of [`Kernels::max_pool2d_own`]: the output's gradient at each window's
@@ -343,8 +355,7 @@ impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
     ) -> FloatTensor<Self> {
         let (xp, x_node) = x.into_parts();
         let xp = xp.to_contiguous();
-        let pool = pool::Pool::new(&dims(&xp), kernel, stride, padding, dilation, ceil);
-        let y = tensor(pool.forward(values(&xp)), pool.output_shape());
+        let (pool, y) = pooled(&xp, kernel, stride, padding, dilation, ceil);
         match MaxPoolBackward
             .prepare::<C>([x_node])
             .compute_bound()
@@ -410,24 +421,35 @@ pub fn set_own_conv(on: bool) {
 }
 
 /// Whether this project's convolution and pool are on (see [`set_own_conv`]).
-pub fn own_conv() -> bool {
+fn own_conv() -> bool {
     OWN_CONV.load(Ordering::Relaxed)
 }
 
-/// A `Conv2d` module's forward pass through [`conv2d`] (ungrouped, explicit or no padding),
-/// or `conv.forward(x)` itself: for grouped and depthwise convolutions (burn-flex's direct
-/// kernels) and with [`set_own_conv`]`(false)`.
-pub fn conv2d_module(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    if !OWN_CONV.load(Ordering::Relaxed) || conv.groups != 1 {
-        return conv.forward(x);
+/// The convolution the networks take: [`conv2d`], or burn's own for grouped and depthwise
+/// convolutions (burn-flex's direct kernels) and with [`set_own_conv`]`(false)`.
+pub fn conv2d_chosen(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    options: ConvOptions<2>,
+) -> Tensor<4> {
+    if own_conv() && options.groups == 1 {
+        conv2d(x, weight, bias, options)
+    } else {
+        burn::tensor::module::conv2d(x, weight, bias, options)
     }
+}
+
+/// A `Conv2d` module's forward pass through [`conv2d_chosen`] (explicit or no padding), or
+/// `conv.forward(x)` itself for "same" padding.
+pub fn conv2d_module(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let padding = match conv.padding {
         PaddingConfig2d::Explicit(top, left, bottom, right) => [(top, bottom), (left, right)],
         PaddingConfig2d::Valid => [(0, 0), (0, 0)],
         PaddingConfig2d::Same => return conv.forward(x),
     };
-    let options = ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, 1);
-    conv2d(
+    let options = ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, conv.groups);
+    conv2d_chosen(
         x,
         conv.weight.val(),
         conv.bias.as_ref().map(|b| b.val()),

@@ -5,10 +5,10 @@
 //! 15x15 to 7x7) on one core, a third of the optimisation attack's step. Here the forward is
 //! separable: the maximum over the window's rows at every position first, then over its
 //! columns, each one long loop over a tile of planes that the compiler vectorises, the outputs
-//! read off at the windows' corners. The backward keeps no
-//! indices: it finds each window's argmax again, the first position in row-major order that
-//! holds the output's value (the one burn and PyTorch choose), and adds the output's gradient
-//! there. Windows are clipped to the input, so padding never wins; NaN propagates.
+//! read off at the windows' corners. The backward keeps no indices: it finds each window's
+//! argmax again, the first position in row-major order that holds the output's value (the one
+//! burn and PyTorch choose), and adds the output's gradient there. Windows are clipped to the
+//! input, so padding never wins; NaN propagates.
 
 use rayon::prelude::*;
 

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use burn::tensor::activation::{hard_sigmoid, leaky_relu, relu, sigmoid, softmax};
-use burn::tensor::module::{avg_pool2d, conv2d};
+use burn::tensor::module::avg_pool2d;
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions, PadMode};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use onnx_protobuf::NodeProto;
@@ -274,14 +274,10 @@ fn windowed(op: &Op, x: Tensor<4>) -> Tensor<4> {
                 window.dilation(),
                 *groups,
             );
-            // The project's convolution, but for grouped and depthwise ones (burn-flex's direct
-            // kernels): through SqueezeNet's local network, measured 13-22% faster a step of
-            // the optimisation attack at fire3 and fire5 with the tiled forward (`kernels`).
-            if *groups == 1 && crate::kernels::own_conv() {
-                crate::kernels::conv2d(x, weight.clone(), bias.clone(), options)
-            } else {
-                conv2d(x, weight.clone(), bias.clone(), options)
-            }
+            // The networks' convolution (the project's, burn's for grouped ones): through
+            // SqueezeNet's local network, measured 13-22% faster a step of the optimisation
+            // attack at fire3 and fire5 than burn's (`make bench BENCH=kernels`).
+            crate::kernels::conv2d_chosen(x, weight.clone(), bias.clone(), options)
         }
         Op::MaxPool { window, ceil } => {
             let options = MaxPoolOptions::new(window.kernel())
