@@ -1,5 +1,6 @@
 //! Chaos: the smoke pipeline (one topology) killed with SIGKILL at random moments while a stage
-//! runs (drawn uniformly over the time the uninterrupted run's event log shows stages running),
+//! runs (drawn uniformly over the time the uninterrupted run's event log shows stages running,
+//! and timed from that stage's start in the run that is killed),
 //! either the runner with all its stage processes (a crash) or one stage process (the runner
 //! goes on and reports it), then rerun to completion. After every kill each Arrow or Parquet file present
 //! must read as its kind (no half-written file looks whole); after the rerun the lock file
@@ -84,46 +85,64 @@ fn values(path: &Path) -> Vec<(String, arrow::array::ArrayData)> {
     values_except(path, &TIME_FIELDS).0
 }
 
-/// When the run in `run` had a stage process running: (start, end) in seconds from its first
-/// event, from its event log. Kills drawn over the whole run's length mostly fell between
-/// stages once training got fast; drawn inside these spans, they cut work short whatever the
-/// stages' speed.
-fn stage_spans(run: &Path) -> Vec<(f64, f64)> {
+/// The stages the run in `run` ran: each node with how long it ran, in seconds, from its event
+/// log.
+fn stage_spans(run: &Path) -> Vec<(String, f64)> {
     let text = std::fs::read_to_string(run.join("events.jsonl")).unwrap();
     let events: Vec<serde_json::Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let at = |e: &serde_json::Value| e["ts"].as_f64().unwrap();
-    let t0 = at(&events[0]);
-    let mut started = BTreeMap::new();
-    let mut spans = Vec::new();
-    for e in &events {
-        let node = e["node"].as_str().unwrap_or_default().to_string();
-        match e["event"].as_str() {
-            Some("start") => {
-                started.insert(node, at(e) - t0);
-            }
-            Some("ran") => spans.extend(started.get(&node).map(|&s| (s, at(e) - t0))),
-            _ => {}
-        }
-    }
+    let spans: Vec<(String, f64)> = events
+        .iter()
+        .filter(|e| e["event"].as_str() == Some("ran"))
+        .filter_map(|e| Some((e["node"].as_str()?.to_string(), e["seconds"].as_f64()?)))
+        .collect();
     assert!(!spans.is_empty(), "no stage ran in {}", run.display());
     spans
 }
 
-/// The moment a fraction `u` (in [0, 1)) of the way through the spans' busy time, as a delay
-/// from the run's start.
-fn busy_moment(spans: &[(f64, f64)], u: f64) -> Duration {
-    let total: f64 = spans.iter().map(|(s, e)| e - s).sum();
+/// A moment a fraction `u` (in [0, 1)) of the way through the stages' busy time: a node, and
+/// how far into its run. Kills are timed from that node's start in the run that is killed,
+/// not from the run's start: drawn over the uninterrupted run's clock, they fell after a
+/// faster run had ended (its first run pays for cold caches) and found nothing to kill.
+fn busy_moment(spans: &[(String, f64)], u: f64) -> (String, Duration) {
+    let total: f64 = spans.iter().map(|(_, s)| s).sum();
     let mut left = u * total;
-    for &(s, e) in spans {
-        if left < e - s {
-            return Duration::from_secs_f64(s + left);
+    for (node, seconds) in spans {
+        if left < *seconds {
+            return (node.clone(), Duration::from_secs_f64(left));
         }
-        left -= e - s;
+        left -= seconds;
     }
-    Duration::from_secs_f64(spans[spans.len() - 1].1)
+    let (node, _) = &spans[spans.len() - 1];
+    (node.clone(), Duration::ZERO)
+}
+
+/// How many times the event log in `out` (none yet: zero) records `node` starting.
+fn starts_of(out: &Path, node: &str) -> usize {
+    if !out.join("events.jsonl").exists() {
+        return 0;
+    }
+    event_nodes(out, "start")
+        .iter()
+        .filter(|n| *n == node)
+        .count()
+}
+
+/// Waits until `node` has started again in the run in `out` (more than `before` starts: the
+/// log keeps earlier runs' events), true; or the run `child` has ended without it (false: the
+/// node was up to date, or failed before it).
+fn wait_for_start(out: &Path, node: &str, before: usize, child: &mut Child) -> bool {
+    loop {
+        if starts_of(out, node) > before {
+            return true;
+        }
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Held by each test of this file for its whole length: the kill moments are drawn from the
@@ -166,12 +185,12 @@ fn killed_at_random_moments_the_pipeline_ends_as_an_uninterrupted_run() {
         // Sometimes the rerun is killed too, before one finishes.
         let rounds = if rng.random_bool(0.3) { 2 } else { 1 };
         for _ in 0..rounds {
-            let at = busy_moment(&spans, rng.random_range(0.0..1.0));
-            let (what, hit) = kill_once(&m, at, rng.random_bool(0.5));
+            let (node, into) = busy_moment(&spans, rng.random_range(0.0..1.0));
+            let (what, hit) = kill_once(&m, &out, &node, into, rng.random_bool(0.5));
             hits += usize::from(hit);
             log.push(format!(
-                "round {k}: killed {what} at {:.1}s",
-                at.as_secs_f64()
+                "round {k}: killed {what} {:.1}s into {node}",
+                into.as_secs_f64()
             ));
             // Whatever is there now must read whole as its kind.
             for a in artifacts(&out) {
@@ -205,13 +224,17 @@ fn killed_at_random_moments_the_pipeline_ends_as_an_uninterrupted_run() {
     );
 }
 
-/// Starts the run, waits `at`, starts a second runner on the same folder (which must be
+/// Starts the run, waits until `node` has run for `into` (in its event log), starts a second runner on the same folder (which must be
 /// refused while the first runs), then SIGKILLs either the runner with its stages (`whole`) or
 /// one running stage process; waits for the runner to end. Says what it killed, and whether
 /// that was a running process (a kill that comes after the run ended hits nothing).
-fn kill_once(m: &Path, at: std::time::Duration, whole: bool) -> (String, bool) {
+fn kill_once(m: &Path, out: &Path, node: &str, into: Duration, whole: bool) -> (String, bool) {
+    let before = starts_of(out, node);
     let mut child = start(m);
-    std::thread::sleep(at);
+    if !wait_for_start(out, node, before, &mut child) {
+        return (format!("nothing ({node} did not run)"), false);
+    }
+    std::thread::sleep(into);
     second_runner_is_refused(m, &mut child);
     let (what, hit) = if whole {
         let running = child.try_wait().unwrap().is_none();
