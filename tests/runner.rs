@@ -225,8 +225,7 @@ fn start_and_wait_mid_run(ms: &str, out: &std::path::Path) -> std::process::Chil
             (vec![], vec![])
         };
         // An attack under way and no training started yet: every training is still to come,
-        // so the run cannot end before the signal lands (a training caught near the end once
-        // did, with the faster kernels, and the run exited 0).
+        // so the run cannot end before the signal lands.
         let attacking = starts
             .iter()
             .any(|n| n.starts_with("attack/") && !ends.contains(n));
