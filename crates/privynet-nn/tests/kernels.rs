@@ -3,7 +3,8 @@
 //! - the convolution (`privynet_nn::kernels::conv2d`): the same output and the same gradients
 //!   of input, weight and bias over random geometries with stride 2, padding (asymmetric
 //!   too), dilation, groups (depthwise included), batch 1 and odd sizes, and "same"
-//!   convolutions (stride 1, padding half an odd kernel) of several sizes and tilings;
+//!   convolutions (stride 1, padding half an odd kernel) of several sizes and tilings, on
+//!   large maps (shifted frames) and small ones down to 1x1 (the batch-last layout);
 //! - the max pool (`kernels::max_pool2d`): the same output and input gradient as burn's over
 //!   SqueezeNet's pools, padding, dilation, floor and ceil modes, batch 1, and inputs rounded
 //!   to a few values, so that windows hold ties (the gradient goes to the first, row-major);
@@ -103,6 +104,51 @@ const CASES: &[Case] = &[
         h: 12,
         w: 12,
         o: 8,
+        ..SAME3
+    },
+    // "Same" convolutions on maps too small for frames, in the batch-last layout: the cloud
+    // network's 4x4 blocks (output channels in uneven blocks); a batch of two tiles (128 + 2
+    // images); a 5x5 kernel over a 3x3 map; a 1x1 map; a 2x5 map.
+    Case {
+        n: 3,
+        c: 16,
+        h: 4,
+        w: 4,
+        o: 24,
+        ..SAME3
+    },
+    Case {
+        n: 130,
+        c: 2,
+        h: 4,
+        w: 4,
+        o: 3,
+        ..SAME3
+    },
+    Case {
+        n: 2,
+        c: 5,
+        h: 3,
+        w: 3,
+        o: 6,
+        k: [5, 5],
+        pad: [(2, 2), (2, 2)],
+        ..SAME3
+    },
+    Case {
+        n: 4,
+        c: 3,
+        h: 1,
+        w: 1,
+        o: 5,
+        ..SAME3
+    },
+    Case {
+        n: 3,
+        c: 4,
+        h: 2,
+        w: 5,
+        o: 33,
         ..SAME3
     },
     // Batch 1, odd sizes, a non-square kernel and stride.
@@ -362,16 +408,18 @@ fn batch_norm_relu_equals_burns() {
     }
 }
 
-/// Output and every gradient of a "same" convolution, then batch norm and ReLU, as bits.
-fn block_bits(seed: u64) -> Vec<u32> {
+/// Output and every gradient of a "same" convolution on `size` x `size` maps (8: shifted
+/// frames; 4: the batch-last layout, 40 output channels in three blocks), then batch norm and
+/// ReLU, as bits.
+fn block_bits(seed: u64, size: usize) -> Vec<u32> {
     let device = Device::flex().autodiff();
     // Inputs from a formula, not the device's generator, which the tests beside reseed.
     let pattern = |dims: [usize; 4], phase: f32| (loss_weights(dims, &device) * 3.0 + phase).sin();
-    let x = Param::from_tensor(pattern([9, 6, 8, 8], seed as f32)).val();
-    let w = Param::from_tensor(pattern([5, 6, 3, 3], 2.0 * seed as f32)).val();
+    let x = Param::from_tensor(pattern([9, 6, size, size], seed as f32)).val();
+    let w = Param::from_tensor(pattern([40, 6, 3, 3], 2.0 * seed as f32)).val();
     let options = ConvOptions::new_with_padding([1, 1], [(1, 1), (1, 1)], [1, 1], 1);
     let y = kernels::conv2d(x.clone(), w.clone(), None, options);
-    let n = BatchNormConfig::new(5).init(&device);
+    let n = BatchNormConfig::new(40).init(&device);
     let y = kernels::batch_norm_relu(&n, y);
     let grads = (y.clone() * loss_weights(y.dims(), &device))
         .sum()
@@ -396,7 +444,7 @@ fn the_kernels_give_the_same_bits_on_any_thread_count() {
             .num_threads(threads)
             .build()
             .unwrap();
-        pool.install(|| block_bits(5))
+        pool.install(|| [block_bits(5, 8), block_bits(5, 4)])
     };
     assert_eq!(on(1), on(3));
 }

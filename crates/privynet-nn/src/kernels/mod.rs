@@ -7,12 +7,14 @@
 //! operations. Every block of the cloud network and the IRN takes it in training.
 //!
 //! `conv2d`: a convolution with its own forward and backward. A "same" convolution (stride 1,
-//! padding half an odd kernel, maps of 7x7 and up) is one matrix product per kernel tap on
-//! shifted views of a padded copy ([`shifted`]), forward and backward. Any other takes its
-//! gradients as products over tiles of unfolded images ([`conv`]) instead of burn's generic
-//! backward (a transposed convolution for the input gradient, a batch-for-channel convolution
-//! for the weight gradient), and its forward the same way where the unfolded rows are few (up
-//! to 576: SqueezeNet's first convolution, the 3x3 fire convolutions), burn-flex's otherwise.
+//! padding half an odd kernel) is one matrix product per kernel tap on shifted views of a
+//! padded copy ([`shifted`]) on maps of 7x7 and up, and on smaller maps one per tap and span
+//! of valid positions over a batch-last copy ([`batch_last`]), forward and backward. Any other
+//! takes its gradients as products over tiles of unfolded images ([`conv`]) instead of burn's
+//! generic backward (a transposed convolution for the input gradient, a batch-for-channel
+//! convolution for the weight gradient), and its forward the same way where the unfolded rows
+//! are few (up to 576: SqueezeNet's first convolution, the 3x3 fire convolutions), burn-flex's
+//! otherwise.
 //! The networks take it through [`conv2d_chosen`] (grouped convolutions keep burn's;
 //! [`set_own_conv`] turns it off, for the bench's comparison): the blocks of the cloud network
 //! and the IRN by [`conv2d_module`], the optimisation attack's local network directly.
@@ -23,6 +25,7 @@
 //! The matrix products are the `gemm` crate's, burn-flex's own, called through [`gemm`]'s
 //! checked wrapper.
 
+mod batch_last;
 mod conv;
 mod gemm;
 mod norm;
@@ -197,8 +200,9 @@ fn same(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) -> Option
     shifted::Same::new(&dims(x), &dims(weight), o.stride, p, o.dilation, o.groups)
 }
 
-/// A convolution without bias: [`shifted::forward`] for a "same" one, [`conv`]'s tiles of
-/// images where it [takes the forward](conv::tiles_forward), burn-flex's otherwise.
+/// A convolution without bias: for a "same" one, [`shifted::forward`] (maps of 7x7 and up) or
+/// [`batch_last::forward`] (smaller); otherwise [`conv`]'s tiles of images where it [takes the
+/// forward](conv::tiles_forward), burn-flex's otherwise.
 fn conv_forward(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
     let Some(g) = same(&x, &weight, &options) else {
         if conv::tiles_forward(&x, &weight) {
@@ -207,14 +211,17 @@ fn conv_forward(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> F
         return Flex::conv2d(x, weight, None, options);
     };
     let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
-    tensor(
-        shifted::forward(values(&x), values(&weight), &g),
-        g.output_shape(),
-    )
+    let (xs, ws) = (values(&x), values(&weight));
+    let y = if g.framed() {
+        shifted::forward(xs, ws, &g)
+    } else {
+        batch_last::forward(xs, ws, &g)
+    };
+    tensor(y, g.output_shape())
 }
 
-/// The gradients of [`conv_forward`]: [`shifted::backward`] for a "same" convolution, the
-/// tiled matrix products of [`conv`] otherwise.
+/// The gradients of [`conv_forward`]: [`shifted::backward`] or [`batch_last::backward`] for a
+/// "same" convolution, as the forward chose; the tiled matrix products of [`conv`] otherwise.
 fn conv_backward(
     x: FlexTensor,
     weight: FlexTensor,
@@ -231,7 +238,12 @@ fn conv_backward(
         weight.to_contiguous(),
         dy.to_contiguous(),
     );
-    let (dx, dw) = shifted::backward(values(&xs), values(&ws), values(&dys), &g, want_x, want_w);
+    let (x_, w_, dy_) = (values(&xs), values(&ws), values(&dys));
+    let (dx, dw) = if g.framed() {
+        shifted::backward(x_, w_, dy_, &g, want_x, want_w)
+    } else {
+        batch_last::backward(x_, w_, dy_, &g, want_x, want_w)
+    };
     (
         dx.map(|v| tensor(v, dims(&x))),
         dw.map(|v| tensor(v, dims(&weight))),

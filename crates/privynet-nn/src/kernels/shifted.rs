@@ -38,18 +38,17 @@ const MAX_WASTE: f64 = 1.35;
 /// A "same" convolution's geometry: input `[n, c, h, w]`, weight `[o, c, k, k]`, padding `p`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Same {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    o: usize,
-    k: usize,
-    p: usize,
+    pub(super) n: usize,
+    pub(super) c: usize,
+    pub(super) h: usize,
+    pub(super) w: usize,
+    pub(super) o: usize,
+    pub(super) k: usize,
+    pub(super) p: usize,
 }
 
 impl Same {
-    /// The geometry, if the convolution is one this module computes: a "same" one whose
-    /// padding positions add at most [`MAX_WASTE`] to the arithmetic.
+    /// The geometry, if the convolution is a "same" one.
     pub(crate) fn new(
         x: &[usize],
         weight: &[usize],
@@ -67,7 +66,7 @@ impl Same {
             && dilation == [1, 1]
             && groups == 1
             && padding == [(p, p), (p, p)];
-        let g = Self {
+        same.then_some(Self {
             n: x[0],
             c: x[1],
             h: x[2],
@@ -75,9 +74,13 @@ impl Same {
             o: weight[0],
             k,
             p,
-        };
-        let waste = g.per_image() as f64 / (g.h * g.w).max(1) as f64;
-        (same && waste <= MAX_WASTE).then_some(g)
+        })
+    }
+
+    /// Whether this module computes it: its padding positions add at most [`MAX_WASTE`] to
+    /// the arithmetic (else [`super::batch_last`] does, on maps this small).
+    pub(crate) fn framed(&self) -> bool {
+        self.per_image() as f64 / (self.h * self.w).max(1) as f64 <= MAX_WASTE
     }
 
     /// The output's shape: `[n, o, h, w]`.
