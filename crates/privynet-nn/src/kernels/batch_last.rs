@@ -1,5 +1,6 @@
 //! "Same" convolutions on small maps (the cloud network's 4x4 blocks) as matrix products over
-//! a batch-last layout, `[C, H, W, N]`, with no unfolded input and no padding computed.
+//! a rows-first, batch-last layout, `[H, C, W, N]`, with no unfolded input and no padding
+//! computed.
 //!
 //! On maps this small, [`super::shifted`]'s frames compute too many padding positions (56%
 //! more arithmetic at 4x4) and an unfolded input (im2col) multiplies by its zeros as well
@@ -25,147 +26,102 @@ use super::shifted::Same;
 /// Images per tile: a tile's operands at 4x4 and 128 channels (1 MiB each) stay in L2.
 const TILE_IMAGES: usize = 128;
 
-/// Blocks of channels each product is split into, run in parallel.
-const BLOCKS: usize = 4;
-
-/// A run of positions, `len` long, that a tap maps from `out` (output) to `inp` (input), as
-/// flat positions `y * w + x` of the map.
-#[derive(Debug, Clone, Copy)]
-struct Run {
-    out: usize,
-    inp: usize,
-    len: usize,
+/// Tap `t`'s offsets: rows and columns, from the output position to the input position it
+/// reads.
+fn offsets(g: &Same, t: usize) -> (isize, isize) {
+    let p = g.p as isize;
+    ((t / g.k) as isize - p, (t % g.k) as isize - p)
 }
 
-/// Tap `t`'s runs: the output positions that read inside the map, one run per output row, or
-/// one for all rows where the tap's column offset is 0 (whole rows are then contiguous).
-fn runs(g: &Same, t: usize) -> Vec<Run> {
-    let (di, dj) = (
-        (t / g.k) as isize - g.p as isize,
-        (t % g.k) as isize - g.p as isize,
-    );
-    let range = |size: usize, d: isize| {
-        let lo = (-d).max(0) as usize;
-        let hi = (size as isize - d.max(0)).max(0) as usize;
-        (lo.min(hi), hi)
-    };
-    let ((oh0, oh1), (ow0, ow1)) = (range(g.h, di), range(g.w, dj));
-    let at = |oh: usize, ow: usize| {
-        let (ih, iw) = (oh as isize + di, ow as isize + dj);
-        (oh * g.w + ow, ih as usize * g.w + iw as usize)
-    };
-    if oh0 == oh1 || ow0 == ow1 {
-        return Vec::new();
-    }
-    if dj == 0 {
-        let (out, inp) = at(oh0, 0);
-        return vec![Run {
-            out,
-            inp,
-            len: (oh1 - oh0) * g.w,
-        }];
-    }
-    (oh0..oh1)
-        .map(|oh| {
-            let (out, inp) = at(oh, ow0);
-            Run {
-                out,
-                inp,
-                len: ow1 - ow0,
-            }
-        })
-        .collect()
+/// The output columns `[lo, hi)` that read inside a row of `w` through column offset `d`.
+fn columns(w: usize, d: isize) -> (usize, usize) {
+    let lo = ((-d).max(0) as usize).min(w);
+    let hi = (w as isize - d.max(0)).max(lo as isize) as usize;
+    (lo, hi)
 }
 
-/// Channels per block for `channels`: a multiple of 16 (a vector of floats).
-fn block(channels: usize) -> usize {
-    channels.div_ceil(BLOCKS).div_ceil(16).max(1) * 16
+/// `row + d`, if inside `[0, size)`.
+fn shifted(row: usize, d: isize, size: usize) -> Option<usize> {
+    row.checked_add_signed(d).filter(|&r| r < size)
 }
 
-/// `src` (`[n, r, hw]`) as `[r, hw, n]`, in parallel over `r`.
-fn to_batch_last(src: &[f32], n: usize, r: usize, hw: usize) -> Vec<f32> {
+/// `src` (`[n, r, h, w]`) as rows first, `[h, r, w, n]`, in parallel over rows and channels.
+fn to_rows_first(src: &[f32], g: &Same, n: usize, r: usize) -> Vec<f32> {
+    let (h, w) = (g.h, g.w);
     let mut dst = vec![0.0f32; src.len()];
-    dst.par_chunks_mut(hw * n).enumerate().for_each(|(ri, d)| {
+    dst.par_chunks_mut(w * n).enumerate().for_each(|(yr, d)| {
+        let (y, ri) = (yr / r, yr % r);
         for img in 0..n {
-            let plane = &src[(img * r + ri) * hw..][..hw];
-            for (p, v) in plane.iter().enumerate() {
-                d[p * n + img] = *v;
+            let row = &src[((img * r + ri) * h + y) * w..][..w];
+            for (x, v) in row.iter().enumerate() {
+                d[x * n + img] = *v;
             }
         }
     });
     dst
 }
 
-/// `src` (`[r, hw, n]`) into `dst` (`[n, r, hw]`), in parallel over images.
-fn from_batch_last(src: &[f32], n: usize, r: usize, hw: usize, dst: &mut [f32]) {
-    dst.par_chunks_mut(r * hw).enumerate().for_each(|(img, d)| {
-        for (i, v) in d.iter_mut().enumerate() {
-            *v = src[i * n + img];
-        }
-    });
-}
-
-/// A span of a batch-last tensor with `n` images: rows `[r0, r0 + rows)`, positions
-/// `[pos, pos + len)`, as `[rows, len x n]` (or, `transposed`, `[len x n, rows]`).
-fn span(
-    g: &Same,
-    n: usize,
-    r0: usize,
-    rows: usize,
-    pos: usize,
-    len: usize,
-    transposed: bool,
-) -> View {
-    let plane = g.h * g.w * n;
-    let offset = r0 * plane + pos * n;
-    if transposed {
-        View::new(offset, [len * n, rows], [1, plane])
-    } else {
-        View::new(offset, [rows, len * n], [plane, 1])
-    }
-}
-
-/// The weight's tap `t`, output channels `[o0, o0 + rows)`, as `[rows, C]`; or, `transposed`,
-/// input channels `[o0, o0 + rows)` as `[rows, O]`.
-fn weight_tap(g: &Same, t: usize, o0: usize, rows: usize, transposed: bool) -> View {
-    let (along_o, along_c) = (g.c * g.k * g.k, g.k * g.k);
-    if transposed {
-        View::new(t + o0 * along_c, [rows, g.o], [along_c, along_o])
-    } else {
-        View::new(t + o0 * along_o, [rows, g.c], [along_o, along_c])
-    }
-}
-
-/// One tile's images, `[n, C, H, W]` in and `[n, O, H, W]` out (or the reverse, `reverse`:
-/// the input gradient), batch-last: `out = Σ_taps w_tap @ shifted(inp)` in parallel over
-/// blocks of the output's channels.
-fn products(g: &Same, weight: &[f32], inp: &[f32], n: usize, reverse: bool) -> Vec<f32> {
-    let (rows, along) = if reverse { (g.c, g.o) } else { (g.o, g.c) };
-    let plane = g.h * g.w * n;
-    let b = block(rows);
-    let mut out = vec![0.0f32; rows * plane];
-    out.par_chunks_mut(b * plane)
+/// `src` (`[h, r, w, n]`) into `dst` (`[n, r, h, w]`), in parallel over images.
+fn from_rows_first(src: &[f32], g: &Same, n: usize, r: usize, dst: &mut [f32]) {
+    let (h, w) = (g.h, g.w);
+    dst.par_chunks_mut(r * h * w)
         .enumerate()
-        .for_each(|(i, dst)| {
-            let r = dst.len() / plane;
-            for t in 0..g.k * g.k {
-                for run in runs(g, t) {
-                    let (to, from) = if reverse {
-                        (run.inp, run.out)
-                    } else {
-                        (run.out, run.inp)
-                    };
-                    let d = span(g, n, 0, r, to, run.len, false);
-                    let a = weight_tap(g, t, i * b, r, reverse);
-                    let x = span(g, n, 0, along, from, run.len, false);
-                    gemm(dst, d, true, weight, a, inp, x);
-                }
+        .for_each(|(img, d)| {
+            for (i, v) in d.iter_mut().enumerate() {
+                let (ri, y, x) = (i / (h * w), i / w % h, i % w);
+                *v = src[((y * r + ri) * w + x) * n + img];
             }
         });
+}
+
+/// Row `y` of a rows-first tensor (`rows` channels, `n` images), columns `[x0, x0 + len)`, as
+/// `[rows, len x n]` (or, `transposed`, `[len x n, rows]`), from the row's start.
+fn span(g: &Same, n: usize, rows: usize, y: usize, x0: usize, len: usize, t: bool) -> View {
+    let (line, offset) = (g.w * n, (y * rows * g.w + x0) * n);
+    if t {
+        View::new(offset, [len * n, rows], [1, line])
+    } else {
+        View::new(offset, [rows, len * n], [line, 1])
+    }
+}
+
+/// The weight's tap `t` as `[O, C]` (or, `transposed`, `[C, O]`).
+fn weight_tap(g: &Same, t: usize, transposed: bool) -> View {
+    let (along_o, along_c) = (g.c * g.k * g.k, g.k * g.k);
+    if transposed {
+        View::new(t, [g.c, g.o], [along_c, along_o])
+    } else {
+        View::new(t, [g.o, g.c], [along_o, along_c])
+    }
+}
+
+/// One tile's `n` images, rows first: `out = Σ_taps w_tap @ shifted(inp)`, in parallel over the
+/// output's rows. Forward: `inp` the input (`C` channels), `out` the output (`O`); `reverse`:
+/// `inp` the output gradient, `out` the input gradient, through the transposed taps.
+fn products(g: &Same, weight: &[f32], inp: &[f32], n: usize, reverse: bool) -> Vec<f32> {
+    let (rows, along) = if reverse { (g.c, g.o) } else { (g.o, g.c) };
+    // The forward reads input row `y + d` for output row `y`; the input gradient, the reverse.
+    let sign = if reverse { -1 } else { 1 };
+    let line = rows * g.w * n;
+    let mut out = vec![0.0f32; g.h * line];
+    out.par_chunks_mut(line).enumerate().for_each(|(y, dst)| {
+        for t in 0..g.k * g.k {
+            let (di, dj) = offsets(g, t);
+            let (di, dj) = (di * sign, dj * sign);
+            let Some(from) = shifted(y, di, g.h) else {
+                continue;
+            };
+            let (x0, x1) = columns(g.w, dj);
+            let len = x1 - x0;
+            let d = span(g, n, rows, 0, x0, len, false);
+            let b = span(g, n, along, from, x0.saturating_add_signed(dj), len, false);
+            gemm(dst, d, true, weight, weight_tap(g, t, reverse), inp, b);
+        }
+    });
     out
 }
 
-/// The images of each tile, `[n, c, h, w]` slices of `src` per tile, batch-last.
+/// The images of each tile, `[n, r, h, w]` slices of `src` per tile, rows first.
 fn tiles<'a>(
     g: &'a Same,
     src: &'a [f32],
@@ -174,7 +130,7 @@ fn tiles<'a>(
     let image = r * g.h * g.w;
     src.chunks(TILE_IMAGES * image).map(move |t| {
         let n = t.len() / image;
-        (n, to_batch_last(t, n, r, g.h * g.w))
+        (n, to_rows_first(t, g, n, r))
     })
 }
 
@@ -183,7 +139,7 @@ pub(crate) fn forward(x: &[f32], weight: &[f32], g: &Same) -> Vec<f32> {
     let hw = g.h * g.w;
     let mut y = vec![0.0f32; g.n * g.o * hw];
     for ((n, xt), yt) in tiles(g, x, g.c).zip(y.chunks_mut(TILE_IMAGES * g.o * hw)) {
-        from_batch_last(&products(g, weight, &xt, n, false), n, g.o, hw, yt);
+        from_rows_first(&products(g, weight, &xt, n, false), g, n, g.o, yt);
     }
     y
 }
@@ -205,7 +161,7 @@ pub(crate) fn backward(
     for (i, ((n, dyt), (_, xt))) in tiles(g, dy, g.o).zip(xs).enumerate() {
         if let Some(dx) = dx.as_mut() {
             let part = &mut dx[i * TILE_IMAGES * g.c * hw..][..n * g.c * hw];
-            from_batch_last(&products(g, weight, &dyt, n, true), n, g.c, hw, part);
+            from_rows_first(&products(g, weight, &dyt, n, true), g, n, g.c, part);
         }
         if let Some(dw) = dw.as_mut() {
             weight_grad(g, &dyt, &xt, n, dw);
@@ -214,22 +170,33 @@ pub(crate) fn backward(
     (dx, dw)
 }
 
-/// A tile's weight gradient added onto `dw` (`[O, C, k, k]`), in parallel over blocks of output
-/// channels: `dw_tap += Σ_runs dy[O, run] @ x[C, run shifted]ᵀ`.
+/// A tile's weight gradient added onto `dw` (`[O, C, k, k]`), in parallel over taps:
+/// `dw_tap = Σ_rows dy[O, row] @ x[C, row shifted]ᵀ`.
 fn weight_grad(g: &Same, dy: &[f32], x: &[f32], n: usize, dw: &mut [f32]) {
-    let per_o = g.c * g.k * g.k;
-    let b = block(g.o);
-    dw.par_chunks_mut(b * per_o)
+    let taps = g.k * g.k;
+    let parts: Vec<Vec<f32>> = (0..taps)
+        .into_par_iter()
+        .map(|t| {
+            let (di, dj) = offsets(g, t);
+            let (x0, x1) = columns(g.w, dj);
+            let mut part = vec![0.0f32; g.o * g.c];
+            let d = View::new(0, [g.o, g.c], [g.c, 1]);
+            for y in 0..g.h {
+                let Some(from) = shifted(y, di, g.h) else {
+                    continue;
+                };
+                let a = span(g, n, g.o, y, x0, x1 - x0, false);
+                let b = span(g, n, g.c, from, x0.saturating_add_signed(dj), x1 - x0, true);
+                gemm(&mut part, d, true, dy, a, x, b);
+            }
+            part
+        })
+        .collect();
+    dw.par_chunks_mut(g.c * taps)
         .enumerate()
-        .for_each(|(i, dst)| {
-            let r = dst.len() / per_o;
-            for t in 0..g.k * g.k {
-                let d = weight_tap(g, t, 0, r, false);
-                for run in runs(g, t) {
-                    let a = span(g, n, i * b, r, run.out, run.len, false);
-                    let xt = span(g, n, 0, g.c, run.inp, run.len, true);
-                    gemm(dst, d, true, dy, a, x, xt);
-                }
+        .for_each(|(o, row)| {
+            for (i, v) in row.iter_mut().enumerate() {
+                *v += parts[i % taps][o * g.c + i / taps];
             }
         });
 }
