@@ -151,6 +151,30 @@ const CASES: &[Case] = &[
         o: 33,
         ..SAME3
     },
+    // Small outputs of other convolutions, also in the batch-last layout: strides 2 and 3
+    // (the input's columns in phases), dilation, asymmetric padding, a non-square kernel.
+    Case {
+        n: 2,
+        c: 3,
+        h: 9,
+        w: 11,
+        o: 5,
+        k: [3, 2],
+        stride: [2, 3],
+        pad: [(1, 0), (0, 1)],
+        dilation: [1, 2],
+        ..SAME3
+    },
+    Case {
+        n: 2,
+        c: 4,
+        h: 6,
+        w: 5,
+        o: 6,
+        pad: [(2, 0), (1, 2)],
+        dilation: [2, 1],
+        ..SAME3
+    },
     // Batch 1, odd sizes, a non-square kernel and stride.
     Case {
         n: 1,

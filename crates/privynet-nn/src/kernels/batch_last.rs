@@ -20,74 +20,133 @@
 
 use rayon::prelude::*;
 
+use super::conv::Geometry;
 use super::gemm::{View, gemm};
-use super::shifted::Same;
 
 /// Images per tile: a tile's operands at 4x4 and 128 channels (1 MiB each) stay in L2.
 const TILE_IMAGES: usize = 128;
 
-/// Tap `t`'s offsets: rows and columns, from the output position to the input position it
-/// reads.
-fn offsets(g: &Same, t: usize) -> (isize, isize) {
-    let p = g.p as isize;
-    ((t / g.k) as isize - p, (t % g.k) as isize - p)
+/// The most output positions per image this module takes a convolution with: measured (`make
+/// bench BENCH=kernels`), 4x4 outputs gain over frames and unfolding, 7x7 "same" ones are
+/// about equal to frames and 8x8 ones lose.
+const MAX_POSITIONS: usize = 36;
+
+/// Whether this module computes the convolution of geometry `g`: ungrouped, with small output
+/// maps.
+pub(crate) fn takes(g: &Geometry) -> bool {
+    g.groups == 1 && g.oh * g.ow <= MAX_POSITIONS
 }
 
-/// The output columns `[lo, hi)` that read inside a row of `w` through column offset `d`.
-fn columns(w: usize, d: isize) -> (usize, usize) {
-    let lo = ((-d).max(0) as usize).min(w);
-    let hi = (w as isize - d.max(0)).max(lo as isize) as usize;
-    (lo, hi)
+/// A rows-first, batch-last tensor of one tile: `[height, rows, width, n]`, each row's columns
+/// in the order `order` gives (the input side's in phases of the stride, so that the columns a
+/// strided tap reads are contiguous).
+struct Layout<'a> {
+    height: usize,
+    rows: usize,
+    width: usize,
+    n: usize,
+    order: &'a [usize],
 }
 
-/// `row + d`, if inside `[0, size)`.
-fn shifted(row: usize, d: isize, size: usize) -> Option<usize> {
-    row.checked_add_signed(d).filter(|&r| r < size)
-}
-
-/// `src` (`[n, r, h, w]`) as rows first, `[h, r, w, n]`, in parallel over rows and channels.
-fn to_rows_first(src: &[f32], g: &Same, n: usize, r: usize) -> Vec<f32> {
-    let (h, w) = (g.h, g.w);
-    let mut dst = vec![0.0f32; src.len()];
-    dst.par_chunks_mut(w * n).enumerate().for_each(|(yr, d)| {
-        let (y, ri) = (yr / r, yr % r);
-        for img in 0..n {
-            let row = &src[((img * r + ri) * h + y) * w..][..w];
-            for (x, v) in row.iter().enumerate() {
-                d[x * n + img] = *v;
-            }
+impl Layout<'_> {
+    /// Row `y`'s columns `[x0, x0 + len)` (`x0` before reordering; the run must be contiguous
+    /// after it), as `[rows, len x n]` (or, `transposed`, `[len x n, rows]`).
+    fn view(&self, y: usize, x0: usize, len: usize, transposed: bool) -> View {
+        let line = self.width * self.n;
+        let offset = (y * self.rows * self.width + self.order[x0]) * self.n;
+        if transposed {
+            View::new(offset, [len * self.n, self.rows], [1, line])
+        } else {
+            View::new(offset, [self.rows, len * self.n], [line, 1])
         }
-    });
-    dst
-}
+    }
 
-/// `src` (`[h, r, w, n]`) into `dst` (`[n, r, h, w]`), in parallel over images.
-fn from_rows_first(src: &[f32], g: &Same, n: usize, r: usize, dst: &mut [f32]) {
-    let (h, w) = (g.h, g.w);
-    dst.par_chunks_mut(r * h * w)
-        .enumerate()
-        .for_each(|(img, d)| {
-            for (i, v) in d.iter_mut().enumerate() {
-                let (ri, y, x) = (i / (h * w), i / w % h, i % w);
-                *v = src[((y * r + ri) * w + x) * n + img];
+    fn len(&self) -> usize {
+        self.height * self.rows * self.width * self.n
+    }
+
+    /// `src` (`[n, rows, height, width]`) in this layout, in parallel over rows and channels.
+    fn from_images(&self, src: &[f32]) -> Vec<f32> {
+        let (r, h, w, n) = (self.rows, self.height, self.width, self.n);
+        let mut dst = vec![0.0f32; self.len()];
+        dst.par_chunks_mut(w * n).enumerate().for_each(|(yr, d)| {
+            let (y, ri) = (yr / r, yr % r);
+            for img in 0..n {
+                let row = &src[((img * r + ri) * h + y) * w..][..w];
+                for (x, v) in row.iter().enumerate() {
+                    d[self.order[x] * n + img] = *v;
+                }
             }
         });
+        dst
+    }
+
+    /// `src` (this layout) into `dst` (`[n, rows, height, width]`), in parallel over images.
+    fn to_images(&self, src: &[f32], dst: &mut [f32]) {
+        let (r, h, w, n) = (self.rows, self.height, self.width, self.n);
+        dst.par_chunks_mut(r * h * w)
+            .enumerate()
+            .for_each(|(img, d)| {
+                for (i, v) in d.iter_mut().enumerate() {
+                    let (ri, y, x) = (i / (h * w), i / w % h, i % w);
+                    *v = src[((y * r + ri) * w + self.order[x]) * n + img];
+                }
+            });
+    }
 }
 
-/// Row `y` of a rows-first tensor (`rows` channels, `n` images), columns `[x0, x0 + len)`, as
-/// `[rows, len x n]` (or, `transposed`, `[len x n, rows]`), from the row's start.
-fn span(g: &Same, n: usize, rows: usize, y: usize, x0: usize, len: usize, t: bool) -> View {
-    let (line, offset) = (g.w * n, (y * rows * g.w + x0) * n);
-    if t {
-        View::new(offset, [len * n, rows], [1, line])
-    } else {
-        View::new(offset, [rows, len * n], [line, 1])
+/// The position of each of `width` columns when those of stride phase 0 come first, then phase
+/// 1, and so on: columns `x0, x0 + s, x0 + 2s, ...` are then contiguous.
+fn phase_order(width: usize, s: usize) -> Vec<usize> {
+    let before: Vec<usize> = (0..s)
+        .scan(0, |acc, f| {
+            let at = *acc;
+            *acc += width.saturating_sub(f).div_ceil(s);
+            Some(at)
+        })
+        .collect();
+    (0..width).map(|x| before[x % s] + x / s).collect()
+}
+
+/// Both sides' layouts of one tile of `n` images: input (`C` channels, columns in stride
+/// phases) and output (`O`).
+struct Sides {
+    input_order: Vec<usize>,
+    output_order: Vec<usize>,
+}
+
+impl Sides {
+    fn new(g: &Geometry) -> Self {
+        Self {
+            input_order: phase_order(g.w, g.stride[1]),
+            output_order: (0..g.ow).collect(),
+        }
+    }
+
+    fn input(&self, g: &Geometry, n: usize) -> Layout<'_> {
+        Layout {
+            height: g.h,
+            rows: g.c,
+            width: g.w,
+            n,
+            order: &self.input_order,
+        }
+    }
+
+    fn output(&self, g: &Geometry, n: usize) -> Layout<'_> {
+        Layout {
+            height: g.oh,
+            rows: g.o,
+            width: g.ow,
+            n,
+            order: &self.output_order,
+        }
     }
 }
 
 /// The weight's tap `t` as `[O, C]` (or, `transposed`, `[C, O]`).
-fn weight_tap(g: &Same, t: usize, transposed: bool) -> View {
-    let (along_o, along_c) = (g.c * g.k * g.k, g.k * g.k);
+fn weight_tap(g: &Geometry, t: usize, transposed: bool) -> View {
+    let (along_o, along_c) = (g.c * g.kh * g.kw, g.kh * g.kw);
     if transposed {
         View::new(t, [g.c, g.o], [along_c, along_o])
     } else {
@@ -95,99 +154,95 @@ fn weight_tap(g: &Same, t: usize, transposed: bool) -> View {
     }
 }
 
-/// One tile's `n` images, rows first: `out = Σ_taps w_tap @ shifted(inp)`, in parallel over the
-/// output's rows. Forward: `inp` the input (`C` channels), `out` the output (`O`); `reverse`:
-/// `inp` the output gradient, `out` the input gradient, through the transposed taps.
-fn products(g: &Same, weight: &[f32], inp: &[f32], n: usize, reverse: bool) -> Vec<f32> {
-    let (rows, along) = if reverse { (g.c, g.o) } else { (g.o, g.c) };
-    // The forward reads input row `y + d` for output row `y`; the input gradient, the reverse.
-    let sign = if reverse { -1 } else { 1 };
-    let line = rows * g.w * n;
-    let mut out = vec![0.0f32; g.h * line];
-    out.par_chunks_mut(line).enumerate().for_each(|(y, dst)| {
-        for t in 0..g.k * g.k {
-            let (di, dj) = offsets(g, t);
-            let (di, dj) = (di * sign, dj * sign);
-            let Some(from) = shifted(y, di, g.h) else {
-                continue;
-            };
-            let (x0, x1) = columns(g.w, dj);
-            let len = x1 - x0;
-            let d = span(g, n, rows, 0, x0, len, false);
-            let b = span(g, n, along, from, x0.saturating_add_signed(dj), len, false);
-            gemm(dst, d, true, weight, weight_tap(g, t, reverse), inp, b);
-        }
-    });
-    out
+/// Tap `t`'s output rows `[lo, hi)` that read inside the input, the input row `lo` reads, and
+/// its output columns likewise: `((oh0, oh1, ih0), (ow0, ow1, iw0))`.
+/// `None` where the tap reads only padding.
+type Reach = ((usize, usize, usize), (usize, usize, usize));
+
+fn reach(g: &Geometry, t: usize) -> Option<Reach> {
+    let (rows, cols) = (g.valid(0, t / g.kw), g.valid(1, t % g.kw));
+    (rows.0 < rows.1 && cols.0 < cols.1).then_some((rows, cols))
 }
 
-/// The images of each tile, `[n, r, h, w]` slices of `src` per tile, rows first.
-fn tiles<'a>(
-    g: &'a Same,
-    src: &'a [f32],
-    r: usize,
-) -> impl Iterator<Item = (usize, Vec<f32>)> + 'a {
-    let image = r * g.h * g.w;
-    src.chunks(TILE_IMAGES * image).map(move |t| {
-        let n = t.len() / image;
-        (n, to_rows_first(t, g, n, r))
-    })
+/// The input row output row `oh` reads through tap rows `(oh0, oh1, ih0)`, if any.
+fn input_row(g: &Geometry, (oh0, oh1, ih0): (usize, usize, usize), oh: usize) -> Option<usize> {
+    (oh0..oh1)
+        .contains(&oh)
+        .then(|| ih0 + (oh - oh0) * g.stride[0])
 }
 
-/// The convolution of `x` (`[n, c, h, w]`) with `weight` (`[o, c, k, k]`): `[n, o, h, w]`.
-pub(crate) fn forward(x: &[f32], weight: &[f32], g: &Same) -> Vec<f32> {
-    let hw = g.h * g.w;
-    let mut y = vec![0.0f32; g.n * g.o * hw];
-    for ((n, xt), yt) in tiles(g, x, g.c).zip(y.chunks_mut(TILE_IMAGES * g.o * hw)) {
-        from_rows_first(&products(g, weight, &xt, n, false), g, n, g.o, yt);
-    }
+/// The output row that reads input row `ih` through tap rows `(oh0, oh1, ih0)`, if any.
+fn output_row(g: &Geometry, (oh0, oh1, ih0): (usize, usize, usize), ih: usize) -> Option<usize> {
+    let d = ih.checked_sub(ih0)?;
+    let oh = oh0 + d / g.stride[0];
+    (d % g.stride[0] == 0 && oh < oh1).then_some(oh)
+}
+
+/// A tile's output (`[OH, O, OW, n]`): `y[row] = Σ_taps w_tap @ x[input row, tap's columns]`,
+/// in parallel over output rows.
+fn forward_tile(g: &Geometry, weight: &[f32], x: &[f32], s: &Sides, n: usize) -> Vec<f32> {
+    let (inp, out) = (s.input(g, n), s.output(g, n));
+    let mut y = vec![0.0f32; out.len()];
+    y.par_chunks_mut(g.o * g.ow * n)
+        .enumerate()
+        .for_each(|(oh, dst)| {
+            for t in 0..g.kh * g.kw {
+                let Some((rows, (ow0, ow1, iw0))) = reach(g, t) else {
+                    continue;
+                };
+                let Some(ih) = input_row(g, rows, oh) else {
+                    continue;
+                };
+                let d = out.view(0, ow0, ow1 - ow0, false);
+                let b = inp.view(ih, iw0, ow1 - ow0, false);
+                gemm(dst, d, true, weight, weight_tap(g, t, false), x, b);
+            }
+        });
     y
 }
 
-/// The gradients of [`forward`] for the output gradient `dy`: the input's where `want_x`,
-/// the weight's where `want_w` (tiles' parts summed in order).
-pub(crate) fn backward(
-    x: &[f32],
-    weight: &[f32],
-    dy: &[f32],
-    g: &Same,
-    want_x: bool,
-    want_w: bool,
-) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
-    let hw = g.h * g.w;
-    let mut dx = want_x.then(|| vec![0.0f32; g.n * g.c * hw]);
-    let mut dw = want_w.then(|| vec![0.0f32; g.o * g.c * g.k * g.k]);
-    let xs = tiles(g, x, g.c);
-    for (i, ((n, dyt), (_, xt))) in tiles(g, dy, g.o).zip(xs).enumerate() {
-        if let Some(dx) = dx.as_mut() {
-            let part = &mut dx[i * TILE_IMAGES * g.c * hw..][..n * g.c * hw];
-            from_rows_first(&products(g, weight, &dyt, n, true), g, n, g.c, part);
-        }
-        if let Some(dw) = dw.as_mut() {
-            weight_grad(g, &dyt, &xt, n, dw);
-        }
-    }
-    (dx, dw)
+/// A tile's input gradient (`[H, C, W, n]`): `dx[row, tap's columns] += w_tapᵀ @ dy[output
+/// row]`, in parallel over input rows.
+fn input_grad_tile(g: &Geometry, weight: &[f32], dy: &[f32], s: &Sides, n: usize) -> Vec<f32> {
+    let (inp, out) = (s.input(g, n), s.output(g, n));
+    let mut dx = vec![0.0f32; inp.len()];
+    dx.par_chunks_mut(g.c * g.w * n)
+        .enumerate()
+        .for_each(|(ih, dst)| {
+            for t in 0..g.kh * g.kw {
+                let Some((rows, (ow0, ow1, iw0))) = reach(g, t) else {
+                    continue;
+                };
+                let Some(oh) = output_row(g, rows, ih) else {
+                    continue;
+                };
+                let d = inp.view(0, iw0, ow1 - ow0, false);
+                let b = out.view(oh, ow0, ow1 - ow0, false);
+                gemm(dst, d, true, weight, weight_tap(g, t, true), dy, b);
+            }
+        });
+    dx
 }
 
-/// A tile's weight gradient added onto `dw` (`[O, C, k, k]`), in parallel over taps:
-/// `dw_tap = Σ_rows dy[O, row] @ x[C, row shifted]ᵀ`.
-fn weight_grad(g: &Same, dy: &[f32], x: &[f32], n: usize, dw: &mut [f32]) {
-    let taps = g.k * g.k;
+/// A tile's weight gradient added onto `dw` (`[O, C, kh, kw]`), in parallel over taps:
+/// `dw_tap = Σ_rows dy[output row] @ x[input row, tap's columns]ᵀ`.
+fn weight_grad_tile(g: &Geometry, dy: &[f32], x: &[f32], s: &Sides, n: usize, dw: &mut [f32]) {
+    let (inp, out) = (s.input(g, n), s.output(g, n));
+    let taps = g.kh * g.kw;
     let parts: Vec<Vec<f32>> = (0..taps)
         .into_par_iter()
         .map(|t| {
-            let (di, dj) = offsets(g, t);
-            let (x0, x1) = columns(g.w, dj);
             let mut part = vec![0.0f32; g.o * g.c];
+            let Some((rows, (ow0, ow1, iw0))) = reach(g, t) else {
+                return part;
+            };
             let d = View::new(0, [g.o, g.c], [g.c, 1]);
-            for y in 0..g.h {
-                let Some(from) = shifted(y, di, g.h) else {
-                    continue;
-                };
-                let a = span(g, n, g.o, y, x0, x1 - x0, false);
-                let b = span(g, n, g.c, from, x0.saturating_add_signed(dj), x1 - x0, true);
-                gemm(&mut part, d, true, dy, a, x, b);
+            for oh in 0..g.oh {
+                if let Some(ih) = input_row(g, rows, oh) {
+                    let a = out.view(oh, ow0, ow1 - ow0, false);
+                    let b = inp.view(ih, iw0, ow1 - ow0, true);
+                    gemm(&mut part, d, true, dy, a, x, b);
+                }
             }
             part
         })
@@ -199,4 +254,53 @@ fn weight_grad(g: &Same, dy: &[f32], x: &[f32], n: usize, dw: &mut [f32]) {
                 *v += parts[i % taps][o * g.c + i / taps];
             }
         });
+}
+
+/// The convolution of `x` (`[n, c, h, w]`) with `weight` (`[o, c, kh, kw]`): `[n, o, oh, ow]`.
+pub(crate) fn forward(x: &[f32], weight: &[f32], g: &Geometry) -> Vec<f32> {
+    let s = Sides::new(g);
+    let (image_in, image_out) = (g.c * g.h * g.w, g.o * g.oh * g.ow);
+    let mut y = vec![0.0f32; g.n * image_out];
+    for (xt, yt) in x
+        .chunks(TILE_IMAGES * image_in)
+        .zip(y.chunks_mut(TILE_IMAGES * image_out))
+    {
+        let n = xt.len() / image_in;
+        let xr = s.input(g, n).from_images(xt);
+        s.output(g, n)
+            .to_images(&forward_tile(g, weight, &xr, &s, n), yt);
+    }
+    y
+}
+
+/// The gradients of [`forward`] for the output gradient `dy`: the input's where `want_x`,
+/// the weight's where `want_w` (tiles' parts summed in order).
+pub(crate) fn backward(
+    x: &[f32],
+    weight: &[f32],
+    dy: &[f32],
+    g: &Geometry,
+    want_x: bool,
+    want_w: bool,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    let s = Sides::new(g);
+    let (image_in, image_out) = (g.c * g.h * g.w, g.o * g.oh * g.ow);
+    let mut dx = want_x.then(|| vec![0.0f32; g.n * image_in]);
+    let mut dw = want_w.then(|| vec![0.0f32; g.o * g.c * g.kh * g.kw]);
+    for (i, dyt) in dy.chunks(TILE_IMAGES * image_out).enumerate() {
+        let n = dyt.len() / image_out;
+        let dyr = s.output(g, n).from_images(dyt);
+        if let Some(dx) = dx.as_mut() {
+            let part = &mut dx[i * TILE_IMAGES * image_in..][..n * image_in];
+            let dxr = input_grad_tile(g, weight, &dyr, &s, n);
+            s.input(g, n).to_images(&dxr, part);
+        }
+        if let Some(dw) = dw.as_mut() {
+            let xr = s
+                .input(g, n)
+                .from_images(&x[i * TILE_IMAGES * image_in..][..n * image_in]);
+            weight_grad_tile(g, &dyr, &xr, &s, n, dw);
+        }
+    }
+    (dx, dw)
 }

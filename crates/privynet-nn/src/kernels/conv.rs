@@ -34,23 +34,41 @@ const TILE_POSITIONS: usize = 1024;
 /// output `[n, o, oh, ow]`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Geometry {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    o: usize,
-    kh: usize,
-    kw: usize,
-    oh: usize,
-    ow: usize,
-    groups: usize,
-    stride: [usize; 2],
+    pub(super) n: usize,
+    pub(super) c: usize,
+    pub(super) h: usize,
+    pub(super) w: usize,
+    pub(super) o: usize,
+    pub(super) kh: usize,
+    pub(super) kw: usize,
+    pub(super) oh: usize,
+    pub(super) ow: usize,
+    pub(super) groups: usize,
+    pub(super) stride: [usize; 2],
     dilation: [usize; 2],
     /// Padding before the first row and column.
     pad: [usize; 2],
 }
 
 impl Geometry {
+    /// The geometry of `x` convolved with `weight` (contiguous or not).
+    pub(super) fn of(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) -> Self {
+        let (xd, wd) = (dims(x), dims(weight));
+        let (pad, s, d) = (options.padding, options.stride, options.dilation);
+        let yd = [
+            xd[0],
+            wd[0],
+            out_size(xd[2], pad[0], wd[2], s[0], d[0]),
+            out_size(xd[3], pad[1], wd[3], s[1], d[1]),
+        ];
+        Self::new(&xd, &wd, &yd, options)
+    }
+
+    /// The output's shape, `[n, o, oh, ow]`.
+    pub(super) fn output_shape(&self) -> Vec<usize> {
+        vec![self.n, self.o, self.oh, self.ow]
+    }
+
     fn new(x: &[usize], wt: &[usize], y: &[usize], options: &ConvOptions<2>) -> Self {
         Self {
             n: x[0],
@@ -81,7 +99,7 @@ impl Geometry {
 
     /// For tap `tap` along `axis`, the output coordinates `[lo, hi)` that read inside the input
     /// (not the padding), and the input coordinate output `lo` reads.
-    fn valid(&self, axis: usize, tap: usize) -> (usize, usize, usize) {
+    pub(super) fn valid(&self, axis: usize, tap: usize) -> (usize, usize, usize) {
         let (size, out) = if axis == 0 {
             (self.h, self.oh)
         } else {
@@ -251,15 +269,7 @@ pub(crate) fn conv2d_forward(
     options: &ConvOptions<2>,
 ) -> FlexTensor {
     let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
-    let (xd, wd) = (dims(&x), dims(&weight));
-    let (pad, s, d) = (options.padding, options.stride, options.dilation);
-    let yd = [
-        xd[0],
-        wd[0],
-        out_size(xd[2], pad[0], wd[2], s[0], d[0]),
-        out_size(xd[3], pad[1], wd[3], s[1], d[1]),
-    ];
-    let g = Geometry::new(&xd, &wd, &yd, options);
+    let g = Geometry::of(&x, &weight, options);
     let (k, og) = (g.k(), g.o / g.groups);
     let w = weight.reshape(vec![g.groups, og, k].into());
     let xs = values(&x);
@@ -276,7 +286,7 @@ pub(crate) fn conv2d_forward(
             let out = Flex::float_matmul(w.clone(), cols).to_contiguous();
             untile(values(&out), &g, tn, ys);
         });
-    tensor(y, yd.to_vec())
+    tensor(y, g.output_shape())
 }
 
 /// The gradients of `conv2d(x, weight)` (no bias) for the output gradient `dy`: the input's

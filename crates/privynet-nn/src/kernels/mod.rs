@@ -191,37 +191,47 @@ impl Kernels for Flex {
     }
 }
 
-/// The geometry of `x` convolved with `weight`, if [`shifted`] computes it (fp32 too).
-fn same(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) -> Option<shifted::Same> {
+/// Which of the project's own convolutions computes `x` convolved with `weight`; where
+/// [`route`] gives none, [`conv`]'s tiles of unfolded images do (the forward only where it
+/// [takes it](conv::tiles_forward), else burn-flex's), and burn-flex's for dtypes other than
+/// fp32.
+enum Own {
+    /// A "same" convolution on maps of 7x7 and up: [`shifted`]'s frames.
+    Framed(shifted::Same),
+    /// Small output maps: [`batch_last`].
+    BatchLast(conv::Geometry),
+}
+
+fn route(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) -> Option<Own> {
     if [x.dtype(), weight.dtype()] != [DType::F32; 2] {
         return None;
     }
     let (o, p) = (options, options.padding);
-    shifted::Same::new(&dims(x), &dims(weight), o.stride, p, o.dilation, o.groups)
+    let same = shifted::Same::new(&dims(x), &dims(weight), o.stride, p, o.dilation, o.groups);
+    if let Some(g) = same.filter(shifted::Same::framed) {
+        return Some(Own::Framed(g));
+    }
+    let g = conv::Geometry::of(x, weight, options);
+    batch_last::takes(&g).then_some(Own::BatchLast(g))
 }
 
-/// A convolution without bias: for a "same" one, [`shifted::forward`] (maps of 7x7 and up) or
-/// [`batch_last::forward`] (smaller); otherwise [`conv`]'s tiles of images where it [takes the
-/// forward](conv::tiles_forward), burn-flex's otherwise.
+/// A convolution without bias, by its [`route`].
 fn conv_forward(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
-    let Some(g) = same(&x, &weight, &options) else {
+    let Some(own) = route(&x, &weight, &options) else {
         if conv::tiles_forward(&x, &weight) {
             return conv::conv2d_forward(x, weight, &options);
         }
         return Flex::conv2d(x, weight, None, options);
     };
-    let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
-    let (xs, ws) = (values(&x), values(&weight));
-    let y = if g.framed() {
-        shifted::forward(xs, ws, &g)
-    } else {
-        batch_last::forward(xs, ws, &g)
-    };
-    tensor(y, g.output_shape())
+    let (x, w) = (x.to_contiguous(), weight.to_contiguous());
+    let (xs, ws) = (values(&x), values(&w));
+    match own {
+        Own::Framed(g) => tensor(shifted::forward(xs, ws, &g), g.output_shape()),
+        Own::BatchLast(g) => tensor(batch_last::forward(xs, ws, &g), g.output_shape()),
+    }
 }
 
-/// The gradients of [`conv_forward`]: [`shifted::backward`] or [`batch_last::backward`] for a
-/// "same" convolution, as the forward chose; the tiled matrix products of [`conv`] otherwise.
+/// The gradients of [`conv_forward`], by the same [`route`].
 fn conv_backward(
     x: FlexTensor,
     weight: FlexTensor,
@@ -230,7 +240,7 @@ fn conv_backward(
     want_x: bool,
     want_w: bool,
 ) -> (Option<FlexTensor>, Option<FlexTensor>) {
-    let Some(g) = same(&x, &weight, options) else {
+    let Some(own) = route(&x, &weight, options) else {
         return conv::conv2d_backward(x, weight, dy, options, want_x, want_w);
     };
     let (xs, ws, dys) = (
@@ -239,10 +249,9 @@ fn conv_backward(
         dy.to_contiguous(),
     );
     let (x_, w_, dy_) = (values(&xs), values(&ws), values(&dys));
-    let (dx, dw) = if g.framed() {
-        shifted::backward(x_, w_, dy_, &g, want_x, want_w)
-    } else {
-        batch_last::backward(x_, w_, dy_, &g, want_x, want_w)
+    let (dx, dw) = match own {
+        Own::Framed(g) => shifted::backward(x_, w_, dy_, &g, want_x, want_w),
+        Own::BatchLast(g) => batch_last::backward(x_, w_, dy_, &g, want_x, want_w),
     };
     (
         dx.map(|v| tensor(v, dims(&x))),
