@@ -66,7 +66,7 @@ impl Layout<'_> {
     }
 
     /// `src` (`[n, rows, height, width]`) in this layout, in parallel over rows and channels.
-    fn from_images(&self, src: &[f32]) -> Vec<f32> {
+    fn gather(&self, src: &[f32]) -> Vec<f32> {
         let (r, h, w, n) = (self.rows, self.height, self.width, self.n);
         let mut dst = vec![0.0f32; self.len()];
         dst.par_chunks_mut(w * n).enumerate().for_each(|(yr, d)| {
@@ -82,7 +82,7 @@ impl Layout<'_> {
     }
 
     /// `src` (this layout) into `dst` (`[n, rows, height, width]`), in parallel over images.
-    fn to_images(&self, src: &[f32], dst: &mut [f32]) {
+    fn scatter(&self, src: &[f32], dst: &mut [f32]) {
         let (r, h, w, n) = (self.rows, self.height, self.width, self.n);
         dst.par_chunks_mut(r * h * w)
             .enumerate()
@@ -266,9 +266,9 @@ pub(crate) fn forward(x: &[f32], weight: &[f32], g: &Geometry) -> Vec<f32> {
         .zip(y.chunks_mut(TILE_IMAGES * image_out))
     {
         let n = xt.len() / image_in;
-        let xr = s.input(g, n).from_images(xt);
+        let xr = s.input(g, n).gather(xt);
         s.output(g, n)
-            .to_images(&forward_tile(g, weight, &xr, &s, n), yt);
+            .scatter(&forward_tile(g, weight, &xr, &s, n), yt);
     }
     y
 }
@@ -289,16 +289,16 @@ pub(crate) fn backward(
     let mut dw = want_w.then(|| vec![0.0f32; g.o * g.c * g.kh * g.kw]);
     for (i, dyt) in dy.chunks(TILE_IMAGES * image_out).enumerate() {
         let n = dyt.len() / image_out;
-        let dyr = s.output(g, n).from_images(dyt);
+        let dyr = s.output(g, n).gather(dyt);
         if let Some(dx) = dx.as_mut() {
             let part = &mut dx[i * TILE_IMAGES * image_in..][..n * image_in];
             let dxr = input_grad_tile(g, weight, &dyr, &s, n);
-            s.input(g, n).to_images(&dxr, part);
+            s.input(g, n).scatter(&dxr, part);
         }
         if let Some(dw) = dw.as_mut() {
             let xr = s
                 .input(g, n)
-                .from_images(&x[i * TILE_IMAGES * image_in..][..n * image_in]);
+                .gather(&x[i * TILE_IMAGES * image_in..][..n * image_in]);
             weight_grad_tile(g, &dyr, &xr, &s, n, dw);
         }
     }
