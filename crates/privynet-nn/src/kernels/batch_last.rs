@@ -1,22 +1,25 @@
-//! "Same" convolutions on small maps (the cloud network's 4x4 blocks) as matrix products over
-//! a rows-first, batch-last layout, `[H, C, W, N]`, with no unfolded input and no padding
-//! computed.
+//! Convolutions with small output maps (the cloud network's 4x4 blocks and its stride-2
+//! block, SqueezeNet's 3x3 fire convolutions at fire4-5) as matrix products over a rows-first,
+//! batch-last layout, `[H, C, W, N]`: no unfolded input, and no padding multiplied.
 //!
 //! On maps this small, [`super::shifted`]'s frames compute too many padding positions (56%
-//! more arithmetic at 4x4) and an unfolded input (im2col) multiplies by its zeros as well
-//! (44% at 4x4: 100 of a 3x3 kernel's 144 tap positions read inside a 4x4 map) and writes 4
+//! more arithmetic at 4x4), and an unfolded input (im2col) multiplies its zeros too (44% more
+//! at 4x4: 100 of a 3x3 kernel's 144 tap positions read inside a 4x4 map) and is written 4
 //! values a row segment. With the batch last, the images' values at one position are
-//! contiguous, so a tap's valid output positions in one row (or, for the kernel's middle
-//! column, in all valid rows at once) form one span of columns `[positions x N]`, and for
-//! each tap and span:
-//! - forward: `y[O, span] += w_tap [O, C] @ x[C, span shifted by the tap]`;
-//! - input gradient: `dx[C, span shifted] += w_tapᵀ [C, O] @ dy[O, span]`;
-//! - weight gradient: `dw_tap [O, C] += dy[O, span] @ x[C, span shifted]ᵀ`.
+//! contiguous, so the output positions of one row that a tap reads inside the map form one
+//! span of columns `[positions x N]` of the row's `[channels, W x N]` matrix; with the input's
+//! columns stored in phases of the stride (`0, s, 2s, ..., 1, s + 1, ...`), so do the input
+//! columns a strided tap reads. For each tap and row:
+//! - forward: `y[O, span] += w_tap [O, C] @ x[C, span the tap reads]`;
+//! - input gradient: `dx[C, span the tap reads] += w_tapᵀ [C, O] @ dy[O, span]`;
+//! - weight gradient: `dw_tap [O, C] += dy[O, span] @ x[C, span the tap reads]ᵀ`.
 //!
-//! Only positions that read inside the map are multiplied. The layout costs one transposition
-//! of each operand and result (a few percent of the products at 128 channels). Work is split
-//! into [`BLOCKS`] blocks of output (or input) channels and batches into tiles of at most
-//! [`TILE_IMAGES`] images, both fixed, so results do not depend on the thread count.
+//! The layout costs a transposition of each operand and result. With the rows first, each
+//! output row is one block, so the forward and the input gradient run in parallel over rows,
+//! each product with every channel (the weight, not the larger activations, is what gets
+//! packed again per row); the weight gradient runs in parallel over taps. Batches are cut into
+//! tiles of at most [`TILE_IMAGES`] images, and every product's shape and order is fixed, so
+//! results do not depend on the thread count.
 
 use rayon::prelude::*;
 
@@ -29,9 +32,10 @@ const IMAGES_AT_ONCE: usize = 16;
 /// Images per tile: a tile's operands at 4x4 and 128 channels (1 MiB each) stay in L2.
 const TILE_IMAGES: usize = 128;
 
-/// The most output positions per image this module takes a convolution with: measured (`make
-/// bench BENCH=kernels`), 4x4 outputs gain over frames and unfolding, 7x7 "same" ones are
-/// about equal to frames and 8x8 ones lose.
+/// The most output positions per image this module takes a convolution with (6x6): measured
+/// (`make bench BENCH=kernels`), 4x4 outputs take 0.6 of the time of frames or unfolding
+/// (stride 1 and 2); 7x7 "same" ones about as long as frames (0.44 and 0.51 of burn's, against
+/// 0.43 and 0.55); 8x8 and larger longer (0.77-1.1 of burn's, against 0.4-0.7).
 const MAX_POSITIONS: usize = 36;
 
 /// Whether this module computes the convolution of geometry `g`: ungrouped, with small output

@@ -6,15 +6,16 @@
 //! as one operation with its own backward ([`norm`]), instead of burn's twenty-odd tensor
 //! operations. Every block of the cloud network and the IRN takes it in training.
 //!
-//! `conv2d`: a convolution with its own forward and backward. A "same" convolution (stride 1,
-//! padding half an odd kernel) is one matrix product per kernel tap on shifted views of a
-//! padded copy ([`shifted`]) on maps of 7x7 and up, and on smaller maps one per tap and span
-//! of valid positions over a batch-last copy ([`batch_last`]), forward and backward. Any other
-//! takes its gradients as products over tiles of unfolded images ([`conv`]) instead of burn's
-//! generic backward (a transposed convolution for the input gradient, a batch-for-channel
-//! convolution for the weight gradient), and its forward the same way where the unfolded rows
-//! are few (up to 576: SqueezeNet's first convolution, the 3x3 fire convolutions), burn-flex's
-//! otherwise.
+//! `conv2d`: a convolution with its own forward and backward, by one [`route`]: a "same"
+//! convolution (stride 1, padding half an odd kernel) on maps of 7x7 and up is one matrix
+//! product per kernel tap on shifted views of a padded copy ([`shifted`]); any ungrouped one
+//! with small output maps (up to 6x6, any stride) one product per tap and output row over a
+//! batch-last copy ([`batch_last`]); any other takes its gradients as products over tiles of
+//! unfolded images ([`conv`]) instead of burn's generic backward (a transposed convolution for
+//! the input gradient, a batch-for-channel convolution for the weight gradient), and its
+//! forward the same way where the unfolded rows are few (up to 576: SqueezeNet's first
+//! convolution), burn-flex's otherwise.
+//!
 //! The networks take it through [`conv2d_chosen`] (grouped convolutions keep burn's;
 //! [`set_own_conv`] turns it off, for the bench's comparison): the blocks of the cloud network
 //! and the IRN by [`conv2d_module`], the optimisation attack's local network directly.
