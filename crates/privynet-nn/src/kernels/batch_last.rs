@@ -165,19 +165,14 @@ impl Sides {
 
 /// The weight's tap `t` as `[O, C]` (or, `transposed`, `[C, O]`).
 fn weight_tap(g: &Geometry, t: usize, transposed: bool) -> View {
-    let (along_o, along_c) = (g.c * g.kh * g.kw, g.kh * g.kw);
-    if transposed {
-        View::new(t, [g.c, g.o], [along_c, along_o])
-    } else {
-        View::new(t, [g.o, g.c], [along_o, along_c])
-    }
+    View::weight_tap(g.o, g.c, g.kh * g.kw, t, transposed)
 }
 
-/// Tap `t`'s output rows `[lo, hi)` that read inside the input, the input row `lo` reads, and
-/// its output columns likewise: `((oh0, oh1, ih0), (ow0, ow1, iw0))`.
-/// `None` where the tap reads only padding.
+/// A tap's output rows `[lo, hi)` that read inside the input and the input row `lo` reads,
+/// then its output columns likewise: `((oh0, oh1, ih0), (ow0, ow1, iw0))`.
 type Reach = ((usize, usize, usize), (usize, usize, usize));
 
+/// Tap `t`'s [`Reach`]; `None` where the tap reads only padding.
 fn reach(g: &Geometry, t: usize) -> Option<Reach> {
     let (rows, cols) = (g.valid(0, t / g.kw), g.valid(1, t % g.kw));
     (rows.0 < rows.1 && cols.0 < cols.1).then_some((rows, cols))

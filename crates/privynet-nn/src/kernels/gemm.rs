@@ -20,6 +20,17 @@ impl View {
         }
     }
 
+    /// Tap `t` of a convolution weight `[o, c, taps]` (contiguous) as `[o, c]`, or,
+    /// `transposed`, `[c, o]`.
+    pub(crate) fn weight_tap(o: usize, c: usize, taps: usize, t: usize, transposed: bool) -> Self {
+        let (along_o, along_c) = (c * taps, taps);
+        if transposed {
+            Self::new(t, [c, o], [along_c, along_o])
+        } else {
+            Self::new(t, [o, c], [along_o, along_c])
+        }
+    }
+
     pub(crate) fn cols(&self) -> usize {
         self.shape[1]
     }

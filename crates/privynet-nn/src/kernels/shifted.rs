@@ -38,13 +38,13 @@ const MAX_WASTE: f64 = 1.35;
 /// A "same" convolution's geometry: input `[n, c, h, w]`, weight `[o, c, k, k]`, padding `p`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Same {
-    pub(super) n: usize,
-    pub(super) c: usize,
-    pub(super) h: usize,
-    pub(super) w: usize,
-    pub(super) o: usize,
-    pub(super) k: usize,
-    pub(super) p: usize,
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    k: usize,
+    p: usize,
 }
 
 impl Same {
@@ -78,7 +78,7 @@ impl Same {
     }
 
     /// Whether this module computes it: its padding positions add at most [`MAX_WASTE`] to
-    /// the arithmetic (else [`super::batch_last`] does, on maps this small).
+    /// the arithmetic (smaller maps take another route, `kernels::route`).
     pub(crate) fn framed(&self) -> bool {
         self.per_image() as f64 / (self.h * self.w).max(1) as f64 <= MAX_WASTE
     }
@@ -118,12 +118,7 @@ impl Same {
 
     /// The weight's tap `t` as `[O, C]` (or, `transposed`, `[C, O]`).
     fn weight_tap(&self, t: usize, transposed: bool) -> View {
-        let (along_o, along_c) = (self.c * self.k * self.k, self.k * self.k);
-        if transposed {
-            View::new(t, [self.c, self.o], [along_c, along_o])
-        } else {
-            View::new(t, [self.o, self.c], [along_o, along_c])
-        }
+        View::weight_tap(self.o, self.c, self.k * self.k, t, transposed)
     }
 }
 

@@ -275,7 +275,7 @@ fn windowed(op: &Op, x: Tensor<4>) -> Tensor<4> {
                 *groups,
             );
             // The networks' convolution (the project's, burn's for grouped ones): through
-            // SqueezeNet's local network, measured 13-22% faster a step of the optimisation
+            // SqueezeNet's local network, measured 29-30% faster a step of the optimisation
             // attack at fire3 and fire5 than burn's (`make bench BENCH=kernels`).
             crate::kernels::conv2d_chosen(x, weight.clone(), bias.clone(), options)
         }
