@@ -25,6 +25,8 @@ fn main() -> Result<()> {
     // project's convolution kernels against burn's,
     // `inversion [RUN_DIR]` the optimisation attack's settings on a finished run's topologies,
     // `predict [RUN_DIR]` the deployed pair's throughput against ONNX Runtime alone.
+    #[cfg(not(feature = "system-alloc"))]
+    privynet_nn::memory::keep_freed_memory();
     let part = std::env::args().nth(1).unwrap_or_else(|| "all".into());
     match part.as_str() {
         "steps" => steps::run(&root(), std::env::args().nth(2).as_deref()),

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod data;
 pub mod deploy;
 pub mod kernels;
+pub mod memory;
 pub mod metrics;
 pub mod train;
 

@@ -175,6 +175,19 @@ const CASES: &[Case] = &[
         dilation: [2, 1],
         ..SAME3
     },
+    // A row stride of 3 under a 5-row kernel: an input row gets gradient through kernel rows
+    // of one phase (rows 0 and 3, or 1 and 4), the input-gradient products' merged runs.
+    Case {
+        n: 3,
+        c: 5,
+        h: 9,
+        w: 4,
+        o: 7,
+        k: [5, 3],
+        stride: [3, 1],
+        pad: [(2, 1), (1, 1)],
+        ..SAME3
+    },
     // Batch 1, odd sizes, a non-square kernel and stride.
     Case {
         n: 1,

@@ -65,6 +65,7 @@ struct Args {
 }
 
 fn main() {
+    privynet_nn::memory::keep_freed_memory();
     privynet_core::logging::run_main(|| run(Args::parse()));
 }
 
