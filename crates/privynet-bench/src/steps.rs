@@ -693,12 +693,20 @@ fn python() -> Option<String> {
 }
 
 /// The PyTorch side's figures for `nets`, or why there are none.
-fn torch(root: &Path, dir: &Path, nets: &[NetDesc], t: Timing) -> Result<(String, Vec<Measured>)> {
+fn torch(
+    root: &Path,
+    dir: &Path,
+    nets: &[NetDesc],
+    t: Timing,
+    bf16: bool,
+) -> Result<(String, Vec<Measured>)> {
     #[derive(Serialize)]
     struct Spec<'a> {
         #[serde(flatten)]
         timing: Timing,
         nets: &'a [NetDesc],
+        /// Whether to time the bf16 autocast step too.
+        bf16: bool,
     }
     #[derive(Deserialize)]
     struct Out {
@@ -708,7 +716,14 @@ fn torch(root: &Path, dir: &Path, nets: &[NetDesc], t: Timing) -> Result<(String
     }
     let py = python().context("PRIVYNET_TORCH_PYTHON is empty: PyTorch skipped")?;
     let file = dir.join("nets.json");
-    std::fs::write(&file, serde_json::to_vec_pretty(&Spec { timing: t, nets })?)?;
+    std::fs::write(
+        &file,
+        serde_json::to_vec_pretty(&Spec {
+            timing: t,
+            nets,
+            bf16,
+        })?,
+    )?;
     let out = Command::new(&py)
         .arg(root.join("scripts/bench_torch.py"))
         .arg(&file)
@@ -835,10 +850,58 @@ pub(crate) fn header(what: &str, t: Timing) {
 /// The main table: the default cloud network at fire3 (32 and all 128 channels) and the IRN
 /// at conv1 and fire3 (all channels), burn against PyTorch, each network on both sides in
 /// turn. `filter` keeps the networks whose name contains it (for profiling one).
+/// Rounds of each network's burn-then-PyTorch pair (`PRIVYNET_BENCH_ROUNDS`, default 3).
+fn rounds() -> usize {
+    std::env::var("PRIVYNET_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .max(1)
+}
+
+/// `net` timed in burn, then at once in PyTorch, `rounds` times over: both figures of the
+/// round whose ratio (burn / PyTorch) is the median, or burn's alone where PyTorch fails.
+/// Each ratio is of two adjacent measurements; on a host whose speed drifts by a fifth
+/// within minutes (seen here), single rounds' ratios of the same code spread by ±0.2, and the
+/// median round's moves less. PyTorch's bf16 step is timed in the first round only.
+fn paired(
+    root: &Path,
+    dir: &Path,
+    net: &Bench,
+    t: Timing,
+    rounds: usize,
+) -> (Measured, Result<(String, Measured)>) {
+    let (mut pairs, mut label, mut bf16) = (Vec::new(), String::new(), None);
+    for round in 0..rounds {
+        let burn = train(net, t);
+        let one = torch(root, dir, std::slice::from_ref(&net.desc), t, round == 0)
+            .and_then(|(l, r)| Ok((l, r.into_iter().next().context("no PyTorch result")?)));
+        match one {
+            Ok((l, mut m)) => {
+                bf16 = bf16.or(m.bf16_samples_per_second);
+                m.bf16_samples_per_second = bf16;
+                label = l;
+                pairs.push((burn, m));
+            }
+            Err(e) => return (burn, Err(e)),
+        }
+    }
+    let ratio = |(b, m): &(Measured, Measured)| b.samples_per_second / m.samples_per_second;
+    let each: Vec<String> = pairs.iter().map(|p| format!("{:.2}", ratio(p))).collect();
+    println!("{}: the rounds' ratios {}", net.desc.name, each.join(", "));
+    pairs.sort_by(|x, y| ratio(x).total_cmp(&ratio(y)));
+    let (burn, m) = pairs.swap_remove(pairs.len() / 2);
+    (burn, Ok((label, m)))
+}
+
 pub fn run(root: &Path, filter: Option<&str>) -> Result<()> {
-    let t = Timing::from_env();
+    let (t, rounds) = (Timing::from_env(), rounds());
     let keep = |n: &str| filter.is_none_or(|f| n.contains(f));
     header("training throughput, burn flex vs PyTorch CPU", t);
+    println!(
+        "each network: {rounds} rounds of burn then PyTorch at once; the round of the median ratio \
+         (PRIVYNET_BENCH_ROUNDS)"
+    );
     let peak = flops::gemm_peak();
     let (mut rows, mut notes) = (Vec::new(), Vec::new());
     let dir = tempfile::tempdir()?;
@@ -857,19 +920,18 @@ pub fn run(root: &Path, filter: Option<&str>) -> Result<()> {
                 r = s.resize_to
             ));
         }
-        let m = train(&net, t);
-        // PyTorch right after burn on the same network, not all of burn's networks first: on a
-        // shared host whose speed drifts during the run (seen here: 1.5x within minutes), the
-        // ratio then compares like with like.
-        if tr.is_ok() {
-            let r = torch(root, dir.path(), std::slice::from_ref(&net.desc), t);
+        let m = if tr.is_ok() {
+            let (m, r) = paired(root, dir.path(), &net, t, rounds);
             tr = tr.and_then(|(_, mut all)| {
-                r.map(|(label, more)| {
-                    all.extend(more);
+                r.map(|(label, one)| {
+                    all.push(one);
                     (label, all)
                 })
             });
-        }
+            m
+        } else {
+            train(&net, t)
+        };
         rows.push((net.desc, m));
     }
     print_table(&rows, &tr, peak);
@@ -960,7 +1022,7 @@ pub fn variants(root: &Path) -> Result<()> {
         }
     }
     let nets: Vec<NetDesc> = rows.iter().map(|r| r.0.clone()).collect();
-    let tr = torch(root, dir.path(), &nets, t);
+    let tr = torch(root, dir.path(), &nets, t, true);
     print_table(&rows, &tr, flops::gemm_peak());
 
     println!("\nburn IRN step parts (ms; batch {}):", ap.batch_size);
