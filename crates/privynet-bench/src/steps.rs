@@ -847,9 +847,6 @@ pub(crate) fn header(what: &str, t: Timing) {
     }
 }
 
-/// The main table: the default cloud network at fire3 (32 and all 128 channels) and the IRN
-/// at conv1 and fire3 (all channels), burn against PyTorch, each network on both sides in
-/// turn. `filter` keeps the networks whose name contains it (for profiling one).
 /// Rounds of each network's burn-then-PyTorch pair (`PRIVYNET_BENCH_ROUNDS`, default 3).
 fn rounds() -> usize {
     std::env::var("PRIVYNET_BENCH_ROUNDS")
@@ -894,6 +891,9 @@ fn paired(
     (burn, Ok((label, m)))
 }
 
+/// The main table: the default cloud network at fire3 (32 and all 128 channels) and the IRN
+/// at conv1 and fire3 (all channels), burn against PyTorch, each network on both sides in
+/// turn ([`paired`]). `filter` keeps the networks whose name contains it (for profiling one).
 pub fn run(root: &Path, filter: Option<&str>) -> Result<()> {
     let (t, rounds) = (Timing::from_env(), rounds());
     let keep = |n: &str| filter.is_none_or(|f| n.contains(f));
