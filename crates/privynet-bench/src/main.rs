@@ -19,14 +19,14 @@ use privynet_bench::{inversion, kernels, predict, stages, steps};
 use privynet_e2e::root;
 
 fn main() -> Result<()> {
+    #[cfg(not(feature = "system-alloc"))]
+    privynet_nn::memory::keep_freed_memory();
     // `privynet-bench [extract|nn|all|steps [FILTER]|variants]`: one part, or extract and nn
     // (the default). `steps` is nn's in-process table alone (FILTER: the networks whose name
     // contains it), `variants` the IRN variants behind the training-speed proposals, `kernels` the
     // project's convolution kernels against burn's,
     // `inversion [RUN_DIR]` the optimisation attack's settings on a finished run's topologies,
     // `predict [RUN_DIR]` the deployed pair's throughput against ONNX Runtime alone.
-    #[cfg(not(feature = "system-alloc"))]
-    privynet_nn::memory::keep_freed_memory();
     let part = std::env::args().nth(1).unwrap_or_else(|| "all".into());
     match part.as_str() {
         "steps" => steps::run(&root(), std::env::args().nth(2).as_deref()),

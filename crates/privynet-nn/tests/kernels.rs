@@ -175,8 +175,9 @@ const CASES: &[Case] = &[
         dilation: [2, 1],
         ..SAME3
     },
-    // A row stride of 3 under a 5-row kernel: an input row gets gradient through kernel rows
-    // of one phase (rows 0 and 3, or 1 and 4), the input-gradient products' merged runs.
+    // A row stride of 3 under a 5-row kernel, in the batch-last layout: an input row gets
+    // gradient only through the kernel rows of its stride phase (rows 0 and 3, 1 and 4, or 2),
+    // which the input gradient's mapping from input to output rows must find.
     Case {
         n: 3,
         c: 5,
