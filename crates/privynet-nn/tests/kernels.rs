@@ -69,14 +69,14 @@ const CASES: &[Case] = &[
         stride: [2, 2],
         ..SAME3
     },
-    // "Same" convolutions on maps large enough for the shifted-views kernel: several images
-    // per tile and an uneven last tile; 32x32, one image a tile; a 5x5 kernel on an odd,
-    // non-square map; batch 1.
+    // "Same" convolutions on maps larger than 16x16, for the shifted-views kernel: several
+    // images per tile and an uneven last tile (6 + 1 at 17x17); 32x32, one image a tile; a
+    // 5x5 kernel on an odd, non-square map; batch 1.
     Case {
-        n: 5,
+        n: 7,
         c: 6,
-        h: 7,
-        w: 7,
+        h: 17,
+        w: 17,
         o: 7,
         ..SAME3
     },
@@ -91,8 +91,8 @@ const CASES: &[Case] = &[
     Case {
         n: 2,
         c: 3,
-        h: 15,
-        w: 13,
+        h: 19,
+        w: 17,
         o: 5,
         k: [5, 5],
         pad: [(2, 2), (2, 2)],
@@ -101,14 +101,15 @@ const CASES: &[Case] = &[
     Case {
         n: 1,
         c: 16,
-        h: 12,
-        w: 12,
+        h: 18,
+        w: 18,
         o: 8,
         ..SAME3
     },
-    // "Same" convolutions on maps too small for frames, in the batch-last layout: the cloud
-    // network's 4x4 blocks (output channels in uneven blocks); a batch of two tiles (128 + 2
-    // images); a 5x5 kernel over a 3x3 map; a 1x1 map; a 2x5 map.
+    // "Same" convolutions on maps up to 16x16, in the batch-last layout: the cloud network's
+    // 4x4 blocks (output channels in uneven blocks); a batch of two tiles (32 + 1 images of
+    // 64 channels at 8x8); a 16x16 map; a 5x5 kernel on an odd, non-square map and over a
+    // 3x3 one; a 1x1 map; a 2x5 map.
     Case {
         n: 3,
         c: 16,
@@ -118,11 +119,29 @@ const CASES: &[Case] = &[
         ..SAME3
     },
     Case {
-        n: 130,
-        c: 2,
-        h: 4,
-        w: 4,
-        o: 3,
+        n: 33,
+        c: 64,
+        h: 8,
+        w: 8,
+        o: 5,
+        ..SAME3
+    },
+    Case {
+        n: 2,
+        c: 6,
+        h: 16,
+        w: 16,
+        o: 7,
+        ..SAME3
+    },
+    Case {
+        n: 2,
+        c: 3,
+        h: 15,
+        w: 13,
+        o: 5,
+        k: [5, 5],
+        pad: [(2, 2), (2, 2)],
         ..SAME3
     },
     Case {
@@ -446,14 +465,14 @@ fn batch_norm_relu_equals_burns() {
     }
 }
 
-/// Output and every gradient of a "same" convolution on `size` x `size` maps (8: shifted
-/// frames; 4: the batch-last layout, 40 output channels in three blocks), then batch norm and
-/// ReLU, as bits.
-fn block_bits(seed: u64, size: usize) -> Vec<u32> {
+/// Output and every gradient of a "same" convolution of `n` images on `size` x `size` maps
+/// (18: shifted frames; 16 and 4: the batch-last layout, whose tiles at 16x16 hold 12 images
+/// of 40 channels), then batch norm and ReLU, as bits.
+fn block_bits(seed: u64, size: usize, n: usize) -> Vec<u32> {
     let device = Device::flex().autodiff();
     // Inputs from a formula, not the device's generator, which the tests beside reseed.
     let pattern = |dims: [usize; 4], phase: f32| (loss_weights(dims, &device) * 3.0 + phase).sin();
-    let x = Param::from_tensor(pattern([9, 6, size, size], seed as f32)).val();
+    let x = Param::from_tensor(pattern([n, 6, size, size], seed as f32)).val();
     let w = Param::from_tensor(pattern([40, 6, 3, 3], 2.0 * seed as f32)).val();
     let options = ConvOptions::new_with_padding([1, 1], [(1, 1), (1, 1)], [1, 1], 1);
     let y = kernels::conv2d(x.clone(), w.clone(), None, options);
@@ -482,7 +501,13 @@ fn the_kernels_give_the_same_bits_on_any_thread_count() {
             .num_threads(threads)
             .build()
             .unwrap();
-        pool.install(|| [block_bits(5, 8), block_bits(5, 4)])
+        pool.install(|| {
+            [
+                block_bits(5, 18, 9),
+                block_bits(5, 16, 13),
+                block_bits(5, 4, 9),
+            ]
+        })
     };
     assert_eq!(on(1), on(3));
 }

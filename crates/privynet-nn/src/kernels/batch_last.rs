@@ -18,25 +18,30 @@
 //! output row is one block, so the forward and the input gradient run in parallel over rows,
 //! each product with every channel (the weight, not the larger activations, is what gets
 //! packed again per row); the weight gradient runs in parallel over taps. Batches are cut into
-//! tiles of at most [`TILE_IMAGES`] images, and every product's shape and order is fixed, so
-//! results do not depend on the thread count.
+//! tiles of about [`TILE_VALUES`] values that run in parallel too, so the cores share the rows
+//! of all tiles (one tile's 7 rows split 4:3 over 2 cores), and every product's shape and order
+//! is fixed by the geometry, so results do not depend on the thread count.
 
 use rayon::prelude::*;
 
 use super::conv::Geometry;
 use super::gemm::{View, gemm};
+use super::tiled_backward;
 
 /// Images [`Layout::scatter`] moves at once: one cache line of fp32 values.
 const IMAGES_AT_ONCE: usize = 16;
 
-/// Images per tile: a tile's operands at 4x4 and 128 channels (1 MiB each) stay in L2.
-const TILE_IMAGES: usize = 128;
+/// The values a tile holds on its larger side (input or output), at most: 512 KiB of fp32, so
+/// that its operands stay in a core's L2. Measured on single layers: tiles of 32 images at
+/// 4x4 with 256 outputs and of 16 at 8x8 with 128 channels were 5-20% faster than tiles of
+/// 64-128 images; at 7x7 tiles of 16-64 images were equal.
+const TILE_VALUES: usize = 128 * 1024;
 
-/// The most output positions per image this module takes a convolution with (6x6): measured
-/// (`make bench BENCH=kernels`), 4x4 outputs take 0.6 of the time of frames or unfolding
-/// (stride 1 and 2); 7x7 "same" ones about as long as frames (0.44 and 0.51 of burn's, against
-/// 0.43 and 0.55); 8x8 and larger longer (0.77-1.1 of burn's, against 0.4-0.7).
-const MAX_POSITIONS: usize = 36;
+/// The most output positions per image this module takes a convolution with (16x16). Measured
+/// against frames, forward and backward of single layers, interleaved: 0.72 of their time at
+/// 7x7 (128 channels), 0.78-0.84 at 8x8, 0.90-0.96 at 16x16, but 1.3-2.6x at 32x32; 4x4
+/// outputs take 0.6 of the time of frames or unfolding (stride 1 and 2).
+const MAX_POSITIONS: usize = 256;
 
 /// Whether this module computes the convolution of geometry `g`: ungrouped, with small output
 /// maps.
@@ -238,57 +243,73 @@ fn input_grad_tile(g: &Geometry, weight: &[f32], dy: &[f32], s: &Sides, n: usize
     dx
 }
 
-/// A tile's weight gradient added onto `dw` (`[O, C, kh, kw]`), in parallel over taps:
+/// A tile's weight gradient tap by tap (`[kh x kw, O, C]`), in parallel over taps:
 /// `dw_tap = Σ_rows dy[output row] @ x[input row, tap's columns]ᵀ`.
-fn weight_grad_tile(g: &Geometry, dy: &[f32], x: &[f32], s: &Sides, n: usize, dw: &mut [f32]) {
+fn weight_grad_tile(g: &Geometry, dy: &[f32], x: &[f32], s: &Sides, n: usize) -> Vec<f32> {
     let (inp, out) = (s.input(g, n), s.output(g, n));
-    let taps = g.kh * g.kw;
-    let parts: Vec<Vec<f32>> = (0..taps)
-        .into_par_iter()
-        .map(|t| {
-            let mut part = vec![0.0f32; g.o * g.c];
+    let mut dw = vec![0.0f32; g.kh * g.kw * g.o * g.c];
+    dw.par_chunks_mut(g.o * g.c)
+        .enumerate()
+        .for_each(|(t, part)| {
             let Some((rows, (ow0, ow1, iw0))) = reach(g, t) else {
-                return part;
+                return;
             };
             let d = View::new(0, [g.o, g.c], [g.c, 1]);
             for oh in 0..g.oh {
                 if let Some(ih) = input_row(g, rows, oh) {
                     let a = out.view(oh, ow0, ow1 - ow0, false);
                     let b = inp.view(ih, iw0, ow1 - ow0, true);
-                    gemm(&mut part, d, true, dy, a, x, b);
+                    gemm(part, d, true, dy, a, x, b);
                 }
             }
-            part
-        })
-        .collect();
+        });
+    dw
+}
+
+/// A weight gradient tap by tap (`[taps, O, C]`) in the weight's layout, `[O, C, taps]`.
+fn taps_last(g: &Geometry, by_tap: &[f32]) -> Vec<f32> {
+    let (taps, oc) = (g.kh * g.kw, g.o * g.c);
+    let mut dw = vec![0.0f32; oc * taps];
     dw.par_chunks_mut(g.c * taps)
         .enumerate()
         .for_each(|(o, row)| {
-            for (i, v) in row.iter_mut().enumerate() {
-                *v += parts[i % taps][o * g.c + i / taps];
+            for (c, at) in row.chunks_mut(taps).enumerate() {
+                for (t, v) in at.iter_mut().enumerate() {
+                    *v = by_tap[t * oc + o * g.c + c];
+                }
             }
         });
+    dw
 }
 
-/// The convolution of `x` (`[n, c, h, w]`) with `weight` (`[o, c, kh, kw]`): `[n, o, oh, ow]`.
+/// The convolution of `x` (`[n, c, h, w]`) with `weight` (`[o, c, kh, kw]`): `[n, o, oh, ow]`,
+/// tiles in parallel (each in parallel over its rows, so the rows of all tiles share the cores).
 pub(crate) fn forward(x: &[f32], weight: &[f32], g: &Geometry) -> Vec<f32> {
     let s = Sides::new(g);
     let (image_in, image_out) = (g.c * g.h * g.w, g.o * g.oh * g.ow);
+    let tile = tile_images(g);
     let mut y = vec![0.0f32; g.n * image_out];
-    for (xt, yt) in x
-        .chunks(TILE_IMAGES * image_in)
-        .zip(y.chunks_mut(TILE_IMAGES * image_out))
-    {
-        let n = xt.len() / image_in;
-        let xr = s.input(g, n).gather(xt);
-        s.output(g, n)
-            .scatter(&forward_tile(g, weight, &xr, &s, n), yt);
-    }
+    y.par_chunks_mut(tile * image_out)
+        .zip(x.par_chunks(tile * image_in))
+        .for_each(|(yt, xt)| {
+            let n = xt.len() / image_in;
+            let xr = s.input(g, n).gather(xt);
+            s.output(g, n)
+                .scatter(&forward_tile(g, weight, &xr, &s, n), yt);
+        });
     y
 }
 
+/// Images per tile: [`TILE_VALUES`] over an image's values on the larger side. It depends on
+/// the geometry only, so the weight gradient's parts group the same way on any machine.
+fn tile_images(g: &Geometry) -> usize {
+    let image = (g.c * g.h * g.w).max(g.o * g.oh * g.ow);
+    (TILE_VALUES / image.max(1)).max(1)
+}
+
 /// The gradients of [`forward`] for the output gradient `dy`: the input's where `want_x`,
-/// the weight's where `want_w` (tiles' parts summed in order).
+/// the weight's where `want_w` (tiles' parts summed in order, tap by tap, then put in the
+/// weight's layout once).
 pub(crate) fn backward(
     x: &[f32],
     weight: &[f32],
@@ -299,22 +320,21 @@ pub(crate) fn backward(
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     let s = Sides::new(g);
     let (image_in, image_out) = (g.c * g.h * g.w, g.o * g.oh * g.ow);
-    let mut dx = want_x.then(|| vec![0.0f32; g.n * image_in]);
-    let mut dw = want_w.then(|| vec![0.0f32; g.o * g.c * g.kh * g.kw]);
-    for (i, dyt) in dy.chunks(TILE_IMAGES * image_out).enumerate() {
-        let n = dyt.len() / image_out;
-        let dyr = s.output(g, n).gather(dyt);
-        if let Some(dx) = dx.as_mut() {
-            let part = &mut dx[i * TILE_IMAGES * image_in..][..n * image_in];
-            let dxr = input_grad_tile(g, weight, &dyr, &s, n);
-            s.input(g, n).scatter(&dxr, part);
+    let per = tile_images(g);
+    let tile = |t0: usize, dxt: Option<&mut [f32]>| {
+        let n = (g.n - t0).min(per);
+        let dyr = s
+            .output(g, n)
+            .gather(&dy[t0 * image_out..][..n * image_out]);
+        if let Some(dxt) = dxt {
+            s.input(g, n)
+                .scatter(&input_grad_tile(g, weight, &dyr, &s, n), dxt);
         }
-        if let Some(dw) = dw.as_mut() {
-            let xr = s
-                .input(g, n)
-                .gather(&x[i * TILE_IMAGES * image_in..][..n * image_in]);
-            weight_grad_tile(g, &dyr, &xr, &s, n, dw);
-        }
-    }
-    (dx, dw)
+        want_w.then(|| {
+            let xr = s.input(g, n).gather(&x[t0 * image_in..][..n * image_in]);
+            weight_grad_tile(g, &dyr, &xr, &s, n)
+        })
+    };
+    let (dx, by_tap) = tiled_backward(g.n, per, image_in, want_x, tile);
+    (dx, by_tap.map(|d| taps_last(g, &d)))
 }

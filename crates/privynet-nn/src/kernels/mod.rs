@@ -6,15 +6,15 @@
 //! as one operation with its own backward ([`norm`]), instead of burn's twenty-odd tensor
 //! operations. Every block of the cloud network and the IRN takes it in training.
 //!
-//! `conv2d`: a convolution with its own forward and backward, by one [`route`]: a "same"
-//! convolution (stride 1, padding half an odd kernel) on maps of 7x7 and up is one matrix
-//! product per kernel tap on shifted views of a padded copy ([`shifted`]); any ungrouped one
-//! with small output maps (up to 6x6, any stride) one product per tap and output row over a
-//! batch-last copy ([`batch_last`]); any other takes its gradients as products over tiles of
-//! unfolded images ([`conv`]) instead of burn's generic backward (a transposed convolution for
-//! the input gradient, a batch-for-channel convolution for the weight gradient), and its
-//! forward the same way where the unfolded rows are few (up to 576: SqueezeNet's first
-//! convolution), burn-flex's otherwise.
+//! `conv2d`: a convolution with its own forward and backward, by one [`route`]: any ungrouped
+//! one with output maps up to 16x16 (any stride) is one matrix product per kernel tap and
+//! output row over a batch-last copy ([`batch_last`]); a "same" convolution (stride 1, padding
+//! half an odd kernel) on larger maps one product per tap on shifted views of a padded copy
+//! ([`shifted`]); any other takes its gradients as products over tiles of unfolded images
+//! ([`conv`]) instead of burn's generic backward (a transposed convolution for the input
+//! gradient, a batch-for-channel convolution for the weight gradient), and its forward the
+//! same way where the unfolded rows are few (up to 576: SqueezeNet's first convolution),
+//! burn-flex's otherwise.
 //!
 //! The networks take it through [`conv2d_chosen`] (grouped convolutions keep burn's;
 //! [`set_own_conv`] turns it off, for the bench's comparison): the blocks of the cloud network
@@ -197,9 +197,9 @@ impl Kernels for Flex {
 /// [takes it](conv::tiles_forward), else burn-flex's), and burn-flex's for dtypes other than
 /// fp32.
 enum Own {
-    /// A "same" convolution on maps of 7x7 and up: [`shifted`]'s frames.
+    /// A "same" convolution on maps larger than [`batch_last`] takes: [`shifted`]'s frames.
     Framed(shifted::Same),
-    /// Small output maps: [`batch_last`].
+    /// Output maps up to 16x16: [`batch_last`].
     BatchLast(conv::Geometry),
 }
 
@@ -208,12 +208,12 @@ fn route(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) -> Optio
         return None;
     }
     let (o, p) = (options, options.padding);
-    let same = shifted::Same::new(&dims(x), &dims(weight), o.stride, p, o.dilation, o.groups);
-    if let Some(g) = same.filter(shifted::Same::framed) {
-        return Some(Own::Framed(g));
-    }
     let g = conv::Geometry::of(x, weight, options);
-    batch_last::takes(&g).then_some(Own::BatchLast(g))
+    if batch_last::takes(&g) {
+        return Some(Own::BatchLast(g));
+    }
+    let same = shifted::Same::new(&dims(x), &dims(weight), o.stride, p, o.dilation, o.groups);
+    same.filter(shifted::Same::framed).map(Own::Framed)
 }
 
 /// A convolution without bias, by its [`route`].

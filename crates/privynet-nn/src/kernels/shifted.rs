@@ -1,6 +1,7 @@
 //! "Same" convolutions (stride 1, odd square kernel, padding half the kernel, no dilation or
-//! groups: every 3x3 block of the IRN and the cloud network's stride-1 blocks) as one matrix
-//! product per kernel tap on shifted views of a padded copy, with no unfolded input.
+//! groups) on maps larger than 16x16 (the IRN's 32x32 blocks; smaller maps take
+//! [`super::batch_last`]) as one matrix product per kernel tap on shifted views of a padded
+//! copy, with no unfolded input.
 //!
 //! A tile of images is copied once into a frame: per channel, the images' planes one after
 //! another, each row followed by `p` zeros and each image by `p` rows of zeros (`(H + p) x
@@ -30,9 +31,10 @@ const TILE_POSITIONS: usize = 2048;
 /// Tiles a batch is cut into at least, so that small maps still give every core work.
 const MIN_TILES: usize = 4;
 
-/// The most arithmetic the padding positions may add, as a factor: measured (`make bench
-/// BENCH=kernels`), 7x7 maps (1.31) gain, 4x4 maps with 128 channels (1.56) lose to burn's
-/// im2col, whose own overhead shrinks as the channels grow.
+/// The most arithmetic the padding positions may add, as a factor. Square maps of the sizes
+/// frames take add at most 13% (17x17); only narrow ones (a few rows or columns) add more,
+/// and take unfolded tiles instead: measured (`make bench BENCH=kernels`) when frames also
+/// took small maps, 7x7 (1.31) gained on burn's im2col, 4x4 with 128 channels (1.56) lost.
 const MAX_WASTE: f64 = 1.35;
 
 /// A "same" convolution's geometry: input `[n, c, h, w]`, weight `[o, c, k, k]`, padding `p`.
