@@ -106,10 +106,10 @@ const CASES: &[Case] = &[
         o: 8,
         ..SAME3
     },
-    // "Same" convolutions on maps up to 16x16, in the batch-last layout: the cloud network's
-    // 4x4 blocks (output channels in uneven blocks); a batch of two tiles (32 + 1 images of
-    // 64 channels at 8x8); a 16x16 map; a 5x5 kernel on an odd, non-square map and over a
-    // 3x3 one; a 1x1 map; a 2x5 map.
+    // "Same" convolutions on maps up to 16x16 with 16 input channels or more, in the batch-last
+    // layout: the cloud network's 4x4 blocks (output channels in uneven blocks); a batch of two
+    // tiles (32 + 1 images of 64 channels at 8x8); a 16x16 map; a 5x5 kernel on an odd,
+    // non-square map and over a 3x3 one; a 1x1 map; a 2x5 map.
     Case {
         n: 3,
         c: 16,
@@ -128,7 +128,7 @@ const CASES: &[Case] = &[
     },
     Case {
         n: 2,
-        c: 6,
+        c: 16,
         h: 16,
         w: 16,
         o: 7,
@@ -136,7 +136,7 @@ const CASES: &[Case] = &[
     },
     Case {
         n: 2,
-        c: 3,
+        c: 16,
         h: 15,
         w: 13,
         o: 5,
@@ -146,7 +146,7 @@ const CASES: &[Case] = &[
     },
     Case {
         n: 2,
-        c: 5,
+        c: 16,
         h: 3,
         w: 3,
         o: 6,
@@ -156,7 +156,7 @@ const CASES: &[Case] = &[
     },
     Case {
         n: 4,
-        c: 3,
+        c: 16,
         h: 1,
         w: 1,
         o: 5,
@@ -164,7 +164,7 @@ const CASES: &[Case] = &[
     },
     Case {
         n: 3,
-        c: 4,
+        c: 17,
         h: 2,
         w: 5,
         o: 33,
@@ -174,7 +174,7 @@ const CASES: &[Case] = &[
     // (the input's columns in phases), dilation, asymmetric padding, a non-square kernel.
     Case {
         n: 2,
-        c: 3,
+        c: 16,
         h: 9,
         w: 11,
         o: 5,
@@ -186,7 +186,7 @@ const CASES: &[Case] = &[
     },
     Case {
         n: 2,
-        c: 4,
+        c: 17,
         h: 6,
         w: 5,
         o: 6,
@@ -199,7 +199,7 @@ const CASES: &[Case] = &[
     // which the input gradient's mapping from input to output rows must find.
     Case {
         n: 3,
-        c: 5,
+        c: 16,
         h: 9,
         w: 4,
         o: 7,
@@ -208,7 +208,8 @@ const CASES: &[Case] = &[
         pad: [(2, 1), (1, 1)],
         ..SAME3
     },
-    // Batch 1, odd sizes, a non-square kernel and stride.
+    // Small outputs with fewer than 16 input channels, as unfolded products: batch 1, odd
+    // sizes, a non-square kernel and stride.
     Case {
         n: 1,
         c: 3,
@@ -472,8 +473,8 @@ fn block_bits(seed: u64, size: usize, n: usize) -> Vec<u32> {
     let device = Device::flex().autodiff();
     // Inputs from a formula, not the device's generator, which the tests beside reseed.
     let pattern = |dims: [usize; 4], phase: f32| (loss_weights(dims, &device) * 3.0 + phase).sin();
-    let x = Param::from_tensor(pattern([n, 6, size, size], seed as f32)).val();
-    let w = Param::from_tensor(pattern([40, 6, 3, 3], 2.0 * seed as f32)).val();
+    let x = Param::from_tensor(pattern([n, 16, size, size], seed as f32)).val();
+    let w = Param::from_tensor(pattern([40, 16, 3, 3], 2.0 * seed as f32)).val();
     let options = ConvOptions::new_with_padding([1, 1], [(1, 1), (1, 1)], [1, 1], 1);
     let y = kernels::conv2d(x.clone(), w.clone(), None, options);
     let n = BatchNormConfig::new(40).init(&device);

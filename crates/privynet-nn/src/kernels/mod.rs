@@ -7,14 +7,14 @@
 //! operations. Every block of the cloud network and the IRN takes it in training.
 //!
 //! `conv2d`: a convolution with its own forward and backward, by one [`route`]: any ungrouped
-//! one with output maps up to 16x16 (any stride) is one matrix product per kernel tap and
-//! output row over a batch-last copy ([`batch_last`]); a "same" convolution (stride 1, padding
-//! half an odd kernel) on larger maps one product per tap on shifted views of a padded copy
-//! ([`shifted`]); any other takes its gradients as products over tiles of unfolded images
-//! ([`conv`]) instead of burn's generic backward (a transposed convolution for the input
-//! gradient, a batch-for-channel convolution for the weight gradient), and its forward the
-//! same way where the unfolded rows are few (up to 576: SqueezeNet's first convolution),
-//! burn-flex's otherwise.
+//! one with output maps up to 16x16 (any stride) and 16 input channels or more is one matrix
+//! product per kernel tap and output row over a batch-last copy ([`batch_last`]); a "same"
+//! convolution (stride 1, padding half an odd kernel) on larger maps one product per tap on
+//! shifted views of a padded copy ([`shifted`]); any other takes its gradients as products
+//! over tiles of unfolded images ([`conv`]) instead of burn's generic backward (a transposed
+//! convolution for the input gradient, a batch-for-channel convolution for the weight
+//! gradient), and its forward the same way where the unfolded rows are few (up to 576:
+//! SqueezeNet's first convolution), burn-flex's otherwise.
 //!
 //! The networks take it through [`conv2d_chosen`] (grouped convolutions keep burn's;
 //! [`set_own_conv`] turns it off, for the bench's comparison): the blocks of the cloud network
@@ -199,7 +199,7 @@ impl Kernels for Flex {
 enum Own {
     /// A "same" convolution on maps larger than [`batch_last`] takes: [`shifted`]'s frames.
     Framed(shifted::Same),
-    /// Output maps up to 16x16: [`batch_last`].
+    /// Output maps up to 16x16, 16 input channels or more: [`batch_last`].
     BatchLast(conv::Geometry),
 }
 
