@@ -225,7 +225,9 @@ fn time_attack(net: &LocalNet, pre: &Preprocessing, ours: bool, t: Timing) -> Re
 }
 
 /// A step of the optimisation attack through SqueezeNet's local network at conv1, fire3 and
-/// fire5 (16 channels, sliced here), burn's operations against this project's.
+/// fire5 (16 channels, sliced here), burn's operations against this project's. The channels are
+/// chosen at random: the step's time does not depend on which, and the manifest's
+/// fisher-random selection would need a finished run's images.parquet.
 fn attack_table(root: &std::path::Path, t: Timing) -> Result<()> {
     let manifest = root.join("pipelines/cifar10-squeezenet.yaml");
     let m = Manifest::load(&manifest, &[]).context("the default manifest")?;
@@ -248,6 +250,8 @@ fn attack_table(root: &std::path::Path, t: Timing) -> Result<()> {
                     cut,
                     "--channels",
                     "16",
+                    "--method",
+                    "random",
                     "-o",
                     out.to_str().context("path")?,
                 ]),
