@@ -9,8 +9,8 @@
 //! `conv2d`: a convolution with its own forward and backward, by one [`route`]: any ungrouped
 //! one with output maps up to 16x16 (any stride) and 16 input channels or more is one matrix
 //! product per kernel tap and output row over a batch-last copy ([`batch_last`]); a "same"
-//! convolution (stride 1, padding half an odd kernel) on larger maps one product per tap on
-//! shifted views of a padded copy ([`shifted`]); any other takes its gradients as products
+//! convolution (stride 1, padding half an odd kernel) it does not take, one product per tap
+//! on shifted views of a padded copy ([`shifted`]); any other takes its gradients as products
 //! over tiles of unfolded images ([`conv`]) instead of burn's generic backward (a transposed
 //! convolution for the input gradient, a batch-for-channel convolution for the weight
 //! gradient), and its forward the same way where the unfolded rows are few (up to 576:
@@ -197,7 +197,7 @@ impl Kernels for Flex {
 /// [takes it](conv::tiles_forward), else burn-flex's), and burn-flex's for dtypes other than
 /// fp32.
 enum Own {
-    /// A "same" convolution on maps larger than [`batch_last`] takes: [`shifted`]'s frames.
+    /// A "same" convolution [`batch_last`] does not take: [`shifted`]'s frames.
     Framed(shifted::Same),
     /// Output maps up to 16x16, 16 input channels or more: [`batch_last`].
     BatchLast(conv::Geometry),

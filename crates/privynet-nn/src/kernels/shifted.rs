@@ -1,7 +1,7 @@
 //! "Same" convolutions (stride 1, odd square kernel, padding half the kernel, no dilation or
-//! groups) on maps larger than 16x16 (the IRN's 32x32 blocks; smaller maps take
-//! [`super::batch_last`]) as one matrix product per kernel tap on shifted views of a padded
-//! copy, with no unfolded input.
+//! groups) that [`super::batch_last`] does not take (maps larger than 16x16: the IRN's 32x32
+//! blocks; or fewer than 16 input channels) as one matrix product per kernel tap on shifted
+//! views of a padded copy, with no unfolded input.
 //!
 //! A tile of images is copied once into a frame: per channel, the images' planes one after
 //! another, each row followed by `p` zeros and each image by `p` rows of zeros (`(H + p) x
