@@ -275,7 +275,7 @@ fn weight_grad_tile(g: &Geometry, dy: &[f32], x: &[f32], s: &Sides, n: usize) ->
 /// A weight gradient tap by tap (`[taps, O, C]`) in the weight's layout, `[O, C, taps]`.
 fn taps_last(g: &Geometry, by_tap: &[f32]) -> Vec<f32> {
     let (taps, oc) = (g.kh * g.kw, g.o * g.c);
-    let mut dw = vec![0.0f32; oc * taps];
+    let mut dw = super::zeros(oc * taps);
     dw.par_chunks_mut(g.c * taps)
         .enumerate()
         .for_each(|(o, row)| {
@@ -294,7 +294,7 @@ pub(crate) fn forward(x: &[f32], weight: &[f32], g: &Geometry) -> Vec<f32> {
     let s = Sides::new(g);
     let (image_in, image_out) = (g.c * g.h * g.w, g.o * g.oh * g.ow);
     let tile = tile_images(g);
-    let mut y = vec![0.0f32; g.n * image_out];
+    let mut y = super::zeros(g.n * image_out);
     y.par_chunks_mut(tile * image_out)
         .zip(x.par_chunks(tile * image_in))
         .for_each(|(yt, xt)| {

@@ -274,7 +274,7 @@ pub(crate) fn conv2d_forward(
     let w = weight.reshape(vec![g.groups, og, k].into());
     let xs = values(&x);
     let per_tile = g.n.div_ceil(tiles(&g));
-    let mut y = vec![0.0f32; g.n * g.o * g.p()];
+    let mut y = super::zeros(g.n * g.o * g.p());
     y.par_chunks_mut(per_tile * g.o * g.p())
         .enumerate()
         .for_each(|(i, ys)| {

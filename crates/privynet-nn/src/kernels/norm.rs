@@ -121,7 +121,7 @@ fn inv_std(var: f32, epsilon: f64) -> f32 {
 
 /// The output: `x * scale + shift` per channel, then the ReLU if `relu`.
 pub(crate) fn forward(x: &[f32], p: Planes, scale: &[f32], shift: &[f32], relu: bool) -> Vec<f32> {
-    let mut y = vec![0.0f32; x.len()];
+    let mut y = super::zeros(x.len());
     let image = p.c * p.hw;
     y.par_chunks_mut(image)
         .zip(x.par_chunks(image))
@@ -188,7 +188,7 @@ pub(crate) fn backward(
         .collect();
     let (dgamma, dbeta): (Vec<f32>, Vec<f32>) = sums.into_iter().unzip();
     // dx = gamma * inv_std * (g - d beta / M - x_hat * d gamma / M).
-    let mut dx = vec![0.0f32; x.len()];
+    let mut dx = super::zeros(x.len());
     let image = p.c * p.hw;
     let count = p.count() as f32;
     dx.par_chunks_mut(image)

@@ -139,7 +139,7 @@ impl Pool {
     /// The pooled maps of `x` (`[n, c, h, w]` flat).
     pub(crate) fn forward(&self, x: &[f32]) -> Vec<f32> {
         let (pin, pout, per) = (self.plane_in(), self.plane_out(), self.planes_per_task());
-        let mut y = vec![0.0f32; self.n * self.c * pout];
+        let mut y = super::zeros(self.n * self.c * pout);
         if pout == 0 {
             return y;
         }
@@ -189,7 +189,7 @@ impl Pool {
     /// (the first position, row-major, holding the output `y`).
     pub(crate) fn backward(&self, x: &[f32], y: &[f32], dy: &[f32]) -> Vec<f32> {
         let (pin, pout, per) = (self.plane_in(), self.plane_out(), self.planes_per_task());
-        let mut dx = vec![0.0f32; x.len()];
+        let mut dx = super::zeros(x.len());
         if pout == 0 {
             return dx;
         }

@@ -197,7 +197,7 @@ fn taps_into(
 pub(crate) fn forward(x: &[f32], weight: &[f32], g: &Same) -> Vec<f32> {
     let tile = g.tile();
     let (image_in, image_out) = (g.c * g.h * g.w, g.o * g.h * g.w);
-    let mut y = vec![0.0f32; g.n * image_out];
+    let mut y = super::zeros(g.n * image_out);
     y.par_chunks_mut(tile * image_out)
         .zip(x.par_chunks(tile * image_in))
         .for_each(|(yt, xt)| {
