@@ -16,8 +16,7 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::activation::{relu, sigmoid};
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
@@ -26,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use privynet_core::manifest::{AttackParams, Manifest, TrainParams};
 use privynet_nn::audit::irn::{Irn, IrnSpec, spec};
+use privynet_nn::kernels::FusedAdam;
 use privynet_nn::train::cloud::{CloudNet, layout};
 
 use crate::flops;
@@ -139,17 +139,10 @@ impl Adam {
         }
     }
 
+    /// The training stages' Adam (`kernels::FusedAdam`, burn's `Adam` bit for bit).
     fn init(&self) -> ModuleOptimizer {
-        let c = AdamConfig::new()
-            .with_beta_1(self.beta1)
-            .with_beta_2(self.beta2)
-            .with_epsilon(self.eps);
-        if self.weight_decay > 0.0 {
-            c.with_weight_decay(Some(WeightDecayConfig::new(self.weight_decay as f32)))
-                .init()
-        } else {
-            c.init()
-        }
+        let penalty = (self.weight_decay > 0.0).then_some(self.weight_decay as f32);
+        FusedAdam::with(self.beta1, self.beta2, self.eps, penalty).into()
     }
 }
 

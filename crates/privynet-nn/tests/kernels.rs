@@ -13,7 +13,9 @@
 //!   odd and 1x1 maps, a constant channel and a shifted mean.
 
 use burn::module::Param;
-use burn::nn::{BatchNorm, BatchNormConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, LinearConfig};
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::module::conv2d as burn_conv2d;
 use burn::tensor::module::max_pool2d as burn_max_pool2d;
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
@@ -511,4 +513,61 @@ fn the_kernels_give_the_same_bits_on_any_thread_count() {
         })
     };
     assert_eq!(on(1), on(3));
+}
+
+/// The bits of a linear layer's parameters after `steps` Adam steps of `optim` (gradients of
+/// a fixed loss, so both optimizers see the same ones on the same parameters); with `reload`
+/// `(after, fresh, file)`, the optimizer is saved to `file` after `after` steps and `fresh`
+/// loaded from it goes on.
+fn adam_bits(
+    mut optim: ModuleOptimizer,
+    steps: usize,
+    reload: Option<(usize, ModuleOptimizer, &std::path::Path)>,
+) -> Vec<u32> {
+    let device = Device::flex().autodiff();
+    device.seed(5);
+    // 170 x 100 weights: more than one of the fused step's blocks of 16 Ki values.
+    let mut model = LinearConfig::new(170, 100).init(&device);
+    let x = Tensor::<2>::random([8, 170], Distribution::Uniform(-1.0, 1.0), &device);
+    let mut reload = reload;
+    for step in 0..steps {
+        let y = model.forward(x.clone());
+        let w = loss_weights([1, 1, 8, 100], &device).reshape([8, 100]);
+        let grads = GradientsParams::from_grads((y * w).sum().backward(), &model);
+        model = optim.step(1e-2, model, grads);
+        if let Some((_, fresh, file)) = reload.take_if(|r| r.0 == step + 1) {
+            optim.save(file).unwrap();
+            optim = fresh.load(file).unwrap();
+        }
+    }
+    let mut values: Vec<f32> = model.weight.val().into_data().try_to_vec().unwrap();
+    values.extend(
+        model
+            .bias
+            .unwrap()
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap(),
+    );
+    values.iter().map(|v| v.to_bits()).collect()
+}
+
+#[test]
+fn fused_adam_equals_burns_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    for penalty in [None, Some(5e-4)] {
+        let burns = || {
+            AdamConfig::new()
+                .with_weight_decay(penalty.map(WeightDecayConfig::new))
+                .init()
+        };
+        let fused = || ModuleOptimizer::from(kernels::FusedAdam::new(penalty));
+        let want = adam_bits(burns(), 4, None);
+        assert_eq!(adam_bits(fused(), 4, None), want, "penalty {penalty:?}");
+        // Its saved state is burn's: two steps, saved, loaded into burn's Adam, two more.
+        let file = dir.path().join("optimizer.bpk");
+        let mixed = adam_bits(fused(), 4, Some((2, burns(), &file)));
+        assert_eq!(mixed, want, "penalty {penalty:?}, resumed in burn's Adam");
+    }
 }

@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -21,6 +21,7 @@ use privynet_core::manifest::{AttackParams, Schedule};
 
 use super::irn::{Irn, IrnSpec, spec};
 use crate::NnError;
+use crate::kernels::FusedAdam;
 use crate::metrics;
 
 /// Salt for the held-out draw, so that it is not the shuffling stream of the first epoch.
@@ -355,7 +356,7 @@ pub fn train_irn(
     );
     let training = IrnTraining::new(params, irn_spec, pool, &pairs, device.autodiff());
     let mut model = Irn::new(pool.feature_shape[0], irn_spec, &training.autodiff);
-    let mut optim = AdamConfig::new().init();
+    let mut optim: ModuleOptimizer = FusedAdam::new(None).into();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut stopping = EarlyStopping::new(params.patience, params.min_delta);
     let (mut best, mut curve) = (None, Vec::new());

@@ -26,6 +26,7 @@
 //! The matrix products are the `gemm` crate's, burn-flex's own, called through [`gemm`]'s
 //! checked wrapper.
 
+mod adam;
 mod batch_last;
 mod conv;
 mod gemm;
@@ -51,6 +52,8 @@ use burn::tensor::activation::relu;
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
+
+pub use adam::{AdamStep, FusedAdam};
 
 /// The operations this project implements itself.
 #[backend_extension(Flex, Autodiff)]
@@ -88,6 +91,17 @@ pub trait Kernels: Backend {
         dilation: [usize; 2],
         ceil: bool,
     ) -> FloatTensor<Self>;
+
+    /// One Adam step on `param` (fp32) with `grad` and the moments `moment_1`, `moment_2`
+    /// (ignored on the first step), as burn's `Adam` computes it ([`adam`]): the new
+    /// parameter and moments.
+    fn adam_step(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        moment_1: FloatTensor<Self>,
+        moment_2: FloatTensor<Self>,
+        step: AdamStep,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
 fn dims(t: &FlexTensor) -> Vec<usize> {
@@ -101,6 +115,17 @@ fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
 /// A contiguous fp32 tensor's values (the callers make it contiguous and check the dtype).
 fn values(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>().expect("a contiguous fp32 tensor")
+}
+
+/// `t` contiguous over the whole of its storage, which [`FlexTensor::storage_mut`] then hands
+/// out as its values (copied first only where another tensor shares them).
+fn owned(t: FlexTensor) -> FlexTensor {
+    let n = t.layout().num_elements();
+    if t.layout().contiguous_offsets() == Some((0, n)) && t.storage::<f32>().len() == n {
+        return t;
+    }
+    let t = t.to_contiguous();
+    tensor(values(&t).to_vec(), dims(&t))
 }
 
 /// A small fp32 tensor's values, copied (gamma, beta: one per channel).
@@ -217,6 +242,20 @@ impl Kernels for Flex {
             return Flex::max_pool2d(x, kernel, stride, padding, dilation, ceil);
         }
         pooled(&x.to_contiguous(), kernel, stride, padding, dilation, ceil).1
+    }
+
+    fn adam_step(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        moment_1: FloatTensor<Self>,
+        moment_2: FloatTensor<Self>,
+        step: AdamStep,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let grad = grad.to_contiguous();
+        let [mut p, mut m, mut v] = [param, moment_1, moment_2].map(owned);
+        let (ps, ms, vs) = (p.storage_mut(), m.storage_mut(), v.storage_mut());
+        adam::step(ps, values(&grad), ms, vs, &step);
+        (p, m, v)
     }
 }
 
@@ -414,6 +453,23 @@ impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
             OpsKind::Tracked(prep) => prep.finish((xp, y.clone(), pool), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
+    }
+
+    /// Not differentiated: the optimizer steps on parameters outside the graph.
+    fn adam_step(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        moment_1: FloatTensor<Self>,
+        moment_2: FloatTensor<Self>,
+        step: AdamStep,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let [p, g, m, v] = [param, grad, moment_1, moment_2].map(Self::inner);
+        let (x, m, v) = Flex::adam_step(p, g, m, v, step);
+        (
+            Self::from_inner(x),
+            Self::from_inner(m),
+            Self::from_inner(v),
+        )
     }
 }
 

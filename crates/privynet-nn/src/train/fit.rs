@@ -11,7 +11,7 @@ use burn::module::Module;
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig};
+use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -24,6 +24,7 @@ use super::report::{self, EpochMetrics, TrainReport};
 use super::resume;
 use crate::NnError;
 use crate::data::Split;
+use crate::kernels::FusedAdam;
 
 /// Where a run keeps its checkpoints, whether it continues a saved state, and where it stops.
 #[derive(Debug, Clone)]
@@ -235,7 +236,7 @@ fn load_best(model: CloudNet, checkpoints: &Checkpoints) -> Result<CloudNet, NnE
 fn optimizer(params: &TrainParams) -> ModuleOptimizer {
     let decay = WeightDecayConfig::new(params.weight_decay as f32);
     match params.optimizer {
-        OptimizerKind::Adam => AdamConfig::new().with_weight_decay(Some(decay)).init(),
+        OptimizerKind::Adam => FusedAdam::new(Some(decay.penalty)).into(),
         OptimizerKind::Sgd => SgdConfig::new()
             .with_weight_decay(Some(decay))
             .with_momentum(Some(
