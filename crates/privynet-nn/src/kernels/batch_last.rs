@@ -83,10 +83,17 @@ impl Layout<'_> {
         self.height * self.rows * self.width * self.n
     }
 
-    /// `src` (`[n, rows, height, width]`) in this layout, in parallel over rows and channels.
+    /// `src` (`[n, rows, height, width]`) in this layout.
     fn gather(&self, src: &[f32]) -> Vec<f32> {
-        let (r, h, w, n) = (self.rows, self.height, self.width, self.n);
         let mut dst = vec![0.0f32; self.len()];
+        self.gather_into(src, &mut dst);
+        dst
+    }
+
+    /// `src` (`[n, rows, height, width]`) in this layout into `dst`, in parallel over rows and
+    /// channels.
+    fn gather_into(&self, src: &[f32], dst: &mut [f32]) {
+        let (r, h, w, n) = (self.rows, self.height, self.width, self.n);
         dst.par_chunks_mut(w * n).enumerate().for_each(|(yr, d)| {
             let (y, ri) = (yr / r, yr % r);
             for img in 0..n {
@@ -96,7 +103,6 @@ impl Layout<'_> {
                 }
             }
         });
-        dst
     }
 
     /// `src` (this layout) into `dst` (`[n, rows, height, width]`), in parallel over groups
@@ -289,21 +295,37 @@ fn taps_last(g: &Geometry, by_tap: &[f32]) -> Vec<f32> {
 }
 
 /// The convolution of `x` (`[n, c, h, w]`) with `weight` (`[o, c, kh, kw]`): `[n, o, oh, ow]`,
-/// tiles in parallel (each in parallel over its rows, so the rows of all tiles share the cores).
-pub(crate) fn forward(x: &[f32], weight: &[f32], g: &Geometry) -> Vec<f32> {
+/// tiles in parallel (each in parallel over its rows, so the rows of all tiles share the cores);
+/// and `x` in the layout, tile after tile, which [`backward`] takes for the weight gradient
+/// instead of transposing `x` again.
+pub(crate) fn forward(x: &[f32], weight: &[f32], g: &Geometry) -> (Vec<f32>, Vec<f32>) {
     let s = Sides::new(g);
     let (image_in, image_out) = (g.c * g.h * g.w, g.o * g.oh * g.ow);
     let tile = tile_images(g);
-    let mut y = super::zeros(g.n * image_out);
+    let (mut y, mut tiles) = (super::zeros(g.n * image_out), super::zeros(x.len()));
     y.par_chunks_mut(tile * image_out)
         .zip(x.par_chunks(tile * image_in))
-        .for_each(|(yt, xt)| {
+        .zip(tiles.par_chunks_mut(tile * image_in))
+        .for_each(|((yt, xt), xr)| {
             let n = xt.len() / image_in;
-            let xr = s.input(g, n).gather(xt);
+            s.input(g, n).gather_into(xt, xr);
             s.output(g, n)
-                .scatter(&forward_tile(g, weight, &xr, &s, n), yt);
+                .scatter(&forward_tile(g, weight, xr, &s, n), yt);
         });
-    y
+    (y, tiles)
+}
+
+/// `x` (`[n, c, h, w]`) in the layout, tile after tile, as [`forward`] returns it beside the
+/// output.
+pub(crate) fn input_tiles(x: &[f32], g: &Geometry) -> Vec<f32> {
+    let (s, image_in) = (Sides::new(g), g.c * g.h * g.w);
+    let per = tile_images(g) * image_in;
+    let mut tiles = super::zeros(x.len());
+    tiles
+        .par_chunks_mut(per)
+        .zip(x.par_chunks(per))
+        .for_each(|(xr, xt)| s.input(g, xt.len() / image_in).gather_into(xt, xr));
+    tiles
 }
 
 /// Images per tile: [`TILE_VALUES`] over an image's values on the larger side. It depends on
@@ -313,11 +335,11 @@ fn tile_images(g: &Geometry) -> usize {
     (TILE_VALUES / image.max(1)).max(1)
 }
 
-/// The gradients of [`forward`] for the output gradient `dy`: the input's where `want_x`,
-/// the weight's where `want_w` (tiles' parts summed in order, tap by tap, then put in the
-/// weight's layout once).
+/// The gradients of [`forward`] for the output gradient `dy`, given the input in the layout
+/// as [`forward`] returns it (`x_tiles`): the input's where `want_x`, the weight's where
+/// `want_w` (tiles' parts summed in order, tap by tap, then put in the weight's layout once).
 pub(crate) fn backward(
-    x: &[f32],
+    x_tiles: &[f32],
     weight: &[f32],
     dy: &[f32],
     g: &Geometry,
@@ -337,8 +359,8 @@ pub(crate) fn backward(
                 .scatter(&input_grad_tile(g, weight, &dyr, &s, n), dxt);
         }
         want_w.then(|| {
-            let xr = s.input(g, n).gather(&x[t0 * image_in..][..n * image_in]);
-            weight_grad_tile(g, &dyr, &xr, &s, n)
+            let xr = &x_tiles[t0 * image_in..][..n * image_in];
+            weight_grad_tile(g, &dyr, xr, &s, n)
         })
     };
     let (dx, by_tap) = tiled_backward(g.n, per, image_in, want_x, tile);

@@ -217,7 +217,7 @@ impl Kernels for Flex {
         dilation: [usize; 2],
         groups: usize,
     ) -> FloatTensor<Self> {
-        conv_forward(x, weight, options(stride, padding, dilation, groups))
+        conv_forward(x, weight, options(stride, padding, dilation, groups)).0
     }
 
     fn batch_norm_train_relu(
@@ -283,48 +283,78 @@ fn route(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) -> Optio
     same.filter(shifted::Same::framed).map(Own::Framed)
 }
 
-/// A convolution without bias, by its [`route`].
-fn conv_forward(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
+/// What a convolution's backward pass keeps of its input: the input, or, on the batch-last
+/// route, the input in that layout, tile after tile (all the weight gradient reads of it, so
+/// the backward pass need not transpose it again).
+#[derive(Debug, Clone)]
+enum Kept {
+    Input(FlexTensor),
+    BatchLast(FlexTensor, conv::Geometry),
+}
+
+/// A convolution without bias, by its [`route`], and what its backward pass keeps of `x`.
+fn conv_forward(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> (FlexTensor, Kept) {
     let Some(own) = route(&x, &weight, &options) else {
-        if conv::tiles_forward(&x, &weight) {
-            return conv::conv2d_forward(x, weight, &options);
-        }
-        return Flex::conv2d(x, weight, None, options);
+        let y = if conv::tiles_forward(&x, &weight) {
+            conv::conv2d_forward(x.clone(), weight, &options)
+        } else {
+            Flex::conv2d(x.clone(), weight, None, options)
+        };
+        return (y, Kept::Input(x));
     };
-    let (x, w) = (x.to_contiguous(), weight.to_contiguous());
-    let (xs, ws) = (values(&x), values(&w));
+    let (xc, w) = (x.to_contiguous(), weight.to_contiguous());
+    let (xs, ws) = (values(&xc), values(&w));
     match own {
-        Own::Framed(g) => tensor(shifted::forward(xs, ws, &g), g.output_shape()),
-        Own::BatchLast(g) => tensor(batch_last::forward(xs, ws, &g), g.output_shape()),
+        Own::Framed(g) => (
+            tensor(shifted::forward(xs, ws, &g), g.output_shape()),
+            Kept::Input(x),
+        ),
+        Own::BatchLast(g) => {
+            let (y, tiles) = batch_last::forward(xs, ws, &g);
+            let len = tiles.len();
+            let kept = Kept::BatchLast(tensor(tiles, vec![len]), g);
+            (tensor(y, g.output_shape()), kept)
+        }
     }
 }
 
-/// The gradients of [`conv_forward`], by the same [`route`].
+/// The gradients of [`conv_forward`], by the same [`route`], from what it kept of the input.
 fn conv_backward(
-    x: FlexTensor,
+    kept: Kept,
     weight: FlexTensor,
     dy: FlexTensor,
     options: &ConvOptions<2>,
     want_x: bool,
     want_w: bool,
 ) -> (Option<FlexTensor>, Option<FlexTensor>) {
+    let (ws, dys) = (weight.to_contiguous(), dy.to_contiguous());
+    let (w_, dy_) = (values(&ws), values(&dys));
+    let wrap = |(dx, dw): (Option<Vec<f32>>, Option<Vec<f32>>), x_shape: Vec<usize>| {
+        (
+            dx.map(|v| tensor(v, x_shape)),
+            dw.map(|v| tensor(v, dims(&weight))),
+        )
+    };
+    let x = match kept {
+        Kept::BatchLast(tiles, g) => {
+            let grads = batch_last::backward(values(&tiles), w_, dy_, &g, want_x, want_w);
+            return wrap(grads, vec![g.n, g.c, g.h, g.w]);
+        }
+        Kept::Input(x) => x,
+    };
     let Some(own) = route(&x, &weight, options) else {
         return conv::conv2d_backward(x, weight, dy, options, want_x, want_w);
     };
-    let (xs, ws, dys) = (
-        x.to_contiguous(),
-        weight.to_contiguous(),
-        dy.to_contiguous(),
-    );
-    let (x_, w_, dy_) = (values(&xs), values(&ws), values(&dys));
-    let (dx, dw) = match own {
+    let xs = x.to_contiguous();
+    let x_ = values(&xs);
+    let grads = match own {
         Own::Framed(g) => shifted::backward(x_, w_, dy_, &g, want_x, want_w),
-        Own::BatchLast(g) => batch_last::backward(x_, w_, dy_, &g, want_x, want_w),
+        Own::BatchLast(g) => {
+            let tiles = batch_last::input_tiles(x_, &g);
+            batch_last::backward(&tiles, w_, dy_, &g, want_x, want_w)
+        }
     };
-    (
-        dx.map(|v| tensor(v, dims(&x))),
-        dw.map(|v| tensor(v, dims(&weight))),
-    )
+    wrap(grads, dims(&x))
 }
 
 /// The backward step of [`Kernels::conv2d_nobias`]: the input and weight gradients of
@@ -333,13 +363,21 @@ fn conv_backward(
 struct Conv2dBackward;
 
 impl Backward<Flex, 2> for Conv2dBackward {
-    type State = (FlexTensor, FlexTensor, ConvOptions<2>);
+    /// What the forward kept of the input, the weight, and the options.
+    type State = (Kept, FlexTensor, ConvOptions<2>);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_w] = ops.parents;
         let dy = grads.consume::<Flex>(&ops.node);
-        let (x, weight, options) = ops.state;
-        let (dx, dw) = conv_backward(x, weight, dy, &options, node_x.is_some(), node_w.is_some());
+        let (kept, weight, options) = ops.state;
+        let (dx, dw) = conv_backward(
+            kept,
+            weight,
+            dy,
+            &options,
+            node_x.is_some(),
+            node_w.is_some(),
+        );
         if let (Some(node), Some(dx)) = (node_x, dx) {
             grads.register::<Flex>(node.id, dx);
         }
@@ -401,10 +439,10 @@ impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let out = conv_forward(xp.clone(), wp.clone(), options.clone());
-                prep.finish((xp, wp, options), out)
+                let (out, kept) = conv_forward(xp, wp.clone(), options.clone());
+                prep.finish((kept, wp, options), out)
             }
-            OpsKind::UnTracked(prep) => prep.finish(conv_forward(xp, wp, options)),
+            OpsKind::UnTracked(prep) => prep.finish(conv_forward(xp, wp, options).0),
         }
     }
 
