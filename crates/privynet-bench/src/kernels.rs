@@ -2,7 +2,8 @@
 //! and backward (the weight and input gradients), burn's and this project's
 //! (`privynet_nn::kernels`), on the same tensors in the same run; every batch
 //! norm and ReLU alone, burn's and the fused one; then the whole training steps with burn's
-//! operations, with the fused batch norm, and with both kernels; and a step of the
+//! operations, with the fused Adam, with the fused batch norm too, and with the project's
+//! convolution too; and a step of the
 //! optimisation attack through SqueezeNet's local network (its convolutions and pools) with
 //! burn's operations and with this project's.
 
@@ -154,31 +155,38 @@ fn norms(d: &NetDesc) -> Vec<[usize; 3]> {
         .collect()
 }
 
-/// Whole steps three ways: burn's operations, the fused batch norm, and the fused batch norm
-/// with this project's convolution.
+/// Whole steps four ways: burn's operations, then with the fused Adam, the fused batch norm
+/// too, and this project's convolution too.
 fn step_table(nets: &[steps::Bench], t: Timing) {
     println!(
-        "| network | burn's ops (samples/s) | fused norm | fused norm and own conv | \
-         fused / burn | both / burn |"
+        "| network | burn's ops (samples/s) | fused Adam | and fused norm | and own conv | \
+         all / burn |"
     );
     println!("|---|---|---|---|---|---|");
     for net in nets {
         let mut sps = Vec::new();
-        for (fused, own) in [(false, false), (true, false), (true, true)] {
-            kernels::set_fused_norm(fused);
-            kernels::set_own_conv(own);
+        for (adam, norm, conv) in [
+            (false, false, false),
+            (true, false, false),
+            (true, true, false),
+            (true, true, true),
+        ] {
+            kernels::set_fused_adam(adam);
+            kernels::set_fused_norm(norm);
+            kernels::set_own_conv(conv);
             sps.push(steps::train(net, t).samples_per_second);
         }
         println!(
-            "| {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} |",
+            "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} |",
             net.desc.name,
             sps[0],
             sps[1],
             sps[2],
-            sps[1] / sps[0],
-            sps[2] / sps[0]
+            sps[3],
+            sps[3] / sps[0]
         );
     }
+    kernels::set_fused_adam(true);
     kernels::set_fused_norm(true);
     kernels::set_own_conv(true);
 }

@@ -102,7 +102,8 @@ fn block<const FIRST: bool, const DECAY: bool>(
 }
 
 /// Adam as burn's `AdamConfig` builds it (no AMSGrad), its step taken by
-/// [`Kernels::adam_step`] for fp32 parameters and by burn's own `Adam` otherwise.
+/// [`Kernels::adam_step`] for fp32 parameters and by burn's own `Adam` otherwise (and with
+/// [`super::set_fused_adam`]`(false)`, for the bench's comparison).
 #[derive(Clone)]
 pub struct FusedAdam {
     beta_1: f32,
@@ -148,7 +149,7 @@ impl Optimizer for FusedAdam {
         let amsgrad = state
             .as_ref()
             .is_some_and(|s| s.momentum.max_moment_2.is_some());
-        if [tensor.dtype(), grad.dtype()] != [DType::F32; 2] || amsgrad {
+        if [tensor.dtype(), grad.dtype()] != [DType::F32; 2] || amsgrad || !super::fused_adam() {
             return self.burn.step(lr, tensor, grad, state);
         }
         let (time, m, v, first) = match state {

@@ -605,6 +605,20 @@ pub fn conv2d_module(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 /// own. On: measured faster (`make bench BENCH=kernels`); the bench turns it off to compare.
 static FUSED_NORM: AtomicBool = AtomicBool::new(true);
 
+/// Whether [`FusedAdam`] takes its own step or burn's `Adam`'s (the same bits either way).
+/// On: measured faster (`make bench BENCH=kernels`); the bench turns it off to compare.
+static FUSED_ADAM: AtomicBool = AtomicBool::new(true);
+
+/// Sets whether [`FusedAdam`] takes its own step ([`Kernels::adam_step`]).
+pub fn set_fused_adam(on: bool) {
+    FUSED_ADAM.store(on, Ordering::Relaxed);
+}
+
+/// Whether [`FusedAdam`] takes its own step (see [`set_fused_adam`]).
+fn fused_adam() -> bool {
+    FUSED_ADAM.load(Ordering::Relaxed)
+}
+
 /// Sets whether [`batch_norm_relu`] uses the fused batch norm.
 pub fn set_fused_norm(on: bool) {
     FUSED_NORM.store(on, Ordering::Relaxed);
