@@ -21,8 +21,7 @@ use super::Kernels;
 /// Parameter values one parallel task updates.
 const BLOCK: usize = 16 * 1024;
 
-/// One step's settings: Adam's, the learning rate, and whether the parameter has no moments
-/// yet (its first step).
+/// One step's settings: Adam's, the learning rate, the step's number.
 #[derive(Debug, Clone, Copy)]
 pub struct AdamStep {
     pub lr: LearningRate,
@@ -33,6 +32,7 @@ pub struct AdamStep {
     pub penalty: Option<f32>,
     /// The step's number, from 1.
     pub time: usize,
+    /// Whether the parameter has no moments yet (then the moments passed are ignored).
     pub first: bool,
 }
 
@@ -120,6 +120,7 @@ impl FusedAdam {
         Self::with(0.9, 0.999, 1e-5, penalty)
     }
 
+    /// Adam with the given betas and epsilon (as `AdamConfig`'s), and weight decay `penalty`.
     pub fn with(beta_1: f32, beta_2: f32, epsilon: f32, penalty: Option<f32>) -> Self {
         let config = AdamConfig::new()
             .with_beta_1(beta_1)
