@@ -10,7 +10,9 @@
 //!   to a few values, so that windows hold ties (the gradient goes to the first, row-major);
 //! - the fused batch norm and ReLU (`kernels::batch_norm_relu`): the same output, gradients of
 //!   input, gamma and beta, and running statistics as `relu(BatchNorm::forward)`, over batch 1,
-//!   odd and 1x1 maps, a constant channel and a shifted mean.
+//!   odd and 1x1 maps, a constant channel and a shifted mean;
+//! - the fused Adam (`kernels::FusedAdam`): burn's `Adam`'s parameters bit for bit over several
+//!   steps, with and without weight decay, and after its state is saved and resumed in burn's.
 
 use burn::module::Param;
 use burn::nn::{BatchNorm, BatchNormConfig, LinearConfig};
@@ -522,14 +524,13 @@ fn the_kernels_give_the_same_bits_on_any_thread_count() {
 fn adam_bits(
     mut optim: ModuleOptimizer,
     steps: usize,
-    reload: Option<(usize, ModuleOptimizer, &std::path::Path)>,
+    mut reload: Option<(usize, ModuleOptimizer, &std::path::Path)>,
 ) -> Vec<u32> {
     let device = Device::flex().autodiff();
     device.seed(5);
     // 170 x 100 weights: more than one of the fused step's blocks of 16 Ki values.
     let mut model = LinearConfig::new(170, 100).init(&device);
     let x = Tensor::<2>::random([8, 170], Distribution::Uniform(-1.0, 1.0), &device);
-    let mut reload = reload;
     for step in 0..steps {
         let y = model.forward(x.clone());
         let w = loss_weights([1, 1, 8, 100], &device).reshape([8, 100]);

@@ -315,19 +315,6 @@ pub(crate) fn forward(x: &[f32], weight: &[f32], g: &Geometry) -> (Vec<f32>, Vec
     (y, tiles)
 }
 
-/// `x` (`[n, c, h, w]`) in the layout, tile after tile, as [`forward`] returns it beside the
-/// output.
-pub(crate) fn input_tiles(x: &[f32], g: &Geometry) -> Vec<f32> {
-    let (s, image_in) = (Sides::new(g), g.c * g.h * g.w);
-    let per = tile_images(g) * image_in;
-    let mut tiles = super::zeros(x.len());
-    tiles
-        .par_chunks_mut(per)
-        .zip(x.par_chunks(per))
-        .for_each(|(xr, xt)| s.input(g, xt.len() / image_in).gather_into(xt, xr));
-    tiles
-}
-
 /// Images per tile: [`TILE_VALUES`] over an image's values on the larger side. It depends on
 /// the geometry only, so the weight gradient's parts group the same way on any machine.
 fn tile_images(g: &Geometry) -> usize {

@@ -283,16 +283,18 @@ fn route(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) -> Optio
     same.filter(shifted::Same::framed).map(Own::Framed)
 }
 
-/// What a convolution's backward pass keeps of its input: the input, or, on the batch-last
-/// route, the input in that layout, tile after tile (all the weight gradient reads of it, so
-/// the backward pass need not transpose it again).
+/// What a convolution's backward pass keeps of its forward: the [`route`] it took, with the
+/// input, or, on the batch-last route, the input in that layout, tile after tile (all the
+/// weight gradient reads of it, so the backward pass need not transpose it again).
 #[derive(Debug, Clone)]
 enum Kept {
-    Input(FlexTensor),
+    /// No route of the project's own: [`conv`]'s tiles take the gradients.
+    Unrouted(FlexTensor),
+    Framed(FlexTensor, shifted::Same),
     BatchLast(FlexTensor, conv::Geometry),
 }
 
-/// A convolution without bias, by its [`route`], and what its backward pass keeps of `x`.
+/// A convolution without bias, by its [`route`], and what its backward pass keeps.
 fn conv_forward(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> (FlexTensor, Kept) {
     let Some(own) = route(&x, &weight, &options) else {
         let y = if conv::tiles_forward(&x, &weight) {
@@ -300,14 +302,14 @@ fn conv_forward(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> (
         } else {
             Flex::conv2d(x.clone(), weight, None, options)
         };
-        return (y, Kept::Input(x));
+        return (y, Kept::Unrouted(x));
     };
     let (xc, w) = (x.to_contiguous(), weight.to_contiguous());
     let (xs, ws) = (values(&xc), values(&w));
     match own {
         Own::Framed(g) => (
             tensor(shifted::forward(xs, ws, &g), g.output_shape()),
-            Kept::Input(x),
+            Kept::Framed(x, g),
         ),
         Own::BatchLast(g) => {
             let (y, tiles) = batch_last::forward(xs, ws, &g);
@@ -318,7 +320,7 @@ fn conv_forward(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> (
     }
 }
 
-/// The gradients of [`conv_forward`], by the same [`route`], from what it kept of the input.
+/// The gradients of [`conv_forward`], by the route it took, from what it kept.
 fn conv_backward(
     kept: Kept,
     weight: FlexTensor,
@@ -329,32 +331,24 @@ fn conv_backward(
 ) -> (Option<FlexTensor>, Option<FlexTensor>) {
     let (ws, dys) = (weight.to_contiguous(), dy.to_contiguous());
     let (w_, dy_) = (values(&ws), values(&dys));
-    let wrap = |(dx, dw): (Option<Vec<f32>>, Option<Vec<f32>>), x_shape: Vec<usize>| {
-        (
-            dx.map(|v| tensor(v, x_shape)),
-            dw.map(|v| tensor(v, dims(&weight))),
-        )
-    };
-    let x = match kept {
+    let ((dx, dw), x_shape) = match kept {
+        Kept::Unrouted(x) => {
+            return conv::conv2d_backward(x, weight, dy, options, want_x, want_w);
+        }
+        Kept::Framed(x, g) => {
+            let xs = x.to_contiguous();
+            let grads = shifted::backward(values(&xs), w_, dy_, &g, want_x, want_w);
+            (grads, dims(&x))
+        }
         Kept::BatchLast(tiles, g) => {
             let grads = batch_last::backward(values(&tiles), w_, dy_, &g, want_x, want_w);
-            return wrap(grads, vec![g.n, g.c, g.h, g.w]);
-        }
-        Kept::Input(x) => x,
-    };
-    let Some(own) = route(&x, &weight, options) else {
-        return conv::conv2d_backward(x, weight, dy, options, want_x, want_w);
-    };
-    let xs = x.to_contiguous();
-    let x_ = values(&xs);
-    let grads = match own {
-        Own::Framed(g) => shifted::backward(x_, w_, dy_, &g, want_x, want_w),
-        Own::BatchLast(g) => {
-            let tiles = batch_last::input_tiles(x_, &g);
-            batch_last::backward(&tiles, w_, dy_, &g, want_x, want_w)
+            (grads, vec![g.n, g.c, g.h, g.w])
         }
     };
-    wrap(grads, dims(&x))
+    (
+        dx.map(|v| tensor(v, x_shape)),
+        dw.map(|v| tensor(v, dims(&weight))),
+    )
 }
 
 /// The backward step of [`Kernels::conv2d_nobias`]: the input and weight gradients of
